@@ -1,0 +1,128 @@
+"""Type stubs for the native core (rust/src). Checked against the built module by
+``python -m mypy.stubtest slng_fast._native``."""
+
+from typing import Final, final
+
+__version__: Final[str]
+
+# ---- errors (rust/src/error.rs, mapped in rust/src/py/mod.rs) ----------------
+
+class NativeError(ValueError):
+    """Base of every error raised by the native core."""
+
+class UnsupportedRateError(NativeError): ...
+class UnsupportedFormatError(NativeError): ...
+class PartialSampleError(NativeError): ...
+class InvalidArgumentError(NativeError): ...
+
+# ---- resampling (rust/src/resample.rs) ---------------------------------------
+
+SUPPORTED_RATES: Final[tuple[int, ...]]
+
+@final
+class Resampler:
+    """Streaming polyphase resampler for mono audio.
+
+    ``in_format``/``out_format`` are ``"pcm16"`` (signed 16-bit little-endian) or
+    ``"f32"`` (float32 little-endian, full scale 1.0). Input may be split anywhere,
+    even inside a sample: the output is the same as for the whole stream.
+    """
+
+    def __init__(
+        self, in_rate: int, out_rate: int, in_format: str = "pcm16", out_format: str = "pcm16"
+    ) -> None: ...
+    @property
+    def in_rate(self) -> int: ...
+    @property
+    def out_rate(self) -> int: ...
+    @property
+    def delay_input_samples(self) -> int:
+        """Input samples held back before the first output (the filter's look-ahead)."""
+    def process(self, data: bytes) -> bytes: ...
+    def flush(self) -> bytes:
+        """Emit what is held back; the stream then starts anew."""
+    def reset(self) -> None: ...
+
+# ---- sample formats and G.711 (rust/src/codec.rs) ----------------------------
+
+def pcm16_to_mulaw(pcm: bytes) -> bytes: ...
+def mulaw_to_pcm16(data: bytes) -> bytes: ...
+def pcm16_to_alaw(pcm: bytes) -> bytes: ...
+def alaw_to_pcm16(data: bytes) -> bytes: ...
+def pcm16_to_f32(pcm: bytes) -> bytes: ...
+def f32_to_pcm16(data: bytes) -> bytes: ...
+
+# ---- chunking and audio_chunk frames (rust/src/chunker.rs) -------------------
+
+@final
+class AudioChunker:
+    """Cuts a stream of audio pieces into chunks of whole samples, each at most
+    ``max_chunk_bytes``; optionally wraps them as ``audio_chunk`` JSON frames."""
+
+    def __init__(
+        self,
+        max_chunk_bytes: int,
+        sample_width: int = 2,
+        sample_rate: int = 24000,
+        context_id: str = "",
+    ) -> None: ...
+    @property
+    def pending(self) -> int:
+        """Bytes held back because they do not yet make a whole sample."""
+    @property
+    def next_sequence(self) -> int: ...
+    @next_sequence.setter
+    def next_sequence(self, value: int) -> None: ...
+    @property
+    def context_id(self) -> str: ...
+    @context_id.setter
+    def context_id(self, value: str) -> None: ...
+    def push(self, data: bytes) -> list[bytes]:
+        """Raw chunks of whole samples available so far."""
+    def push_frames(self, data: bytes) -> list[bytes]:
+        """Like ``push`` but each chunk as a complete ``audio_chunk`` frame (UTF-8 JSON)."""
+    def flush(self) -> bytes:
+        """Return and drop the trailing bytes that make no whole sample."""
+
+def audio_chunk_frame(
+    data: bytes, sequence: int, context_id: str, sample_rate: int, sample_width: int = 2
+) -> bytes:
+    """The complete ``audio_chunk`` JSON text frame (UTF-8 bytes) for one chunk."""
+
+# ---- client frames (rust/src/frames.rs) --------------------------------------
+
+def classify_frame(
+    frame: str | bytes, max_bytes: int, endpoint: str = "tts"
+) -> tuple[str, str | None, object]:
+    """Say what a client text frame is, parsing it once.
+
+    Returns one of
+      ``("command", name, fields: dict)``  a unified command of this endpoint,
+      ``("native", type_or_None, fields: dict)``  a JSON object that is not one,
+      ``("native", None, None)``  text that is not JSON,
+      ``("invalid", code, message: str)`` with code ``invalid_utf8``,
+      ``message_too_large`` or ``invalid_message``.
+    """
+
+# ---- limits (rust/src/ratelimit.rs) ------------------------------------------
+
+@final
+class TokenBuckets:
+    """Keyed token buckets: ``capacity`` tokens, refilled at ``refill_per_second``;
+    keys untouched for ``idle_seconds`` (and full) are evicted. Thread-safe."""
+
+    def __init__(self, capacity: float, refill_per_second: float, idle_seconds: float = 600.0) -> None: ...
+    def try_acquire(self, key: str, now: float, cost: float = 1.0) -> float:
+        """0.0 when allowed (tokens taken), else the seconds to wait (nothing taken)."""
+    def set_limits(self, key: str, capacity: float, refill_per_second: float) -> None: ...
+    def __len__(self) -> int: ...
+
+@final
+class ConnectionCounter:
+    """Concurrent connections per key. Thread-safe."""
+
+    def __init__(self) -> None: ...
+    def acquire(self, key: str, limit: int) -> bool: ...
+    def release(self, key: str) -> None: ...
+    def count(self, key: str) -> int: ...
+    def __len__(self) -> int: ...

@@ -1,0 +1,15 @@
+//! Native hot paths of slng-fast: audio conversion, chunk framing, client frame
+//! classification and rate limiting. Everything here is plain Rust over bytes;
+//! only `py.rs` (behind the `python` feature) knows about Python.
+
+pub mod chunker;
+pub mod codec;
+pub mod error;
+pub mod frames;
+pub mod ratelimit;
+pub mod resample;
+
+#[cfg(feature = "python")]
+mod py;
+
+pub use error::{Error, Result};

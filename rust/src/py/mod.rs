@@ -1,0 +1,53 @@
+//! The Python face of the native core: the only code that knows PyO3.
+//! One submodule per concern; each exposes `register(m)`.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::Error;
+
+mod chunker;
+mod codec;
+mod frames;
+mod ratelimit;
+mod resample;
+
+create_exception!(slng_fast._native, NativeError, PyValueError, "Base of every error raised by the native core.");
+create_exception!(slng_fast._native, UnsupportedRateError, NativeError);
+create_exception!(slng_fast._native, UnsupportedFormatError, NativeError);
+create_exception!(slng_fast._native, PartialSampleError, NativeError);
+create_exception!(slng_fast._native, InvalidArgumentError, NativeError);
+
+/// The one place where Rust errors become Python exceptions.
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        let msg = err.to_string();
+        match err {
+            Error::UnsupportedRate { .. } => UnsupportedRateError::new_err(msg),
+            Error::UnsupportedFormat { .. } => UnsupportedFormatError::new_err(msg),
+            Error::PartialSample { .. } => PartialSampleError::new_err(msg),
+            Error::ChunkTooSmall { .. } | Error::BadSampleWidth { .. } | Error::NotPositive { .. } => {
+                InvalidArgumentError::new_err(msg)
+            }
+        }
+    }
+}
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("NativeError", py.get_type::<NativeError>())?;
+    m.add("UnsupportedRateError", py.get_type::<UnsupportedRateError>())?;
+    m.add("UnsupportedFormatError", py.get_type::<UnsupportedFormatError>())?;
+    m.add("PartialSampleError", py.get_type::<PartialSampleError>())?;
+    m.add("InvalidArgumentError", py.get_type::<InvalidArgumentError>())?;
+    chunker::register(m)?;
+    codec::register(m)?;
+    frames::register(m)?;
+    ratelimit::register(m)?;
+    resample::register(m)?;
+    Ok(())
+}

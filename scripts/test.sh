@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run all of it:
+# the Rust unit tests, the stub check of the native module, and pytest.
+# `.ci/run` runs exactly this; the README's second command is this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "scripts/test.sh: a Rust toolchain (cargo) is needed to build the native core" >&2
+    exit 1
+fi
+
+python3 -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -e ".[test,bench]"
+
+echo "== cargo test"
+cargo test --locked --quiet
+
+echo "== stubtest"
+python -m mypy.stubtest slng_fast._native
+
+echo "== pytest"
+python -m pytest -q -p no:cacheprovider "$@"
