@@ -28,9 +28,9 @@ class Resampler:
     even inside a sample: the output is the same as for the whole stream.
     """
 
-    def __init__(
-        self, in_rate: int, out_rate: int, in_format: str = "pcm16", out_format: str = "pcm16"
-    ) -> None: ...
+    def __new__(
+        cls, in_rate: int, out_rate: int, in_format: str = "pcm16", out_format: str = "pcm16"
+    ) -> Resampler: ...
     @property
     def in_rate(self) -> int: ...
     @property
