@@ -91,10 +91,19 @@ impl SampleFormat {
 
 /// Append the samples of `bytes` (a whole number of samples) in PCM16 units.
 fn decode_into(format: SampleFormat, bytes: &[u8], dst: &mut Vec<f32>) {
+    let start = dst.len();
+    dst.resize(start + bytes.len() / format.width(), 0.0);
+    let dst = &mut dst[start..];
     match format {
-        SampleFormat::Pcm16 => dst.extend(bytes.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])))),
+        SampleFormat::Pcm16 => {
+            for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+                *d = f32::from(i16::from_le_bytes([b[0], b[1]]));
+            }
+        }
         SampleFormat::F32 => {
-            dst.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * F32_SCALE))
+            for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * F32_SCALE;
+            }
         }
     }
 }
@@ -108,19 +117,22 @@ fn round_even(v: f32) -> f32 {
 
 /// Append `samples` (PCM16 units) encoded as `format`.
 fn encode_into(format: SampleFormat, samples: &[f32], dst: &mut Vec<u8>) {
+    let start = dst.len();
+    dst.resize(start + samples.len() * format.width(), 0);
+    let dst = &mut dst[start..];
     match format {
         SampleFormat::Pcm16 => {
-            dst.reserve(samples.len() * 2);
-            for &v in samples {
-                // (NaN stays NaN through both and the cast makes it 0.)
-                let v = round_even(v.clamp(-32768.0, 32767.0));
-                dst.extend_from_slice(&(v as i16).to_le_bytes());
+            for (d, &v) in dst.chunks_exact_mut(2).zip(samples) {
+                // Clip, round to nearest (ties to even); NaN becomes 0.
+                let v = if v.is_nan() { 0.0 } else { round_even(v.clamp(-32768.0, 32767.0)) };
+                // SAFETY: v is an integer in [-32768, 32767].
+                let s = unsafe { v.to_int_unchecked::<i32>() } as i16;
+                d.copy_from_slice(&s.to_le_bytes());
             }
         }
         SampleFormat::F32 => {
-            dst.reserve(samples.len() * 4);
-            for &v in samples {
-                dst.extend_from_slice(&(v * (1.0 / F32_SCALE)).to_le_bytes());
+            for (d, &v) in dst.chunks_exact_mut(4).zip(samples) {
+                d.copy_from_slice(&(v * (1.0 / F32_SCALE)).to_le_bytes());
             }
         }
     }
@@ -1041,8 +1053,10 @@ mod tests {
         assert_eq!(out, want);
         // f32 -> pcm16 rounds to nearest (ties to even) and clips; NaN becomes 0.
         let mut r = Resampler::new(8000, 8000, SampleFormat::F32, SampleFormat::Pcm16).unwrap();
-        let x: Vec<u8> =
-            [0.5f32, -1.5, 2.0, 1.0 / 65536.0, 3.0 / 65536.0, -1.0, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let x: Vec<u8> = [0.5f32, -1.5, 2.0, 1.0 / 65536.0, 3.0 / 65536.0, -1.0, f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         assert_eq!(to_i16(&whole(&mut r, &x)), [16384, -32768, 32767, 0, 2, -32768, 0]);
         // f32 -> f32 is bit exact, even for values far out of range.
         let mut r = Resampler::new(8000, 8000, SampleFormat::F32, SampleFormat::F32).unwrap();
