@@ -23,9 +23,13 @@ SUPPORTED_RATES: Final[tuple[int, ...]]
 class Resampler:
     """Streaming polyphase resampler for mono audio.
 
+    Rates are any two of ``SUPPORTED_RATES`` (else ``UnsupportedRateError``);
     ``in_format``/``out_format`` are ``"pcm16"`` (signed 16-bit little-endian) or
     ``"f32"`` (float32 little-endian, full scale 1.0). Input may be split anywhere,
-    even inside a sample: the output is the same as for the whole stream.
+    even inside a sample: the output is the same as for the whole stream. Output
+    sample ``k`` belongs to time ``k / out_rate`` (no group delay); a stream of
+    ``n`` input samples gives ``ceil(n * out_rate / in_rate)`` output samples in
+    all. Same rate in and out passes the audio through (converting the format).
     """
 
     def __new__(
@@ -38,10 +42,15 @@ class Resampler:
     @property
     def delay_input_samples(self) -> int:
         """Input samples held back before the first output (the filter's look-ahead)."""
-    def process(self, data: bytes) -> bytes: ...
+    def process(self, data: bytes) -> bytes:
+        """Resample ``data`` (any number of bytes); returns the output ready so far."""
     def flush(self) -> bytes:
-        """Emit what is held back; the stream then starts anew."""
-    def reset(self) -> None: ...
+        """Emit what is held back; the stream then starts anew.
+
+        The tail is computed as if the input went on with silence; a trailing
+        partial sample is dropped."""
+    def reset(self) -> None:
+        """Forget the stream (history and any partial sample) without output."""
 
 # ---- sample formats and G.711 (rust/src/codec.rs) ----------------------------
 

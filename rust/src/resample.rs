@@ -17,13 +17,17 @@
 //! normalised to sum to exactly one (a constant input stays constant). The
 //! kernel is symmetric, so the output is time aligned: output `k` belongs to
 //! input time `k·M/L`, i.e. time `k/out_rate` seconds, with no group delay. The
-//! price is a look-ahead of `K` input samples, which is all that is held back.
+//! price is a look-ahead of `K` input samples, which is all that is held back
+//! (2.9 to 8.8 ms for the usual conversions).
 //!
 //! The pass band reaches 0.9 of the lower Nyquist frequency and the stop band
-//! starts at the lower Nyquist frequency, with `STOPBAND_DB` of attenuation.
-//! When one rate is more than twice the other, the conversion runs in two stages
-//! (a cheap wide-transition factor-two stage at the higher rate, the sharp
-//! filter at the lower rates) when that needs fewer multiply-adds.
+//! starts at the lower Nyquist frequency, designed for `STOPBAND_DB` (every
+//! stage measures at least 96.9 dB, with a pass band ripple below 0.001 dB:
+//! `cargo test --release -- --ignored --nocapture filter_table`). When one rate
+//! is more than twice the other, the conversion runs in two stages when that
+//! needs fewer multiply-adds: a cheap wide-transition factor-two stage at the
+//! higher rate, the sharp filter at the lower rates. The look-ahead then adds
+//! up over the stages.
 //!
 //! # Streaming
 //!

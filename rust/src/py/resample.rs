@@ -11,6 +11,14 @@ use crate::resample::{Resampler, SUPPORTED_RATES};
 const DETACH_ABOVE_MACS: u64 = 1_000_000;
 
 /// Streaming polyphase resampler for mono audio.
+///
+/// Rates are any two of ``SUPPORTED_RATES`` (else ``UnsupportedRateError``);
+/// ``in_format``/``out_format`` are ``"pcm16"`` (signed 16-bit little-endian) or
+/// ``"f32"`` (float32 little-endian, full scale 1.0). Input may be split anywhere,
+/// even inside a sample: the output is the same as for the whole stream. Output
+/// sample ``k`` belongs to time ``k / out_rate`` (no group delay); a stream of
+/// ``n`` input samples gives ``ceil(n * out_rate / in_rate)`` output samples in
+/// all. Same rate in and out passes the audio through (converting the format).
 #[pyclass(module = "slng_fast._native", name = "Resampler")]
 pub struct PyResampler {
     inner: Resampler,
@@ -52,6 +60,7 @@ impl PyResampler {
         self.inner.delay_input_samples()
     }
 
+    /// Resample ``data`` (any number of bytes); returns the output ready so far.
     fn process<'py>(&mut self, py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
         self.out.clear();
         let (inner, out) = (&mut self.inner, &mut self.out);
@@ -64,12 +73,16 @@ impl PyResampler {
     }
 
     /// Emit what is held back; the stream then starts anew.
+    ///
+    /// The tail is computed as if the input went on with silence; a trailing
+    /// partial sample is dropped.
     fn flush<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
         self.out.clear();
         self.inner.flush(&mut self.out);
         PyBytes::new(py, &self.out)
     }
 
+    /// Forget the stream (history and any partial sample) without output.
     fn reset(&mut self) {
         self.inner.reset();
     }
