@@ -320,20 +320,43 @@ fn frac_digits(frac: u16) -> ([u8; 3], usize) {
     (digits, n)
 }
 
-fn decimal_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 10 {
-        v /= 10;
-        n += 1;
+fn decimal_len(v: u64) -> usize {
+    v.checked_ilog10().unwrap_or(0) as usize + 1
+}
+
+/// Whether `b` must be escaped inside a JSON string.
+#[inline(always)]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte of `s` needs escaping. Blocks of 16 bytes are checked
+/// without branches (one SSE2 compare sequence), so the common case of an id
+/// with nothing to escape costs a few instructions per block.
+fn any_needs_escape(s: &[u8]) -> bool {
+    let mut blocks = s.chunks_exact(16);
+    for block in &mut blocks {
+        let mut hit = 0u8;
+        for &b in block {
+            hit |= needs_escape(b) as u8;
+        }
+        if hit != 0 {
+            return true;
+        }
     }
-    n
+    blocks.remainder().iter().any(|&b| needs_escape(b))
 }
 
 /// Length of `s` escaped as the inside of a JSON string.
 pub fn json_escaped_len(s: &str) -> usize {
-    s.len()
-        + s.bytes()
-            .map(|b| match b {
+    let bytes = s.as_bytes();
+    if !any_needs_escape(bytes) {
+        return bytes.len();
+    }
+    bytes.len()
+        + bytes
+            .iter()
+            .map(|&b| match b {
                 b'"' | b'\\' | 0x08 | 0x0C | b'\n' | b'\r' | b'\t' => 1,
                 0..=0x1F => 5,
                 _ => 0,
@@ -343,10 +366,21 @@ pub fn json_escaped_len(s: &str) -> usize {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn write_json_escaped(s: &str, w: &mut Writer<'_>) {
+/// Write `s` escaped as the inside of a JSON string (`json_escaped_len(s)` bytes):
+/// `"` and `\\` and the control characters below U+0020 are escaped (short forms
+/// where JSON has them, else `\\u00XX`); everything else, non-ASCII included,
+/// is copied as UTF-8.
+fn write_json_escaped(s: &str, escaped_len: usize, w: &mut Writer<'_>) {
     let bytes = s.as_bytes();
+    if escaped_len == bytes.len() {
+        w.put(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        if !needs_escape(b) {
+            continue;
+        }
         let short = match b {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -355,8 +389,7 @@ fn write_json_escaped(s: &str, w: &mut Writer<'_>) {
             b'\n' => b'n',
             b'\r' => b'r',
             b'\t' => b't',
-            0..=0x1F => 0,
-            _ => continue,
+            _ => 0,
         };
         w.put(&bytes[start..i]);
         if short != 0 {
@@ -384,6 +417,7 @@ pub struct AudioChunkFrame<'a> {
     sequence: u64,
     duration: Duration,
     context_id: &'a str,
+    context_escaped_len: usize,
     len: usize,
 }
 
@@ -425,7 +459,7 @@ impl<'a> AudioChunkFrame<'a> {
             + decimal_len(sequence)
             + duration.text_len()
             + context_escaped_len;
-        Self { head, body, sequence, duration, context_id, len }
+        Self { head, body, sequence, duration, context_id, context_escaped_len, len }
     }
 
     /// Exact length of the frame in bytes.
@@ -457,7 +491,7 @@ impl<'a> AudioChunkFrame<'a> {
         w.put(P_DURATION);
         self.duration.write(&mut w);
         w.put(P_CONTEXT);
-        write_json_escaped(self.context_id, &mut w);
+        write_json_escaped(self.context_id, self.context_escaped_len, &mut w);
         w.put(P_END);
         w.finish()
     }
@@ -513,15 +547,27 @@ impl<'o> Writer<'o> {
     }
 
     fn put_u64(&mut self, mut v: u64) {
+        // Two digits at a time from the end, as in most integer printers.
+        const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+                                    2021222324252627282930313233343536373839\
+                                    4041424344454647484950515253545556575859\
+                                    6061626364656667686970717273747576777879\
+                                    8081828384858687888990919293949596979899";
         let mut digits = [0u8; 20];
         let mut i = digits.len();
-        loop {
+        while v >= 100 {
+            let pair = (v % 100) as usize * 2;
+            v /= 100;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        }
+        if v >= 10 {
+            let pair = v as usize * 2;
+            i -= 2;
+            digits[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        } else {
             i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
+            digits[i] = b'0' + v as u8;
         }
         self.put(&digits[i..]);
     }
@@ -688,6 +734,20 @@ mod tests {
     }
 
     #[test]
+    fn integers_are_written_in_decimal() {
+        let mut values = vec![0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, u64::MAX, u64::MAX - 1];
+        values.extend((0..20).map(|p| 10u64.pow(p)));
+        values.extend((1..20).map(|p| 10u64.pow(p) - 1));
+        for v in values {
+            assert_eq!(decimal_len(v), v.to_string().len(), "{v}");
+            let mut buf = vec![MaybeUninit::uninit(); decimal_len(v)];
+            let mut w = Writer::new(&mut buf);
+            w.put_u64(v);
+            assert_eq!(std::str::from_utf8(w.finish()).unwrap(), v.to_string());
+        }
+    }
+
+    #[test]
     fn json_escaping() {
         let cases: &[(&str, &str)] = &[
             ("", ""),
@@ -700,7 +760,7 @@ mod tests {
         for &(raw, escaped) in cases {
             let mut buf = vec![MaybeUninit::uninit(); json_escaped_len(raw)];
             let mut w = Writer::new(&mut buf);
-            write_json_escaped(raw, &mut w);
+            write_json_escaped(raw, json_escaped_len(raw), &mut w);
             assert_eq!(std::str::from_utf8(w.finish()).unwrap(), escaped, "{raw:?}");
         }
     }

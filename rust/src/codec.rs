@@ -176,13 +176,16 @@ pub fn sample_to_f32(sample: i16) -> f32 {
 #[inline]
 pub fn sample_from_f32(value: f32) -> i16 {
     // Adding and removing 1.5 * 2^23 rounds to the nearest integer (ties to
-    // even) for |x| < 2^22; larger magnitudes are clipped below anyway. Unlike
-    // `f32::round_ties_even` this vectorizes on baseline x86-64 (SSE2).
+    // even) for |x| < 2^22. Unlike `f32::round_ties_even` this vectorizes on
+    // baseline x86-64 (SSE2). Scaling by 32768 is exact, so clamping after it is
+    // the same as clipping to [-1, 1] before it.
     const MAGIC: f32 = 12_582_912.0;
-    let scaled = value * PCM16_SCALE;
+    let value = if value.is_nan() { 0.0 } else { value };
+    let scaled = (value * PCM16_SCALE).clamp(-32768.0, 32767.0);
     let rounded = (scaled + MAGIC) - MAGIC;
-    // `as i32` saturates and maps NaN to 0; then clip to the i16 range.
-    (rounded as i32).clamp(i16::MIN as i32, i16::MAX as i32) as i16
+    // SAFETY: `rounded` is a whole number in [-32768, 32767] (not NaN, not
+    // infinite), so the conversion is exact.
+    unsafe { rounded.to_int_unchecked::<i32>() as i16 }
 }
 
 // ---- buffer API ---------------------------------------------------------------
