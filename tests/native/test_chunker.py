@@ -258,6 +258,12 @@ def test_a_piece_that_is_one_chunk_is_returned_as_is() -> None:
     (chunk,) = chunker.push(piece)
     assert chunk is piece
 
+    class Sub(bytes):
+        pass
+
+    (chunk,) = chunker.push(Sub(piece))
+    assert type(chunk) is bytes and chunk == piece
+
 
 def test_push_frames_numbers_from_next_sequence_and_uses_context_id() -> None:
     chunker = AudioChunker(960, context_id="first")

@@ -119,11 +119,12 @@ impl AudioChunker {
             let chunk = chunks.next().expect("one chunk");
             // The common case of a piece that is exactly one chunk: hand back
             // the same (immutable) bytes object instead of a copy.
-            let item = if chunk.head().is_empty() && chunk.len() == bytes.len() {
-                data.clone()
-            } else {
-                chunk_bytes(py, &chunk)?
-            };
+            let item =
+                if chunk.head().is_empty() && chunk.len() == bytes.len() && data.is_exact_instance_of::<PyBytes>() {
+                    data.clone()
+                } else {
+                    chunk_bytes(py, &chunk)?
+                };
             return PyList::new(py, [item]);
         }
         let mut items = Vec::with_capacity(chunks.len());
