@@ -53,6 +53,17 @@ class Resampler:
         """Forget the stream (history and any partial sample) without output."""
 
 # ---- sample formats and G.711 (rust/src/codec.rs) ----------------------------
+#
+# Bytes in, bytes out. PCM16 is signed 16-bit little-endian, f32 is float32
+# little-endian, G.711 is one byte per sample. The G.711 functions are bit-exact
+# with CPython's ``audioop`` (ITU-T G.711 tables). PCM16 input of an odd byte
+# count, or f32 input that is not a multiple of 4 bytes, raises
+# PartialSampleError.
+#
+# PCM16 <-> f32 uses the scale 32768: ``f = s / 32768`` (exact, so PCM16 maps onto
+# [-1.0, 32767/32768]); back to PCM16 the value is clipped to [-1.0, 1.0], scaled
+# by 32768, rounded to nearest (ties to even) and saturated to [-32768, 32767];
+# NaN becomes 0. PCM16 -> f32 -> PCM16 is the identity.
 
 def pcm16_to_mulaw(pcm: bytes) -> bytes: ...
 def mulaw_to_pcm16(data: bytes) -> bytes: ...
@@ -66,37 +77,67 @@ def f32_to_pcm16(data: bytes) -> bytes: ...
 @final
 class AudioChunker:
     """Cuts a stream of audio pieces into chunks of whole samples, each at most
-    ``max_chunk_bytes``; optionally wraps them as ``audio_chunk`` JSON frames."""
+    ``max_chunk_bytes``; optionally wraps them as ``audio_chunk`` JSON frames.
 
-    def __init__(
-        self,
+    Pieces may have any size, even ending inside a sample. Every whole sample is
+    handed out by the ``push`` that completes it (no waiting to fill a chunk);
+    the chunks of all pushes followed by ``flush()`` are the input, byte for byte.
+
+    ``sample_width`` is 1 (mu-law/A-law), 2 (PCM16) or 4 (f32), else
+    InvalidArgumentError; so is a ``max_chunk_bytes`` that holds no whole sample,
+    a zero ``sample_rate``, and a ``context_id`` with a lone surrogate.
+    """
+
+    def __new__(
+        cls,
         max_chunk_bytes: int,
         sample_width: int = 2,
         sample_rate: int = 24000,
         context_id: str = "",
-    ) -> None: ...
+    ) -> AudioChunker: ...
+    @property
+    def max_chunk_bytes(self) -> int:
+        """The largest chunk: ``max_chunk_bytes`` rounded down to whole samples."""
+    @property
+    def sample_width(self) -> int: ...
+    @property
+    def sample_rate(self) -> int: ...
     @property
     def pending(self) -> int:
         """Bytes held back because they do not yet make a whole sample."""
     @property
-    def next_sequence(self) -> int: ...
+    def next_sequence(self) -> int:
+        """The ``sequence`` of the next frame from ``push_frames`` (starts at 0)."""
     @next_sequence.setter
     def next_sequence(self, value: int) -> None: ...
     @property
-    def context_id(self) -> str: ...
+    def context_id(self) -> str:
+        """The ``context_id`` written into frames."""
     @context_id.setter
     def context_id(self, value: str) -> None: ...
     def push(self, data: bytes) -> list[bytes]:
-        """Raw chunks of whole samples available so far."""
+        """Raw chunks of whole samples available so far (possibly none).
+
+        A piece that is exactly one chunk is returned as the same object."""
     def push_frames(self, data: bytes) -> list[bytes]:
-        """Like ``push`` but each chunk as a complete ``audio_chunk`` frame (UTF-8 JSON)."""
+        """Like ``push`` but each chunk as a complete ``audio_chunk`` frame (UTF-8 JSON),
+        numbered from ``next_sequence`` on."""
     def flush(self) -> bytes:
         """Return and drop the trailing bytes that make no whole sample."""
 
 def audio_chunk_frame(
     data: bytes, sequence: int, context_id: str, sample_rate: int, sample_width: int = 2
 ) -> bytes:
-    """The complete ``audio_chunk`` JSON text frame (UTF-8 bytes) for one chunk."""
+    """The complete ``audio_chunk`` JSON text frame (UTF-8 bytes) for one chunk:
+
+    ``{"type":"audio_chunk","data":"<base64>","sequence":N,"duration_ms":D,"context_id":"..."}``
+
+    ``data`` is standard base64 with padding. ``duration_ms`` is
+    ``samples * 1000 / sample_rate``: an integer when exact (``100``), otherwise
+    rounded to 3 decimals, ties to even, trailing zeros dropped (``0.045``,
+    ``20.5``). ``data`` must be whole samples (else PartialSampleError); a
+    ``context_id`` with a lone surrogate is an InvalidArgumentError.
+    """
 
 # ---- client frames (rust/src/frames.rs) --------------------------------------
 
