@@ -1,7 +1,7 @@
 """Type stubs for the native core (rust/src). Checked against the built module by
 ``python -m mypy.stubtest slng_fast._native``."""
 
-from typing import Final, final
+from typing import Any, Final, final
 
 __version__: Final[str]
 
@@ -93,11 +93,14 @@ def audio_chunk_frame(
 
 def classify_frame(
     frame: str | bytes, max_bytes: int, endpoint: str = "tts"
-) -> tuple[str, str | None, object]:
+) -> tuple[str, str | None, Any]:
     """Say what a client text frame is, parsing it once.
 
+    (The third item is ``Any`` because its type follows from the first: a dict,
+    None or a str, as below.)
+
     ``frame`` is the text frame as ``str``, or as ``bytes`` holding its raw UTF-8
-    payload not yet validated. ``endpoint`` is ``"tts"`` or ``"stt"`` (anything else
+    payload not yet validated (any other type raises TypeError). ``endpoint`` is ``"tts"`` or ``"stt"`` (anything else
     raises InvalidArgumentError); ``max_bytes`` must be > 0 (else
     InvalidArgumentError). Returns one of
 

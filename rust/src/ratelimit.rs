@@ -30,7 +30,9 @@
 //!   the same as a new key, so dropping it changes no answer. Buckets are swept
 //!   lazily inside `try_acquire`, once every `max(SWEEP_MIN_CALLS, len)` calls, so
 //!   the cost is amortized O(1) per call and the map is at most about twice the
-//!   size of the set of recently used keys.
+//!   size of the set of recently used keys. (Eviction relies on a monotonic
+//!   clock: were time to go back by more than `idle_seconds` after a key was
+//!   evicted, the key would start full again.)
 //!
 //! # Connection counter decisions
 //!
