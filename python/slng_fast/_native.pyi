@@ -1,7 +1,7 @@
 """Type stubs for the native core (rust/src). Checked against the built module by
 ``python -m mypy.stubtest slng_fast._native``."""
 
-from typing import Final, final
+from typing import Any, Final, final
 
 __version__: Final[str]
 
@@ -143,36 +143,103 @@ def audio_chunk_frame(
 
 def classify_frame(
     frame: str | bytes, max_bytes: int, endpoint: str = "tts"
-) -> tuple[str, str | None, object]:
+) -> tuple[str, str | None, Any]:
     """Say what a client text frame is, parsing it once.
 
-    Returns one of
-      ``("command", name, fields: dict)``  a unified command of this endpoint,
-      ``("native", type_or_None, fields: dict)``  a JSON object that is not one,
-      ``("native", None, None)``  text that is not JSON,
-      ``("invalid", code, message: str)`` with code ``invalid_utf8``,
-      ``message_too_large`` or ``invalid_message``.
+    (The third item is ``Any`` because its type follows from the first: a dict,
+    None or a str, as below.)
+
+    ``frame`` is the text frame as ``str``, or as ``bytes`` holding its raw UTF-8
+    payload not yet validated (any other type raises TypeError). ``endpoint`` is ``"tts"`` or ``"stt"`` (anything else
+    raises InvalidArgumentError); ``max_bytes`` must be > 0 (else
+    InvalidArgumentError). Returns one of
+
+      ``("command", name, fields: dict)``  a JSON object whose ``"type"`` is a
+          unified command of this endpoint (tts: init, input_text, flush, stop,
+          clear, configure, ping; stt: start, finalize, stop, ping), compared
+          case-sensitively;
+      ``("native", type_or_None, fields: dict)``  any other JSON object; the
+          middle item is its ``"type"`` when that is a string, else None;
+      ``("native", None, None)``  text that is not JSON;
+      ``("invalid", code, message: str)``  with code
+          ``"message_too_large"``  more than ``max_bytes`` UTF-8 bytes (checked
+              first, before anything else);
+          ``"invalid_utf8"``  bytes that are not UTF-8 (or a str holding lone
+              surrogates, which has no UTF-8 form);
+          ``"invalid_message"``  JSON that is not an object (``[1]``, ``42``,
+              ``"x"``, ``true``, ``null``), or JSON refused: nested deeper than 64
+              arrays/objects, an integer of more than 640 digits, or a ``\\u``
+              escape of a lone surrogate.
+
+    ``fields`` is the whole object (``"type"`` included) as ``json.loads`` would
+    return it: ints of any size (up to 640 digits) stay ``int``, other numbers are
+    ``float`` (``1e400`` is ``inf``), ``null`` is None; for a duplicate key the last
+    value wins. Command names and common keys are interned strings.
+
+    Not JSON, hence plain text: empty or whitespace-only text, broken JSON such as
+    ``{"type": "init"``, a value followed by more text (``42 is the answer``), and
+    what ``json.loads`` accepts beyond the standard (``NaN``, ``Infinity``).
+    JSON whitespace (space, tab, CR, LF) around the value is allowed; any other
+    leading or trailing white space makes the frame plain text.
     """
 
 # ---- limits (rust/src/ratelimit.rs) ------------------------------------------
 
 @final
 class TokenBuckets:
-    """Keyed token buckets: ``capacity`` tokens, refilled at ``refill_per_second``;
-    keys untouched for ``idle_seconds`` (and full) are evicted. Thread-safe."""
+    """Keyed token buckets: ``capacity`` tokens, refilled continuously at
+    ``refill_per_second``; a new key starts full. Thread-safe.
 
-    def __init__(self, capacity: float, refill_per_second: float, idle_seconds: float = 600.0) -> None: ...
+    Time is passed in (monotonic seconds), never read. Time going backwards adds
+    no tokens. Keys untouched for ``idle_seconds`` whose bucket would be full
+    again are evicted lazily (a sweep every ``max(1024, len)`` calls of
+    ``try_acquire``); such a key answers exactly as a new one. Every number must
+    be finite and > 0 (InvalidArgumentError otherwise; ``now`` may be any finite
+    number).
+    """
+
+    def __new__(cls, capacity: float, refill_per_second: float, idle_seconds: float = 600.0) -> TokenBuckets: ...
+    @property
+    def capacity(self) -> float:
+        """The default capacity."""
+    @property
+    def refill_per_second(self) -> float:
+        """The default refill rate."""
+    @property
+    def idle_seconds(self) -> float: ...
     def try_acquire(self, key: str, now: float, cost: float = 1.0) -> float:
-        """0.0 when allowed (tokens taken), else the seconds to wait (nothing taken)."""
-    def set_limits(self, key: str, capacity: float, refill_per_second: float) -> None: ...
-    def __len__(self) -> int: ...
+        """0.0 when allowed (``cost`` tokens taken), else the seconds from ``now``
+        until ``cost`` tokens will be there (> 0; nothing taken). Waiting that long
+        is enough: a request short by at most 1e-9 tokens is allowed.
+
+        ``math.inf`` when ``cost`` exceeds the key's capacity: it can never be
+        allowed, so there is no ``retry_after_ms`` to give.
+        """
+    def set_limits(self, key: str, capacity: float, refill_per_second: float) -> None:
+        """Give ``key`` its own limits. Tokens above the new capacity are dropped;
+        a key not tracked yet starts full. A key with its own limits is never
+        evicted; ``remove`` forgets it."""
+    def limits(self, key: str) -> tuple[float, float]:
+        """``(capacity, refill_per_second)`` that apply to ``key``."""
+    def remove(self, key: str) -> bool:
+        """Forget ``key`` (tokens and own limits); True if it was tracked."""
+    def evict_idle(self, now: float) -> int:
+        """Evict the idle keys now; returns how many (``try_acquire`` does this
+        by itself from time to time)."""
+    def __len__(self) -> int:
+        """Number of tracked keys."""
 
 @final
 class ConnectionCounter:
-    """Concurrent connections per key. Thread-safe."""
+    """Concurrent connections per key. Thread-safe; keys at zero take no memory."""
 
-    def __init__(self) -> None: ...
-    def acquire(self, key: str, limit: int) -> bool: ...
-    def release(self, key: str) -> None: ...
+    def __new__(cls) -> ConnectionCounter: ...
+    def acquire(self, key: str, limit: int) -> bool:
+        """Count one more connection and return True if ``key`` has fewer than
+        ``limit`` (> 0, else InvalidArgumentError); else False, nothing counted."""
+    def release(self, key: str) -> bool:
+        """Count one connection less; True if ``key`` had one. Releasing a key at
+        zero is a no-op returning False (it never raises: it runs in cleanup)."""
     def count(self, key: str) -> int: ...
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        """Number of keys with at least one connection."""

@@ -24,4 +24,10 @@ pub enum Error {
 
     #[error("{name} must be a finite number greater than zero, got {value}")]
     NotPositive { name: &'static str, value: f64 },
+
+    #[error("{name} must be a finite number, got {value}")]
+    NotFinite { name: &'static str, value: f64 },
+
+    #[error("unknown endpoint {name:?}; expected one of {expected:?}")]
+    UnknownEndpoint { name: String, expected: &'static [&'static str] },
 }

@@ -1,1 +1,1320 @@
-//! (to be written)
+//! Client frame classification: one pass over a client text frame that says what
+//! it is (a unified command, a provider-native frame, plain text, or invalid) and
+//! hands back the parsed fields, so that the caller never parses a frame twice.
+//!
+//! The parser is a small strict JSON (RFC 8259) parser that does not build a tree
+//! of its own: it calls a [`Builder`] for every value, so the Python layer builds
+//! Python objects directly and tests build plain Rust values.
+//!
+//! # Decisions
+//!
+//! * **Order of checks.** The size comes first: a frame of more than `max_bytes`
+//!   UTF-8 bytes is [`InvalidCode::MessageTooLarge`] without being looked at (even
+//!   if it is not UTF-8). Then bytes that are not UTF-8 are
+//!   [`InvalidCode::InvalidUtf8`]. Only then is the text parsed.
+//! * **Plain text.** Anything that is not JSON is [`Frame::Text`]: plain words,
+//!   the empty or an all-whitespace frame, JSON-looking but broken text such as
+//!   `{"type": "init"`, a JSON value followed by more text (`42 is the answer`),
+//!   and the non-standard `NaN`, `Infinity`, comments, single quotes or trailing
+//!   commas (which `json.loads` partly accepts).
+//! * **Whitespace.** JSON whitespace (space, tab, LF, CR) around the value is
+//!   allowed, as in `json.loads`: `" {\"type\":\"flush\"}\n"` is a command. Other
+//!   white space (no-break space, form feed, ...) is not JSON, so such a frame is
+//!   plain text.
+//! * **JSON that is not an object** (`[1]`, `42`, `"x"`, `true`, `null`) is
+//!   [`InvalidCode::InvalidMessage`].
+//! * **JSON that is refused** is [`InvalidCode::InvalidMessage`] too, decided as
+//!   soon as the parser meets it (the rest of the frame is not looked at): nesting
+//!   deeper than [`MAX_DEPTH`] arrays/objects, an integer literal of more than
+//!   [`MAX_INT_DIGITS`] digits, and a `\u` escape of a lone UTF-16 surrogate (which
+//!   is no character; `json.loads` would return a `str` that cannot be encoded).
+//! * **Duplicate keys**: the last value wins and the key keeps the position of its
+//!   first occurrence (what a Python `dict` and `json.loads` do). For
+//!   classification the last `"type"` counts too.
+//! * **The command name** is the object's `"type"` when it is a string naming a
+//!   unified command of the endpoint, compared exactly (case-sensitive; `"Flush"`
+//!   and an STT command on the TTS endpoint are native).
+//! * **Numbers**: a literal without fraction or exponent is an integer of any
+//!   size up to [`MAX_INT_DIGITS`] digits (`-0` is the integer 0); every other
+//!   literal is an `f64`, correctly rounded (the same value as Python's `float`),
+//!   overflowing to infinity like `json.loads` does for `1e400`.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+
+use crate::{Error, Result};
+
+/// Deepest nesting of arrays and objects accepted; the top-level object is level 1.
+pub const MAX_DEPTH: usize = 64;
+
+/// Longest integer literal accepted, in digits. 640 is the smallest limit CPython
+/// lets `sys.set_int_max_str_digits` set, so converting such an integer to a
+/// Python `int` can never fail.
+pub const MAX_INT_DIGITS: usize = 640;
+
+/// The WebSocket endpoint a frame arrived on; it decides which commands exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Tts,
+    Stt,
+}
+
+impl Endpoint {
+    /// The names accepted by [`Endpoint::from_name`].
+    pub const NAMES: &'static [&'static str] = &["tts", "stt"];
+
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "tts" => Ok(Endpoint::Tts),
+            "stt" => Ok(Endpoint::Stt),
+            _ => Err(Error::UnknownEndpoint {
+                name: name.to_owned(),
+                expected: Self::NAMES,
+            }),
+        }
+    }
+
+    /// The unified commands of this endpoint.
+    pub fn commands(self) -> &'static [Command] {
+        use Command::*;
+        match self {
+            Endpoint::Tts => &[Init, InputText, Flush, Stop, Clear, Configure, Ping],
+            Endpoint::Stt => &[Start, Finalize, Stop, Ping],
+        }
+    }
+
+    /// The unified command named `name` on this endpoint, if there is one.
+    pub fn command(self, name: &str) -> Option<Command> {
+        use Command::*;
+        let cmd = match name {
+            "init" => Init,
+            "input_text" => InputText,
+            "flush" => Flush,
+            "stop" => Stop,
+            "clear" => Clear,
+            "configure" => Configure,
+            "ping" => Ping,
+            "start" => Start,
+            "finalize" => Finalize,
+            _ => return None,
+        };
+        self.commands().contains(&cmd).then_some(cmd)
+    }
+}
+
+/// A unified client command (PROTOCOL.md sections 4 and 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Command {
+    Init,
+    InputText,
+    Flush,
+    Stop,
+    Clear,
+    Configure,
+    Ping,
+    Start,
+    Finalize,
+}
+
+impl Command {
+    /// The command's `type` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Init => "init",
+            Command::InputText => "input_text",
+            Command::Flush => "flush",
+            Command::Stop => "stop",
+            Command::Clear => "clear",
+            Command::Configure => "configure",
+            Command::Ping => "ping",
+            Command::Start => "start",
+            Command::Finalize => "finalize",
+        }
+    }
+}
+
+/// Why a frame is invalid; [`InvalidCode::as_str`] is the protocol's error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InvalidCode {
+    /// Bytes that are not UTF-8: a protocol violation (close 1008).
+    InvalidUtf8,
+    /// More than `max_bytes` UTF-8 bytes (close 4002).
+    MessageTooLarge,
+    /// JSON that is not an object, or JSON refused (see the module docs).
+    InvalidMessage,
+}
+
+impl InvalidCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidCode::InvalidUtf8 => "invalid_utf8",
+            InvalidCode::MessageTooLarge => "message_too_large",
+            InvalidCode::InvalidMessage => "invalid_message",
+        }
+    }
+}
+
+/// What a client text frame is. `V` is the builder's value for the whole object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame<'a, V> {
+    /// A JSON object whose `type` is a unified command of the endpoint.
+    Command { command: Command, fields: V },
+    /// A JSON object that is not a unified command; `kind` is its `type` when that
+    /// is a string (borrowed from the frame unless it had escapes).
+    Native { kind: Option<Cow<'a, str>>, fields: V },
+    /// Text that is not JSON.
+    Text,
+    /// Refused; `message` says what was wrong, with numbers.
+    Invalid { code: InvalidCode, message: String },
+}
+
+/// Receives the values of a JSON text as the parser meets them, innermost first.
+///
+/// `Key` is made before the key's value is parsed, so the parser can reuse its
+/// buffer for unescaping. Errors stop the parse and come back to the caller as is.
+pub trait Builder {
+    type Value;
+    type Key;
+    type Array;
+    type Object;
+    type Error;
+
+    fn null(&mut self) -> std::result::Result<Self::Value, Self::Error>;
+    fn boolean(&mut self, value: bool) -> std::result::Result<Self::Value, Self::Error>;
+    fn int(&mut self, value: i64) -> std::result::Result<Self::Value, Self::Error>;
+    /// Only for integers above `i64::MAX` that fit a `u64`.
+    fn uint(&mut self, value: u64) -> std::result::Result<Self::Value, Self::Error>;
+    /// An integer beyond `i64`/`u64`, as its literal: an optional `-` then at most
+    /// [`MAX_INT_DIGITS`] decimal digits without leading zeros.
+    fn big_int(&mut self, literal: &str) -> std::result::Result<Self::Value, Self::Error>;
+    fn float(&mut self, value: f64) -> std::result::Result<Self::Value, Self::Error>;
+    fn string(&mut self, value: &str) -> std::result::Result<Self::Value, Self::Error>;
+    fn key(&mut self, key: &str) -> std::result::Result<Self::Key, Self::Error>;
+    fn begin_array(&mut self) -> std::result::Result<Self::Array, Self::Error>;
+    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> std::result::Result<(), Self::Error>;
+    fn end_array(&mut self, array: Self::Array) -> std::result::Result<Self::Value, Self::Error>;
+    fn begin_object(&mut self) -> std::result::Result<Self::Object, Self::Error>;
+    /// Insert or replace (a duplicate key's last value wins).
+    fn insert(
+        &mut self,
+        object: &mut Self::Object,
+        key: Self::Key,
+        value: Self::Value,
+    ) -> std::result::Result<(), Self::Error>;
+    fn end_object(&mut self, object: Self::Object) -> std::result::Result<Self::Value, Self::Error>;
+}
+
+/// Classify a frame given as text (already known to be UTF-8).
+pub fn classify_str<'a, B: Builder>(
+    frame: &'a str,
+    max_bytes: usize,
+    endpoint: Endpoint,
+    builder: &mut B,
+) -> std::result::Result<Frame<'a, B::Value>, B::Error> {
+    if frame.len() > max_bytes {
+        return Ok(too_large(frame.len(), max_bytes));
+    }
+    classify_text(frame, endpoint, builder)
+}
+
+/// Classify a frame given as the raw payload of a text frame (UTF-8 not yet checked).
+pub fn classify_bytes<'a, B: Builder>(
+    frame: &'a [u8],
+    max_bytes: usize,
+    endpoint: Endpoint,
+    builder: &mut B,
+) -> std::result::Result<Frame<'a, B::Value>, B::Error> {
+    if frame.len() > max_bytes {
+        return Ok(too_large(frame.len(), max_bytes));
+    }
+    match std::str::from_utf8(frame) {
+        Ok(text) => classify_text(text, endpoint, builder),
+        Err(err) => Ok(Frame::Invalid {
+            code: InvalidCode::InvalidUtf8,
+            message: utf8_message(frame, &err),
+        }),
+    }
+}
+
+fn too_large<V>(len: usize, max_bytes: usize) -> Frame<'static, V> {
+    Frame::Invalid {
+        code: InvalidCode::MessageTooLarge,
+        message: format!("frame of {len} bytes exceeds the {max_bytes}-byte limit"),
+    }
+}
+
+fn utf8_message(frame: &[u8], err: &std::str::Utf8Error) -> String {
+    let at = err.valid_up_to();
+    match err.error_len() {
+        Some(n) => format!(
+            "frame is not valid UTF-8: invalid byte sequence {:02x?} at offset {at}",
+            &frame[at..at + n]
+        ),
+        None => format!("frame is not valid UTF-8: incomplete sequence at its end (offset {at})"),
+    }
+}
+
+fn classify_text<'a, B: Builder>(
+    text: &'a str,
+    endpoint: Endpoint,
+    builder: &mut B,
+) -> std::result::Result<Frame<'a, B::Value>, B::Error> {
+    let mut parser = Parser::new(text, builder);
+    parser.skip_ws();
+    let first = match parser.peek() {
+        Some(b) => b,
+        None => return Ok(Frame::Text),
+    };
+    if first == b'{' {
+        let mut kind: Option<Cow<'a, str>> = None;
+        let parsed = parser
+            .object(1, Some(&mut kind))
+            .and_then(|fields| parser.finish().map(|()| fields));
+        return match parsed {
+            Ok(fields) => Ok(match kind {
+                Some(kind) => match endpoint.command(&kind) {
+                    Some(command) => Frame::Command { command, fields },
+                    None => Frame::Native {
+                        kind: Some(kind),
+                        fields,
+                    },
+                },
+                None => Frame::Native { kind: None, fields },
+            }),
+            Err(Fail::Syntax) => Ok(Frame::Text),
+            Err(Fail::Refused(message)) => Ok(Frame::Invalid {
+                code: InvalidCode::InvalidMessage,
+                message,
+            }),
+            Err(Fail::Build(err)) => Err(err),
+        };
+    }
+    let what = match first {
+        b'[' => "a JSON array",
+        b'"' => "a JSON string",
+        b'-' | b'0'..=b'9' => "a JSON number",
+        b't' | b'f' => "a JSON boolean",
+        b'n' => "JSON null",
+        _ => return Ok(Frame::Text),
+    };
+    // Not an object: only find out whether it is JSON at all, building nothing.
+    let start = parser.pos;
+    let mut validator = Validator;
+    let mut check = Parser::new(text, &mut validator);
+    check.pos = start;
+    match check.value(0).and_then(|()| check.finish()) {
+        Ok(()) => Ok(Frame::Invalid {
+            code: InvalidCode::InvalidMessage,
+            message: format!("frame is {what}, not a JSON object"),
+        }),
+        Err(Fail::Syntax) => Ok(Frame::Text),
+        Err(Fail::Refused(message)) => Ok(Frame::Invalid {
+            code: InvalidCode::InvalidMessage,
+            message,
+        }),
+        Err(Fail::Build(never)) => match never {},
+    }
+}
+
+/// A builder that builds nothing: used to check that text is JSON.
+struct Validator;
+
+impl Builder for Validator {
+    type Value = ();
+    type Key = ();
+    type Array = ();
+    type Object = ();
+    type Error = Infallible;
+
+    fn null(&mut self) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn boolean(&mut self, _: bool) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn int(&mut self, _: i64) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn uint(&mut self, _: u64) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn big_int(&mut self, _: &str) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn float(&mut self, _: f64) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn string(&mut self, _: &str) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn key(&mut self, _: &str) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn begin_array(&mut self) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn push(&mut self, _: &mut (), _: ()) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn end_array(&mut self, _: ()) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn begin_object(&mut self) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn insert(&mut self, _: &mut (), _: (), _: ()) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn end_object(&mut self, _: ()) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// Why parsing stopped.
+enum Fail<E> {
+    /// Not JSON.
+    Syntax,
+    /// JSON (as far as it was read) that is refused; the message says why.
+    Refused(String),
+    /// The builder failed.
+    Build(E),
+}
+
+type Parsed<T, E> = std::result::Result<T, Fail<E>>;
+
+/// Where a parsed string is: a slice of the frame, or the parser's scratch buffer
+/// (when it had escapes).
+enum Str<'a> {
+    Frame(&'a str),
+    Scratch,
+}
+
+struct Parser<'a, 'b, B: Builder> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    builder: &'b mut B,
+    scratch: String,
+}
+
+impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
+    fn new(text: &'a str, builder: &'b mut B) -> Self {
+        Parser {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            builder,
+            scratch: String::new(),
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// Only whitespace may follow the value.
+    fn finish(&mut self) -> Parsed<(), B::Error> {
+        self.skip_ws();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(Fail::Syntax)
+        }
+    }
+
+    /// A value starting at the next non-whitespace byte; `depth` is the number of
+    /// arrays/objects it is inside.
+    fn value(&mut self, depth: usize) -> Parsed<B::Value, B::Error> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b'"') => {
+                let s = self.string()?;
+                let s = match s {
+                    Str::Frame(s) => s,
+                    Str::Scratch => self.scratch.as_str(),
+                };
+                self.builder.string(s).map_err(Fail::Build)
+            }
+            Some(b'{') => self.object(depth + 1, None),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b't') => {
+                self.literal(b"true")?;
+                self.builder.boolean(true).map_err(Fail::Build)
+            }
+            Some(b'f') => {
+                self.literal(b"false")?;
+                self.builder.boolean(false).map_err(Fail::Build)
+            }
+            Some(b'n') => {
+                self.literal(b"null")?;
+                self.builder.null().map_err(Fail::Build)
+            }
+            _ => Err(Fail::Syntax),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Parsed<(), B::Error> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Fail::Syntax)
+        }
+    }
+
+    fn too_deep() -> Fail<B::Error> {
+        Fail::Refused(format!(
+            "frame nests JSON arrays/objects deeper than {MAX_DEPTH} levels"
+        ))
+    }
+
+    /// An array; `self.pos` is at its `[`.
+    fn array(&mut self, depth: usize) -> Parsed<B::Value, B::Error> {
+        if depth > MAX_DEPTH {
+            return Err(Self::too_deep());
+        }
+        self.pos += 1;
+        let mut array = self.builder.begin_array().map_err(Fail::Build)?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return self.builder.end_array(array).map_err(Fail::Build);
+        }
+        loop {
+            let value = self.value(depth)?;
+            self.builder.push(&mut array, value).map_err(Fail::Build)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return self.builder.end_array(array).map_err(Fail::Build);
+                }
+                _ => return Err(Fail::Syntax),
+            }
+        }
+    }
+
+    /// An object; `self.pos` is at its `{`. With `kind`, the object's `"type"` is
+    /// recorded there: the last `"type"`'s string, or `None` if that is no string.
+    fn object(&mut self, depth: usize, mut kind: Option<&mut Option<Cow<'a, str>>>) -> Parsed<B::Value, B::Error> {
+        if depth > MAX_DEPTH {
+            return Err(Self::too_deep());
+        }
+        self.pos += 1;
+        let mut object = self.builder.begin_object().map_err(Fail::Build)?;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return self.builder.end_object(object).map_err(Fail::Build);
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(Fail::Syntax);
+            }
+            let key = self.string()?;
+            let key = match key {
+                Str::Frame(s) => s,
+                Str::Scratch => self.scratch.as_str(),
+            };
+            let is_type = key == "type";
+            let key = self.builder.key(key).map_err(Fail::Build)?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(Fail::Syntax);
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let value = match kind.as_deref_mut() {
+                Some(slot) if is_type => {
+                    if self.peek() == Some(b'"') {
+                        let (text, value) = match self.string()? {
+                            Str::Frame(s) => (Cow::Borrowed(s), self.builder.string(s)),
+                            Str::Scratch => (Cow::Owned(self.scratch.clone()), self.builder.string(&self.scratch)),
+                        };
+                        *slot = Some(text);
+                        value.map_err(Fail::Build)?
+                    } else {
+                        *slot = None;
+                        self.value(depth)?
+                    }
+                }
+                _ => self.value(depth)?,
+            };
+            self.builder.insert(&mut object, key, value).map_err(Fail::Build)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return self.builder.end_object(object).map_err(Fail::Build);
+                }
+                _ => return Err(Fail::Syntax),
+            }
+        }
+    }
+
+    /// A string; `self.pos` is at its opening quote. Without escapes the result
+    /// borrows the frame; with escapes it is unescaped into `self.scratch`.
+    fn string(&mut self) -> Parsed<Str<'a>, B::Error> {
+        let start = self.pos + 1;
+        let end = scan_plain(self.bytes, start);
+        match self.bytes.get(end) {
+            Some(b'"') => {
+                self.pos = end + 1;
+                // Both ends are next to ASCII quotes, so on char boundaries.
+                Ok(Str::Frame(&self.text[start..end]))
+            }
+            Some(b'\\') => {
+                self.scratch.clear();
+                self.scratch.push_str(&self.text[start..end]);
+                self.pos = end;
+                self.escaped_rest()?;
+                Ok(Str::Scratch)
+            }
+            // A control character (must be escaped in JSON) or the end of the text.
+            _ => Err(Fail::Syntax),
+        }
+    }
+
+    /// The rest of a string from an escape at `self.pos` to the closing quote.
+    fn escaped_rest(&mut self) -> Parsed<(), B::Error> {
+        loop {
+            // self.pos is at a backslash.
+            self.pos += 1;
+            self.escape()?;
+            let end = scan_plain(self.bytes, self.pos);
+            self.scratch.push_str(&self.text[self.pos..end]);
+            match self.bytes.get(end) {
+                Some(b'"') => {
+                    self.pos = end + 1;
+                    return Ok(());
+                }
+                Some(b'\\') => self.pos = end,
+                _ => return Err(Fail::Syntax),
+            }
+        }
+    }
+
+    /// One escape; `self.pos` is just after its backslash.
+    fn escape(&mut self) -> Parsed<(), B::Error> {
+        let Some(&c) = self.bytes.get(self.pos) else {
+            return Err(Fail::Syntax);
+        };
+        self.pos += 1;
+        let ch = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if !self.bytes[self.pos..].starts_with(b"\\u") {
+                            return Err(lone_surrogate(unit));
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(lone_surrogate(unit));
+                        }
+                        let code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                        char::from_u32(code).ok_or(Fail::Syntax)?
+                    }
+                    0xDC00..=0xDFFF => return Err(lone_surrogate(unit)),
+                    _ => char::from_u32(unit).ok_or(Fail::Syntax)?,
+                }
+            }
+            _ => return Err(Fail::Syntax),
+        };
+        self.scratch.push(ch);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Parsed<u32, B::Error> {
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(Fail::Syntax)?;
+        let mut unit = 0u32;
+        for &d in digits {
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return Err(Fail::Syntax),
+            };
+            unit = unit * 16 + u32::from(v);
+        }
+        self.pos += 4;
+        Ok(unit)
+    }
+
+    /// A number; `self.pos` is at its `-` or first digit.
+    fn number(&mut self) -> Parsed<B::Value, B::Error> {
+        let bytes = self.bytes;
+        let start = self.pos;
+        let mut i = start;
+        let negative = bytes[i] == b'-';
+        if negative {
+            i += 1;
+        }
+        let int_start = i;
+        match bytes.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = skip_digits(bytes, i + 1),
+            _ => return Err(Fail::Syntax),
+        }
+        let int_end = i;
+        let mut is_float = false;
+        if bytes.get(i) == Some(&b'.') {
+            let frac = i + 1;
+            i = skip_digits(bytes, frac);
+            if i == frac {
+                return Err(Fail::Syntax);
+            }
+            is_float = true;
+        }
+        if let Some(b'e' | b'E') = bytes.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = bytes.get(i) {
+                i += 1;
+            }
+            let exp = i;
+            i = skip_digits(bytes, exp);
+            if i == exp {
+                return Err(Fail::Syntax);
+            }
+            is_float = true;
+        }
+        self.pos = i;
+        let literal = &self.text[start..i];
+        if is_float {
+            // The grammar above is a subset of what `f64::from_str` accepts; it
+            // rounds correctly, like Python's float().
+            let value: f64 = literal.parse().map_err(|_| Fail::Syntax)?;
+            return self.builder.float(value).map_err(Fail::Build);
+        }
+        let digits = int_end - int_start;
+        if digits <= 18 {
+            let mut value: i64 = 0;
+            for &d in &bytes[int_start..int_end] {
+                value = value * 10 + i64::from(d - b'0');
+            }
+            return self
+                .builder
+                .int(if negative { -value } else { value })
+                .map_err(Fail::Build);
+        }
+        if let Ok(value) = literal.parse::<i64>() {
+            return self.builder.int(value).map_err(Fail::Build);
+        }
+        if !negative {
+            if let Ok(value) = literal.parse::<u64>() {
+                return self.builder.uint(value).map_err(Fail::Build);
+            }
+        }
+        if digits > MAX_INT_DIGITS {
+            return Err(Fail::Refused(format!(
+                "frame has an integer of {digits} digits; at most {MAX_INT_DIGITS} are accepted"
+            )));
+        }
+        self.builder.big_int(literal).map_err(Fail::Build)
+    }
+}
+
+fn lone_surrogate<E>(unit: u32) -> Fail<E> {
+    Fail::Refused(format!(
+        "frame has a \\u{unit:04x} escape, a lone UTF-16 surrogate that is no character"
+    ))
+}
+
+#[inline]
+fn skip_digits(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(b'0'..=b'9') = bytes.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the first `"`, `\` or control character (< 0x20) at or after `i`,
+/// or `bytes.len()`. Looks at sixteen bytes at a time on x86-64, else eight.
+#[inline]
+fn scan_plain(bytes: &[u8], mut i: usize) -> usize {
+    // SSE2 is part of every x86-64 CPU: sixteen bytes at a time.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is enabled at compile time (cfg above); every load reads
+        // 16 bytes inside `bytes` (i + 16 <= len) and needs no alignment.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let below_space = _mm_set1_epi8(0x1f);
+            while i + 16 <= bytes.len() {
+                let v = _mm_loadu_si128(bytes.as_ptr().add(i).cast::<__m128i>());
+                // min(v, 0x1f) == v exactly for the bytes <= 0x1f (unsigned).
+                let control = _mm_cmpeq_epi8(_mm_min_epu8(v, below_space), v);
+                let special = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                    control,
+                );
+                let mask = _mm_movemask_epi8(special) as u32;
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    scan_plain_swar(bytes, i)
+}
+
+/// [`scan_plain`] eight bytes at a time in a `u64` (and the tail byte by byte).
+#[inline]
+fn scan_plain_swar(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        // Each term flags bytes that are zero (resp. below 0x20); a false flag can
+        // only sit above a true one, so the lowest flag is always a real match.
+        let found = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(ONES * 0x20) & !word);
+        let found = found & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain Rust JSON value, keeping everything the builder is told.
+    #[derive(Clone, Debug, PartialEq)]
+    enum J {
+        Null,
+        Bool(bool),
+        Int(i64),
+        UInt(u64),
+        Big(String),
+        Float(f64),
+        Str(String),
+        Arr(Vec<J>),
+        Obj(Vec<(String, J)>),
+    }
+
+    struct Tree;
+
+    impl Builder for Tree {
+        type Value = J;
+        type Key = String;
+        type Array = Vec<J>;
+        type Object = Vec<(String, J)>;
+        type Error = Infallible;
+
+        fn null(&mut self) -> std::result::Result<J, Infallible> {
+            Ok(J::Null)
+        }
+        fn boolean(&mut self, v: bool) -> std::result::Result<J, Infallible> {
+            Ok(J::Bool(v))
+        }
+        fn int(&mut self, v: i64) -> std::result::Result<J, Infallible> {
+            Ok(J::Int(v))
+        }
+        fn uint(&mut self, v: u64) -> std::result::Result<J, Infallible> {
+            Ok(J::UInt(v))
+        }
+        fn big_int(&mut self, v: &str) -> std::result::Result<J, Infallible> {
+            Ok(J::Big(v.to_owned()))
+        }
+        fn float(&mut self, v: f64) -> std::result::Result<J, Infallible> {
+            Ok(J::Float(v))
+        }
+        fn string(&mut self, v: &str) -> std::result::Result<J, Infallible> {
+            Ok(J::Str(v.to_owned()))
+        }
+        fn key(&mut self, k: &str) -> std::result::Result<String, Infallible> {
+            Ok(k.to_owned())
+        }
+        fn begin_array(&mut self) -> std::result::Result<Vec<J>, Infallible> {
+            Ok(Vec::new())
+        }
+        fn push(&mut self, a: &mut Vec<J>, v: J) -> std::result::Result<(), Infallible> {
+            a.push(v);
+            Ok(())
+        }
+        fn end_array(&mut self, a: Vec<J>) -> std::result::Result<J, Infallible> {
+            Ok(J::Arr(a))
+        }
+        fn begin_object(&mut self) -> std::result::Result<Vec<(String, J)>, Infallible> {
+            Ok(Vec::new())
+        }
+        fn insert(&mut self, o: &mut Vec<(String, J)>, k: String, v: J) -> std::result::Result<(), Infallible> {
+            match o.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => o.push((k, v)),
+            }
+            Ok(())
+        }
+        fn end_object(&mut self, o: Vec<(String, J)>) -> std::result::Result<J, Infallible> {
+            Ok(J::Obj(o))
+        }
+    }
+
+    fn tts(text: &str) -> Frame<'_, J> {
+        classify_str(text, 1 << 20, Endpoint::Tts, &mut Tree).unwrap()
+    }
+
+    fn stt(text: &str) -> Frame<'_, J> {
+        classify_str(text, 1 << 20, Endpoint::Stt, &mut Tree).unwrap()
+    }
+
+    fn obj(pairs: &[(&str, J)]) -> J {
+        J::Obj(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    fn s(v: &str) -> J {
+        J::Str(v.to_owned())
+    }
+
+    /// The single value of `{"v": <json>}`.
+    fn parse_value(json: &str) -> J {
+        match tts(&format!("{{\"v\": {json}}}")) {
+            Frame::Native {
+                fields: J::Obj(mut pairs),
+                ..
+            } => pairs.remove(0).1,
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+
+    fn invalid_code<V>(frame: &Frame<'_, V>) -> Option<InvalidCode> {
+        match frame {
+            Frame::Invalid { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn invalid_message<'f, V>(frame: &'f Frame<'_, V>) -> &'f str {
+        match frame {
+            Frame::Invalid { message, .. } => message,
+            _ => panic!("not invalid"),
+        }
+    }
+
+    #[test]
+    fn tts_commands() {
+        for name in ["init", "input_text", "flush", "stop", "clear", "configure", "ping"] {
+            let text = format!("{{\"type\":\"{name}\"}}");
+            match tts(&text) {
+                Frame::Command { command, fields } => {
+                    assert_eq!(command.name(), name);
+                    assert_eq!(fields, obj(&[("type", s(name))]));
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn stt_commands() {
+        for name in ["start", "finalize", "stop", "ping"] {
+            let text = format!("{{\"type\":\"{name}\"}}");
+            assert!(
+                matches!(stt(&text), Frame::Command { command, .. } if command.name() == name),
+                "{name}"
+            );
+        }
+        // TTS commands are native on STT and the other way round.
+        assert_eq!(
+            stt(r#"{"type":"flush"}"#),
+            Frame::Native {
+                kind: Some("flush".into()),
+                fields: obj(&[("type", s("flush"))])
+            }
+        );
+        assert!(matches!(tts(r#"{"type":"start"}"#), Frame::Native { kind: Some(k), .. } if k == "start"));
+        assert!(matches!(tts(r#"{"type":"finalize"}"#), Frame::Native { .. }));
+    }
+
+    #[test]
+    fn command_fields_are_the_whole_object() {
+        let frame =
+            tts(r#"{"type":"input_text","text":"Hello","n":3,"x":null,"ok":true,"f":1.5,"l":[1,"a"],"d":{"k":{}}}"#);
+        let expected = obj(&[
+            ("type", s("input_text")),
+            ("text", s("Hello")),
+            ("n", J::Int(3)),
+            ("x", J::Null),
+            ("ok", J::Bool(true)),
+            ("f", J::Float(1.5)),
+            ("l", J::Arr(vec![J::Int(1), s("a")])),
+            ("d", obj(&[("k", obj(&[]))])),
+        ]);
+        assert_eq!(
+            frame,
+            Frame::Command {
+                command: Command::InputText,
+                fields: expected
+            }
+        );
+    }
+
+    #[test]
+    fn native_objects() {
+        assert_eq!(
+            tts(r#"{"type":"Speak","text":"hi"}"#),
+            Frame::Native {
+                kind: Some("Speak".into()),
+                fields: obj(&[("type", s("Speak")), ("text", s("hi"))])
+            }
+        );
+        assert!(
+            matches!(tts(r#"{"type":"control","action":"flush"}"#), Frame::Native { kind: Some(k), .. } if k == "control")
+        );
+        assert_eq!(
+            tts(r#"{"text":" "}"#),
+            Frame::Native {
+                kind: None,
+                fields: obj(&[("text", s(" "))])
+            }
+        );
+        assert_eq!(
+            tts("{}"),
+            Frame::Native {
+                kind: None,
+                fields: obj(&[])
+            }
+        );
+        // A `type` that is no string: native without a kind.
+        assert_eq!(
+            tts(r#"{"type":5}"#),
+            Frame::Native {
+                kind: None,
+                fields: obj(&[("type", J::Int(5))])
+            }
+        );
+        assert!(matches!(tts(r#"{"type":null}"#), Frame::Native { kind: None, .. }));
+        assert!(matches!(tts(r#"{"type":["flush"]}"#), Frame::Native { kind: None, .. }));
+        // Case matters; a nested `type` does not count.
+        assert!(matches!(tts(r#"{"type":"Flush"}"#), Frame::Native { kind: Some(k), .. } if k == "Flush"));
+        assert!(matches!(
+            tts(r#"{"data":{"type":"flush"}}"#),
+            Frame::Native { kind: None, .. }
+        ));
+    }
+
+    #[test]
+    fn plain_text() {
+        for text in [
+            "Hello world",
+            "",
+            "   ",
+            "\n\t",
+            r#"{"type": "init""#,
+            r#"{"type": "init",}"#,
+            "{'type': 'init'}",
+            r#"{"type": "flush"} trailing"#,
+            "42 is the answer",
+            "true story",
+            "nullable",
+            "[1, 2",
+            "\"unterminated",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "-",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "{\"a\":NaN}",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{\"a\":01}",
+            "{\"a\":\"tab\there\"}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\u12\"}",
+            "{\"a\":\"\\u12G4\"}",
+            "\u{a0}{\"type\":\"flush\"}",
+            "{\"type\":\"flush\"}\u{c}",
+            "/* c */ {}",
+            "{1: 2}",
+        ] {
+            assert_eq!(tts(text), Frame::Text, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn whitespace_around_json_is_allowed() {
+        assert!(matches!(
+            tts(" \t\r\n{\"type\":\"flush\"} \n"),
+            Frame::Command {
+                command: Command::Flush,
+                ..
+            }
+        ));
+        assert!(matches!(
+            tts("{ \"type\" : \"flush\" , \"a\" : [ 1 , 2 ] }"),
+            Frame::Command { .. }
+        ));
+        assert_eq!(invalid_code(&tts(" [1] ")), Some(InvalidCode::InvalidMessage));
+    }
+
+    #[test]
+    fn json_that_is_no_object_is_invalid() {
+        for (text, what) in [
+            ("[1]", "array"),
+            ("[]", "array"),
+            ("42", "number"),
+            ("-1.5e3", "number"),
+            ("\"x\"", "string"),
+            ("true", "boolean"),
+            ("false", "boolean"),
+            ("null", "null"),
+        ] {
+            let frame = tts(text);
+            assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidMessage), "{text}");
+            assert!(invalid_message(&frame).contains(what), "{text}: {frame:?}");
+        }
+    }
+
+    #[test]
+    fn too_large_is_checked_first() {
+        let big = "x".repeat(40000);
+        let frame = classify_str(&big, 32768, Endpoint::Tts, &mut Tree).unwrap();
+        assert_eq!(
+            frame,
+            Frame::Invalid {
+                code: InvalidCode::MessageTooLarge,
+                message: "frame of 40000 bytes exceeds the 32768-byte limit".into()
+            }
+        );
+        // Exactly at the limit is fine; the limit counts UTF-8 bytes, not characters.
+        let at = r#"{"type":"flush"}"#;
+        assert!(matches!(
+            classify_str(at, at.len(), Endpoint::Tts, &mut Tree),
+            Ok(Frame::Command { .. })
+        ));
+        let frame = classify_str("\u{e9}\u{e9}", 3, Endpoint::Tts, &mut Tree).unwrap();
+        assert_eq!(invalid_code(&frame), Some(InvalidCode::MessageTooLarge));
+        // Before UTF-8 validation.
+        let frame = classify_bytes(&[0xff; 10], 5, Endpoint::Tts, &mut Tree).unwrap();
+        assert_eq!(invalid_code(&frame), Some(InvalidCode::MessageTooLarge));
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let frame = classify_bytes(b"{\"text\":\"a\xffb\"}", 100, Endpoint::Tts, &mut Tree).unwrap();
+        assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidUtf8));
+        assert!(invalid_message(&frame).contains("offset 10"), "{frame:?}");
+        let frame = classify_bytes(b"abc\xe2\x82", 100, Endpoint::Tts, &mut Tree).unwrap();
+        assert!(invalid_message(&frame).contains("incomplete"), "{frame:?}");
+        // Surrogates encoded in UTF-8 (CESU) are not UTF-8.
+        let frame = classify_bytes(b"\xed\xa0\x80", 100, Endpoint::Tts, &mut Tree).unwrap();
+        assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidUtf8));
+    }
+
+    #[test]
+    fn bytes_and_str_agree() {
+        for text in [
+            r#"{"type":"flush"}"#,
+            r#"{"type":"Speak","text":"h\u00e9"}"#,
+            "Hello",
+            "[1]",
+            "{\"text\":\"\u{1F600} caf\u{e9}\"}",
+        ] {
+            let a = classify_str(text, 1000, Endpoint::Tts, &mut Tree).unwrap();
+            let b = classify_bytes(text.as_bytes(), 1000, Endpoint::Tts, &mut Tree).unwrap();
+            assert_eq!(a, b, "{text}");
+        }
+    }
+
+    #[test]
+    fn depth_limit() {
+        let ok = format!("{{\"a\":{}1{}}}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert!(matches!(tts(&ok), Frame::Native { .. }));
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let frame = tts(&deep);
+        assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidMessage));
+        assert!(invalid_message(&frame).contains("64"));
+        // A very deep frame does not overflow the stack, object or array at the top.
+        assert_eq!(
+            invalid_code(&tts(&"{\"a\":".repeat(100_000))),
+            Some(InvalidCode::InvalidMessage)
+        );
+        assert_eq!(
+            invalid_code(&tts(&"[".repeat(100_000))),
+            Some(InvalidCode::InvalidMessage)
+        );
+        let ok_array = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(invalid_message(&tts(&ok_array)).contains("array"));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_value("0"), J::Int(0));
+        assert_eq!(parse_value("-0"), J::Int(0));
+        assert_eq!(parse_value("123456789012345678"), J::Int(123456789012345678));
+        assert_eq!(parse_value("9223372036854775807"), J::Int(i64::MAX));
+        assert_eq!(parse_value("-9223372036854775808"), J::Int(i64::MIN));
+        assert_eq!(parse_value("9223372036854775808"), J::UInt(1 << 63));
+        assert_eq!(parse_value("18446744073709551615"), J::UInt(u64::MAX));
+        assert_eq!(
+            parse_value("18446744073709551616"),
+            J::Big("18446744073709551616".into())
+        );
+        assert_eq!(
+            parse_value("-9223372036854775809"),
+            J::Big("-9223372036854775809".into())
+        );
+        assert_eq!(parse_value("1.0"), J::Float(1.0));
+        assert_eq!(parse_value("-0.0"), J::Float(-0.0));
+        assert_eq!(parse_value("1e2"), J::Float(100.0));
+        assert_eq!(parse_value("1E+2"), J::Float(100.0));
+        assert_eq!(parse_value("25e-1"), J::Float(2.5));
+        assert_eq!(parse_value("0.1"), J::Float(0.1));
+        assert_eq!(parse_value("1e400"), J::Float(f64::INFINITY));
+        assert_eq!(parse_value("-1e400"), J::Float(f64::NEG_INFINITY));
+        let digits = "9".repeat(MAX_INT_DIGITS);
+        assert_eq!(parse_value(&digits), J::Big(digits.clone()));
+        let text = format!("{{\"v\": 1{digits}}}");
+        let frame = tts(&text);
+        assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidMessage));
+        assert!(invalid_message(&frame).contains("641 digits"), "{frame:?}");
+    }
+
+    #[test]
+    fn strings_and_escapes() {
+        assert_eq!(parse_value(r#""plain""#), s("plain"));
+        assert_eq!(parse_value(r#""""#), s(""));
+        assert_eq!(
+            parse_value(r#""a\"b\\c\/d\be\ff\ng\rh\ti""#),
+            s("a\"b\\c/d\u{8}e\u{c}f\ng\rh\ti")
+        );
+        assert_eq!(parse_value(r#""\u00e9\u4e2D""#), s("\u{e9}\u{4e2d}"));
+        assert_eq!(parse_value(r#""x\ud83d\ude00y""#), s("x\u{1F600}y"));
+        assert_eq!(parse_value("\"caf\u{e9} \u{1F600}\""), s("caf\u{e9} \u{1F600}"));
+        assert_eq!(parse_value(r#""\u0000""#), s("\0"));
+        assert_eq!(parse_value("\"\u{7f}\""), s("\u{7f}"));
+        // Long strings cross the eight-byte scanner in every alignment.
+        for n in 0..40 {
+            let body = format!("{}\\n{}", "a".repeat(n), "b".repeat(n));
+            assert_eq!(
+                parse_value(&format!("\"{body}\"")),
+                s(&format!("{}\n{}", "a".repeat(n), "b".repeat(n)))
+            );
+            let raw = format!("\"{}\u{1}\"", "a".repeat(n));
+            assert_eq!(tts(&format!("{{\"v\": {raw}}}")), Frame::Text, "control char after {n}");
+        }
+        for lone in [r#""\ud800""#, r#""\udc00""#, r#""\ud800\u0041""#, r#""\ud800x""#] {
+            let text = format!("{{\"v\": {lone}}}");
+            let frame = tts(&text);
+            assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidMessage), "{lone}");
+            assert!(invalid_message(&frame).contains("surrogate"));
+        }
+    }
+
+    #[test]
+    fn escaped_keys_and_types() {
+        // "\u0074ype" is "type".
+        let frame = tts(r#"{"\u0074ype":"fl\u0075sh"}"#);
+        assert_eq!(
+            frame,
+            Frame::Command {
+                command: Command::Flush,
+                fields: obj(&[("type", s("flush"))])
+            }
+        );
+        assert!(
+            matches!(tts(r#"{"type":"Sp\u0065ak"}"#), Frame::Native { kind: Some(Cow::Owned(k)), .. } if k == "Speak")
+        );
+        assert!(matches!(
+            tts(r#"{"type":"Speak"}"#),
+            Frame::Native {
+                kind: Some(Cow::Borrowed("Speak")),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins() {
+        assert_eq!(
+            tts(r#"{"type":"flush","a":1,"type":"Speak"}"#),
+            Frame::Native {
+                kind: Some("Speak".into()),
+                fields: obj(&[("type", s("Speak")), ("a", J::Int(1))])
+            }
+        );
+        assert!(matches!(
+            tts(r#"{"type":"Speak","type":"flush"}"#),
+            Frame::Command {
+                command: Command::Flush,
+                ..
+            }
+        ));
+        assert!(matches!(
+            tts(r#"{"type":"flush","type":1}"#),
+            Frame::Native { kind: None, .. }
+        ));
+    }
+
+    #[test]
+    fn endpoint_names() {
+        assert_eq!(Endpoint::from_name("tts"), Ok(Endpoint::Tts));
+        assert_eq!(Endpoint::from_name("stt"), Ok(Endpoint::Stt));
+        let err = Endpoint::from_name("TTS").unwrap_err();
+        assert!(matches!(err, Error::UnknownEndpoint { .. }));
+        assert!(err.to_string().contains("\"TTS\""), "{err}");
+    }
+
+    #[test]
+    fn scan_plain_finds_the_first_special_byte() {
+        for len in 0..48 {
+            for at in 0..=len {
+                for special in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    // Bytes that are near the special ones must not be found.
+                    for (i, b) in bytes.iter_mut().enumerate() {
+                        *b = [b'a', 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xff][i % 8];
+                    }
+                    if at < len {
+                        bytes[at] = special;
+                        bytes.iter_mut().skip(at + 1).for_each(|b| *b = b'"');
+                    }
+                    assert_eq!(scan_plain(&bytes, 0), at, "len {len} at {at} special {special:#x}");
+                    assert_eq!(scan_plain_swar(&bytes, 0), at, "len {len} at {at} special {special:#x}");
+                }
+            }
+        }
+    }
+}

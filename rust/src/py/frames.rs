@@ -1,7 +1,213 @@
-//! Python bindings for `crate::frames`.
+//! Python bindings for `crate::frames`: `classify_frame`, with a [`Builder`] that
+//! makes the Python objects directly while the frame is parsed (no intermediate
+//! tree). Keys the protocol uses often are interned Python strings.
 
+use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::frames::{classify_bytes, classify_str, Builder, Command, Endpoint, Frame, InvalidCode};
+use crate::Error;
+
+struct PyBuilder<'py> {
+    py: Python<'py>,
+}
+
+/// `key` as a Python string; an interned one for the keys of the protocol.
+macro_rules! interned_or_new {
+    ($py:expr, $key:expr, [$($name:literal),* $(,)?]) => {
+        match $key {
+            $($name => intern!($py, $name).clone(),)*
+            other => PyString::new($py, other),
+        }
+    };
+}
+
+impl<'py> Builder for PyBuilder<'py> {
+    type Value = Bound<'py, PyAny>;
+    type Key = Bound<'py, PyString>;
+    type Array = Vec<Bound<'py, PyAny>>;
+    type Object = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    #[inline]
+    fn null(&mut self) -> PyResult<Self::Value> {
+        Ok(self.py.None().into_bound(self.py))
+    }
+
+    #[inline]
+    fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
+        Ok(PyBool::new(self.py, value).to_owned().into_any())
+    }
+
+    #[inline]
+    fn int(&mut self, value: i64) -> PyResult<Self::Value> {
+        Ok(value.into_pyobject(self.py)?.into_any())
+    }
+
+    #[inline]
+    fn uint(&mut self, value: u64) -> PyResult<Self::Value> {
+        Ok(value.into_pyobject(self.py)?.into_any())
+    }
+
+    fn big_int(&mut self, literal: &str) -> PyResult<Self::Value> {
+        // At most MAX_INT_DIGITS (640) digits: int() accepts that whatever
+        // sys.set_int_max_str_digits says.
+        self.py.get_type::<PyInt>().call1((literal,))
+    }
+
+    #[inline]
+    fn float(&mut self, value: f64) -> PyResult<Self::Value> {
+        Ok(PyFloat::new(self.py, value).into_any())
+    }
+
+    #[inline]
+    fn string(&mut self, value: &str) -> PyResult<Self::Value> {
+        Ok(PyString::new(self.py, value).into_any())
+    }
+
+    #[inline]
+    fn key(&mut self, key: &str) -> PyResult<Self::Key> {
+        let py = self.py;
+        Ok(interned_or_new!(
+            py,
+            key,
+            [
+                "type",
+                "text",
+                "voice_id",
+                "voice",
+                "context_id",
+                "codec",
+                "encoding",
+                "sample_rate_hz",
+                "sample_rate",
+                "language",
+                "style",
+                "voice_settings",
+                "model_id",
+                "word_timestamps",
+            ]
+        ))
+    }
+
+    #[inline]
+    fn begin_array(&mut self) -> PyResult<Self::Array> {
+        Ok(Vec::new())
+    }
+
+    #[inline]
+    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> PyResult<()> {
+        array.push(value);
+        Ok(())
+    }
+
+    #[inline]
+    fn end_array(&mut self, array: Self::Array) -> PyResult<Self::Value> {
+        Ok(PyList::new(self.py, array)?.into_any())
+    }
+
+    #[inline]
+    fn begin_object(&mut self) -> PyResult<Self::Object> {
+        Ok(PyDict::new(self.py))
+    }
+
+    #[inline]
+    fn insert(&mut self, object: &mut Self::Object, key: Self::Key, value: Self::Value) -> PyResult<()> {
+        object.set_item(key, value)
+    }
+
+    #[inline]
+    fn end_object(&mut self, object: Self::Object) -> PyResult<Self::Value> {
+        Ok(object.into_any())
+    }
+}
+
+fn command_name<'py>(py: Python<'py>, command: Command) -> &'py Bound<'py, PyString> {
+    match command {
+        Command::Init => intern!(py, "init"),
+        Command::InputText => intern!(py, "input_text"),
+        Command::Flush => intern!(py, "flush"),
+        Command::Stop => intern!(py, "stop"),
+        Command::Clear => intern!(py, "clear"),
+        Command::Configure => intern!(py, "configure"),
+        Command::Ping => intern!(py, "ping"),
+        Command::Start => intern!(py, "start"),
+        Command::Finalize => intern!(py, "finalize"),
+    }
+}
+
+fn invalid_code<'py>(py: Python<'py>, code: InvalidCode) -> &'py Bound<'py, PyString> {
+    match code {
+        InvalidCode::InvalidUtf8 => intern!(py, "invalid_utf8"),
+        InvalidCode::MessageTooLarge => intern!(py, "message_too_large"),
+        InvalidCode::InvalidMessage => intern!(py, "invalid_message"),
+    }
+}
+
+/// Say what a client text frame is, parsing it once. See `crate::frames` and
+/// `_native.pyi` for the answers and the decisions behind them.
+#[pyfunction]
+#[pyo3(signature = (frame, max_bytes, endpoint = "tts"))]
+fn classify_frame<'py>(frame: &Bound<'py, PyAny>, max_bytes: i64, endpoint: &str) -> PyResult<Bound<'py, PyTuple>> {
+    let py = frame.py();
+    let endpoint = Endpoint::from_name(endpoint)?;
+    if max_bytes <= 0 {
+        return Err(Error::NotPositive {
+            name: "max_bytes",
+            value: max_bytes as f64,
+        }
+        .into());
+    }
+    let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    let mut builder = PyBuilder { py };
+    let classified = if let Ok(text) = frame.cast::<PyString>() {
+        match text.to_str() {
+            Ok(text) => classify_str(text, max_bytes, endpoint, &mut builder)?,
+            // Only a str holding lone surrogates has no UTF-8 form.
+            Err(_) => Frame::Invalid {
+                code: InvalidCode::InvalidUtf8,
+                message: "frame is a str with lone surrogates, which have no UTF-8 form".to_owned(),
+            },
+        }
+    } else if let Ok(bytes) = frame.cast::<PyBytes>() {
+        classify_bytes(bytes.as_bytes(), max_bytes, endpoint, &mut builder)?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "frame must be str or bytes, not {}",
+            frame.get_type().name()?
+        )));
+    };
+    let none = || py.None().into_bound(py);
+    let items: [Bound<'py, PyAny>; 3] = match classified {
+        Frame::Command { command, fields } => [
+            intern!(py, "command").clone().into_any(),
+            command_name(py, command).clone().into_any(),
+            fields,
+        ],
+        Frame::Native { kind, fields } => {
+            // The very string object held under "type" (the last one wins).
+            let kind = match kind {
+                Some(_) => fields
+                    .cast::<PyDict>()?
+                    .get_item(intern!(py, "type"))?
+                    .unwrap_or_else(none),
+                None => none(),
+            };
+            [intern!(py, "native").clone().into_any(), kind, fields]
+        }
+        Frame::Text => [intern!(py, "native").clone().into_any(), none(), none()],
+        Frame::Invalid { code, message } => [
+            intern!(py, "invalid").clone().into_any(),
+            invalid_code(py, code).clone().into_any(),
+            PyString::new(py, &message).into_any(),
+        ],
+    };
+    PyTuple::new(py, items)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(classify_frame, m)?)?;
     Ok(())
 }

@@ -27,9 +27,11 @@ impl From<Error> for PyErr {
             Error::UnsupportedRate { .. } => UnsupportedRateError::new_err(msg),
             Error::UnsupportedFormat { .. } => UnsupportedFormatError::new_err(msg),
             Error::PartialSample { .. } => PartialSampleError::new_err(msg),
-            Error::ChunkTooSmall { .. } | Error::BadSampleWidth { .. } | Error::NotPositive { .. } => {
-                InvalidArgumentError::new_err(msg)
-            }
+            Error::ChunkTooSmall { .. }
+            | Error::BadSampleWidth { .. }
+            | Error::NotPositive { .. }
+            | Error::NotFinite { .. }
+            | Error::UnknownEndpoint { .. } => InvalidArgumentError::new_err(msg),
         }
     }
 }
