@@ -50,15 +50,58 @@ log = logging.getLogger("slng_fast.engines")
 MAX_AUDIO_FRAME = 8820
 """Largest binary audio frame the espeak engine sends: 200 ms at 22.05 kHz PCM16."""
 
-_SHUTDOWN_CLOSE_TIMEOUT = 1.0
+SHUTDOWN_TIMEOUT = 2.0
+"""Seconds a graceful shutdown waits for clients to answer the 1001 close."""
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 
-async def _close_going_away(ws: WebSocketConnection) -> None:
-    """On server shutdown, tell a still-open client with close code 1001."""
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _being_cancelled() -> bool:
+    return trio.current_effective_deadline() == -math.inf
+
+
+class _Connections:
+    """The open client sockets, so that a shutdown can say goodbye (1001)."""
+
+    def __init__(self) -> None:
+        self._open: set[WebSocketConnection] = set()
+
+    async def run(self, ws: WebSocketConnection, session: Callable[[], Any], name: str) -> None:
+        """Run one session; its errors end the session, never the server."""
+        self._open.add(ws)
+        try:
+            await session()
+        except BaseException as exc:
+            leaves = _leaves(exc)
+            if _being_cancelled() or not all(isinstance(e, Exception) for e in leaves):
+                await _close_quietly(ws, 1001, "engine shutting down")
+                raise
+            if all(isinstance(e, ConnectionClosed) for e in leaves):
+                return  # the client went away
+            log.error("%s session failed", name, exc_info=exc)
+            await _close_quietly(ws, 1011, "internal error")
+        finally:
+            self._open.discard(ws)
+
+    async def close_all(self, code: int, reason: str, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                for ws in list(self._open):
+                    nursery.start_soon(ws.aclose, code, reason)
+
+
+async def _close_quietly(ws: WebSocketConnection, code: int, reason: str) -> None:
     if ws.closed is not None:
         return
-    with trio.CancelScope(shield=True), trio.move_on_after(_SHUTDOWN_CLOSE_TIMEOUT):
-        await ws.aclose(1001, "engine shutting down")
+    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+        await ws.aclose(code, reason)
 
 
 # -- espeak: SLNG model-server dialect ---------------------------------------------------
@@ -80,6 +123,7 @@ class _EspeakEngine:
         from slng_fast.engines.espeak import DEFAULT_VOICE
 
         self.synth = synth
+        self.connections = _Connections()
         self.lock = trio.Lock()  # one synthesis at a time in this process
         self.default_voice = synth.resolve_voice(DEFAULT_VOICE)
         ready = wire.tts_ready(
@@ -95,17 +139,7 @@ class _EspeakEngine:
 
     async def handle(self, request: WebSocketRequest) -> None:
         ws = await request.accept()
-        try:
-            await _EspeakSession(self, ws).run()
-        except ConnectionClosed:
-            pass
-        except trio.Cancelled:
-            await _close_going_away(ws)
-            raise
-        except Exception:
-            log.exception("espeak session failed")
-            with trio.CancelScope(shield=True), trio.move_on_after(_SHUTDOWN_CLOSE_TIMEOUT):
-                await ws.aclose(1011, "internal error")
+        await self.connections.run(ws, _EspeakSession(self, ws).run, "espeak")
 
     async def speak(self, ws: WebSocketConnection, job: _Job) -> bool:
         """Stream ``job``'s audio to ``ws``; return True if it was cut short.
@@ -283,17 +317,21 @@ class _EspeakSession:
             await self.send_json(wire.tts_error(f"unknown control action {action!r}", code="unknown_command"))
 
     async def speaker(self, session_scope: trio.CancelScope) -> None:
-        async with self.jobs_out:
-            async for job in self.jobs_out:
-                try:
-                    interrupted = await self.engine.speak(self.ws, job)
-                finally:
-                    self.outstanding.remove(job)
-                if job.end:
-                    await self.ws.aclose(1000)
-                    session_scope.cancel()
-                    return
-                await self.send_json(wire.tts_flushed(interrupted=interrupted))
+        try:
+            async with self.jobs_out:
+                async for job in self.jobs_out:
+                    try:
+                        interrupted = await self.engine.speak(self.ws, job)
+                    finally:
+                        self.outstanding.remove(job)
+                    if job.end:
+                        await self.ws.aclose(1000)
+                        break
+                    await self.send_json(wire.tts_flushed(interrupted=interrupted))
+        except ConnectionClosed:
+            pass
+        # Input ended, or the socket closed: the session is over.
+        session_scope.cancel()
 
 
 async def serve_espeak_engine(
@@ -301,9 +339,12 @@ async def serve_espeak_engine(
     port: int,
     *,
     synth: EspeakSynth | None = None,
+    shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the espeak engine on ``host:port`` (0 picks a port) until cancelled.
+    """Serve the espeak engine on ``host:port`` (0 picks a port) until cancelled,
+    or until ``shutdown`` is set: then open sessions are closed with 1001 (waiting
+    up to ``SHUTDOWN_TIMEOUT`` for the clients) and the function returns.
 
     ``task_status.started`` gets the bound port once eSpeak is loaded and the
     socket listens.
@@ -313,7 +354,7 @@ async def serve_espeak_engine(
 
         synth = await trio.to_thread.run_sync(EspeakSynth.shared)
     engine = _EspeakEngine(synth)
-    await _serve(engine.handle, host, port, task_status)
+    await _serve(engine.handle, engine.connections, host, port, shutdown, task_status)
 
 
 # -- pocketsphinx: unified STT ------------------------------------------------------------
@@ -322,21 +363,13 @@ async def serve_espeak_engine(
 class _SphinxEngine:
     def __init__(self, pool: RecognizerPool) -> None:
         self.pool = pool
+        self.connections = _Connections()
 
     async def handle(self, request: WebSocketRequest) -> None:
         ws = await request.accept()
         session = _SphinxSession(self, ws)
         try:
-            await session.run()
-        except ConnectionClosed:
-            pass
-        except trio.Cancelled:
-            await _close_going_away(ws)
-            raise
-        except Exception:
-            log.exception("pocketsphinx session failed")
-            with trio.CancelScope(shield=True), trio.move_on_after(_SHUTDOWN_CLOSE_TIMEOUT):
-                await ws.aclose(1011, "internal error")
+            await self.connections.run(ws, session.run, "pocketsphinx")
         finally:
             rec = session.recognizer
             if rec is not None:
@@ -461,9 +494,11 @@ async def serve_sphinx_engine(
     port: int,
     *,
     pool: RecognizerPool | None = None,
+    shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the pocketsphinx engine on ``host:port`` (0 picks a port) until cancelled.
+    """Serve the pocketsphinx engine on ``host:port`` (0 picks a port) until
+    cancelled or until ``shutdown`` is set (see :func:`serve_espeak_engine`).
 
     One model is loaded before ``task_status.started`` reports the bound port, so
     the first session starts without waiting for it.
@@ -474,7 +509,7 @@ async def serve_sphinx_engine(
         pool = RecognizerPool(max_idle=2)
         await trio.to_thread.run_sync(pool.preload, 1)
     engine = _SphinxEngine(pool)
-    await _serve(engine.handle, host, port, task_status)
+    await _serve(engine.handle, engine.connections, host, port, shutdown, task_status)
 
 
 # -- common --------------------------------------------------------------------------------
@@ -482,8 +517,10 @@ async def serve_sphinx_engine(
 
 async def _serve(
     handler: Callable[[WebSocketRequest], Any],
+    connections: _Connections,
     host: str,
     port: int,
+    shutdown: trio.Event | None,
     task_status: trio.TaskStatus[int],
 ) -> None:
     async with trio.open_nursery() as nursery:
@@ -494,11 +531,17 @@ async def _serve(
                 host,
                 port,
                 None,
-                disconnect_timeout=5,
+                disconnect_timeout=SHUTDOWN_TIMEOUT,
                 connect_timeout=10,
             )
         )
         task_status.started(server.port)
+        if shutdown is None:
+            await trio.sleep_forever()
+        else:
+            await shutdown.wait()
+            await connections.close_all(1001, "engine shutting down", SHUTDOWN_TIMEOUT)
+            nursery.cancel_scope.cancel()
 
 
 _SERVERS: dict[str, Callable[..., Any]] = {
@@ -516,13 +559,15 @@ def run_engine(name: str, host: str, port: int) -> int:
     serve = _SERVERS[name]
 
     async def main() -> None:
+        shutdown = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                bound = await nursery.start(serve, host, port)
+                bound = await nursery.start(partial(serve, shutdown=shutdown), host, port)
                 print(f"READY {bound}", flush=True)
                 async for signum in signals:
                     log.info("engine %s stopping on signal %s", name, signum)
-                    nursery.cancel_scope.cancel()
+                    # Graceful: clients get 1001; the server returns once they are closed.
+                    shutdown.set()
                     break
 
     try:
