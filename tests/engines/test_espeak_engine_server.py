@@ -21,7 +21,11 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from slng_fast.engines.espeak import EspeakSynth, SynthesisResult
 from slng_fast.engines.sphinx import SphinxRecognizer
-from slng_fast.gateway.engine_server import MAX_AUDIO_FRAME, serve_espeak_engine
+from slng_fast.gateway.engine_server import (
+    MAX_AUDIO_FRAME,
+    MAX_BUFFERED_CHARS,
+    serve_espeak_engine,
+)
 
 LONG_TEXT = "This sentence is repeated to make a long text for the engine. " * 60
 HANG_GUARD = 30  # seconds; only stops a broken test from hanging, never a threshold
@@ -182,7 +186,7 @@ async def test_audio_frames_are_bounded_whole_samples(url: str) -> None:
                     break
                 sizes.append(len(message))
     assert len(sizes) > 1
-    assert all(s % 2 == 0 and 0 < s <= MAX_AUDIO_FRAME + 4000 for s in sizes)
+    assert all(s % 2 == 0 and 0 < s <= MAX_AUDIO_FRAME for s in sizes)
 
 
 async def test_empty_flush_and_plain_text_first(url: str) -> None:
@@ -276,6 +280,18 @@ async def test_stop_interrupts_and_the_session_goes_on(url: str, gated: GatedSyn
         await send_json(ws, FLUSH)
         audio, flushed, _ = await until_flushed(ws)
         assert flushed == {"type": "flushed"} and seconds(audio) > 0.5
+
+
+async def test_unflushed_text_is_bounded(url: str) -> None:
+    async with open_websocket_url(url) as ws:
+        await recv_json(ws)
+        await ws.send_message("word " * (MAX_BUFFERED_CHARS // 5 + 1))
+        error = await recv_json(ws)
+        assert error["type"] == "error" and error["code"] == "text_too_long"
+        await ws.send_message("Short.")
+        await send_json(ws, FLUSH)
+        audio, flushed, _ = await until_flushed(ws)
+        assert 0 < seconds(audio) < 2.0 and flushed == {"type": "flushed"}
 
 
 async def test_stop_drops_unflushed_text(url: str) -> None:

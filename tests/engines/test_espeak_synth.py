@@ -138,12 +138,14 @@ def test_cancel_event_stops_midway(synth: EspeakSynth) -> None:
         if len(pieces) == 3:
             cancel.set()
 
+    clean = len(synthesize(synth, "Hello."))
     result = synth.synthesize(text, on_audio=on_audio, cancel=cancel)
     assert result.cancelled
     assert len(pieces) == 3
-    # The next synthesis is unaffected and starts from a clean state.
-    again = synth.synthesize("Hello.", on_audio=lambda _: None)
-    assert not again.cancelled and again.samples > 0
+    # The next synthesis starts clean: nothing of the aborted text leaks into it.
+    # (eSpeak's output varies by a few samples from call to call.)
+    again = synthesize(synth, "Hello.")
+    assert abs(len(again) - clean) < 0.1 * clean
 
 
 def test_cancel_before_start_speaks_nothing(synth: EspeakSynth) -> None:

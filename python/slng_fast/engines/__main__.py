@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
     parser.add_argument(
-        "--log-level", default="WARNING", help="logging level on stderr (default WARNING)"
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="logging on stderr, one JSON object a line (default warning)",
     )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:

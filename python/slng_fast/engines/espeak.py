@@ -290,17 +290,32 @@ class EspeakSynth:
     _shared_lock = threading.Lock()
 
     @classmethod
-    def shared(cls, *, buffer_ms: int = 20) -> EspeakSynth:
-        """The process's synthesizer, initialising eSpeak on first use."""
+    def shared(
+        cls,
+        *,
+        buffer_ms: int = 60,
+        library_path: str | None = None,
+        data_path: str | None = None,
+    ) -> EspeakSynth:
+        """The process's synthesizer, initialising eSpeak on first use.
+
+        The arguments matter only on that first call: by default the library and
+        its data come from the ``espeakng-loader`` wheel.
+        """
         with cls._shared_lock:
             if cls._shared is None:
-                cls._shared = cls(buffer_ms=buffer_ms, _key=_SHARED_KEY)
+                cls._shared = cls(
+                    buffer_ms=buffer_ms,
+                    library_path=library_path,
+                    data_path=data_path,
+                    _key=_SHARED_KEY,
+                )
             return cls._shared
 
     def __init__(
         self,
         *,
-        buffer_ms: int = 20,
+        buffer_ms: int = 60,
         library_path: str | None = None,
         data_path: str | None = None,
         _key: object = None,
@@ -456,7 +471,7 @@ class EspeakSynth:
 
     # -- synthesis ---------------------------------------------------------------------
 
-    def _on_samples(self, wav: object, count: int, events: object) -> int:
+    def _on_samples(self, wav: ctypes._Pointer[ctypes.c_short], count: int, events: object) -> int:
         # Runs on the synthesizing thread, inside espeak_Synth.
         if self._cancelled():
             return 1
@@ -498,13 +513,15 @@ class EspeakSynth:
     ) -> SynthesisResult:
         """Speak ``text``, handing PCM16 mono little-endian pieces to ``on_audio``.
 
-        Pieces are about ``buffer_ms`` long and come while eSpeak works, so the first
-        one arrives long before the whole text is spoken. ``on_audio`` runs on the
-        calling thread; returning ``True`` from it stops the synthesis, and an
-        exception from it stops the synthesis and is raised here. Setting the
-        ``cancel`` event (from any thread, even before the call gets the lock) stops
-        this call at its next piece of audio. Blocks until done or cancelled; waits
-        for any other synthesis in the process to finish first.
+        Pieces are about ``buffer_ms`` long (eSpeak NG's floor is 60 ms) and come
+        while eSpeak works, so the first one arrives long before the whole text is
+        spoken. ``on_audio`` runs on the calling thread; returning ``True`` from it
+        stops the synthesis, and an exception from it stops the synthesis and is
+        raised here. Setting the ``cancel`` event (from any thread, even before the
+        call gets the lock) stops this call at its next piece of audio; what eSpeak
+        still held of the text is discarded, so the next call starts clean. Blocks
+        until done or cancelled; waits for any other synthesis in the process to
+        finish first.
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")

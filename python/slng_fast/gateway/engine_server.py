@@ -50,6 +50,9 @@ log = logging.getLogger("slng_fast.engines")
 MAX_AUDIO_FRAME = 8820
 """Largest binary audio frame the espeak engine sends: 200 ms at 22.05 kHz PCM16."""
 
+MAX_BUFFERED_CHARS = 100_000
+"""Most unflushed text a session may hold; more is refused with ``text_too_long``."""
+
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds a graceful shutdown waits for clients to answer the 1001 close."""
 
@@ -189,10 +192,12 @@ class _EspeakEngine:
             try:
                 async with receive:
                     async for pcm in receive:
+                        for frame in _coalesce(pcm, receive):
+                            if job.cancel.is_set():
+                                break
+                            await ws.send_message(frame)
                         if job.cancel.is_set():
                             break
-                        pcm = _coalesce(pcm, receive)
-                        await ws.send_message(pcm)
             except BaseException:
                 # Before the nursery waits for the thread: make it stop now.
                 job.cancel.set()
@@ -200,8 +205,8 @@ class _EspeakEngine:
         return job.cancel.is_set()
 
 
-def _coalesce(first: bytes, receive: trio.MemoryReceiveChannel[bytes]) -> bytes:
-    """Join pieces already waiting, up to ``MAX_AUDIO_FRAME`` bytes."""
+def _coalesce(first: bytes, receive: trio.MemoryReceiveChannel[bytes]) -> list[bytes]:
+    """Join the pieces already waiting into frames of at most ``MAX_AUDIO_FRAME`` bytes."""
     parts = [first]
     size = len(first)
     while size < MAX_AUDIO_FRAME:
@@ -209,13 +214,11 @@ def _coalesce(first: bytes, receive: trio.MemoryReceiveChannel[bytes]) -> bytes:
             nxt = receive.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             break
-        if size + len(nxt) > MAX_AUDIO_FRAME:
-            parts.append(nxt)  # never drop a piece; the frame is a little larger
-            size += len(nxt)
-            break
         parts.append(nxt)
         size += len(nxt)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    joined = parts[0] if len(parts) == 1 else b"".join(parts)
+    # MAX_AUDIO_FRAME is even, so every frame holds whole samples.
+    return [joined[i : i + MAX_AUDIO_FRAME] for i in range(0, len(joined), MAX_AUDIO_FRAME)]
 
 
 class _EspeakSession:
@@ -227,6 +230,7 @@ class _EspeakSession:
         self.voice = engine.default_voice
         self.rate: float | None = None
         self.buffer: list[str] = []
+        self.buffered = 0  # characters in buffer
         self.outstanding: list[_Job] = []  # queued or being spoken
         self.jobs_in, self.jobs_out = trio.open_memory_channel[_Job](math.inf)
         self.ended = False
@@ -285,7 +289,16 @@ class _EspeakSession:
                         await self.ws.aclose(1008, "invalid settings")
                         return
             elif isinstance(frame, wire.TextChunk):
+                if self.buffered + len(frame.text) > MAX_BUFFERED_CHARS:
+                    await self.send_json(
+                        wire.tts_error(
+                            f"more than {MAX_BUFFERED_CHARS} characters without a flush",
+                            code="text_too_long",
+                        )
+                    )
+                    continue
                 self.buffer.append(frame.text)
+                self.buffered += len(frame.text)
             elif isinstance(frame, wire.Control):
                 await self.control(frame.action)
             elif isinstance(frame, wire.EndOfInput):
@@ -295,9 +308,13 @@ class _EspeakSession:
             else:
                 await self.send_json(wire.tts_error(frame.message, code="invalid_message"))
 
+    def clear_buffer(self) -> None:
+        self.buffer.clear()
+        self.buffered = 0
+
     def enqueue(self, *, end: bool = False) -> None:
         job = _Job("".join(self.buffer), self.voice, self.rate, end=end)
-        self.buffer.clear()
+        self.clear_buffer()
         self.outstanding.append(job)
         self.jobs_in.send_nowait(job)
 
@@ -308,11 +325,11 @@ class _EspeakSession:
             # Ours honours stop: drop unflushed text, cancel the utterance being
             # spoken and those queued; each of their flushes still gets its
             # "flushed" (marked interrupted), in order.
-            self.buffer.clear()
+            self.clear_buffer()
             for job in self.outstanding:
                 job.cancel.set()
         elif action == "clear":
-            self.buffer.clear()
+            self.clear_buffer()
         else:
             await self.send_json(wire.tts_error(f"unknown control action {action!r}", code="unknown_command"))
 
