@@ -189,6 +189,21 @@ async def test_audio_frames_are_bounded_whole_samples(url: str) -> None:
     assert all(s % 2 == 0 and 0 < s <= MAX_AUDIO_FRAME for s in sizes)
 
 
+async def test_socket_audio_is_the_synthesizers_audio(url: str, gated: GatedSynth) -> None:
+    """Nothing is lost or duplicated between eSpeak's callback and the socket."""
+    async with open_websocket_url(url) as ws:
+        await recv_json(ws)
+        await send_json(ws, {"voice": "en-us"})
+        for text in ("Every buffer that eSpeak produces must reach the client.", "In order."):
+            await ws.send_message(text)
+            await send_json(ws, FLUSH)
+            audio, _, count = await until_flushed(ws)
+            result = gated.results[-1]
+            assert not result.cancelled
+            assert len(audio) == 2 * result.samples
+            assert count >= len(audio) / MAX_AUDIO_FRAME
+
+
 async def test_empty_flush_and_plain_text_first(url: str) -> None:
     async with open_websocket_url(url) as ws:
         await recv_json(ws)
