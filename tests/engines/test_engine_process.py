@@ -1,0 +1,132 @@
+"""``python -m slng_fast.engines``: READY line, serving, clean exit on signals;
+and the process boundary that keeps eSpeak NG (GPL) out of the gateway."""
+
+from __future__ import annotations
+
+import ast
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+import slng_fast.engines
+
+HANG_GUARD = 30  # seconds; only stops a broken test from hanging, never a threshold
+ENGINES_DIR = Path(slng_fast.engines.__file__).parent
+
+
+async def read_line(stream: trio.abc.ReceiveStream) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await stream.receive_some(1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+async def start_engine(name: str, *extra: str) -> tuple[trio.Process, int]:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "slng_fast.engines", name, "--host", "127.0.0.1", "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+    )
+    with trio.fail_after(HANG_GUARD):
+        assert process.stdout is not None
+        line = await read_line(process.stdout)
+    word, port = line.split()
+    assert word == "READY" and line == f"READY {port}\n"
+    return process, int(port)
+
+
+async def first_exchange(name: str, port: int) -> dict[str, Any]:
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        if name == "pocketsphinx":
+            await ws.send_message('{"type":"ping"}')
+        with trio.fail_after(HANG_GUARD):
+            return orjson.loads(await ws.get_message())
+
+
+@pytest.mark.parametrize(("name", "sig"), [("espeak", signal.SIGTERM), ("pocketsphinx", signal.SIGINT)])
+async def test_entry_point_ready_serves_and_exits_cleanly(name: str, sig: signal.Signals) -> None:
+    process, port = await start_engine(name)
+    try:
+        event = await first_exchange(name, port)
+        assert event["type"] == ("ready" if name == "espeak" else "pong")
+        if name == "espeak":
+            assert event["sample_rate"] == 22050
+        else:
+            maps = Path(f"/proc/{process.pid}/maps")
+            if maps.exists():
+                assert "espeak" not in maps.read_text(), "the STT engine must not load eSpeak"
+        process.send_signal(sig)
+        with trio.fail_after(HANG_GUARD):
+            code = await process.wait()
+        assert code == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigterm_with_a_client_connected_closes_it_going_away() -> None:
+    process, port = await start_engine("espeak")
+    try:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.get_message()  # ready
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(HANG_GUARD):
+                code = await process.wait()
+            assert code == 0
+            assert ws.closed is not None and ws.closed.code == 1001
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_usage_errors_exit_nonzero() -> None:
+    for args in (["nope"], ["espeak", "--port", "70000"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "slng_fast.engines", *args], capture_output=True, timeout=HANG_GUARD
+        )
+        assert done.returncode == 2 and done.stdout == b""
+
+
+def test_gateway_side_never_loads_espeak() -> None:
+    """Importing the engine servers (as the gateway's supervisor might) or the
+    engines package does not import eSpeak or map its library."""
+    code = (
+        "import sys, pathlib\n"
+        "import slng_fast.engines, slng_fast.engines.wire, slng_fast.engines.__main__\n"
+        "import slng_fast.gateway.engine_server\n"
+        "bad = [m for m in sys.modules if 'espeak' in m]\n"
+        "maps = pathlib.Path('/proc/self/maps')\n"
+        "mapped = maps.exists() and 'espeak' in maps.read_text()\n"
+        "print(bad, mapped)\n"
+        "sys.exit(1 if bad or mapped else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=HANG_GUARD)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(ENGINES_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_engines_do_not_import_trio(path: Path) -> None:
+    """House rule: only slng_fast.gateway does I/O with trio."""
+    assert not _imports(path) & {"trio", "trio_websocket"}
