@@ -14,7 +14,7 @@ python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[test,bench,engines]"
+python -m pip install -q -e ".[test,bench]"
 
 echo "== cargo test"
 cargo test --locked --quiet

@@ -3,6 +3,28 @@
 
 from typing import Any, Final, final
 
+__all__ = [
+    "__version__",
+    "NativeError",
+    "UnsupportedRateError",
+    "UnsupportedFormatError",
+    "PartialSampleError",
+    "InvalidArgumentError",
+    "AudioChunker",
+    "audio_chunk_frame",
+    "pcm16_to_mulaw",
+    "mulaw_to_pcm16",
+    "pcm16_to_alaw",
+    "alaw_to_pcm16",
+    "pcm16_to_f32",
+    "f32_to_pcm16",
+    "classify_frame",
+    "TokenBuckets",
+    "ConnectionCounter",
+    "Resampler",
+    "SUPPORTED_RATES",
+]
+
 __version__: Final[str]
 
 # ---- errors (rust/src/error.rs, mapped in rust/src/py/mod.rs) ----------------
