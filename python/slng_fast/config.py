@@ -1,0 +1,127 @@
+"""Gateway configuration: tier limits (PROTOCOL.md section 6 by default, every number
+overridable), provider upstreams, and where data lives. Loaded from TOML."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+KB = 1024
+
+
+@dataclass(frozen=True)
+class TierLimits:
+    name: str
+    max_connections: int
+    max_duration_s: float
+    max_message_bytes: int
+    messages_per_minute: int
+    max_text_chars: int
+    max_audio_chunk_bytes: int
+    idle_timeout_s: float = 300.0
+    heartbeat_s: float = 30.0
+
+    def as_public_dict(self) -> dict[str, Any]:
+        """The `limits` object of the `ready` event."""
+        return {
+            "max_connections": self.max_connections,
+            "max_duration_s": self.max_duration_s,
+            "max_message_bytes": self.max_message_bytes,
+            "messages_per_minute": self.messages_per_minute,
+            "max_text_chars": self.max_text_chars,
+            "max_audio_chunk_bytes": self.max_audio_chunk_bytes,
+            "idle_timeout_s": self.idle_timeout_s,
+            "heartbeat_s": self.heartbeat_s,
+        }
+
+
+DEFAULT_TIERS: dict[str, TierLimits] = {
+    "free": TierLimits("free", 1, 5 * 60, 16 * KB, 20, 500, 16 * KB),
+    "pro": TierLimits("pro", 5, 30 * 60, 32 * KB, 60, 2_000, 32 * KB),
+    "enterprise": TierLimits("enterprise", 50, 120 * 60, 128 * KB, 120, 10_000, 64 * KB),
+}
+TIER_NAMES = tuple(DEFAULT_TIERS)
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    url: str | None = None
+    api_key: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    tiers: dict[str, TierLimits] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    engines: tuple[str, ...] = ("espeak", "pocketsphinx")
+    # How long shutdown waits for sessions to end before closing them hard.
+    shutdown_grace_s: float = 3.0
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("SLNG_FAST_HOME")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "slng-fast"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+_TIER_FIELDS = {f.name for f in fields(TierLimits)} - {"name"}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Read a TOML file (optional) and apply command-line overrides (None means unset)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+
+    gateway = raw.get("gateway", {})
+    tiers = dict(DEFAULT_TIERS)
+    for name, table in raw.get("tiers", {}).items():
+        if name not in tiers:
+            raise ConfigError(f"unknown tier {name!r}; tiers are {', '.join(TIER_NAMES)}")
+        unknown = set(table) - _TIER_FIELDS
+        if unknown:
+            raise ConfigError(f"unknown limit(s) {sorted(unknown)} in [tiers.{name}]")
+        for key, value in table.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"[tiers.{name}] {key} must be a positive number")
+        tiers[name] = replace(tiers[name], **table)
+
+    providers = {}
+    for name, table in raw.get("providers", {}).items():
+        table = dict(table)
+        providers[name] = ProviderConfig(
+            url=table.pop("url", None), api_key=table.pop("api_key", None), options=table
+        )
+
+    values: dict[str, Any] = {
+        "tiers": tiers,
+        "providers": providers,
+    }
+    for key in ("host", "port", "shutdown_grace_s"):
+        if key in gateway:
+            values[key] = gateway[key]
+    if "data_dir" in gateway:
+        values["data_dir"] = Path(gateway["data_dir"]).expanduser()
+    if "engines" in gateway:
+        values["engines"] = tuple(gateway["engines"])
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = Path(value) if key == "data_dir" else value
+    return Config(**values)

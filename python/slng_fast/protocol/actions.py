@@ -1,0 +1,42 @@
+"""What a sans-I/O session asks its I/O layer to do. The gateway executes them in
+order; upstream frames are tagged with the epoch of the connection they belong to so
+that a session can ignore late frames from an upstream it has already closed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from slng_fast.providers.base import Frame, UpstreamRequest
+
+
+@dataclass(frozen=True)
+class SendClient:
+    frame: Frame
+    # bytes that are UTF-8 JSON text (audio_chunk frames from the native core).
+    text: bool = False
+
+
+@dataclass(frozen=True)
+class OpenUpstream:
+    epoch: int
+    request: UpstreamRequest
+
+
+@dataclass(frozen=True)
+class SendUpstream:
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class CloseUpstream:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class CloseClient:
+    code: int
+    reason: str
+
+
+Action = Union[SendClient, OpenUpstream, SendUpstream, CloseUpstream, CloseClient]

@@ -1,0 +1,201 @@
+"""Unified client commands as frozen dataclasses, validated from the fields the native
+classifier hands back. Wrong types are ``invalid_message``; values out of range are
+``invalid_parameter`` (PROTOCOL.md section 7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from slng_fast import errors
+from slng_fast.errors import GatewayError
+
+CODECS = {"pcm16": "pcm16", "linear16": "pcm16", "pcm_s16le": "pcm16",
+          "mulaw": "mulaw", "ulaw": "mulaw", "pcm_mulaw": "mulaw",
+          "alaw": "alaw", "pcm_alaw": "alaw"}
+CODEC_SAMPLE_WIDTH = {"pcm16": 2, "mulaw": 1, "alaw": 1}
+TTS_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+STT_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+# Legacy names accepted as aliases (PROTOCOL.md section 4).
+ALIASES = {"voice": "voice_id", "encoding": "codec", "sample_rate": "sample_rate_hz",
+           "voice_settings": "style"}
+# Fields the gateway owns; everything else in init/configure is a provider extra.
+_GATEWAY_FIELDS = {"type", "voice_id", "context_id", "codec", "sample_rate_hz", "language",
+                   "style", "word_timestamps"}
+
+
+def invalid(message: str) -> GatewayError:
+    return GatewayError(errors.INVALID_MESSAGE, message)
+
+
+def bad_value(message: str) -> GatewayError:
+    return GatewayError(errors.INVALID_PARAMETER, message)
+
+
+def normalise(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply the legacy aliases; the unified name wins when both are given."""
+    out = dict(fields)
+    for legacy, unified in ALIASES.items():
+        if legacy in out:
+            value = out.pop(legacy)
+            out.setdefault(unified, value)
+    return out
+
+
+def _opt(fields: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise invalid(f"field {name!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def parse_codec(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(f"field 'codec' must be str, got {type(value).__name__}")
+    codec = CODECS.get(value.lower())
+    if codec is None:
+        raise bad_value(f"codec {value!r} is not supported; use pcm16, mulaw or alaw")
+    return codec
+
+
+def parse_rate(value: Any, allowed: tuple[int, ...]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise invalid(f"field 'sample_rate_hz' must be int, got {type(value).__name__}")
+    if value not in allowed:
+        raise bad_value(f"sample rate {value} Hz is not supported; use one of {list(allowed)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `init` and `configure` set: the gateway's own fields and provider extras."""
+
+    voice_id: str | None = None
+    language: str | None = None
+    style: dict[str, Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def merged(self, newer: Settings) -> Settings:
+        return Settings(
+            voice_id=newer.voice_id if newer.voice_id is not None else self.voice_id,
+            language=newer.language if newer.language is not None else self.language,
+            style=newer.style if newer.style is not None else self.style,
+            extras={**self.extras, **newer.extras},
+        )
+
+
+def _settings(fields: Mapping[str, Any]) -> Settings:
+    extras = {k: v for k, v in fields.items() if k not in _GATEWAY_FIELDS}
+    return Settings(
+        voice_id=_opt(fields, "voice_id", str),
+        language=_opt(fields, "language", str),
+        style=_opt(fields, "style", dict),
+        extras=extras,
+    )
+
+
+@dataclass(frozen=True)
+class Init:
+    settings: Settings
+    context_id: str | None = None
+    codec: str | None = None
+    sample_rate_hz: int | None = None
+    word_timestamps: bool = False
+
+
+@dataclass(frozen=True)
+class InputText:
+    text: str
+
+
+@dataclass(frozen=True)
+class Flush:
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Clear:
+    pass
+
+
+@dataclass(frozen=True)
+class Configure:
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Start:
+    sample_rate_hz: int | None = None
+    codec: str | None = None
+    language: str | None = None
+    context_id: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finalize:
+    pass
+
+
+TtsCommand = Init | InputText | Flush | Stop | Clear | Configure | Ping
+SttCommand = Start | Finalize | Stop | Ping
+
+
+def parse_tts(name: str, raw: Mapping[str, Any]) -> TtsCommand:
+    fields = normalise(raw)
+    if name == "init":
+        return Init(
+            settings=_settings(fields),
+            context_id=_opt(fields, "context_id", str),
+            codec=parse_codec(fields.get("codec")),
+            sample_rate_hz=parse_rate(fields.get("sample_rate_hz"), TTS_SAMPLE_RATES),
+            word_timestamps=bool(_opt(fields, "word_timestamps", bool)),
+        )
+    if name == "input_text":
+        text = fields.get("text")
+        if not isinstance(text, str):
+            raise invalid("input_text needs a string field 'text'")
+        return InputText(text)
+    if name == "configure":
+        if "codec" in fields or "sample_rate_hz" in fields:
+            raise bad_value("codec and sample_rate_hz are fixed at init; open a new session")
+        return Configure(_settings(fields))
+    simple = {"flush": Flush, "stop": Stop, "clear": Clear, "ping": Ping}
+    return simple[name]()
+
+
+def parse_stt(name: str, raw: Mapping[str, Any]) -> SttCommand:
+    fields = normalise(raw)
+    if name == "start":
+        known = {"type", "sample_rate_hz", "codec", "language", "context_id"}
+        return Start(
+            sample_rate_hz=parse_rate(fields.get("sample_rate_hz"), STT_SAMPLE_RATES),
+            codec=parse_codec(fields.get("codec")),
+            language=_opt(fields, "language", str),
+            context_id=_opt(fields, "context_id", str),
+            extras={k: v for k, v in fields.items() if k not in known},
+        )
+    simple = {"finalize": Finalize, "stop": Stop, "ping": Ping}
+    return simple[name]()

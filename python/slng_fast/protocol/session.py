@@ -1,0 +1,189 @@
+"""What every session shares, TTS or STT: taking client frames in (size, UTF-8, rate
+limit, the unified/native decision), usage, and ending. Pure: no I/O, time passed in."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slng_fast import _native, errors
+from slng_fast.config import TierLimits
+from slng_fast.errors import GatewayError
+from slng_fast.protocol import events
+from slng_fast.protocol.actions import Action, CloseClient, CloseUpstream, SendClient
+from slng_fast.providers.base import Endpoint
+
+UNIFIED = "unified"
+NATIVE = "native"
+
+# `type` values that providers' own protocols use: in a unified session they are
+# `mixed_protocol`, not `unknown_command` (PROTOCOL.md section 3).
+NATIVE_TYPES = frozenset({
+    "control", "Speak", "Flush", "Clear", "Close", "KeepAlive", "CloseStream", "Finalize",
+    "Audio", "Marker", "text", "transcript",
+})
+
+
+@dataclass
+class Usage:
+    characters: int = 0
+    audio_ms: float = 0.0
+    messages: int = 0
+
+    def as_dict(self, duration_ms: float) -> dict[str, Any]:
+        return {"characters": self.characters, "audio_ms": round(self.audio_ms, 3),
+                "messages": self.messages, "duration_ms": round(duration_ms, 3)}
+
+
+class SessionCore:
+    """Shared intake and lifecycle; subclasses handle commands and upstream events."""
+
+    endpoint_kind = "tts"
+
+    def __init__(self, *, endpoint: Endpoint, tier: TierLimits, now: float,
+                 context_id: str | None = None,
+                 rate_limit: Callable[[float], float] | None = None) -> None:
+        self.endpoint = endpoint
+        self.tier = tier
+        self.started_at = now
+        self.context_id = context_id or str(uuid.uuid4())
+        self.session_id = str(uuid.uuid4())
+        self.mode: str | None = None
+        self.usage = Usage()
+        self.ended: str | None = None
+        self._rate_limit = rate_limit
+        self.upstream_epoch = 0
+        self.upstream_open = False
+
+    # -- intake ---------------------------------------------------------------------
+    def receive_text(self, frame: str | bytes, now: float) -> list[Action]:
+        if self.ended:
+            return []
+        kind, name, payload = _native.classify_frame(
+            frame, self.tier.max_message_bytes, self.endpoint_kind)
+        if kind == "invalid" and name == "invalid_utf8":
+            return self._fatal(GatewayError(errors.INVALID_MESSAGE, str(payload)),
+                               errors.CLOSE_PROTOCOL_ERROR, now, reason="error")
+        if kind == "invalid" and name == "message_too_large":
+            return self._fatal(GatewayError(errors.MESSAGE_TOO_LARGE, str(payload)),
+                               errors.CLOSE_MESSAGE_TOO_LARGE, now, reason="error")
+        if self._rate_limit is not None:
+            wait = self._rate_limit(now)
+            if wait > 0:
+                err = GatewayError(errors.RATE_LIMITED,
+                                   f"over {self.tier.messages_per_minute} messages per minute",
+                                   retry_after_ms=max(1, int(wait * 1000 + 0.999)))
+                if self.mode == NATIVE or (self.mode is None and kind != "command"):
+                    return self._fatal(err, errors.CLOSE_RATE_LIMITED, now, reason="error")
+                return [self._error(err)]
+        self.usage.messages += 1
+        if self.mode is None:
+            self.mode = UNIFIED if kind == "command" else NATIVE
+            if self.mode == NATIVE:
+                return self.start_native(now) + self.native_from_client(frame, now)
+        if self.mode == NATIVE:
+            return self.native_from_client(frame, now)
+        if kind == "command":
+            try:
+                return self.on_command(str(name), payload, now)  # type: ignore[arg-type]
+            except GatewayError as err:
+                return [self._error(err)]
+        if kind == "invalid":
+            return [self._error(GatewayError(errors.INVALID_MESSAGE, str(payload)))]
+        if name is None or name in NATIVE_TYPES:
+            what = "plain text" if payload is None else (
+                "a JSON object without 'type'" if name is None else f"type {name!r}")
+            return [self._error(GatewayError(
+                errors.MIXED_PROTOCOL,
+                f"{what} is the provider's own protocol; this session speaks the unified one"))]
+        return [self._error(GatewayError(errors.UNKNOWN_COMMAND,
+                                         f"unknown command type {name!r}"))]
+
+    def receive_binary(self, frame: bytes, now: float) -> list[Action]:
+        if self.ended:
+            return []
+        if len(frame) > self.tier.max_audio_chunk_bytes:
+            err = GatewayError(errors.MESSAGE_TOO_LARGE,
+                               f"binary frame of {len(frame)} bytes exceeds the "
+                               f"{self.tier.max_audio_chunk_bytes}-byte audio frame limit")
+            return self._fatal(err, errors.CLOSE_MESSAGE_TOO_LARGE, now, reason="error")
+        if self.mode is None:
+            self.mode = self.mode_for_first_binary()
+            if self.mode == NATIVE:
+                return self.start_native(now) + self.native_from_client(frame, now)
+        if self.mode == NATIVE:
+            return self.native_from_client(frame, now)
+        return self.on_audio(frame, now)
+
+    # -- subclass hooks ----------------------------------------------------------------
+    def mode_for_first_binary(self) -> str:
+        return NATIVE
+
+    def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
+        raise NotImplementedError
+
+    def on_audio(self, frame: bytes, now: float) -> list[Action]:
+        return [self._error(GatewayError(errors.INVALID_MESSAGE,
+                                         "binary frames are not accepted on a TTS session"))]
+
+    def start_native(self, now: float) -> list[Action]:
+        raise NotImplementedError
+
+    def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
+        raise NotImplementedError
+
+    def on_upstream_closed(self, now: float) -> list[Action]:
+        raise NotImplementedError
+
+    # -- upstream lifecycle (called by the I/O layer) -------------------------------------
+    def upstream_failed(self, epoch: int, message: str, now: float) -> list[Action]:
+        """The upstream could not be opened (or has no credentials)."""
+        if self.ended or epoch != self.upstream_epoch:
+            return []
+        self.upstream_open = False
+        err = GatewayError(errors.PROVIDER_UNAVAILABLE, message)
+        return self._fatal(err, errors.CLOSE_TRY_AGAIN_LATER, now, reason="error")
+
+    def upstream_closed(self, epoch: int, now: float) -> list[Action]:
+        if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
+            return []
+        self.upstream_open = False
+        if self.mode == NATIVE:
+            return self.end("upstream_closed", now, close_code=errors.CLOSE_NORMAL)
+        return self.on_upstream_closed(now)
+
+    # -- ending --------------------------------------------------------------------------
+    def end(self, reason: str, now: float, *, close_code: int = errors.CLOSE_NORMAL,
+            close_reason: str = "") -> list[Action]:
+        """End the session: `session_ended` (unified only), close upstream and client."""
+        if self.ended:
+            return []
+        self.ended = reason
+        actions: list[Action] = []
+        if self.mode != NATIVE:
+            actions.append(SendClient(events.session_ended(
+                self.context_id, reason, self.usage_dict(now))))
+        if self.upstream_open:
+            actions.append(CloseUpstream(self.upstream_epoch))
+            self.upstream_open = False
+        actions.append(CloseClient(close_code, close_reason or reason))
+        return actions
+
+    def usage_dict(self, now: float) -> dict[str, Any]:
+        return self.usage.as_dict((now - self.started_at) * 1000.0)
+
+    def _error(self, err: GatewayError) -> SendClient:
+        return SendClient(events.error(self.context_id, err))
+
+    def _fatal(self, err: GatewayError, code: int, now: float, *, reason: str) -> list[Action]:
+        actions: list[Action] = []
+        if self.mode != NATIVE:
+            actions.append(self._error(err))
+        return actions + self.end(reason, now, close_code=code, close_reason=err.message[:120])
+
+    def fail(self, err: GatewayError, now: float) -> list[Action]:
+        """End the session because of `err` (its close code, or 1011)."""
+        return self._fatal(err, err.fatal_close_code or errors.CLOSE_INTERNAL_ERROR, now,
+                           reason="error")

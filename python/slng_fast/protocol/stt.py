@@ -1,0 +1,137 @@
+"""The unified STT session (PROTOCOL.md section 5) as a pure state machine.
+
+``start`` (or a first binary frame, which implies 16 kHz pcm16) opens the upstream;
+binary audio is converted to what the model wants; partial and final ``transcript``s
+pass through; each ``finalize`` gets exactly one ``final_transcript`` holding the text
+since the previous one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from slng_fast import errors
+from slng_fast.config import TierLimits
+from slng_fast.errors import GatewayError
+from slng_fast.protocol import commands as cmd
+from slng_fast.protocol import events
+from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
+from slng_fast.protocol.audio import AudioIn
+from slng_fast.protocol.session import NATIVE, UNIFIED, SessionCore
+from slng_fast.providers.base import (
+    Endpoint, FinalTranscript, Frame, Transcript, UpstreamError,
+)
+
+
+class SttSession(SessionCore):
+    endpoint_kind = "stt"
+
+    def __init__(self, *, endpoint: Endpoint, dialect: Any, tier: TierLimits, now: float,
+                 defaults: dict[str, Any] | None = None,
+                 rate_limit: Callable[[float], float] | None = None) -> None:
+        defaults = dict(defaults or {})
+        super().__init__(endpoint=endpoint, tier=tier, now=now,
+                         context_id=defaults.pop("context_id", None), rate_limit=rate_limit)
+        self.dialect = dialect
+        self.defaults = defaults
+        self.started = False
+        self.audio: AudioIn | None = None
+        self.finalizes_pending = 0
+        self.segments: list[str] = []  # final segments since the last finalize
+        self.seconds_at_last_final = 0.0
+
+    def mode_for_first_binary(self) -> str:
+        return UNIFIED
+
+    def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
+        command = cmd.parse_stt(name, {**self.defaults, **fields} if name == "start" else fields)
+        if isinstance(command, cmd.Ping):
+            return [SendClient(events.pong(self.context_id, now))]
+        if isinstance(command, cmd.Start):
+            if self.started:
+                raise GatewayError(errors.ALREADY_INITIALIZED, "the stream is already started")
+            return self._start(command)
+        if not self.started:
+            raise GatewayError(errors.INVALID_MESSAGE, f"send 'start' before {name!r}")
+        if isinstance(command, cmd.Finalize):
+            self.finalizes_pending += 1
+            return [SendUpstream(f) for f in self.dialect.finalize()]
+        if isinstance(command, cmd.Stop):
+            return self.end("client_closed", now)
+        raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
+
+    def _start(self, start: cmd.Start) -> list[Action]:
+        languages = self.endpoint.languages
+        if start.language and languages and start.language not in languages:
+            raise GatewayError(errors.INVALID_PARAMETER,
+                               f"language {start.language!r} is not offered by "
+                               f"{self.endpoint.name}; languages: {', '.join(languages)}")
+        self.started = True
+        if start.context_id:
+            self.context_id = start.context_id
+        rate = start.sample_rate_hz or 16000
+        codec = start.codec or "pcm16"
+        self.audio = AudioIn(codec=codec, sample_rate=rate, model_rate=self.dialect.model_rate,
+                             model_format=self.dialect.model_format)
+        self.upstream_epoch += 1
+        self.upstream_open = True
+        actions: list[Action] = [
+            SendClient(events.ready_stt(self.context_id, self.endpoint.name, rate, codec)),
+            OpenUpstream(self.upstream_epoch, self.dialect.request()),
+        ]
+        return actions + [SendUpstream(f) for f in
+                          self.dialect.open_frames(start.language, start.extras)]
+
+    def on_audio(self, frame: bytes, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if not self.started:
+            actions += self._start(cmd.parse_stt("start", self.defaults))
+        assert self.audio is not None
+        before = self.audio.received_seconds
+        pcm = self.audio.push(frame)
+        self.usage.audio_ms += (self.audio.received_seconds - before) * 1000.0
+        return actions + [SendUpstream(f) for f in self.dialect.audio(pcm)]
+
+    def receive_upstream(self, epoch: int, frame: Frame, now: float) -> list[Action]:
+        if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
+            return []
+        if self.mode == NATIVE:
+            return [SendClient(frame)]
+        actions: list[Action] = []
+        for event in self.dialect.receive(frame):
+            if isinstance(event, Transcript):
+                if event.is_final and event.text:
+                    self.segments.append(event.text)
+                actions.append(SendClient(events.transcript(
+                    self.context_id, event.text, event.is_final, event.confidence, now)))
+            elif isinstance(event, FinalTranscript):
+                actions += self._final(event, now)
+            elif isinstance(event, UpstreamError):
+                err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
+                actions += self.fail(err, now) if event.fatal else [self._error(err)]
+        return actions
+
+    def _final(self, event: FinalTranscript, now: float) -> list[Action]:
+        if self.finalizes_pending == 0:
+            return []
+        self.finalizes_pending -= 1
+        received = self.audio.received_seconds if self.audio else 0.0
+        seconds = received - self.seconds_at_last_final
+        self.seconds_at_last_final = received
+        text = event.text if event.text else " ".join(self.segments)
+        self.segments.clear()
+        return [SendClient(events.final_transcript(self.context_id, text, seconds, now))]
+
+    def on_upstream_closed(self, now: float) -> list[Action]:
+        err = GatewayError(errors.PROVIDER_UNAVAILABLE, "the speech model closed the stream")
+        return self._fatal(err, errors.CLOSE_TRY_AGAIN_LATER, now, reason="upstream_closed")
+
+    def start_native(self, now: float) -> list[Action]:
+        self.upstream_epoch += 1
+        self.upstream_open = True
+        return [OpenUpstream(self.upstream_epoch, self.dialect.request())]
+
+    def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
+        if isinstance(frame, bytes):
+            self.usage.audio_ms += len(frame) / 32.0  # 16 kHz pcm16 assumed
+        return [SendUpstream(frame)] if self.upstream_open else []

@@ -1,0 +1,283 @@
+"""The unified TTS session (PROTOCOL.md section 4) as a pure state machine.
+
+Utterances: the text between two flushes. Each flush opens one utterance and is answered
+by exactly one ``audio_end``; ``stop`` ends every open utterance with ``interrupted: true``.
+The upstream opens at ``init`` (so the first audio comes early) and, after a stop or a
+settings change that needs a new connection, lazily at the next flush."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slng_fast import errors
+from slng_fast.config import TierLimits
+from slng_fast.errors import GatewayError
+from slng_fast.protocol import commands as cmd
+from slng_fast.protocol import events
+from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, SendClient, SendUpstream
+from slng_fast.protocol.audio import AudioOut
+from slng_fast.protocol.session import NATIVE, SessionCore
+from slng_fast.providers.base import (
+    Audio, Endpoint, Frame, Ignored, UpstreamError, UpstreamReady, UtteranceDone, Words,
+)
+
+
+@dataclass
+class Utterance:
+    id: int
+    empty: bool = False
+    audio_ms: float = 0.0
+
+
+class TtsSession(SessionCore):
+    endpoint_kind = "tts"
+
+    def __init__(self, *, endpoint: Endpoint, dialect: Any, tier: TierLimits, now: float,
+                 defaults: dict[str, Any] | None = None, voices: tuple[str, ...] | None = None,
+                 rate_limit: Callable[[float], float] | None = None) -> None:
+        defaults = dict(defaults or {})
+        super().__init__(endpoint=endpoint, tier=tier, now=now,
+                         context_id=defaults.pop("context_id", None), rate_limit=rate_limit)
+        self.dialect = dialect
+        self.voices = voices if voices is not None else endpoint.voices
+        self.defaults = defaults  # query parameters: preset init fields
+        self.initialized = False
+        self.settings = cmd.Settings()
+        self.codec = "pcm16"
+        self.sample_rate = 24000
+        self.word_timestamps = False
+        self.audio: AudioOut | None = None
+        self.pending: deque[Utterance] = deque()
+        self.next_utterance = 1
+        self.reconnect_when_idle = False
+
+    # -- commands ---------------------------------------------------------------------
+    def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
+        if name == "init":
+            if self.initialized:
+                raise GatewayError(errors.ALREADY_INITIALIZED, "the session is already initialized")
+            return self._init(cmd.parse_tts(name, {**self.defaults, **fields}))
+        command = cmd.parse_tts(name, fields)
+        if isinstance(command, cmd.Ping):  # a keep-alive opens nothing
+            return [SendClient(events.pong(self.context_id, now))]
+        actions: list[Action] = []
+        if not self.initialized:
+            actions += self._init(cmd.parse_tts("init", self.defaults))
+        if isinstance(command, cmd.InputText):
+            return actions + self._input_text(command.text)
+        if isinstance(command, cmd.Flush):
+            return actions + self._flush()
+        if isinstance(command, cmd.Stop):
+            return actions + self._stop()
+        if isinstance(command, cmd.Clear):
+            return actions + self.dialect.clear()
+        if isinstance(command, cmd.Configure):
+            return actions + self._configure(command.settings)
+        raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
+
+    def _init(self, init: cmd.Init) -> list[Action]:
+        voice = init.settings.voice_id or self.endpoint.default_voice
+        self._check_voice(voice)
+        self._check_language(init.settings.language)
+        self.initialized = True
+        if init.context_id:
+            self.context_id = init.context_id
+        self.settings = init.settings
+        self.codec = init.codec or "pcm16"
+        self.sample_rate = init.sample_rate_hz or 24000
+        self.word_timestamps = init.word_timestamps
+        self.audio = AudioOut(codec=self.codec, sample_rate=self.sample_rate,
+                              max_chunk_bytes=self.tier.max_audio_chunk_bytes,
+                              context_id=self.context_id)
+        session = {
+            "id": self.session_id,
+            "provider": self.endpoint.name,
+            "voice_id": voice,
+            "codec": self.codec,
+            "sample_rate_hz": self.sample_rate,
+            "tier": self.tier.name,
+            "limits": self.tier.as_public_dict(),
+        }
+        capabilities = {
+            **self.dialect.capabilities.as_dict(),
+            "codecs": ["pcm16", "mulaw", "alaw"],
+            "sample_rates": list(cmd.TTS_SAMPLE_RATES),
+            "voices": list(self.voices),
+        }
+        if self.endpoint.languages:
+            capabilities["languages"] = list(self.endpoint.languages)
+        actions: list[Action] = [SendClient(events.ready_tts(self.context_id, session, capabilities))]
+        return actions + self._open_upstream()
+
+    def _check_voice(self, voice: str | None) -> None:
+        # eSpeak-style "voice+variant" names are checked by their voice part.
+        if voice is not None and self.voices and voice.split("+", 1)[0] not in self.voices:
+            raise GatewayError(errors.INVALID_PARAMETER,
+                               f"voice {voice!r} is not offered by {self.endpoint.name}; "
+                               f"voices: {', '.join(self.voices[:20])}")
+
+    def _check_language(self, language: str | None) -> None:
+        if language is not None and self.endpoint.languages and language not in self.endpoint.languages:
+            raise GatewayError(errors.INVALID_PARAMETER,
+                               f"language {language!r} is not offered by {self.endpoint.name}; "
+                               f"languages: {', '.join(self.endpoint.languages)}")
+
+    def _input_text(self, text: str) -> list[Action]:
+        if len(text) > self.tier.max_text_chars:
+            raise GatewayError(errors.TEXT_TOO_LONG,
+                               f"text of {len(text)} characters exceeds the "
+                               f"{self.tier.max_text_chars}-character limit")
+        self.usage.characters += len(text)
+        return self._to_upstream(self.dialect.input_text(text))
+
+    def _flush(self) -> list[Action]:
+        frames = self.dialect.flush()
+        utterance = Utterance(self.next_utterance, empty=not frames)
+        self.next_utterance += 1
+        if utterance.empty and not self.pending:
+            return [self._audio_end(utterance, interrupted=False)]
+        self.pending.append(utterance)
+        return self._to_upstream(frames)
+
+    def _stop(self) -> list[Action]:
+        had_text = self.dialect.has_buffered_text
+        self.dialect.clear()
+        actions: list[Action] = []
+        if self.upstream_open and (self.pending or self.dialect.stop_by_reconnect):
+            actions += self._close_upstream()
+        if self.audio is not None:
+            self.audio.drop()
+        if not self.pending and had_text:
+            self.pending.append(Utterance(self.next_utterance))
+            self.next_utterance += 1
+        while self.pending:
+            actions.append(self._audio_end(self.pending.popleft(), interrupted=True))
+        return actions
+
+    def _configure(self, settings: cmd.Settings) -> list[Action]:
+        if settings.voice_id is not None:
+            self._check_voice(settings.voice_id)
+        self._check_language(settings.language)
+        self.settings = self.settings.merged(settings)
+        if not self.upstream_open:
+            return []
+        if self.pending:
+            self.reconnect_when_idle = True
+            return []
+        return self._close_upstream()
+
+    # -- upstream ------------------------------------------------------------------------
+    def _open_upstream(self) -> list[Action]:
+        self.upstream_epoch += 1
+        self.upstream_open = True
+        request = self.dialect.request(self.settings)
+        actions: list[Action] = [OpenUpstream(self.upstream_epoch, request)]
+        return actions + [SendUpstream(f) for f in self.dialect.open_frames(self.settings)]
+
+    def _close_upstream(self) -> list[Action]:
+        self.upstream_open = False
+        epoch = self.upstream_epoch
+        self.upstream_epoch += 1  # frames still arriving from it are late
+        return [CloseUpstream(epoch)]
+
+    def _to_upstream(self, frames: list[Frame]) -> list[Action]:
+        if not frames:
+            return []
+        actions: list[Action] = [] if self.upstream_open else self._open_upstream()
+        return actions + [SendUpstream(f) for f in frames]
+
+    def receive_upstream(self, epoch: int, frame: Frame, now: float) -> list[Action]:
+        if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
+            return []  # late audio from a stopped upstream is dropped
+        if self.mode == NATIVE:
+            if isinstance(frame, bytes):
+                self.usage.audio_ms += len(frame) / (self.dialect.sample_rate * 2 / 1000.0)
+            return [SendClient(frame)]
+        actions: list[Action] = []
+        for event in self.dialect.receive(frame):
+            actions += self._on_event(event, now)
+        return actions
+
+    def _on_event(self, event: Any, now: float) -> list[Action]:
+        if isinstance(event, Audio):
+            if not self.pending or self.audio is None:
+                return []  # audio nobody asked for (e.g. after clear) is not sent
+            frames, ms = self.audio.push(event.data, event.sample_rate, event.sample_format)
+            self.pending[0].audio_ms += ms
+            self.usage.audio_ms += ms
+            return [SendClient(f, text=True) for f in frames]
+        if isinstance(event, UtteranceDone):
+            return self._utterance_done()
+        if isinstance(event, Words):
+            if self.word_timestamps:
+                return [SendClient(events.word_timestamps(
+                    self.context_id, list(event.words), list(event.start_ms), list(event.end_ms)))]
+            return []
+        if isinstance(event, UpstreamError):
+            err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
+            if event.fatal:
+                return self.fail(err, now)
+            return [self._error(err)]
+        if isinstance(event, (UpstreamReady, Ignored)):
+            return []
+        return []
+
+    def _utterance_done(self) -> list[Action]:
+        actions: list[Action] = []
+        if not self.pending:
+            return actions
+        utterance = self.pending.popleft()
+        if self.audio is not None:
+            frames, ms = self.audio.end_utterance()
+            utterance.audio_ms += ms
+            self.usage.audio_ms += ms
+            actions += [SendClient(f, text=True) for f in frames]
+        actions.append(self._audio_end(utterance, interrupted=False))
+        while self.pending and self.pending[0].empty:
+            actions.append(self._audio_end(self.pending.popleft(), interrupted=False))
+        if not self.pending and self.reconnect_when_idle:
+            self.reconnect_when_idle = False
+            actions += self._close_upstream()
+        return actions
+
+    def _audio_end(self, utterance: Utterance, *, interrupted: bool) -> SendClient:
+        return SendClient(events.audio_end(self.context_id, utterance.id, utterance.audio_ms,
+                                           interrupted))
+
+    def on_upstream_closed(self, now: float) -> list[Action]:
+        """The upstream went away by itself. Idle: reopen lazily, unseen. Mid-utterance:
+        the open utterances end interrupted, with a retryable error."""
+        self.upstream_epoch += 1
+        if not self.pending:
+            return []
+        actions: list[Action] = [self._error(GatewayError(
+            errors.PROVIDER_ERROR, "the provider closed the connection mid-utterance",
+            retryable=True))]
+        if self.audio is not None:
+            self.audio.drop()
+        while self.pending:
+            actions.append(self._audio_end(self.pending.popleft(), interrupted=True))
+        return actions
+
+    # -- native mode ------------------------------------------------------------------------
+    def start_native(self, now: float) -> list[Action]:
+        self.upstream_epoch += 1
+        self.upstream_open = True
+        settings = cmd.Settings(voice_id=self.defaults.get("voice_id"),
+                                language=self.defaults.get("language"))
+        return [OpenUpstream(self.upstream_epoch, self.dialect.request(settings))]
+
+    def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
+        if isinstance(frame, str):
+            self.usage.characters += len(frame)
+        elif isinstance(frame, bytes):
+            pass
+        if not self.upstream_open:
+            return []
+        return [SendUpstream(frame)]
+
+    def close_actions(self, now: float) -> list[Action]:
+        return []
