@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=("debug", "info", "warning", "error"),
         help="logging on stderr, one JSON object a line (default warning)",
     )
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when the process with this id exits (used by the gateway)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is outside 0..65535")
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from slng_fast.gateway.engine_server import run_engine
 
-    return run_engine(args.engine, args.host, args.port)
+    return run_engine(args.engine, args.host, args.port, args.parent_pid)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -567,8 +568,18 @@ _SERVERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def run_engine(name: str, host: str, port: int) -> int:
-    """Run engine ``name`` until SIGTERM or SIGINT; the process's main.
+async def _wait_for_parent_exit(parent_pid: int) -> None:
+    """Return once the process that started us is gone (we are re-parented).
+
+    Polling is used rather than PR_SET_PDEATHSIG, which fires when the *thread* that
+    forked us exits: trio starts processes from worker threads that end when idle."""
+    while os.getppid() == parent_pid:
+        await trio.sleep(0.5)
+
+
+def run_engine(name: str, host: str, port: int, parent_pid: int | None = None) -> int:
+    """Run engine ``name`` until SIGTERM or SIGINT (or until ``parent_pid`` dies);
+    the process's main.
 
     Prints ``READY <port>`` on stdout (one line, flushed) once listening. Returns
     the process exit status: 0 after a signal.
@@ -581,6 +592,16 @@ def run_engine(name: str, host: str, port: int) -> int:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(partial(serve, shutdown=shutdown), host, port)
                 print(f"READY {bound}", flush=True)
+
+                async def stop_when_orphaned() -> None:
+                    assert parent_pid is not None
+                    await _wait_for_parent_exit(parent_pid)
+                    log.warning("engine %s: the gateway (pid %d) is gone; stopping",
+                                name, parent_pid)
+                    shutdown.set()
+
+                if parent_pid is not None:
+                    nursery.start_soon(stop_when_orphaned)
                 async for signum in signals:
                     log.info("engine %s stopping on signal %s", name, signum)
                     # Graceful: clients get 1001; the server returns once they are closed.

@@ -1,0 +1,3 @@
+from slng_fast.cli import main
+
+raise SystemExit(main())

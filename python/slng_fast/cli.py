@@ -1,0 +1,210 @@
+"""The ``slng-fast`` command: run the gateway, manage keys, and use the gateway like
+any client would (``say``, ``transcribe``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from slng_fast.config import TIER_NAMES, Config, ConfigError, default_data_dir, load_config
+from slng_fast.store import Store
+
+DEV_KEY_FILE = "dev-key"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line; carries context_id when a record has one, never keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                                 "logger": record.name, "msg": record.getMessage()}
+        for name in ("context_id", "provider", "tier", "reason"):
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("trio-websocket").setLevel(logging.WARNING)
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else default_data_dir()
+
+
+def ensure_dev_key(store: Store, data_dir: Path) -> str | None:
+    """On a first start with no keys, make a `pro` development key; return it once."""
+    if store.has_keys():
+        return None
+    _, secret = store.create_key("pro", "development")
+    path = data_dir / DEV_KEY_FILE
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
+def default_key(args: argparse.Namespace) -> str:
+    if args.key:
+        return str(args.key)
+    env = os.environ.get("SLNG_API_KEY")
+    if env:
+        return env
+    path = data_dir_of(args) / DEV_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    raise SystemExit("no API key: pass --key, set SLNG_API_KEY, or start `slng-fast serve` once")
+
+
+# -- serve ------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from slng_fast.gateway.run import run_gateway
+
+    try:
+        config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    except ConfigError as exc:
+        print(f"slng-fast: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level)
+    trio.run(run_gateway, config, args.certfile, args.keyfile)
+    return 0
+
+
+# -- keys -------------------------------------------------------------------------------
+def cmd_keys(args: argparse.Namespace) -> int:
+    store = Store(data_dir_of(args))
+    try:
+        if args.keys_command == "create":
+            key, secret = store.create_key(args.tier, args.name or "")
+            print(f"created key {key.id} (tier {key.tier}); it is shown only once:")
+            print(secret)
+        elif args.keys_command == "list":
+            for key in store.list_keys():
+                state = "revoked" if key.revoked_at else "active"
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
+                print(f"{key.id}  {key.tier:<10} {state:<8} {created}  {key.name}")
+        elif args.keys_command == "revoke":
+            if not store.revoke_key(args.id):
+                print(f"slng-fast: no active key {args.id!r}", file=sys.stderr)
+                return 1
+            print(f"revoked key {args.id}")
+    finally:
+        store.close()
+    return 0
+
+
+# -- client commands ----------------------------------------------------------------------
+def cmd_say(args: argparse.Namespace) -> int:
+    import trio
+
+    from slng_fast.gateway.client import say
+
+    key = default_key(args)
+    result = trio.run(lambda: say(args.url, key, args.text, provider=args.provider,
+                                  voice=args.voice, codec=args.codec, sample_rate=args.sample_rate))
+    if result.error:
+        print(f"error: {result.error}", file=sys.stderr)
+        return 1
+    from slng_fast.wavfile import write_wav
+
+    write_wav(args.output, result.audio, result.sample_rate, result.codec)
+    print(f"time to first audio: {result.first_audio_ms:.0f} ms")
+    print(f"audio duration: {result.duration_ms / 1000:.2f} s -> {args.output}")
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    import trio
+
+    from slng_fast.gateway.client import transcribe
+    from slng_fast.wavfile import read_wav
+
+    key = default_key(args)
+    audio, rate, codec = read_wav(args.input)
+
+    def show(text: str) -> None:
+        print(f"partial: {text}", flush=True)
+
+    result = trio.run(lambda: transcribe(args.url, key, audio, rate, codec, model=args.model,
+                                         realtime=args.realtime, on_partial=show))
+    if result.error:
+        print(f"error: {result.error}", file=sys.stderr)
+        return 1
+    print(f"final: {result.text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slng-fast", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="data directory (default: $SLNG_FAST_HOME or "
+                       f"{default_data_dir()})")
+
+    serve = sub.add_parser("serve", help="run the gateway and its built-in engines")
+    serve.add_argument("--host", default=None, help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default 8765")
+    serve.add_argument("--config", help="TOML config file")
+    serve.add_argument("--certfile", help="serve TLS (wss://) with this certificate")
+    serve.add_argument("--keyfile", help="private key for --certfile")
+    serve.add_argument("--log-level", default="info")
+    data_dir_option(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    data_dir_option(keys)
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key; prints it on the last line")
+    create.add_argument("--tier", choices=TIER_NAMES, required=True)
+    create.add_argument("--name", default="")
+    keys_sub.add_parser("list", help="list keys")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    keys.set_defaults(func=cmd_keys)
+
+    def client_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", default="ws://127.0.0.1:8765", help="gateway URL")
+        p.add_argument("--key", help="API key (default: $SLNG_API_KEY, then the dev key)")
+        data_dir_option(p)
+
+    say = sub.add_parser("say", help="speak text through the gateway into a WAV file")
+    say.add_argument("text")
+    say.add_argument("--provider", default="espeak")
+    say.add_argument("--voice")
+    say.add_argument("--codec", choices=("pcm16", "mulaw", "alaw"), default="pcm16")
+    say.add_argument("--sample-rate", type=int, default=24000)
+    say.add_argument("-o", "--output", default="out.wav")
+    client_options(say)
+    say.set_defaults(func=cmd_say)
+
+    tr = sub.add_parser("transcribe", help="transcribe a WAV file through the gateway")
+    tr.add_argument("input")
+    tr.add_argument("--model", default="pocketsphinx")
+    tr.add_argument("--realtime", action="store_true", help="send audio at real-time pace")
+    client_options(tr)
+    tr.set_defaults(func=cmd_transcribe)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""One session's I/O: a client reader, the upstream links, and the timers all feed one
+bounded inbox; a single loop hands each item to the sans-I/O session and carries out
+the actions it returns, in order. A slow client therefore slows the loop, which fills the
+inbox, which stops reading the upstream: backpressure instead of unbounded memory."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from slng_fast import errors
+from slng_fast.errors import GatewayError
+from slng_fast.gateway.transport import Connection, ConnectionClosed, open_upstream
+from slng_fast.protocol.actions import (
+    Action, CloseClient, CloseUpstream, OpenUpstream, SendClient, SendUpstream,
+)
+
+log = logging.getLogger("slng_fast.session")
+
+INBOX_SIZE = 64
+UPSTREAM_OUTBOX_SIZE = 1024
+CLOSE_TIMEOUT = 2.0
+
+
+@dataclass
+class UpstreamLink:
+    epoch: int
+    outbox: trio.MemorySendChannel[Any]
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class SessionBridge:
+    def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
+                 connect_timeout: float = 10.0) -> None:
+        self.conn = conn
+        self.session = session
+        self.shutdown = shutdown
+        self.connect_timeout = connect_timeout
+        self.inbox_send, self.inbox = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
+        self.links: dict[int, UpstreamLink] = {}
+        self.last_client = trio.current_time()
+        self.client_gone = False
+
+    async def run(self, nursery_for_upstreams: trio.Nursery | None = None) -> None:
+        tier = self.session.tier
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._read_client)
+            nursery.start_soon(self._watch_idle, tier.idle_timeout_s)
+            nursery.start_soon(self._after, tier.max_duration_s, ("max_duration",))
+            nursery.start_soon(self._heartbeat, tier.heartbeat_s)
+            nursery.start_soon(self._watch_shutdown)
+            try:
+                await self._loop()
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                    scope.shield = True
+                    if not self.client_gone:
+                        try:
+                            await self.conn.close(1011, "internal error")
+                        except Exception:
+                            pass
+
+    async def _loop(self) -> None:
+        session = self.session
+        async for item in self.inbox:
+            now = trio.current_time()
+            kind = item[0]
+            try:
+                if kind == "client":
+                    frame = item[1]
+                    if isinstance(frame, str):
+                        actions = session.receive_text(frame, now)
+                    else:
+                        actions = session.receive_binary(frame, now)
+                elif kind == "upstream":
+                    actions = session.receive_upstream(item[1], item[2], now)
+                elif kind == "upstream_failed":
+                    actions = session.upstream_failed(item[1], item[2], now)
+                elif kind == "upstream_closed":
+                    self._forget_link(item[1])
+                    actions = session.upstream_closed(item[1], now)
+                elif kind == "client_closed":
+                    self.client_gone = True
+                    actions = session.end("client_closed", now)
+                elif kind in ("idle_timeout", "max_duration"):
+                    actions = session.end(kind, now)
+                elif kind == "heartbeat_timeout":
+                    actions = session.end("idle_timeout", now, close_reason="no pong")
+                elif kind == "shutdown":
+                    actions = session.end("server_shutdown", now,
+                                          close_code=errors.CLOSE_GOING_AWAY)
+                else:
+                    actions = []
+            except GatewayError as err:
+                actions = session.fail(err, now)
+            except Exception:
+                log.exception("session fault", extra={"context_id": session.context_id})
+                actions = session.fail(GatewayError(errors.INTERNAL_ERROR,
+                                                    "internal error in the gateway"), now)
+            if await self._execute(actions):
+                return
+
+    async def _execute(self, actions: list[Action]) -> bool:
+        """Carry out actions in order; True when the session is over."""
+        for action in actions:
+            if isinstance(action, SendClient):
+                if self.client_gone:
+                    continue
+                frame = action.frame
+                if action.text and isinstance(frame, bytes):
+                    frame = frame.decode()
+                try:
+                    await self.conn.send(frame)
+                except ConnectionClosed:
+                    self.client_gone = True
+                    await self.inbox_send.send(("client_closed",))
+            elif isinstance(action, SendUpstream):
+                link = self.links.get(self.session.upstream_epoch)
+                if link is not None:
+                    try:
+                        link.outbox.send_nowait(action.frame)
+                    except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                        await self.inbox_send.send(("upstream_closed", link.epoch))
+            elif isinstance(action, OpenUpstream):
+                self._open_link(action)
+            elif isinstance(action, CloseUpstream):
+                self._close_link(action.epoch)
+            elif isinstance(action, CloseClient):
+                for epoch in list(self.links):
+                    self._close_link(epoch)
+                if not self.client_gone:
+                    with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                        scope.shield = True
+                        try:
+                            await self.conn.close(action.code, action.reason[:120])
+                        except Exception:
+                            pass
+                    self.client_gone = True
+                return True
+        return False
+
+    # -- upstream links ------------------------------------------------------------------
+    def _open_link(self, action: OpenUpstream) -> None:
+        send, receive = trio.open_memory_channel[Any](UPSTREAM_OUTBOX_SIZE)
+        link = UpstreamLink(action.epoch, send)
+        self.links[action.epoch] = link
+        self.nursery.start_soon(self._run_link, link, action, receive)
+
+    def _close_link(self, epoch: int) -> None:
+        link = self.links.pop(epoch, None)
+        if link is not None:
+            link.outbox.close()  # the writer sends what is queued, then closes the socket
+
+    def _forget_link(self, epoch: int) -> None:
+        link = self.links.pop(epoch, None)
+        if link is not None:
+            link.cancel_scope.cancel()
+
+    async def _run_link(self, link: UpstreamLink, action: OpenUpstream,
+                        outbox: trio.MemoryReceiveChannel[Any]) -> None:
+        request = action.request
+        with link.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                try:
+                    conn = await open_upstream(request.url, list(request.headers),
+                                               list(request.subprotocols), nursery,
+                                               connect_timeout=self.connect_timeout)
+                except OSError as exc:
+                    await self.inbox_send.send(("upstream_failed", link.epoch,
+                                                f"cannot reach the provider: {exc}"))
+                    return
+                except Exception as exc:  # a fault here must end this session only, cleanly
+                    log.exception("opening the upstream failed",
+                                  extra={"context_id": self.session.context_id})
+                    await self.inbox_send.send(("upstream_failed", link.epoch,
+                                                f"cannot reach the provider: {exc}"))
+                    return
+                nursery.start_soon(self._read_upstream, link.epoch, conn)
+                async for frame in outbox:
+                    try:
+                        await conn.send(frame)
+                    except ConnectionClosed:
+                        break
+                # Closed by the session (stop, configure, end): close the socket and stop.
+                with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                    scope.shield = True
+                    try:
+                        await conn.close(1000, "")
+                    except Exception:
+                        pass
+                nursery.cancel_scope.cancel()
+
+    async def _read_upstream(self, epoch: int, conn: Connection) -> None:
+        while True:
+            try:
+                frame = await conn.receive()
+            except ConnectionClosed:
+                await self.inbox_send.send(("upstream_closed", epoch))
+                return
+            await self.inbox_send.send(("upstream", epoch, frame))
+
+    # -- client and timers ------------------------------------------------------------------
+    async def _read_client(self) -> None:
+        while True:
+            try:
+                frame = await self.conn.receive()
+            except ConnectionClosed:
+                await self.inbox_send.send(("client_closed",))
+                return
+            self.last_client = trio.current_time()
+            await self.inbox_send.send(("client", frame))
+
+    async def _watch_idle(self, idle_s: float) -> None:
+        while True:
+            deadline = self.last_client + idle_s
+            await trio.sleep_until(deadline)
+            if trio.current_time() >= self.last_client + idle_s:
+                await self.inbox_send.send(("idle_timeout",))
+                return
+
+    async def _after(self, seconds: float, item: tuple[Any, ...]) -> None:
+        if math.isfinite(seconds):
+            await trio.sleep(seconds)
+            await self.inbox_send.send(item)
+
+    async def _heartbeat(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(interval):
+                try:
+                    await self.conn.ping()
+                except ConnectionClosed:
+                    return
+                continue
+            await self.inbox_send.send(("heartbeat_timeout",))
+            return
+
+    async def _watch_shutdown(self) -> None:
+        await self.shutdown.wait()
+        await self.inbox_send.send(("shutdown",))

@@ -1,0 +1,56 @@
+"""The handshake: which endpoint a path names, which key the client presents, and the
+query parameters that preset init/start fields (PROTOCOL.md sections 1 and 2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+_PATH = re.compile(r"^/v1/(tts|stt)/([a-z0-9][a-z0-9-]*?)-websocket-stream/?$")
+PRESET_FIELDS = ("voice_id", "voice", "language", "codec", "encoding", "sample_rate_hz",
+                 "sample_rate", "context_id")
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: str  # "tts" or "stt"
+    name: str
+    query: dict[str, str]
+
+    def presets(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {}
+        for key in PRESET_FIELDS:
+            if key in self.query:
+                value = self.query[key]
+                out[key] = int(value) if key.startswith("sample_rate") and value.isdigit() else value
+        return out
+
+
+def parse_path(path: str) -> Route | None:
+    parts = urlsplit(path)
+    match = _PATH.match(parts.path)
+    if not match:
+        return None
+    return Route(match.group(1), match.group(2), dict(parse_qsl(parts.query)))
+
+
+def find_key(headers: list[tuple[str, str]], subprotocols: list[str],
+             query: dict[str, str]) -> tuple[str | None, str | None]:
+    """The presented key and the subprotocol to echo (when the key came that way)."""
+    for name, value in headers:
+        if name.lower() == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() in ("bearer", "token") and token.strip():
+                return token.strip(), None
+    for proto in subprotocols:
+        if proto.startswith("bearer."):
+            return proto[len("bearer."):], proto
+    if query.get("api_key"):
+        return query["api_key"], None
+    return None, None
+
+
+def redact(path: str) -> str:
+    """The path with any api_key value hidden, for logs."""
+    return re.sub(r"(api_key=)[^&]*", r"\1***", path)

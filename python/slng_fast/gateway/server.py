@@ -1,0 +1,141 @@
+"""The gateway service: route and authenticate each WebSocket, enforce the per-key
+connection limit, write the usage ledger, run the session, and shut down gracefully."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import trio
+
+from slng_fast import errors
+from slng_fast.config import Config
+from slng_fast.errors import GatewayError
+from slng_fast.gateway.bridge import SessionBridge
+from slng_fast.gateway.routing import find_key, parse_path, redact
+from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
+from slng_fast.limits import LocalLimits
+from slng_fast.protocol import events
+from slng_fast.protocol.stt import SttSession
+from slng_fast.protocol.tts import TtsSession
+from slng_fast.providers import registry as reg
+from slng_fast.store import Store
+
+log = logging.getLogger("slng_fast.gateway")
+
+
+@dataclass
+class Gateway:
+    """Everything the sessions of one gateway process share."""
+
+    config: Config
+    store: Store
+    registry: reg.ProviderRegistry
+    limits: LocalLimits = field(default_factory=LocalLimits)
+    shutdown: trio.Event = field(default_factory=trio.Event)
+    active: int = 0
+    idle: trio.Event = field(default_factory=trio.Event)
+
+    async def handle(self, request: IncomingRequest) -> None:
+        route = parse_path(request.path)
+        endpoint = self.registry.endpoint(route.kind, route.name) if route else None
+        if route is None or endpoint is None:
+            body = {"error": "unknown_endpoint", "path": redact(request.path).split("?")[0],
+                    "tts": reg.known("tts"), "stt": reg.known("stt")}
+            await request.reject(404, orjson.dumps(body))
+            return
+        if self.shutdown.is_set():
+            await request.reject(503, b'{"error":"server_shutdown"}')
+            return
+        secret, subprotocol = find_key(request.headers, request.subprotocols, route.query)
+        key = self.store.authenticate(secret) if secret else None
+        conn = await request.accept(subprotocol)
+        context_id = route.query.get("context_id") or str(uuid.uuid4())
+        if key is None:
+            what = "no API key presented" if secret is None else "unknown or revoked API key"
+            await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, what))
+            return
+        tier = self.config.tiers[key.tier]
+        if not self.limits.acquire_connection(key.id, tier):
+            await refuse(conn, context_id, GatewayError(
+                errors.TOO_MANY_CONNECTIONS,
+                f"the {tier.name} tier allows {tier.max_connections} concurrent connection(s)"))
+            return
+        self.active += 1
+        self.idle = trio.Event() if self.idle.is_set() else self.idle
+        try:
+            await self._run(conn, route, endpoint, key, tier, context_id)
+        finally:
+            self.limits.release_connection(key.id)
+            self.active -= 1
+            if self.active == 0:
+                self.idle.set()
+
+    async def _run(self, conn: Connection, route: Any, endpoint: Any, key: Any, tier: Any,
+                   context_id: str) -> None:
+        try:
+            dialect = self.registry.dialect(endpoint)
+        except GatewayError as err:
+            await refuse(conn, context_id, err, with_session_ended=True)
+            return
+        now = trio.current_time()
+        presets = {**route.presets(), "context_id": context_id}
+        limiter = self.limits.message_limiter(key.id, tier)
+        session: Any
+        if route.kind == "tts":
+            session = TtsSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
+                                 defaults=presets, rate_limit=limiter)
+        else:
+            session = SttSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
+                                 defaults=presets, rate_limit=limiter)
+        started = time.time()
+        self.store.open_session(session.session_id, key.id, session.context_id, endpoint.name,
+                                started)
+        log.info("session start", extra={"context_id": session.context_id,
+                                          "provider": endpoint.name, "tier": tier.name})
+        try:
+            await SessionBridge(conn, session, shutdown=self.shutdown).run()
+        finally:
+            usage = session.usage
+            with trio.CancelScope(shield=True):
+                self.store.close_session(
+                    session.session_id, context_id=session.context_id,
+                    characters=usage.characters, audio_ms=usage.audio_ms,
+                    messages=usage.messages, ended_at=time.time(),
+                    reason=session.ended or "error")
+            log.info("session end", extra={"context_id": session.context_id,
+                                            "reason": session.ended})
+
+
+async def refuse(conn: Connection, context_id: str, err: GatewayError, *,
+                 with_session_ended: bool = False) -> None:
+    """Refuse an accepted connection: `error`, maybe `session_ended`, then the close code."""
+    with trio.move_on_after(2.0):
+        try:
+            await conn.send(events.error(context_id, err))
+            if with_session_ended:
+                await conn.send(events.session_ended(context_id, "error", {
+                    "characters": 0, "audio_ms": 0, "messages": 0, "duration_ms": 0}))
+            await conn.close(err.fatal_close_code or errors.CLOSE_INTERNAL_ERROR, err.message[:120])
+        except Exception:
+            pass
+
+
+async def serve_gateway(gateway: Gateway, host: str, port: int, *,
+                        ssl_context: ssl.SSLContext | None = None,
+                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until `gateway.shutdown` is set, then end every session and return."""
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(lambda task_status: serve_trio_websocket(
+            gateway.handle, host, port, ssl_context=ssl_context, task_status=task_status))
+        task_status.started(bound)
+        await gateway.shutdown.wait()
+        if gateway.active:
+            with trio.move_on_after(gateway.config.shutdown_grace_s):
+                await gateway.idle.wait()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,122 @@
+"""The WebSocket transport behind one small interface, so a faster implementation can
+replace trio-websocket without touching sessions. A transport accepts connections and
+hands each to the gateway as an `IncomingRequest`; once accepted it is a `Connection`."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+import trio_websocket
+
+
+class ConnectionClosed(Exception):
+    """The peer is gone; `code` is the close code it sent (or 1006)."""
+
+    def __init__(self, code: int | None, reason: str | None = None) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class Connection(Protocol):
+    async def receive(self) -> str | bytes: ...
+    async def send(self, frame: str | bytes) -> None: ...
+    async def ping(self) -> None:
+        """Send a ping and return when its pong arrives."""
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+@dataclass
+class IncomingRequest:
+    path: str  # with query string
+    headers: list[tuple[str, str]]
+    subprotocols: list[str]
+    accept: Callable[[str | None], Awaitable[Connection]]
+    reject: Callable[[int, bytes], Awaitable[None]]
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+Handler = Callable[[IncomingRequest], Awaitable[None]]
+
+# Frames above every tier's limit are refused by the transport itself (close 1009).
+TRANSPORT_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+class TrioWebsocketConnection:
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(exc.reason.code, exc.reason.reason) from None
+
+    async def send(self, frame: str | bytes) -> None:
+        try:
+            await self.ws.send_message(frame)
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(exc.reason.code, exc.reason.reason) from None
+
+    async def ping(self) -> None:
+        try:
+            await self.ws.ping()
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(exc.reason.code, exc.reason.reason) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.ws.aclose(code, reason)
+
+
+async def serve_trio_websocket(handler: Handler, host: str, port: int, *,
+                               ssl_context: ssl.SSLContext | None = None,
+                               task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve forever; reports the bound port through `task_status`."""
+
+    async def on_request(request: trio_websocket.WebSocketRequest) -> None:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers]
+
+        async def accept(subprotocol: str | None) -> Connection:
+            ws = await request.accept(subprotocol=subprotocol)
+            return TrioWebsocketConnection(ws)
+
+        async def reject(status: int, body: bytes) -> None:
+            await request.reject(status, extra_headers=[(b"content-type", b"application/json")],
+                                 body=body)
+
+        await handler(IncomingRequest(request.path, headers,
+                                      list(request.proposed_subprotocols), accept, reject))
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(lambda task_status: trio_websocket.serve_websocket(
+            on_request, host, port, ssl_context, max_message_size=TRANSPORT_MAX_MESSAGE,
+            task_status=task_status))
+        task_status.started(server.port)
+
+
+async def open_upstream(url: str, headers: list[tuple[str, str]], subprotocols: list[str],
+                        nursery: trio.Nursery, *, connect_timeout: float = 10.0) -> Connection:
+    """Open a WebSocket to an upstream; raises OSError/HandshakeError-like errors as OSError."""
+    ssl_context = ssl.create_default_context() if url.startswith("wss://") else None
+    try:
+        with trio.fail_after(connect_timeout):
+            ws = await trio_websocket.connect_websocket_url(
+                nursery, url, ssl_context,
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+                subprotocols=subprotocols or None,
+                message_queue_size=64, max_message_size=TRANSPORT_MAX_MESSAGE)
+    except trio_websocket.HandshakeError as exc:
+        raise OSError(f"upstream refused the WebSocket handshake: {exc}") from exc
+    except trio.TooSlowError as exc:
+        raise OSError("upstream did not answer in time") from exc
+    return TrioWebsocketConnection(ws)

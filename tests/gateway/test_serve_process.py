@@ -1,0 +1,189 @@
+"""`slng-fast serve` as a user runs it: a real process with its engine processes, the
+client commands, keys, graceful shutdown and the ledger after a crash."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import trio
+import trio_websocket
+
+from engines.engine_audio import (
+    ROUND_TRIP_MIN_HITS, ROUND_TRIP_SENTENCES, ROUND_TRIP_VOICE, recognised,
+)
+from slng_fast.store import Store
+from slng_fast.wavfile import read_wav, write_wav
+
+from wsclient import closed_code, recv, send
+
+CLI = [sys.executable, "-m", "slng_fast"]
+
+
+class Served:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        first_start = not (data_dir / "dev-key").exists()
+        env = {**os.environ, "SLNG_FAST_HOME": str(data_dir)}
+        self.proc = subprocess.Popen(CLI + ["serve", "--port", "0"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=env)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 90
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"serve exited: {self.lines}")
+            self.lines.append(line.rstrip("\n"))
+            match = re.search(r"listening on (ws://\S+)", line)
+            if match:
+                self.url = match.group(1)
+                break
+        # the dev key (first start only) follows within three more lines
+        if first_start:
+            for _ in range(3):
+                line = self.proc.stdout.readline().rstrip("\n")
+                self.lines.append(line)
+                if line.startswith("slng_"):
+                    break
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def served(tmp_path):
+    s = Served(tmp_path)
+    yield s
+    if s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait()
+
+
+def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SLNG_FAST_HOME": str(data_dir)}
+    env.pop("SLNG_API_KEY", None)
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env,
+                          timeout=120, check=check)
+
+
+def test_first_start_prints_url_and_dev_key_once(served, tmp_path):
+    key = (tmp_path / "dev-key").read_text().strip()
+    assert key in served.lines  # printed once, on a line of its own
+    assert served.stop() == 0
+    again = Served(tmp_path)
+    try:
+        assert key not in again.lines
+    finally:
+        assert again.stop() == 0
+
+
+def test_gateway_process_does_not_load_espeak(served):
+    maps = Path(f"/proc/{served.proc.pid}/maps").read_text()
+    assert "espeak" not in maps
+
+
+def test_say_and_transcribe_round_trip(served, tmp_path):
+    # PocketSphinx hears eSpeak's voice reliably only sentence by sentence with silence
+    # around each (as in the engine tests), so the sentences are said one by one.
+    speech, rate, codec = b"", 16000, "pcm16"
+    for n, sentence in enumerate(ROUND_TRIP_SENTENCES):
+        wav = tmp_path / f"said-{n}.wav"
+        said = run_cli("say", sentence, "--voice", ROUND_TRIP_VOICE, "--url", served.url,
+                       "-o", str(wav), "--sample-rate", "16000", data_dir=tmp_path)
+        assert "time to first audio" in said.stdout and wav.stat().st_size > 10_000
+        audio, rate, codec = read_wav(wav)
+        speech += bytes(rate) + audio + bytes(rate)
+    padded = tmp_path / "speech.wav"
+    write_wav(padded, speech, rate, codec)
+    heard = run_cli("transcribe", str(padded), "--url", served.url, data_dir=tmp_path)
+    assert heard.stdout.count("partial:") >= 1, heard.stdout
+    final = [l for l in heard.stdout.splitlines() if l.startswith("final:")][0]
+    assert len(recognised(final)) >= ROUND_TRIP_MIN_HITS, heard.stdout
+
+
+def test_keys_create_list_revoke_seen_by_running_gateway(served, tmp_path):
+    created = run_cli("keys", "create", "--tier", "free", "--name", "ci", data_dir=tmp_path)
+    secret = created.stdout.strip().splitlines()[-1]
+    assert secret.startswith("slng_") and " " not in secret
+    listing = run_cli("keys", "list", data_dir=tmp_path).stdout
+    key_id = [l.split()[0] for l in listing.splitlines() if l.endswith("ci")][0]
+
+    async def ping() -> int | None:
+        async with trio_websocket.open_websocket_url(
+                f"{served.url}/v1/tts/espeak-websocket-stream",
+                extra_headers=[(b"authorization", f"Bearer {secret}".encode())]) as ws:
+            await send(ws, type="ping")
+            event = await recv(ws)
+            if event["type"] == "pong":
+                return None
+            return await closed_code(ws)
+
+    assert trio.run(ping) is None
+    run_cli("keys", "revoke", key_id, data_dir=tmp_path)
+    started = time.monotonic()
+    assert trio.run(ping) == 4000
+    assert time.monotonic() - started < 1.0
+    assert "revoked" in run_cli("keys", "list", data_dir=tmp_path).stdout
+
+
+def test_sigterm_ends_sessions_with_server_shutdown_and_exits_0(served, tmp_path):
+    key = (tmp_path / "dev-key").read_text().strip()
+    seen: dict[str, object] = {}
+
+    async def client() -> None:
+        async with trio_websocket.open_websocket_url(
+                f"{served.url}/v1/tts/espeak-websocket-stream",
+                extra_headers=[(b"authorization", f"Bearer {key}".encode())]) as ws:
+            await send(ws, type="init")
+            await recv(ws)
+            served.proc.send_signal(signal.SIGTERM)
+            seen["event"] = await recv(ws)
+            seen["code"] = await closed_code(ws)
+
+    trio.run(client)
+    assert seen["event"]["type"] == "session_ended"
+    assert seen["event"]["reason"] == "server_shutdown"
+    assert seen["code"] == 1001
+    assert served.proc.wait(timeout=10) == 0
+    rows = Store(tmp_path).usage_rows()
+    assert rows and rows[-1]["reason"] == "server_shutdown"
+
+
+def test_ledger_rows_of_a_killed_gateway_are_closed_as_crashed(served, tmp_path):
+    key = (tmp_path / "dev-key").read_text().strip()
+
+    async def open_session() -> None:
+        ws = await trio_websocket.connect_websocket_url(
+            nursery_holder[0], f"{served.url}/v1/tts/espeak-websocket-stream?context_id=doomed", None,
+            extra_headers=[(b"authorization", f"Bearer {key}".encode())])
+        await send(ws, type="init")
+        await recv(ws)
+        served.proc.kill()
+        served.proc.wait()
+
+    nursery_holder: list[trio.Nursery] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery_holder.append(nursery)
+            await open_session()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    (row,) = Store(tmp_path).usage_rows()
+    assert row["ended_at"] is None
+    again = Served(tmp_path)
+    try:
+        (row,) = Store(tmp_path).usage_rows()
+        assert row["reason"] == "crashed" and row["context_id"] == "doomed"
+    finally:
+        assert again.stop() == 0
