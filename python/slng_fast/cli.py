@@ -148,6 +148,16 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_emulate(args: argparse.Namespace) -> int:
+    import trio
+
+    from slng_fast.gateway.emulate import run_emulator
+
+    setup_logging(args.log_level)
+    trio.run(run_emulator, args.provider, args.host, args.port, args.api_key)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slng-fast", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--realtime", action="store_true", help="send audio at real-time pace")
     client_options(tr)
     tr.set_defaults(func=cmd_transcribe)
+    from slng_fast.emulators import EMULATORS
+
+    emulate = sub.add_parser("emulate", help="run a local emulator of a provider's own protocol")
+    emulate.add_argument("provider", choices=EMULATORS)
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    emulate.add_argument("--api-key", default=None,
+                         help="the credential the emulator demands (default: accept any)")
+    emulate.add_argument("--log-level", default="info")
+    emulate.set_defaults(func=cmd_emulate)
     return parser
 
 

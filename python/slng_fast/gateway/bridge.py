@@ -54,6 +54,9 @@ class SessionBridge:
             nursery.start_soon(self._after, tier.max_duration_s, ("max_duration",))
             nursery.start_soon(self._heartbeat, tier.heartbeat_s)
             nursery.start_soon(self._watch_shutdown)
+            interval = getattr(getattr(self.session, "dialect", None), "keepalive_interval", None)
+            if interval:
+                nursery.start_soon(self._every, interval, ("keepalive",))
             try:
                 await self._loop()
             finally:
@@ -92,6 +95,8 @@ class SessionBridge:
                     actions = session.end(kind, now)
                 elif kind == "heartbeat_timeout":
                     actions = session.end("idle_timeout", now, close_reason="no pong")
+                elif kind == "keepalive":
+                    actions = session.keepalive(now)
                 elif kind == "shutdown":
                     actions = session.end("server_shutdown", now,
                                           close_code=errors.CLOSE_GOING_AWAY)
@@ -226,6 +231,11 @@ class SessionBridge:
 
     async def _after(self, seconds: float, item: tuple[Any, ...]) -> None:
         if math.isfinite(seconds):
+            await trio.sleep(seconds)
+            await self.inbox_send.send(item)
+
+    async def _every(self, seconds: float, item: tuple[Any, ...]) -> None:
+        while True:
             await trio.sleep(seconds)
             await self.inbox_send.send(item)
 

@@ -19,7 +19,7 @@ from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUps
 from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.session import NATIVE, UNIFIED, SessionCore
 from slng_fast.providers.base import (
-    Endpoint, FinalTranscript, Frame, Transcript, UpstreamError,
+    Endpoint, FinalTranscript, Frame, Reply, Transcript, UpstreamError,
 )
 
 
@@ -109,7 +109,15 @@ class SttSession(SessionCore):
             elif isinstance(event, UpstreamError):
                 err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
                 actions += self.fail(err, now) if event.fatal else [self._error(err)]
+            elif isinstance(event, Reply):
+                actions += [SendUpstream(f) for f in event.frames]
         return actions
+
+    def keepalive(self, now: float) -> list[Action]:
+        """Called by the I/O layer every ``dialect.keepalive_interval`` seconds."""
+        if self.ended or not self.upstream_open:
+            return []
+        return [SendUpstream(f) for f in self.dialect.keepalive()]
 
     def _final(self, event: FinalTranscript, now: float) -> list[Action]:
         if self.finalizes_pending == 0:

@@ -21,7 +21,7 @@ from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, Send
 from slng_fast.protocol.audio import AudioOut
 from slng_fast.protocol.session import NATIVE, SessionCore
 from slng_fast.providers.base import (
-    Audio, Endpoint, Frame, Ignored, UpstreamError, UpstreamReady, UtteranceDone, Words,
+    Audio, Endpoint, Frame, Reply, UpstreamError, UtteranceDone, Words,
 )
 
 
@@ -89,6 +89,9 @@ class TtsSession(SessionCore):
         self.codec = init.codec or "pcm16"
         self.sample_rate = init.sample_rate_hz or 24000
         self.word_timestamps = init.word_timestamps
+        prefer = getattr(self.dialect, "prefer_output", None)
+        if prefer is not None:  # let the provider send PCM at the client's rate if it can
+            prefer(self.sample_rate)
         self.audio = AudioOut(codec=self.codec, sample_rate=self.sample_rate,
                               max_chunk_bytes=self.tier.max_audio_chunk_bytes,
                               context_id=self.context_id)
@@ -146,8 +149,10 @@ class TtsSession(SessionCore):
         had_text = self.dialect.has_buffered_text
         self.dialect.clear()
         actions: list[Action] = []
-        if self.upstream_open and (self.pending or self.dialect.stop_by_reconnect):
+        if self.upstream_open and self.dialect.stop_by_reconnect:
             actions += self._close_upstream()
+        elif self.upstream_open and self.pending:
+            actions += [SendUpstream(f) for f in self.dialect.stop()]
         if self.audio is not None:
             self.audio.drop()
         if not self.pending and had_text:
@@ -164,6 +169,8 @@ class TtsSession(SessionCore):
         self.settings = self.settings.merged(settings)
         if not self.upstream_open:
             return []
+        if not self.dialect.capabilities.configure_reconnects:
+            return [SendUpstream(f) for f in self.dialect.configure(self.settings)]
         if self.pending:
             self.reconnect_when_idle = True
             return []
@@ -182,6 +189,12 @@ class TtsSession(SessionCore):
         epoch = self.upstream_epoch
         self.upstream_epoch += 1  # frames still arriving from it are late
         return [CloseUpstream(epoch)]
+
+    def keepalive(self, now: float) -> list[Action]:
+        """Called by the I/O layer every ``dialect.keepalive_interval`` seconds."""
+        if self.ended or not self.upstream_open:
+            return []
+        return [SendUpstream(f) for f in self.dialect.keepalive()]
 
     def _to_upstream(self, frames: list[Frame]) -> list[Action]:
         if not frames:
@@ -221,9 +234,9 @@ class TtsSession(SessionCore):
             if event.fatal:
                 return self.fail(err, now)
             return [self._error(err)]
-        if isinstance(event, (UpstreamReady, Ignored)):
-            return []
-        return []
+        if isinstance(event, Reply):
+            return [SendUpstream(f) for f in event.frames]
+        return []  # UpstreamReady, Ignored
 
     def _utterance_done(self) -> list[Action]:
         actions: list[Action] = []
@@ -268,7 +281,7 @@ class TtsSession(SessionCore):
         self.upstream_open = True
         settings = cmd.Settings(voice_id=self.defaults.get("voice_id"),
                                 language=self.defaults.get("language"))
-        return [OpenUpstream(self.upstream_epoch, self.dialect.request(settings))]
+        return [OpenUpstream(self.upstream_epoch, self.dialect.native_request(settings))]
 
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, str):

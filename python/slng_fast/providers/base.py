@@ -4,7 +4,7 @@ that opens an upstream, and the capabilities it declares. No I/O here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 Frame = Union[str, bytes]  # a WebSocket message: text (str) or binary (bytes)
 
@@ -97,6 +97,14 @@ class UpstreamError:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """Frames the dialect wants sent upstream in answer to a frame (e.g. Kyutai's silence
+    while a Marker is outstanding). The session sends them on the current upstream."""
+
+    frames: tuple[Frame, ...]
+
+
+@dataclass(frozen=True)
 class Ignored:
     """A frame the dialect understood and has nothing to report for (e.g. a pong)."""
 
@@ -104,7 +112,56 @@ class Ignored:
 
 
 UpstreamEvent = Union[UpstreamReady, Audio, UtteranceDone, Words, Transcript,
-                      FinalTranscript, UpstreamError, Ignored]
+                      FinalTranscript, UpstreamError, Reply, Ignored]
+
+
+class TtsDialect(Protocol):
+    """What a TTS session needs of a dialect (``SlngDialect`` is the reference).
+
+    Events come out of ``receive`` in utterance order: one ``UtteranceDone`` per flush
+    that sent frames, after that utterance's ``Audio``. A dialect that can stop natively
+    (``stop_by_reconnect = False``) returns the frames that stop every utterance in flight
+    from ``stop()`` and then swallows whatever the provider still sends for them. A
+    dialect whose ``capabilities.configure_reconnects`` is False applies ``configure``
+    with the frames it returns. ``keepalive_interval`` (seconds, or None) is how long the
+    upstream may stay quiet before ``keepalive()`` frames are sent."""
+
+    capabilities: Capabilities
+    stop_by_reconnect: bool
+    sample_rate: int
+    keepalive_interval: float | None
+
+    def request(self, settings: Any) -> UpstreamRequest: ...
+    def native_request(self, settings: Any) -> UpstreamRequest: ...
+    def open_frames(self, settings: Any) -> list[Frame]: ...
+    def input_text(self, text: str) -> list[Frame]: ...
+    @property
+    def has_buffered_text(self) -> bool: ...
+    def flush(self) -> list[Frame]: ...
+    def clear(self) -> list[Frame]: ...
+    def stop(self) -> list[Frame]: ...
+    def configure(self, settings: Any) -> list[Frame]: ...
+    def keepalive(self) -> list[Frame]: ...
+    def receive(self, frame: Frame) -> list[UpstreamEvent]: ...
+
+
+class SttDialect(Protocol):
+    """What an STT session needs of a dialect (``UnifiedSttDialect`` is the reference).
+    ``audio`` takes PCM already converted to ``model_rate`` and ``model_format``
+    ("pcm16" or "f32"); ``finalize`` answers, through ``receive``, with exactly one
+    ``FinalTranscript`` (its text may be empty: the session then joins the final
+    segments it saw since the previous one)."""
+
+    model_rate: int
+    model_format: str
+    keepalive_interval: float | None
+
+    def request(self) -> UpstreamRequest: ...
+    def open_frames(self, language: str | None, extras: dict[str, Any]) -> list[Frame]: ...
+    def audio(self, pcm: bytes) -> list[Frame]: ...
+    def finalize(self) -> list[Frame]: ...
+    def keepalive(self) -> list[Frame]: ...
+    def receive(self, frame: Frame) -> list[UpstreamEvent]: ...
 
 
 @dataclass(frozen=True)
@@ -120,4 +177,7 @@ class Endpoint:
     sample_rate: int = 24000
     default_url: str | None = None
     needs_url: bool = True
+    # The environment variable holding the provider credential; a provider that has one
+    # set here refuses sessions (provider_unavailable, 1013) while it has no credential.
+    key_env: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)

@@ -39,6 +39,7 @@ class SlngDialect:
 
     capabilities = CAPABILITIES
     stop_by_reconnect = True
+    keepalive_interval: float | None = None
 
     def __init__(self, endpoint: Endpoint, url: str, api_key: str | None = None) -> None:
         self.endpoint = endpoint
@@ -58,6 +59,9 @@ class SlngDialect:
             sep = "&" if "?" in url else "?"
             url = f"{url}{sep}{urlencode({'voice': voice})}"
         return UpstreamRequest(url=url, headers=headers)
+
+    def native_request(self, settings: Settings) -> UpstreamRequest:
+        return self.request(settings)
 
     def settings_message(self, settings: Settings) -> dict[str, Any]:
         message: dict[str, Any] = {"voice": settings.voice_id or self.endpoint.default_voice}
@@ -90,6 +94,12 @@ class SlngDialect:
     def clear(self) -> list[Frame]:
         self._buffer.clear()
         return []
+
+    def stop(self) -> list[Frame]:
+        return []  # stopped by closing the upstream (stop_by_reconnect)
+
+    def configure(self, settings: Settings) -> list[Frame]:
+        return []  # settings are the first message: a reconnect (configure_reconnects)
 
     def end_of_input(self) -> list[Frame]:
         return [END_OF_INPUT]

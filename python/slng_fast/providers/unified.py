@@ -16,6 +16,7 @@ from slng_fast.providers.base import (
 
 class UnifiedSttDialect:
     model_format = "pcm16"
+    keepalive_interval: float | None = None
 
     def __init__(self, endpoint: Endpoint, url: str, api_key: str | None = None) -> None:
         self.endpoint = endpoint
@@ -41,6 +42,9 @@ class UnifiedSttDialect:
 
     def finalize(self) -> list[Frame]:
         return ['{"type":"finalize"}']
+
+    def keepalive(self) -> list[Frame]:
+        return []
 
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):

@@ -1,0 +1,77 @@
+"""Real parts for the tests that go over sockets: the built-in engines, a gateway on
+127.0.0.1 port 0, and an emulator in front of an engine. Imported by the conftests."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from slng_fast.config import Config, ProviderConfig
+from slng_fast.gateway.engine_server import serve_espeak_engine, serve_sphinx_engine
+from slng_fast.gateway.engines import _engine_info
+from slng_fast.gateway.server import Gateway, serve_gateway
+from slng_fast.providers.registry import ProviderRegistry
+from slng_fast.store import Store
+
+EMULATOR_KEY = "emulator-secret"
+
+
+@dataclass
+class Running:
+    url: str
+    gateway: Gateway
+    store: Store
+    keys: dict[str, str]  # tier -> secret
+    key_ids: dict[str, str]
+
+    def tts(self, provider: str = "espeak", query: str = "") -> str:
+        return f"{self.url}/v1/tts/{provider}-websocket-stream{query}"
+
+    def stt(self, model: str = "pocketsphinx", query: str = "") -> str:
+        return f"{self.url}/v1/stt/{model}-websocket-stream{query}"
+
+
+async def start_engines(nursery: trio.Nursery) -> tuple[dict[str, str], dict[str, Any]]:
+    espeak = await nursery.start(serve_espeak_engine, "127.0.0.1", 0)
+    sphinx = await nursery.start(serve_sphinx_engine, "127.0.0.1", 0)
+    urls = {"espeak": f"ws://127.0.0.1:{espeak}/", "pocketsphinx": f"ws://127.0.0.1:{sphinx}/"}
+    info = {"espeak": await _engine_info("espeak", urls["espeak"])}
+    return urls, info
+
+
+async def start_emulator(nursery: trio.Nursery, name: str, engine_urls: dict[str, str],
+                         api_key: str | None = EMULATOR_KEY) -> str:
+    """Start ``slng_fast.emulators.<name>`` on port 0; its ws:// base URL."""
+    module = importlib.import_module(f"slng_fast.emulators.{name}")
+    engine_url = engine_urls[module.ENGINE]
+
+    async def serve(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        await module.serve_emulator("127.0.0.1", 0, engine_url=engine_url, api_key=api_key,
+                                    task_status=task_status)
+
+    port = await nursery.start(serve)
+    return f"ws://127.0.0.1:{port}"
+
+
+def make_gateway(tmp_path: Path, urls: dict[str, str], info: dict[str, Any],
+                 config: Config | None = None,
+                 providers: dict[str, ProviderConfig] | None = None) -> Running:
+    config = config or Config(data_dir=tmp_path, providers=providers or {})
+    store = Store(config.data_dir)
+    keys, ids = {}, {}
+    for tier in ("free", "pro", "enterprise"):
+        key, secret = store.create_key(tier, f"test-{tier}")
+        keys[tier], ids[tier] = secret, key.id
+    registry = ProviderRegistry(config, urls, info, environ={})
+    gateway = Gateway(config=config, store=store, registry=registry)
+    return Running("", gateway, store, keys, ids)
+
+
+async def start_gateway(nursery: trio.Nursery, running: Running) -> Running:
+    port = await nursery.start(serve_gateway, running.gateway, "127.0.0.1", 0)
+    running.url = f"ws://127.0.0.1:{port}"
+    return running
