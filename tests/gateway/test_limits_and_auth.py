@@ -166,3 +166,26 @@ async def test_heartbeat_ends_a_peer_that_never_answers_pings(gw, nursery, autoj
         await trio.sleep(1)
     assert 59 <= trio.current_time() - start <= 65  # 30 s to the ping, 30 s for its pong
     await stream.aclose()
+
+
+async def test_tier_numbers_from_the_config_are_enforced(nursery, tmp_path, engines):
+    from dataclasses import replace
+
+    from harness import make_gateway, start_gateway
+    from slng_fast.config import DEFAULT_TIERS, Config
+
+    tiers = {**DEFAULT_TIERS, "free": replace(DEFAULT_TIERS["free"], messages_per_minute=3,
+                                              max_text_chars=10)}
+    urls, info = engines
+    gw = await start_gateway(nursery, make_gateway(tmp_path, urls, info,
+                                                   config=Config(data_dir=tmp_path, tiers=tiers)))
+    ws = await connect(gw.tts(), gw.keys["free"], nursery=nursery)
+    await send(ws, type="input_text", text="x" * 11)
+    events = await recv_until(ws, "error")
+    assert events[-1]["code"] == "text_too_long"
+    for _ in range(2):
+        await send(ws, type="ping")
+        assert (await recv(ws))["type"] == "pong"
+    await send(ws, type="ping")
+    assert (await recv(ws))["code"] == "rate_limited"
+    await ws.aclose()

@@ -1,0 +1,68 @@
+"""The config file: tier numbers default to PROTOCOL.md section 6 and every one can change."""
+
+from __future__ import annotations
+
+import pytest
+
+from slng_fast.config import DEFAULT_TIERS, ConfigError, load_config
+
+
+def test_defaults_are_protocol_section_6():
+    free, pro, ent = (DEFAULT_TIERS[t] for t in ("free", "pro", "enterprise"))
+    assert (free.max_connections, pro.max_connections, ent.max_connections) == (1, 5, 50)
+    assert (free.max_duration_s, pro.max_duration_s, ent.max_duration_s) == (300, 1800, 7200)
+    assert (free.max_message_bytes, pro.max_message_bytes, ent.max_message_bytes) == (
+        16384, 32768, 131072)
+    assert (free.messages_per_minute, pro.messages_per_minute, ent.messages_per_minute) == (
+        20, 60, 120)
+    assert (free.max_text_chars, pro.max_text_chars, ent.max_text_chars) == (500, 2000, 10000)
+    assert (free.max_audio_chunk_bytes, pro.max_audio_chunk_bytes,
+            ent.max_audio_chunk_bytes) == (16384, 32768, 65536)
+    assert {t.idle_timeout_s for t in DEFAULT_TIERS.values()} == {300}
+    assert {t.heartbeat_s for t in DEFAULT_TIERS.values()} == {30}
+
+
+def test_every_tier_number_can_be_changed(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text("""
+[gateway]
+port = 9000
+data_dir = "%s"
+
+[tiers.free]
+max_connections = 3
+max_duration_s = 60
+max_message_bytes = 1000
+messages_per_minute = 7
+max_text_chars = 50
+max_audio_chunk_bytes = 2000
+idle_timeout_s = 10
+heartbeat_s = 5
+
+[providers.orpheus]
+url = "ws://models.example:9000/orpheus"
+api_key = "secret"
+""" % (tmp_path / "data"))
+    config = load_config(path, port=None)
+    free = config.tiers["free"]
+    assert (free.max_connections, free.max_duration_s, free.max_message_bytes,
+            free.messages_per_minute, free.max_text_chars, free.max_audio_chunk_bytes,
+            free.idle_timeout_s, free.heartbeat_s) == (3, 60, 1000, 7, 50, 2000, 10, 5)
+    assert config.tiers["pro"] == DEFAULT_TIERS["pro"]
+    assert config.port == 9000 and config.data_dir == tmp_path / "data"
+    assert config.providers["orpheus"].url == "ws://models.example:9000/orpheus"
+    assert config.providers["orpheus"].api_key == "secret"
+    assert load_config(path, port=1234).port == 1234  # the command line wins
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[tiers.gold]\nmax_connections = 1\n", "unknown tier"),
+    ("[tiers.free]\nmax_widgets = 1\n", "unknown limit"),
+    ("[tiers.free]\nmax_connections = -1\n", "positive"),
+    ("[tiers.free\n", "cannot read config"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
