@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 _PATH = re.compile(r"^/v1/(tts|stt)/([a-z0-9][a-z0-9-]*?)-websocket-stream/?$")
+# Drop-in routes: a provider's own paths under /<provider>/, for its official SDK with only
+# the base URL and key changed. The rest of the path goes upstream as it is.
+DROP_IN = {"elevenlabs": "tts", "deepgram": "tts", "cartesia": "tts"}
+# Where each SDK puts its API key, besides Authorization and the query (PROTOCOL.md 2).
+KEY_HEADERS = ("xi-api-key", "x-api-key", "cartesia-api-key", "kyutai-api-key")
 PRESET_FIELDS = ("voice_id", "voice", "language", "codec", "encoding", "sample_rate_hz",
                  "sample_rate", "context_id")
 
@@ -17,6 +22,8 @@ class Route:
     kind: str  # "tts" or "stt"
     name: str
     query: dict[str, str]
+    # For a drop-in route: the provider's own path and query string, relayed natively.
+    passthrough: tuple[str, str] | None = None
 
     def presets(self) -> dict[str, str | int]:
         out: dict[str, str | int] = {}
@@ -30,9 +37,13 @@ class Route:
 def parse_path(path: str) -> Route | None:
     parts = urlsplit(path)
     match = _PATH.match(parts.path)
-    if not match:
-        return None
-    return Route(match.group(1), match.group(2), dict(parse_qsl(parts.query)))
+    if match:
+        return Route(match.group(1), match.group(2), dict(parse_qsl(parts.query)))
+    provider, sep, rest = parts.path.lstrip("/").partition("/")
+    if provider in DROP_IN and sep and rest:
+        return Route(DROP_IN[provider], provider, dict(parse_qsl(parts.query)),
+                     ("/" + rest, strip_query(parts.query, ("api_key",))))
+    return None
 
 
 def find_key(headers: list[tuple[str, str]], subprotocols: list[str],
@@ -43,6 +54,9 @@ def find_key(headers: list[tuple[str, str]], subprotocols: list[str],
             scheme, _, token = value.partition(" ")
             if scheme.lower() in ("bearer", "token") and token.strip():
                 return token.strip(), None
+    for name, value in headers:
+        if name.lower() in KEY_HEADERS and value.strip():
+            return value.strip(), None
     for proto in subprotocols:
         if proto.startswith("bearer."):
             return proto[len("bearer."):], proto
@@ -54,3 +68,9 @@ def find_key(headers: list[tuple[str, str]], subprotocols: list[str],
 def redact(path: str) -> str:
     """The path with any api_key value hidden, for logs."""
     return re.sub(r"(api_key=)[^&]*", r"\1***", path)
+
+
+def strip_query(query: str, names: tuple[str, ...]) -> str:
+    """A query string without the given parameters (the gateway key must not go upstream)."""
+    return "&".join(part for part in query.split("&")
+                    if part and part.split("=", 1)[0] not in names)

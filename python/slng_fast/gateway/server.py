@@ -93,6 +93,14 @@ class Gateway:
         else:
             session = SttSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
                                  defaults=presets, rate_limit=limiter)
+        if route.passthrough is not None:
+            path, query = route.passthrough
+            try:
+                session.passthrough = dialect.passthrough_request(path, query, dialect.api_key)
+            except (AttributeError, ValueError) as exc:
+                await refuse(conn, context_id, GatewayError(
+                    errors.PROVIDER_UNAVAILABLE, f"no drop-in route {path!r}: {exc}"))
+                return
         started = time.time()
         self.store.open_session(session.session_id, key.id, session.context_id, endpoint.name,
                                 started)

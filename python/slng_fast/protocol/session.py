@@ -56,6 +56,8 @@ class SessionCore:
         self._rate_limit = rate_limit
         self.upstream_epoch = 0
         self.upstream_open = False
+        # A drop-in SDK route: native from the first frame, upstream by this request.
+        self.passthrough: Any = None
 
     # -- intake ---------------------------------------------------------------------
     def receive_text(self, frame: str | bytes, now: float) -> list[Action]:
@@ -80,7 +82,7 @@ class SessionCore:
                 return [self._error(err)]
         self.usage.messages += 1
         if self.mode is None:
-            self.mode = UNIFIED if kind == "command" else NATIVE
+            self.mode = UNIFIED if kind == "command" and self.passthrough is None else NATIVE
             if self.mode == NATIVE:
                 return self.start_native(now) + self.native_from_client(frame, now)
         if self.mode == NATIVE:
@@ -110,7 +112,7 @@ class SessionCore:
                                f"{self.tier.max_audio_chunk_bytes}-byte audio frame limit")
             return self._fatal(err, errors.CLOSE_MESSAGE_TOO_LARGE, now, reason="error")
         if self.mode is None:
-            self.mode = self.mode_for_first_binary()
+            self.mode = NATIVE if self.passthrough is not None else self.mode_for_first_binary()
             if self.mode == NATIVE:
                 return self.start_native(now) + self.native_from_client(frame, now)
         if self.mode == NATIVE:

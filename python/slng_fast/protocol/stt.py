@@ -137,7 +137,7 @@ class SttSession(SessionCore):
     def start_native(self, now: float) -> list[Action]:
         self.upstream_epoch += 1
         self.upstream_open = True
-        return [OpenUpstream(self.upstream_epoch, self.dialect.request())]
+        return [OpenUpstream(self.upstream_epoch, self.passthrough or self.dialect.request())]
 
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, bytes):

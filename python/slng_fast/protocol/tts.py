@@ -281,7 +281,8 @@ class TtsSession(SessionCore):
         self.upstream_open = True
         settings = cmd.Settings(voice_id=self.defaults.get("voice_id"),
                                 language=self.defaults.get("language"))
-        return [OpenUpstream(self.upstream_epoch, self.dialect.native_request(settings))]
+        request = self.passthrough or self.dialect.native_request(settings)
+        return [OpenUpstream(self.upstream_epoch, request)]
 
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, str):

@@ -1,0 +1,37 @@
+"""The handshake's pure parts: endpoint paths, drop-in SDK routes, where keys are found."""
+
+from __future__ import annotations
+
+from slng_fast.gateway.routing import find_key, parse_path, redact
+
+
+def test_unified_paths_and_query_presets():
+    route = parse_path("/v1/tts/orpheus-indic-websocket-stream?voice=kanak&sample_rate=16000")
+    assert (route.kind, route.name, route.passthrough) == ("tts", "orpheus-indic", None)
+    assert route.presets() == {"voice": "kanak", "sample_rate": 16000}
+    assert parse_path("/v1/stt/kyutai-websocket-stream").kind == "stt"
+    assert parse_path("/v2/tts/x-websocket-stream") is None
+    assert parse_path("/nosuch/v1/speak") is None
+
+
+def test_drop_in_routes_keep_the_providers_path_without_the_gateway_key():
+    route = parse_path("/elevenlabs/v1/text-to-speech/VOICE/multi-stream-input?model_id=m")
+    assert (route.kind, route.name) == ("tts", "elevenlabs")
+    assert route.passthrough == ("/v1/text-to-speech/VOICE/multi-stream-input", "model_id=m")
+    route = parse_path("/cartesia/tts/websocket?api_key=gw_secret&cartesia_version=2025-04-16")
+    assert route.passthrough == ("/tts/websocket", "cartesia_version=2025-04-16")
+    assert route.query["api_key"] == "gw_secret"
+    route = parse_path("/deepgram/v1/speak?model=aura-asteria-en&encoding=linear16")
+    assert route.passthrough == ("/v1/speak", "model=aura-asteria-en&encoding=linear16")
+    assert parse_path("/deepgram/") is None
+
+
+def test_keys_wherever_clients_and_sdks_put_them():
+    assert find_key([("Authorization", "Bearer k1")], [], {}) == ("k1", None)
+    assert find_key([("authorization", "Token k2")], [], {}) == ("k2", None)  # Deepgram SDK
+    assert find_key([("xi-api-key", "k3")], [], {}) == ("k3", None)  # ElevenLabs SDK
+    assert find_key([("X-API-Key", "k4")], [], {}) == ("k4", None)  # Cartesia SDK
+    assert find_key([], ["bearer.k5"], {}) == ("k5", "bearer.k5")  # browsers
+    assert find_key([], [], {"api_key": "k6"}) == ("k6", None)
+    assert find_key([], [], {}) == (None, None)
+    assert redact("/v1/tts/x?api_key=secret&voice=a") == "/v1/tts/x?api_key=***&voice=a"
