@@ -187,3 +187,53 @@ def test_ledger_rows_of_a_killed_gateway_are_closed_as_crashed(served, tmp_path)
         assert row["reason"] == "crashed" and row["context_id"] == "doomed"
     finally:
         assert again.stop() == 0
+
+
+def engine_pids(gateway_pid: int) -> dict[str, int]:
+    """The gateway's engine children, by engine name, from /proc."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == gateway_pid and b"slng_fast.engines" in cmdline:
+            out[cmdline[cmdline.index(b"slng_fast.engines") + 1].decode()] = int(proc.name)
+    return out
+
+
+def test_a_killed_engine_is_restarted_and_serves_again(served, tmp_path):
+    before = engine_pids(served.proc.pid)
+    assert set(before) == {"espeak", "pocketsphinx"}
+    os.kill(before["espeak"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = engine_pids(served.proc.pid)
+        if now.get("espeak") not in (None, before["espeak"]):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("espeak was not restarted")
+    wav = tmp_path / "again.wav"
+    for _ in range(50):  # the new engine is in use once it has said READY
+        said = run_cli("say", "one two three", "--url", served.url, "-o", str(wav),
+                       data_dir=tmp_path, check=False)
+        if said.returncode == 0:
+            break
+        time.sleep(0.2)
+    assert said.returncode == 0, said.stderr
+    assert wav.stat().st_size > 10_000
+
+
+def test_engines_stop_with_the_gateway(served):
+    pids = engine_pids(served.proc.pid)
+    served.proc.kill()  # even kill -9: the engines notice their parent is gone
+    served.proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids.values()):
+        time.sleep(0.1)
+    alive = [p for p in pids.values() if Path(f"/proc/{p}").exists()
+             and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    assert alive == []

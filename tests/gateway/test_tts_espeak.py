@@ -168,3 +168,56 @@ async def test_bad_frames_do_not_end_the_session_or_touch_another(gw, nursery):
     await send(other, type="ping")
     assert (await recv(other))["type"] == "pong"
     await other.aclose()
+
+
+async def raw_session(gw, path: str) -> tuple[trio.SocketStream, bytes]:
+    """A hand-made client: the handshake, then frames of our choosing. Returns the stream
+    and whatever arrived after the handshake's response."""
+    host, port = gw.url.removeprefix("ws://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {gw.keys['pro']}\r\n\r\n".encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await stream.receive_some(4096)
+    assert response.startswith(b"HTTP/1.1 101")
+    return stream, response.split(b"\r\n\r\n", 1)[1]
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
+
+
+async def read_close_code(stream: trio.SocketStream, data: bytes = b"") -> int:
+    with trio.fail_after(10):
+        while True:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise AssertionError(f"no close frame in {data!r}")
+            data += chunk
+            pos = 0
+            while pos + 2 <= len(data):  # server frames are unmasked, short here
+                opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+                if length == 126:
+                    length = int.from_bytes(data[pos + 2:pos + 4], "big")
+                    header = 4
+                else:
+                    header = 2
+                if pos + header + length > len(data):
+                    break
+                if opcode == 0x8:
+                    return int.from_bytes(data[pos + header:pos + header + 2], "big")
+                pos += header + length
+
+
+async def test_invalid_utf8_is_a_protocol_violation_1008(gw, nursery):
+    stream, early = await raw_session(gw, "/v1/tts/espeak-websocket-stream")
+    await stream.send_all(masked_frame(0x1, b'{"type":"ping"}'))
+    await stream.send_all(masked_frame(0x1, b'{"type":"input_text","text":"\xff\xfe"}'))
+    assert await read_close_code(stream, early) == 1008
+    await stream.aclose()

@@ -589,24 +589,28 @@ def run_engine(name: str, host: str, port: int, parent_pid: int | None = None) -
     async def main() -> None:
         shutdown = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                bound = await nursery.start(partial(serve, shutdown=shutdown), host, port)
-                print(f"READY {bound}", flush=True)
 
-                async def stop_when_orphaned() -> None:
-                    assert parent_pid is not None
-                    await _wait_for_parent_exit(parent_pid)
-                    log.warning("engine %s: the gateway (pid %d) is gone; stopping",
-                                name, parent_pid)
-                    shutdown.set()
-
-                if parent_pid is not None:
-                    nursery.start_soon(stop_when_orphaned)
+            async def stop_on_signal() -> None:
                 async for signum in signals:
                     log.info("engine %s stopping on signal %s", name, signum)
-                    # Graceful: clients get 1001; the server returns once they are closed.
                     shutdown.set()
-                    break
+                    return
+
+            async def stop_when_orphaned(pid: int) -> None:
+                await _wait_for_parent_exit(pid)
+                log.warning("engine %s: the gateway (pid %d) is gone; stopping", name, pid)
+                shutdown.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stop_on_signal)
+                if parent_pid is not None:
+                    nursery.start_soon(stop_when_orphaned, parent_pid)
+                # Graceful: on shutdown clients get 1001 and the server returns once they
+                # are closed; then the watchers above are cancelled.
+                async with trio.open_nursery() as server:
+                    bound = await server.start(partial(serve, shutdown=shutdown), host, port)
+                    print(f"READY {bound}", flush=True)
+                nursery.cancel_scope.cancel()
 
     try:
         trio.run(main)

@@ -4,6 +4,7 @@ hands each to the gateway as an `IncomingRequest`; once accepted it is a `Connec
 
 from __future__ import annotations
 
+import codecs
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Protocol
 
 import trio
 import trio_websocket
+from wsproto.frame_protocol import Frame, MessageDecoder, Opcode, ParseFailed
 
 
 class ConnectionClosed(Exception):
@@ -52,9 +54,40 @@ Handler = Callable[[IncomingRequest], Awaitable[None]]
 TRANSPORT_MAX_MESSAGE = 4 * 1024 * 1024
 
 
+class _LenientTextDecoder(MessageDecoder):
+    """wsproto's message decoder, except that a text frame with invalid UTF-8 is handed on
+    (its bad bytes as lone surrogates) instead of ending the connection with 1007: the
+    session then answers with an ``error`` and close 1008, as PROTOCOL.md section 7 says
+    (the native classifier reports lone surrogates as invalid UTF-8)."""
+
+    def process_frame(self, frame: Frame) -> Frame:
+        if frame.opcode is Opcode.CONTINUATION and self.opcode is None:
+            raise ParseFailed("unexpected CONTINUATION")
+        if frame.opcode is not Opcode.CONTINUATION and self.opcode is not None:
+            raise ParseFailed(f"expected CONTINUATION, got {frame.opcode!r}")
+        if self.opcode is None:
+            self.opcode = frame.opcode
+            if frame.opcode is Opcode.TEXT:
+                self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        finished = frame.frame_finished and frame.message_finished
+        data: bytes | str = frame.payload
+        if self.decoder is not None:
+            data = self.decoder.decode(bytes(frame.payload), finished)
+        out = Frame(self.opcode, data, frame.frame_finished, finished)
+        if finished:
+            self.opcode = None
+            self.decoder = None
+        return out
+
+
 class TrioWebsocketConnection:
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: trio_websocket.WebSocketConnection, *, lenient_text: bool = False) -> None:
         self.ws = ws
+        if lenient_text:
+            try:  # a private attribute of wsproto: without it, invalid UTF-8 is a 1007
+                ws._wsproto.connection._proto._message_decoder = _LenientTextDecoder()  # type: ignore[union-attr]
+            except AttributeError:
+                pass
 
     async def receive(self) -> str | bytes:
         try:
@@ -88,7 +121,7 @@ async def serve_trio_websocket(handler: Handler, host: str, port: int, *,
 
         async def accept(subprotocol: str | None) -> Connection:
             ws = await request.accept(subprotocol=subprotocol)
-            return TrioWebsocketConnection(ws)
+            return TrioWebsocketConnection(ws, lenient_text=True)
 
         async def reject(status: int, body: bytes) -> None:
             await request.reject(status, extra_headers=[(b"content-type", b"application/json")],
