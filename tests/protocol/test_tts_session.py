@@ -302,3 +302,18 @@ def test_upstream_unreachable_is_provider_unavailable_1013():
     err = client_events(out)[0]
     assert err["code"] == "provider_unavailable" and err["retryable"] is True
     assert close_code(out) == 1013
+
+
+@pytest.mark.parametrize("extra, code", [
+    ({"top_p": 5}, "invalid_parameter"), ({"top_p": 0}, "invalid_parameter"),
+    ({"max_tokens": 0}, "invalid_parameter"), ({"buffer_size": 2.5}, "invalid_message"),
+    ({"repetition_penalty": 0}, "invalid_parameter"), ({"temperature": -1}, "invalid_parameter"),
+    ({"temperature": "hot"}, "invalid_message"),
+])
+def test_generation_extras_out_of_range_are_refused_before_the_upstream(extra, code):
+    s = make()
+    out = s.receive_text(cmd(type="init", **extra), 0.0)
+    assert [e["code"] for e in client_events(out)] == [code]
+    assert not opened(out)
+    ok = s.receive_text(cmd(type="init", top_p=0.9, max_tokens=100, repetition_penalty=1.3), 0.0)
+    assert types(ok) == ["ready"]

@@ -96,8 +96,35 @@ class Settings:
         )
 
 
+# The SLNG family's generation extras and the values a model server accepts; checked here
+# so a bad value is one invalid_parameter, not a refused upstream on every flush.
+_EXTRA_RANGES: dict[str, tuple[type, float, float, bool]] = {
+    # name: (type, low, high, low inclusive)
+    "buffer_size": (int, 1, float("inf"), True),
+    "max_tokens": (int, 1, float("inf"), True),
+    "repetition_penalty": (float, 0, float("inf"), False),
+    "temperature": (float, 0, float("inf"), True),
+    "top_p": (float, 0, 1, False),
+}
+
+
+def _check_extras(extras: Mapping[str, Any]) -> None:
+    for name, (kind, low, high, inclusive) in _EXTRA_RANGES.items():
+        if name not in extras:
+            continue
+        value = extras[name]
+        numeric = (int, float) if kind is float else (int,)
+        if isinstance(value, bool) or not isinstance(value, numeric):
+            raise invalid(f"field {name!r} must be a{'n integer' if kind is int else ' number'}")
+        if not ((value >= low if inclusive else value > low) and value <= high):
+            bound = f"{'>=' if inclusive else '>'} {low:g}" + (
+                f" and <= {high:g}" if high != float("inf") else "")
+            raise bad_value(f"{name} must be {bound}, got {value}")
+
+
 def _settings(fields: Mapping[str, Any]) -> Settings:
     extras = {k: v for k, v in fields.items() if k not in _GATEWAY_FIELDS}
+    _check_extras(extras)
     return Settings(
         voice_id=_opt(fields, "voice_id", str),
         language=_opt(fields, "language", str),
