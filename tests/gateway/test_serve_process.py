@@ -17,7 +17,7 @@ import trio
 import trio_websocket
 
 from engines.engine_audio import (
-    ROUND_TRIP_MIN_HITS, ROUND_TRIP_SENTENCES, ROUND_TRIP_VOICE, recognised,
+    ROUND_TRIP_SENTENCES, ROUND_TRIP_VOICE, SYNTHESIS_ROUND_TRIP_MIN_HITS, recognised,
 )
 from slng_fast.store import Store
 from slng_fast.wavfile import read_wav, write_wav
@@ -107,7 +107,7 @@ def test_say_and_transcribe_round_trip(served, tmp_path):
     heard = run_cli("transcribe", str(padded), "--url", served.url, data_dir=tmp_path)
     assert heard.stdout.count("partial:") >= 1, heard.stdout
     final = [l for l in heard.stdout.splitlines() if l.startswith("final:")][0]
-    assert len(recognised(final)) >= ROUND_TRIP_MIN_HITS, heard.stdout
+    assert len(recognised(final)) >= SYNTHESIS_ROUND_TRIP_MIN_HITS, heard.stdout
 
 
 def test_keys_create_list_revoke_seen_by_running_gateway(served, tmp_path):

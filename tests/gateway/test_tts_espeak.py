@@ -12,7 +12,7 @@ import trio
 import trio_websocket
 
 from engines.engine_audio import (
-    ROUND_TRIP_MIN_HITS, ROUND_TRIP_SENTENCES, ROUND_TRIP_VOICE, recognised,
+    ROUND_TRIP_SENTENCES, ROUND_TRIP_VOICE, SYNTHESIS_ROUND_TRIP_MIN_HITS, recognised,
 )
 from wsclient import closed_code, connect, recv, recv_until, send
 
@@ -61,7 +61,7 @@ async def test_espeak_speech_round_trips_through_pocketsphinx(gw, nursery):
         assert end["total_duration_ms"] == pytest.approx(seconds * 1000, abs=1)
         speech += pad + audio + pad
     text = await transcribe(gw, nursery, speech)
-    assert len(recognised(text)) >= ROUND_TRIP_MIN_HITS, text
+    assert len(recognised(text)) >= SYNTHESIS_ROUND_TRIP_MIN_HITS, text
 
 
 async def test_silence_and_noise_are_not_heard_as_those_words(gw, nursery):

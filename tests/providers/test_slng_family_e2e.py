@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from engines.engine_audio import ROUND_TRIP_MIN_HITS, ROUND_TRIP_SENTENCES, recognised
+from engines.engine_audio import ROUND_TRIP_SENTENCES, SYNTHESIS_ROUND_TRIP_MIN_HITS, recognised
 from gateway.wsclient import connect, recv, recv_until, send
 from harness import EMULATOR_KEY, Running, make_gateway, start_emulator, start_gateway
 from slng_fast.config import ProviderConfig
@@ -253,4 +253,4 @@ async def test_orpheus_speech_round_trips_through_pocketsphinx(family, nursery):
         await ws.aclose()
         speech += pad + audio + pad
     text = await transcribe(family.gw, nursery, speech)
-    assert len(recognised(text)) >= ROUND_TRIP_MIN_HITS, text
+    assert len(recognised(text)) >= SYNTHESIS_ROUND_TRIP_MIN_HITS, text

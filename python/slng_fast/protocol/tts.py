@@ -73,7 +73,7 @@ class TtsSession(SessionCore):
         if isinstance(command, cmd.Stop):
             return actions + self._stop()
         if isinstance(command, cmd.Clear):
-            return actions + self.dialect.clear()
+            return actions + [SendUpstream(f) for f in self.dialect.clear()]
         if isinstance(command, cmd.Configure):
             return actions + self._configure(command.settings)
         raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
@@ -169,7 +169,11 @@ class TtsSession(SessionCore):
         self.settings = self.settings.merged(settings)
         if not self.upstream_open:
             return []
-        if not self.dialect.capabilities.configure_reconnects:
+        # Some settings live in a provider's URL (ElevenLabs' voice and model): those
+        # changes reconnect even on a dialect that otherwise configures in place.
+        needs_reconnect = getattr(self.dialect, "configure_needs_reconnect", None)
+        if not self.dialect.capabilities.configure_reconnects and not (
+                needs_reconnect is not None and needs_reconnect(self.settings)):
             return [SendUpstream(f) for f in self.dialect.configure(self.settings)]
         if self.pending:
             self.reconnect_when_idle = True
