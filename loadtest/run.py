@@ -1,0 +1,129 @@
+"""Run the locust scenarios against a fresh gateway with its built-in engines.
+
+    python loadtest/run.py                 # every scenario
+    python loadtest/run.py rate            # one: rate | connections
+    python loadtest/run.py --url ws://...  # against a gateway already running (keys from
+                                           # --keys FILE, as {"free": [...], ...})
+
+Starts `slng-fast serve` on a free port in a temporary data directory, creates keys with
+`slng-fast keys create`, runs locust headless (bounded in users and time), prints each
+scenario's summary and exits non-zero if any limit did not hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CLI = [sys.executable, "-m", "slng_fast"]
+
+# name -> (user classes and counts, seconds, keys per tier)
+SCENARIOS = {
+    "rate": ({"FreeRate": 2, "ProRate": 2, "EnterpriseRate": 2}, 75, 2),
+    "connections": ({"FreeConnections": 3, "ProConnections": 8, "EnterpriseConnections": 56},
+                    25, 1),
+}
+
+
+def start_gateway(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "SLNG_FAST_HOME": str(data_dir)}
+    proc = subprocess.Popen(CLI + ["serve", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit("the gateway exited before it listened")
+        match = re.search(r"listening on (ws://\S+)", line)
+        if match:
+            return proc, match.group(1)
+    raise SystemExit("the gateway did not start in 90 s")
+
+
+def create_keys(data_dir: Path, per_tier: int) -> dict[str, list[str]]:
+    env = {**os.environ, "SLNG_FAST_HOME": str(data_dir)}
+    keys: dict[str, list[str]] = {}
+    for tier in ("free", "pro", "enterprise"):
+        for n in range(per_tier):
+            out = subprocess.run(CLI + ["keys", "create", "--tier", tier, "--name",
+                                        f"load-{tier}-{n}"], capture_output=True, text=True,
+                                 env=env, check=True).stdout
+            keys.setdefault(tier, []).append(out.strip().splitlines()[-1])
+    return keys
+
+
+def run_scenario(name: str, url: str, keys_file: Path, workdir: Path) -> dict:
+    classes, seconds, _ = SCENARIOS[name]
+    users = sum(classes.values())
+    summary_file = workdir / f"{name}.json"
+    env = {**os.environ, "SLNG_LOADTEST_URL": url, "SLNG_LOADTEST_KEYS": str(keys_file),
+           "SLNG_LOADTEST_SUMMARY": str(summary_file)}
+    command = ["locust", "-f", str(HERE / "locustfile.py"), "--headless", "-u", str(users),
+               "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "5", "--only-summary",
+               "--csv", str(workdir / name)]
+    for cls, count in classes.items():
+        command.append(cls)
+    env["LOCUST_USER_COUNTS"] = json.dumps(classes)  # exact users per class
+    started = time.monotonic()
+    result = subprocess.run(command, env=env, capture_output=True, text=True,
+                            timeout=seconds + 120)
+    report = json.loads(summary_file.read_text()) if summary_file.exists() else {
+        "summary": {}, "failures": [f"locust wrote no summary: {result.stderr[-2000:]}"]}
+    report["exit_code"] = result.returncode
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)}")
+    parser.add_argument("--url")
+    parser.add_argument("--keys")
+    args = parser.parse_args(argv)
+    names = args.scenarios or list(SCENARIOS)
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; scenarios: {list(SCENARIOS)}")
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        proc = None
+        try:
+            if args.url:
+                url, keys_file = args.url, Path(args.keys)
+            else:
+                proc, url = start_gateway(workdir / "data")
+                keys_file = workdir / "keys.json"
+            for name in names:
+                if not args.url:
+                    # fresh keys per scenario: full buckets, no connections held
+                    keys = create_keys(workdir / "data", SCENARIOS[name][2])
+                    keys_file.write_text(json.dumps(keys))
+                report = run_scenario(name, url, keys_file, workdir)
+                print(f"== {name} ({report['seconds']} s)")
+                print(json.dumps(report["summary"], indent=2))
+                for line in report["failures"]:
+                    print(f"LIMIT DID NOT HOLD: {line}")
+                if report["failures"] or report["exit_code"] != 0:
+                    failed = True
+                    print(f"scenario {name} FAILED (locust exit {report['exit_code']})")
+                else:
+                    print(f"scenario {name} passed")
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=15)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
