@@ -87,7 +87,7 @@ class SessionBridge:
                     actions = session.upstream_failed(item[1], item[2], now)
                 elif kind == "upstream_closed":
                     self._forget_link(item[1])
-                    actions = session.upstream_closed(item[1], now)
+                    actions = session.upstream_closed(item[1], now, *item[2:])
                 elif kind == "client_closed":
                     self.client_gone = True
                     actions = session.end("client_closed", now)
@@ -205,8 +205,8 @@ class SessionBridge:
         while True:
             try:
                 frame = await conn.receive()
-            except ConnectionClosed:
-                await self.inbox_send.send(("upstream_closed", epoch))
+            except ConnectionClosed as exc:
+                await self.inbox_send.send(("upstream_closed", epoch, exc.code, exc.reason))
                 return
             await self.inbox_send.send(("upstream", epoch, frame))
 

@@ -136,7 +136,8 @@ class SessionCore:
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         raise NotImplementedError
 
-    def on_upstream_closed(self, now: float) -> list[Action]:
+    def on_upstream_closed(self, now: float, code: int | None = None,
+                           reason: str | None = None) -> list[Action]:
         raise NotImplementedError
 
     # -- upstream lifecycle (called by the I/O layer) -------------------------------------
@@ -148,13 +149,18 @@ class SessionCore:
         err = GatewayError(errors.PROVIDER_UNAVAILABLE, message)
         return self._fatal(err, errors.CLOSE_TRY_AGAIN_LATER, now, reason="error")
 
-    def upstream_closed(self, epoch: int, now: float) -> list[Action]:
+    def upstream_closed(self, epoch: int, now: float, code: int | None = None,
+                        reason: str | None = None) -> list[Action]:
+        """The upstream went away (``code``/``reason``: its close frame, when it sent one)."""
         if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
             return []
         self.upstream_open = False
         if self.mode == NATIVE:
-            return self.end("upstream_closed", now, close_code=errors.CLOSE_NORMAL)
-        return self.on_upstream_closed(now)
+            # A provider's error close (1003, 1008, 1009, 1011, ...) is passed on as it is.
+            passed_on = code if code is not None and code >= 1002 and code != 1005 and code != 1006 else None
+            return self.end("upstream_closed", now, close_code=passed_on or errors.CLOSE_NORMAL,
+                            close_reason=(reason or "")[:120] if passed_on else "")
+        return self.on_upstream_closed(now, code, reason)
 
     # -- ending --------------------------------------------------------------------------
     def end(self, reason: str, now: float, *, close_code: int = errors.CLOSE_NORMAL,

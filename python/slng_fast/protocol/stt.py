@@ -130,7 +130,8 @@ class SttSession(SessionCore):
         self.segments.clear()
         return [SendClient(events.final_transcript(self.context_id, text, seconds, now))]
 
-    def on_upstream_closed(self, now: float) -> list[Action]:
+    def on_upstream_closed(self, now: float, code: int | None = None,
+                           reason: str | None = None) -> list[Action]:
         err = GatewayError(errors.PROVIDER_UNAVAILABLE, "the speech model closed the stream")
         return self._fatal(err, errors.CLOSE_TRY_AGAIN_LATER, now, reason="upstream_closed")
 

@@ -147,12 +147,13 @@ class TtsSession(SessionCore):
 
     def _stop(self) -> list[Action]:
         had_text = self.dialect.has_buffered_text
-        self.dialect.clear()
+        cleared = self.dialect.clear()
         actions: list[Action] = []
         if self.upstream_open and self.dialect.stop_by_reconnect:
             actions += self._close_upstream()
-        elif self.upstream_open and self.pending:
-            actions += [SendUpstream(f) for f in self.dialect.stop()]
+        elif self.upstream_open:
+            frames = cleared + (self.dialect.stop() if self.pending else [])
+            actions += [SendUpstream(f) for f in frames]
         if self.audio is not None:
             self.audio.drop()
         if not self.pending and had_text:
@@ -264,15 +265,23 @@ class TtsSession(SessionCore):
         return SendClient(events.audio_end(self.context_id, utterance.id, utterance.audio_ms,
                                            interrupted))
 
-    def on_upstream_closed(self, now: float) -> list[Action]:
+    def on_upstream_closed(self, now: float, code: int | None = None,
+                           reason: str | None = None) -> list[Action]:
         """The upstream went away by itself. Idle: reopen lazily, unseen. Mid-utterance:
-        the open utterances end interrupted, with a retryable error."""
+        the open utterances end interrupted, with an error (the dialect's reading of the
+        close code when it has one, else retryable)."""
         self.upstream_epoch += 1
         if not self.pending:
             return []
-        actions: list[Action] = [self._error(GatewayError(
-            errors.PROVIDER_ERROR, "the provider closed the connection mid-utterance",
-            retryable=True))]
+        read = getattr(self.dialect, "close_error", None)
+        event = read(code, reason) if read is not None else None
+        if isinstance(event, UpstreamError):
+            err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
+        else:
+            err = GatewayError(errors.PROVIDER_ERROR,
+                               "the provider closed the connection mid-utterance",
+                               retryable=True)
+        actions: list[Action] = [self._error(err)]
         if self.audio is not None:
             self.audio.drop()
         while self.pending:
