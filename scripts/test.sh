@@ -10,11 +10,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing redis-server (the shared-limits tests start their own)"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
 python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[test,bench]"
+python -m pip install -q -e ".[test,bench,load]"
 
 echo "== cargo test"
 cargo test --locked --quiet
