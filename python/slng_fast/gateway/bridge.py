@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+import trio_websocket
 
 from slng_fast import errors
 from slng_fast.errors import GatewayError
@@ -169,6 +170,15 @@ class SessionBridge:
 
     async def _run_link(self, link: UpstreamLink, action: OpenUpstream,
                         outbox: trio.MemoryReceiveChannel[Any]) -> None:
+        try:
+            await self._link(link, action, outbox)
+        except* (trio_websocket.HandshakeError, OSError) as group:
+            # trio-websocket raises a refused handshake from its own background task.
+            await self.inbox_send.send(("upstream_failed", link.epoch,
+                                        f"cannot reach the provider: {group.exceptions[0]}"))
+
+    async def _link(self, link: UpstreamLink, action: OpenUpstream,
+                    outbox: trio.MemoryReceiveChannel[Any]) -> None:
         request = action.request
         with link.cancel_scope:
             async with trio.open_nursery() as nursery:

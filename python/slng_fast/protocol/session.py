@@ -112,7 +112,7 @@ class SessionCore:
                                f"{self.tier.max_audio_chunk_bytes}-byte audio frame limit")
             return self._fatal(err, errors.CLOSE_MESSAGE_TOO_LARGE, now, reason="error")
         if self.mode is None:
-            self.mode = NATIVE if self.passthrough is not None else self.mode_for_first_binary()
+            self.mode = NATIVE if self.passthrough is not None else self.mode_for_first_binary(frame)
             if self.mode == NATIVE:
                 return self.start_native(now) + self.native_from_client(frame, now)
         if self.mode == NATIVE:
@@ -120,7 +120,7 @@ class SessionCore:
         return self.on_audio(frame, now)
 
     # -- subclass hooks ----------------------------------------------------------------
-    def mode_for_first_binary(self) -> str:
+    def mode_for_first_binary(self, frame: bytes) -> str:
         return NATIVE
 
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:

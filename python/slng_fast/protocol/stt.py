@@ -40,8 +40,11 @@ class SttSession(SessionCore):
         self.segments: list[str] = []  # final segments since the last finalize
         self.seconds_at_last_final = 0.0
 
-    def mode_for_first_binary(self) -> str:
-        return UNIFIED
+    def mode_for_first_binary(self, frame: bytes) -> str:
+        """Binary audio implies ``start``, unless it is the provider's own frame (Kyutai's
+        MessagePack), which makes the session native."""
+        is_native = getattr(self.dialect, "is_native_frame", None)
+        return NATIVE if is_native is not None and is_native(frame) else UNIFIED
 
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
         command = cmd.parse_stt(name, {**self.defaults, **fields} if name == "start" else fields)
@@ -55,7 +58,13 @@ class SttSession(SessionCore):
             raise GatewayError(errors.INVALID_MESSAGE, f"send 'start' before {name!r}")
         if isinstance(command, cmd.Finalize):
             self.finalizes_pending += 1
-            return [SendUpstream(f) for f in self.dialect.finalize()]
+            actions: list[Action] = [SendUpstream(f) for f in self.dialect.finalize()]
+            # A dialect that can tell at once that nothing is pending upstream (WhisperLive
+            # sends nothing for silence) answers here instead of with a later frame.
+            early = getattr(self.dialect, "finalize_events", None)
+            if early is not None:
+                actions += self._upstream_events(early(), now)
+            return actions
         if isinstance(command, cmd.Stop):
             return self.end("client_closed", now)
         raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
@@ -97,8 +106,11 @@ class SttSession(SessionCore):
             return []
         if self.mode == NATIVE:
             return [SendClient(frame)]
+        return self._upstream_events(self.dialect.receive(frame), now)
+
+    def _upstream_events(self, upstream_events: list[Any], now: float) -> list[Action]:
         actions: list[Action] = []
-        for event in self.dialect.receive(frame):
+        for event in upstream_events:
             if isinstance(event, Transcript):
                 if event.is_final and event.text:
                     self.segments.append(event.text)
@@ -107,7 +119,10 @@ class SttSession(SessionCore):
             elif isinstance(event, FinalTranscript):
                 actions += self._final(event, now)
             elif isinstance(event, UpstreamError):
-                err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
+                # "the server is full" (WhisperLive's WAIT) is unavailability, close 1013.
+                kind = (errors.PROVIDER_UNAVAILABLE if event.code == "provider_unavailable"
+                        else errors.PROVIDER_ERROR)
+                err = GatewayError(kind, event.message, retryable=event.retryable)
                 actions += self.fail(err, now) if event.fatal else [self._error(err)]
             elif isinstance(event, Reply):
                 actions += [SendUpstream(f) for f in event.frames]
@@ -142,5 +157,7 @@ class SttSession(SessionCore):
 
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, bytes):
-            self.usage.audio_ms += len(frame) / 32.0  # 16 kHz pcm16 assumed
+            measure = getattr(self.dialect, "native_audio_ms", None)
+            # The dialect knows its own frames; otherwise 16 kHz PCM16 is assumed.
+            self.usage.audio_ms += measure(frame) if measure is not None else len(frame) / 32.0
         return [SendUpstream(frame)] if self.upstream_open else []
