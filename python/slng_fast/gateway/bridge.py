@@ -25,6 +25,7 @@ log = logging.getLogger("slng_fast.session")
 INBOX_SIZE = 64
 UPSTREAM_OUTBOX_SIZE = 1024
 CLOSE_TIMEOUT = 2.0
+RECONNECT_BACKOFF = (0.25, 0.5, 1.0)
 
 
 @dataclass
@@ -183,9 +184,7 @@ class SessionBridge:
         with link.cancel_scope:
             async with trio.open_nursery() as nursery:
                 try:
-                    conn = await open_upstream(request.url, list(request.headers),
-                                               list(request.subprotocols), nursery,
-                                               connect_timeout=self.connect_timeout)
+                    conn = await self._open_with_backoff(request, nursery)
                 except OSError as exc:
                     await self.inbox_send.send(("upstream_failed", link.epoch,
                                                 f"cannot reach the provider: {exc}"))
@@ -210,6 +209,24 @@ class SessionBridge:
                     except Exception:
                         pass
                 nursery.cancel_scope.cancel()
+
+    async def _open_with_backoff(self, request: Any, nursery: trio.Nursery) -> Connection:
+        """Open the upstream, retrying a refused or failed connection (not a refused
+        handshake: that is the provider's answer) after 0.25, 0.5 and 1 s."""
+        for delay in RECONNECT_BACKOFF:
+            try:
+                return await open_upstream(request.url, list(request.headers),
+                                           list(request.subprotocols), nursery,
+                                           connect_timeout=self.connect_timeout)
+            except OSError as exc:
+                if isinstance(exc.__cause__, trio_websocket.HandshakeError):
+                    raise
+                log.warning("upstream connection failed (%s); retrying in %.2f s", exc, delay,
+                            extra={"context_id": self.session.context_id})
+                await trio.sleep(delay)
+        return await open_upstream(request.url, list(request.headers),
+                                   list(request.subprotocols), nursery,
+                                   connect_timeout=self.connect_timeout)
 
     async def _read_upstream(self, epoch: int, conn: Connection) -> None:
         while True:
