@@ -10,7 +10,7 @@ import orjson
 import pytest
 import trio
 
-from gateway.wsclient import connect, recv, recv_until, send
+from wsclient import connect, recv, recv_until, send
 from slng_fast.emulators import cartesia as emulator
 
 VOICE = "694f9389-aac1-45b6-b726-9d9369183238"

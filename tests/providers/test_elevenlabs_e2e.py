@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 
-from gateway.wsclient import closed_code, connect, recv, recv_until, send
+from wsclient import closed_code, connect, recv, recv_until, send
 
 
 async def open_session(provider_gateway, nursery, **init):

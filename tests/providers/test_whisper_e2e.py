@@ -18,7 +18,7 @@ from engines.engine_audio import (
 )
 from slng_fast import _native
 from slng_fast.engines.espeak import EspeakSynth
-from gateway.wsclient import closed_code, connect, recv, send
+from wsclient import closed_code, connect, recv, send
 
 LAST_WORDS = words(ROUND_TRIP_SENTENCES[-1])
 PAD = 16000  # bytes of 0.5 s at 16 kHz pcm16

@@ -85,7 +85,13 @@ class TrioWebsocketConnection:
         self.ws = ws
         if lenient_text:
             try:  # a private attribute of wsproto: without it, invalid UTF-8 is a 1007
-                ws._wsproto.connection._proto._message_decoder = _LenientTextDecoder()  # type: ignore[union-attr]
+                proto = ws._wsproto.connection._proto  # type: ignore[union-attr]
+                lenient = _LenientTextDecoder()
+                # A message may already be half-read (its first fragments arrived with the
+                # handshake): carry its state over.
+                lenient.opcode = proto._message_decoder.opcode
+                lenient.decoder = proto._message_decoder.decoder
+                proto._message_decoder = lenient
             except AttributeError:
                 pass
 
