@@ -23,6 +23,12 @@ __all__ = [
     "ConnectionCounter",
     "Resampler",
     "SUPPORTED_RATES",
+    "MsgpackError",
+    "KYUTAI_FRAME_SAMPLES",
+    "msgpack_decode",
+    "msgpack_encode",
+    "kyutai_audio_frame",
+    "kyutai_marker_frame",
 ]
 
 __version__: Final[str]
@@ -265,3 +271,174 @@ class ConnectionCounter:
     def count(self, key: str) -> int: ...
     def __len__(self) -> int:
         """Number of keys with at least one connection."""
+
+# ---- MessagePack (rust/src/msgpack.rs) ---------------------------------------
+#
+# For the Kyutai STT dialect (moshi-server's asr-streaming protocol).
+
+class MsgpackError(NativeError):
+    """MessagePack that cannot be decoded, or a value that cannot be encoded."""
+
+KYUTAI_FRAME_SAMPLES: Final[int]
+"""Samples per 80 ms model step at 24 kHz (1920)."""
+
+def msgpack_decode(data: bytes) -> Any:
+    """The one MessagePack value that fills ``data``: maps -> dict (the last value
+    of a duplicate key wins), arrays -> list, str, int, float (float32 and float64),
+    bool, None, bin -> bytes.
+
+    MsgpackError for: empty input, input ending inside a value, bytes after the
+    value, the reserved byte 0xc1, extension types (timestamps included), strings
+    that are not UTF-8, an array or map as a map key, nesting deeper than 64
+    arrays/maps, and a length that cannot fit in the bytes left (refused before
+    anything is allocated). Messages give the byte offset."""
+
+def msgpack_encode(value: Any, single_float: bool = False) -> bytes:
+    """MessagePack of None, bool, int (-2**63 .. 2**64-1), float (float64, or
+    float32 if ``single_float``), str, bytes/bytearray (bin), list/tuple (array)
+    and dict (map), each in its smallest encoding (with ``single_float`` a float is
+    rounded to float32; one beyond float32's range becomes an infinity). TypeError for other types;
+    MsgpackError for an int out of range, a str with lone surrogates, or nesting
+    deeper than 64 lists/dicts."""
+
+def kyutai_audio_frame(pcm_f32: bytes) -> bytes:
+    """``{"type":"Audio","pcm":[...]}`` for float32 little-endian audio: a map of
+    two entries, the samples as an array of MessagePack float32 (bits kept).
+    PartialSampleError unless ``len(pcm_f32)`` is a multiple of 4."""
+
+def kyutai_marker_frame(id: int) -> bytes:
+    """``{"type":"Marker","id":id}`` (``id`` a signed 64-bit integer)."""
+
+# ---- WebSocket framing (rust/src/ws.rs) --------------------------------------
+#
+# Sans-I/O RFC 6455: bytes read go in, events come out; messages go in, the bytes
+# to write come out. python/slng_fast/gateway/native_transport.py does the I/O.
+
+from typing import Literal
+
+__all__ += [
+    "WsHandshakeError",
+    "WsClosedError",
+    "WsConnection",
+    "WsRequest",
+    "ws_parse_request",
+    "ws_accept_key",
+    "ws_accept_response",
+    "ws_reject_response",
+    "ws_encode_frame",
+]
+
+class WsHandshakeError(NativeError):
+    """An HTTP request that is not an acceptable WebSocket handshake;
+    ``args == (status, reason)``, the status to answer with (400, 405, 426, 431)."""
+
+class WsClosedError(NativeError):
+    """A frame was to be sent after our close frame."""
+
+@final
+class WsConnection:
+    """One connection's framing. Server side (the default): client frames must be
+    masked, ours are not; ``client=True``: ours are masked with random masks and
+    the server's must not be.
+
+    ``receive_data`` returns, as tuples, every event that the bytes received so far
+    complete: ``("text", str)``, ``("binary", bytes)``, ``("invalid_text", bytes)``
+    (a complete text message that is not UTF-8, only with ``lenient_text``),
+    ``("ping", payload)`` (answer with ``send_pong(payload)``), ``("pong", payload)``,
+    ``("close", code, reason)`` (code 1005 when the frame had none; answer with
+    ``send_close``, then close the stream) and ``("protocol_error", close_code,
+    reason)`` (send ``send_close(close_code)``, then close the stream). After a
+    ``close`` or ``protocol_error`` event further input is ignored.
+
+    Protocol errors: 1002 for reserved bits/opcodes, masking the wrong way,
+    fragmented or over-125-byte control frames, continuation misuse, a 1-byte close
+    payload or a close code that may not be sent; 1007 for a text message or close
+    reason that is not UTF-8 (without ``lenient_text``; fragments are checked as
+    they arrive); 1009 for a message above ``max_message_bytes`` (refused from the
+    frame header, before its payload arrives)."""
+
+    def __new__(cls, max_message_bytes: int = 4194304, *, client: bool = False,
+                lenient_text: bool = False) -> WsConnection: ...
+    @property
+    def max_message_bytes(self) -> int: ...
+    @property
+    def client(self) -> bool: ...
+    @property
+    def lenient_text(self) -> bool: ...
+    @property
+    def close_sent(self) -> bool:
+        """``send_close`` has produced our close frame."""
+    @property
+    def close_received(self) -> bool:
+        """The peer's close frame has been read."""
+    @property
+    def failed(self) -> bool:
+        """A ``protocol_error`` event was returned."""
+    @property
+    def buffered(self) -> int:
+        """Bytes received that are not yet part of a complete frame."""
+    def receive_data(self, data: bytes) -> list[
+        tuple[Literal["text"], str]
+        | tuple[Literal["binary", "invalid_text", "ping", "pong"], bytes]
+        | tuple[Literal["close", "protocol_error"], int, str]
+    ]: ...
+    def send_text(self, text: str) -> bytes:
+        """One unfragmented text frame. WsClosedError after ``send_close``; a str
+        with lone surrogates raises UnicodeEncodeError."""
+    def send_binary(self, data: bytes) -> bytes: ...
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        """InvalidArgumentError for a payload above 125 bytes."""
+    def send_pong(self, payload: bytes = b"") -> bytes: ...
+    def send_close(self, code: int | None = 1000, reason: str = "") -> bytes:
+        """Our close frame (no payload for ``None`` or 1005; the reason is cut to
+        123 bytes at a character boundary); ``b""`` once it was already produced.
+        InvalidArgumentError for a code that may not be sent (1004-1006, 1015,
+        below 1000, 1016-2999, 5000 and up)."""
+
+@final
+class WsRequest:
+    """An HTTP request head. ``is_websocket`` for a valid upgrade (GET, HTTP/1.1,
+    ``Upgrade: websocket``, ``Connection: upgrade``, version 13, a 16-byte key);
+    False for a plain HTTP request, which the caller answers itself."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str:
+        """The request target, query string included."""
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header line in order, values read as Latin-1."""
+    @property
+    def subprotocols(self) -> list[str]: ...
+    @property
+    def key(self) -> str | None:
+        """Sec-WebSocket-Key, for a valid upgrade."""
+    @property
+    def is_websocket(self) -> bool: ...
+    @property
+    def consumed(self) -> int:
+        """Length of the head: the bytes after it are WebSocket frames already."""
+    def header(self, name: str) -> str | None:
+        """The first header called ``name`` (case-insensitive)."""
+
+def ws_parse_request(data: bytes) -> WsRequest | None:
+    """The request head at the start of ``data``; None while it is incomplete
+    (WsHandshakeError 431 once more than 16 KiB arrived without its end); an
+    upgrade request with a bad method, version or key raises WsHandshakeError."""
+
+def ws_accept_key(key: str) -> str:
+    """Sec-WebSocket-Accept for ``key``."""
+
+def ws_accept_response(key: str, subprotocol: str | None = None) -> bytes:
+    """The ``101 Switching Protocols`` response head."""
+
+def ws_reject_response(status: int, body: bytes = b"",
+                       headers: list[tuple[str, str]] = ...) -> bytes:
+    """A whole HTTP/1.1 response with ``Content-Length`` and ``Connection: close``
+    (a 426 also says ``Sec-WebSocket-Version: 13``)."""
+
+def ws_encode_frame(opcode: int, payload: bytes, fin: bool = True,
+                    mask: bytes | None = None) -> bytes:
+    """One raw frame of any opcode 0..15, masked with the 4-byte ``mask`` if given:
+    for tests and raw clients."""

@@ -6,8 +6,10 @@ pub mod chunker;
 pub mod codec;
 pub mod error;
 pub mod frames;
+pub mod msgpack;
 pub mod ratelimit;
 pub mod resample;
+pub mod ws;
 
 #[cfg(feature = "python")]
 mod py;

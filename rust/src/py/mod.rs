@@ -10,8 +10,10 @@ use crate::Error;
 mod chunker;
 mod codec;
 mod frames;
+mod msgpack;
 mod ratelimit;
 mod resample;
+mod ws;
 
 create_exception!(slng_fast._native, NativeError, PyValueError, "Base of every error raised by the native core.");
 create_exception!(slng_fast._native, UnsupportedRateError, NativeError);
@@ -49,7 +51,9 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     chunker::register(m)?;
     codec::register(m)?;
     frames::register(m)?;
+    msgpack::register(m)?;
     ratelimit::register(m)?;
     resample::register(m)?;
+    ws::register(m)?;
     Ok(())
 }
