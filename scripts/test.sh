@@ -32,14 +32,16 @@ echo "== wheel"
 # The release wheel must install into a clean environment and work there.
 rm -rf dist/wheel-check
 maturin build --release --quiet -o dist/wheel-check
-python -m venv dist/wheel-check/venv
-dist/wheel-check/venv/bin/python -m pip install -q dist/wheel-check/*.whl
-(cd dist && wheel-check/venv/bin/python -c "
+WHEEL_VENV="$(pwd)/dist/wheel-check/venv"
+python -m venv "$WHEEL_VENV"
+"$WHEEL_VENV/bin/python" -m pip install -q dist/wheel-check/*.whl
+# Run from elsewhere, so the checkout's python/ cannot be what is imported.
+(cd /tmp && "$WHEEL_VENV/bin/python" -c "
 import slng_fast, slng_fast._native as n
-assert slng_fast.__file__.startswith('$(pwd)/dist/wheel-check/venv'), slng_fast.__file__
+assert slng_fast.__file__.startswith('$WHEEL_VENV'), slng_fast.__file__
 assert len(n.Resampler(24000, 16000).process(bytes(960))) > 0
 print('wheel ok:', n.__file__)")
-dist/wheel-check/venv/bin/slng-fast --help >/dev/null
+"$WHEEL_VENV/bin/slng-fast" --help >/dev/null
 
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider "$@"

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"slng-fast: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
-    trio.run(run_gateway, config, args.certfile, args.keyfile)
+    trio.run(partial(run_gateway, config, args.certfile, args.keyfile, transport=args.transport))
     return 0
 
 
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--certfile", help="serve TLS (wss://) with this certificate")
     serve.add_argument("--keyfile", help="private key for --certfile")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--transport", choices=("native", "trio-websocket"), default="native",
+                       help="WebSocket frame layer: the native core (default) or trio-websocket")
     data_dir_option(serve)
     serve.set_defaults(func=cmd_serve)
 

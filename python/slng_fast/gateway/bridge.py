@@ -16,6 +16,7 @@ import trio_websocket
 from slng_fast import errors
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.transport import Connection, ConnectionClosed, open_upstream
+from slng_fast.metrics import Metrics
 from slng_fast.protocol.actions import (
     Action, CloseClient, CloseUpstream, OpenUpstream, SendClient, SendUpstream,
 )
@@ -37,9 +38,12 @@ class UpstreamLink:
 
 class SessionBridge:
     def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, metrics: Metrics | None = None) -> None:
         self.conn = conn
         self.session = session
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.provider = session.endpoint.name
+        self.opened_upstreams = 0
         self.shutdown = shutdown
         self.connect_timeout = connect_timeout
         self.inbox_send, self.inbox = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
@@ -110,8 +114,22 @@ class SessionBridge:
                 log.exception("session fault", extra={"context_id": session.context_id})
                 actions = session.fail(GatewayError(errors.INTERNAL_ERROR,
                                                     "internal error in the gateway"), now)
-            if await self._execute(actions):
+            sent = await self._execute(actions)
+            if kind == "upstream" and any(isinstance(a, SendClient) for a in actions):
+                self.metrics.observe("slng_added_latency_seconds",
+                                     trio.current_time() - item[3], provider=self.provider)
+            self._record(session)
+            if sent:
                 return
+
+    def _record(self, session: Any) -> None:
+        for what, value in session.observations:
+            if what == "error":
+                self.metrics.error(value)
+            elif what == "first_audio":
+                self.metrics.observe("slng_time_to_first_audio_seconds", value,
+                                     provider=self.provider)
+        session.observations.clear()
 
     async def _execute(self, actions: list[Action]) -> bool:
         """Carry out actions in order; True when the session is over."""
@@ -135,6 +153,9 @@ class SessionBridge:
                     except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                         await self.inbox_send.send(("upstream_closed", link.epoch))
             elif isinstance(action, OpenUpstream):
+                self.opened_upstreams += 1
+                if self.opened_upstreams > 1:
+                    self.metrics.inc("slng_upstream_reconnects_total", provider=self.provider)
                 self._open_link(action)
             elif isinstance(action, CloseUpstream):
                 self._close_link(action.epoch)
@@ -235,7 +256,7 @@ class SessionBridge:
             except ConnectionClosed as exc:
                 await self.inbox_send.send(("upstream_closed", epoch, exc.code, exc.reason))
                 return
-            await self.inbox_send.send(("upstream", epoch, frame))
+            await self.inbox_send.send(("upstream", epoch, frame, trio.current_time()))
 
     # -- client and timers ------------------------------------------------------------------
     async def _read_client(self) -> None:

@@ -51,12 +51,9 @@ _OK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClos
 
 @dataclass
 class NativeIncomingRequest(IncomingRequest):
-    """An `IncomingRequest` that also says whether it is a WebSocket upgrade.
-    ``reject`` takes an optional third argument, the Content-Type (by default
-    application/json for a body starting with ``{`` or ``[``, else text/plain)."""
-
-    is_websocket: bool = True
-    method: str = "GET"
+    """An `IncomingRequest` whose ``reject`` takes an optional third argument, the
+    Content-Type (by default application/json for a body starting with ``{`` or ``[``,
+    else text/plain)."""
 
 
 def _content_type(body: bytes) -> str:

@@ -19,7 +19,7 @@ log = logging.getLogger("slng_fast.gateway")
 
 
 async def run_gateway(config: Config, certfile: str | None = None,
-                      keyfile: str | None = None, *,
+                      keyfile: str | None = None, *, transport: str = "native",
                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     store = Store(config.data_dir)
     crashed = store.close_crashed()
@@ -39,7 +39,7 @@ async def run_gateway(config: Config, certfile: str | None = None,
                 await nursery.start(supervisor.run)
                 port = await nursery.start(lambda task_status: serve_gateway(
                     gateway, config.host, config.port, ssl_context=ssl_context,
-                    task_status=task_status))
+                    transport=transport, task_status=task_status))
                 scheme = "wss" if ssl_context else "ws"
                 print(f"slng-fast gateway listening on {scheme}://{config.host}:{port}", flush=True)
                 print(f"  try: slng-fast say \"Hello from slng-fast\" -o hello.wav --url "

@@ -18,8 +18,10 @@ from slng_fast.config import Config
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.bridge import SessionBridge
 from slng_fast.gateway.routing import find_key, parse_path, redact
+from slng_fast.gateway.native_transport import serve_native_websocket
 from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
 from slng_fast.limits import LocalLimits
+from slng_fast.metrics import Metrics
 from slng_fast.protocol import events
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
@@ -40,8 +42,12 @@ class Gateway:
     shutdown: trio.Event = field(default_factory=trio.Event)
     active: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def handle(self, request: IncomingRequest) -> None:
+        if not request.is_websocket:
+            await self._http(request)
+            return
         route = parse_path(request.path)
         endpoint = self.registry.endpoint(route.kind, route.name) if route else None
         if route is None or endpoint is None:
@@ -58,10 +64,12 @@ class Gateway:
         context_id = route.query.get("context_id") or str(uuid.uuid4())
         if key is None:
             what = "no API key presented" if secret is None else "unknown or revoked API key"
+            self.metrics.error(errors.AUTH_FAILED.code)
             await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, what))
             return
         tier = self.config.tiers[key.tier]
         if not self.limits.acquire_connection(key.id, tier):
+            self.metrics.error(errors.TOO_MANY_CONNECTIONS.code)
             await refuse(conn, context_id, GatewayError(
                 errors.TOO_MANY_CONNECTIONS,
                 f"the {tier.name} tier allows {tier.max_connections} concurrent connection(s)"))
@@ -106,10 +114,18 @@ class Gateway:
                                 started)
         log.info("session start", extra={"context_id": session.context_id,
                                           "provider": endpoint.name, "tier": tier.name})
+        labels = {"provider": endpoint.name, "tier": tier.name}
+        self.metrics.inc("slng_sessions_total", **labels)
+        self.metrics.inc("slng_sessions_active", **labels)
         try:
-            await SessionBridge(conn, session, shutdown=self.shutdown).run()
+            await SessionBridge(conn, session, shutdown=self.shutdown,
+                                metrics=self.metrics).run()
         finally:
             usage = session.usage
+            self.metrics.inc("slng_sessions_active", -1, **labels)
+            self.metrics.inc("slng_audio_seconds_total", usage.audio_ms / 1000.0,
+                             provider=endpoint.name)
+            self.metrics.inc("slng_characters_total", usage.characters, provider=endpoint.name)
             with trio.CancelScope(shield=True):
                 self.store.close_session(
                     session.session_id, context_id=session.context_id,
@@ -118,6 +134,21 @@ class Gateway:
                     reason=session.ended or "error")
             log.info("session end", extra={"context_id": session.context_id,
                                             "reason": session.ended})
+
+
+    async def _http(self, request: IncomingRequest) -> None:
+        """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``."""
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            ok = not self.shutdown.is_set()
+            body = {"status": "ok" if ok else "shutting_down", "sessions": self.active,
+                    "engines": sorted(self.registry.engine_urls)}
+            await request.reject(200 if ok else 503, orjson.dumps(body))
+        elif path == "/metrics":
+            await request.reject(200, self.metrics.render().encode(),
+                                 "text/plain; version=0.0.4; charset=utf-8")
+        else:
+            await request.reject(404, orjson.dumps({"error": "not_found", "path": path}))
 
 
 async def refuse(conn: Connection, context_id: str, err: GatewayError, *,
@@ -134,12 +165,17 @@ async def refuse(conn: Connection, context_id: str, err: GatewayError, *,
             pass
 
 
+TRANSPORTS = ("native", "trio-websocket")
+
+
 async def serve_gateway(gateway: Gateway, host: str, port: int, *,
-                        ssl_context: ssl.SSLContext | None = None,
+                        ssl_context: ssl.SSLContext | None = None, transport: str = "native",
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until `gateway.shutdown` is set, then end every session and return."""
+    """Serve until `gateway.shutdown` is set, then end every session and return.
+    ``transport``: the native frame codec (default) or trio-websocket (the baseline)."""
+    serve = serve_native_websocket if transport == "native" else serve_trio_websocket
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(lambda task_status: serve_trio_websocket(
+        bound = await nursery.start(lambda task_status: serve(
             gateway.handle, host, port, ssl_context=ssl_context, task_status=task_status))
         task_status.started(bound)
         await gateway.shutdown.wait()

@@ -38,7 +38,10 @@ class IncomingRequest:
     headers: list[tuple[str, str]]
     subprotocols: list[str]
     accept: Callable[[str | None], Awaitable[Connection]]
-    reject: Callable[[int, bytes], Awaitable[None]]
+    reject: Callable[..., Awaitable[None]]  # (status, body[, content_type])
+    # False for a plain HTTP request (GET /healthz, /metrics): only `reject` answers it.
+    is_websocket: bool = True
+    method: str = "GET"
 
     def header(self, name: str) -> str | None:
         name = name.lower()

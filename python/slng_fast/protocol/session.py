@@ -52,6 +52,9 @@ class SessionCore:
         self.session_id = str(uuid.uuid4())
         self.mode: str | None = None
         self.usage = Usage()
+        # What happened, for the I/O layer's metrics: ("error", code), ("first_audio",
+        # seconds). The I/O layer drains it after every step.
+        self.observations: list[tuple[str, Any]] = []
         self.ended: str | None = None
         self._rate_limit = rate_limit
         self.upstream_epoch = 0
@@ -183,6 +186,7 @@ class SessionCore:
         return self.usage.as_dict((now - self.started_at) * 1000.0)
 
     def _error(self, err: GatewayError) -> SendClient:
+        self.observations.append(("error", err.kind.code))
         return SendClient(events.error(self.context_id, err))
 
     def _fatal(self, err: GatewayError, code: int, now: float, *, reason: str) -> list[Action]:

@@ -30,6 +30,7 @@ class Utterance:
     id: int
     empty: bool = False
     audio_ms: float = 0.0
+    flushed_at: float = 0.0
 
 
 class TtsSession(SessionCore):
@@ -69,7 +70,7 @@ class TtsSession(SessionCore):
         if isinstance(command, cmd.InputText):
             return actions + self._input_text(command.text)
         if isinstance(command, cmd.Flush):
-            return actions + self._flush()
+            return actions + self._flush(now)
         if isinstance(command, cmd.Stop):
             return actions + self._stop()
         if isinstance(command, cmd.Clear):
@@ -136,9 +137,9 @@ class TtsSession(SessionCore):
         self.usage.characters += len(text)
         return self._to_upstream(self.dialect.input_text(text))
 
-    def _flush(self) -> list[Action]:
+    def _flush(self, now: float) -> list[Action]:
         frames = self.dialect.flush()
-        utterance = Utterance(self.next_utterance, empty=not frames)
+        utterance = Utterance(self.next_utterance, empty=not frames, flushed_at=now)
         self.next_utterance += 1
         if utterance.empty and not self.pending:
             return [self._audio_end(utterance, interrupted=False)]
@@ -224,6 +225,8 @@ class TtsSession(SessionCore):
             if not self.pending or self.audio is None:
                 return []  # audio nobody asked for (e.g. after clear) is not sent
             frames, ms = self.audio.push(event.data, event.sample_rate, event.sample_format)
+            if frames and self.pending[0].audio_ms == 0:
+                self.observations.append(("first_audio", now - self.pending[0].flushed_at))
             self.pending[0].audio_ms += ms
             self.usage.audio_ms += ms
             return [SendClient(f, text=True) for f in frames]
