@@ -63,6 +63,9 @@ class Config:
     engines: tuple[str, ...] = ("espeak", "pocketsphinx")
     # How long shutdown waits for sessions to end before closing them hard.
     shutdown_grace_s: float = 3.0
+    # A client that takes no frame for this long is dropped (memory per session stays
+    # bounded meanwhile: the session stops reading its upstream).
+    slow_client_timeout_s: float = 10.0
 
 
 def default_data_dir() -> Path:
@@ -114,7 +117,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         "tiers": tiers,
         "providers": providers,
     }
-    for key in ("host", "port", "shutdown_grace_s"):
+    for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

@@ -38,7 +38,10 @@ class UpstreamLink:
 
 class SessionBridge:
     def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
-                 connect_timeout: float = 10.0, metrics: Metrics | None = None) -> None:
+                 connect_timeout: float = 10.0, metrics: Metrics | None = None,
+                 slow_client_timeout: float = 10.0) -> None:
+        self.slow_client_timeout = slow_client_timeout
+        self.slow = False
         self.conn = conn
         self.session = session
         self.metrics = metrics if metrics is not None else Metrics()
@@ -141,10 +144,27 @@ class SessionBridge:
                 if action.text and isinstance(frame, bytes):
                     frame = frame.decode()
                 try:
-                    await self.conn.send(frame)
+                    with trio.move_on_after(self.slow_client_timeout) as scope:
+                        await self.conn.send(frame)
                 except ConnectionClosed:
                     self.client_gone = True
                     await self.inbox_send.send(("client_closed",))
+                    continue
+                if scope.cancelled_caught:
+                    # The client has not taken a frame for that long: memory stays bounded
+                    # (this loop waits, the inbox fills, the upstream is not read), and the
+                    # session ends instead of waiting for ever. Its socket is unusable now
+                    # (a frame was cut), so it is dropped without a close handshake.
+                    log.warning("client too slow: no frame taken in %.0f s",
+                                self.slow_client_timeout,
+                                extra={"context_id": self.session.context_id})
+                    self.client_gone = True
+                    self.slow = True
+                    with trio.CancelScope(shield=True):
+                        await self.conn.abort()
+                    return await self._execute(self.session.end("slow_client", trio.current_time(),
+                                                                close_code=1008,
+                                                                close_reason="client too slow"))
             elif isinstance(action, SendUpstream):
                 link = self.links.get(self.session.upstream_epoch)
                 if link is not None:

@@ -111,6 +111,11 @@ class NativeWebSocketConnection:
         if self._pings.pop(payload, None) is not None:  # woken by the end, not a pong
             raise ConnectionClosed(self._close_code, self._close_reason)
 
+    async def abort(self) -> None:
+        """Drop the connection now, without a close handshake."""
+        self._set_closed(1006, "aborted")
+        await trio.aclose_forcefully(self._stream)
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send our close frame (once), wait for the peer's (CLOSE_TIMEOUT at most),
         then close the stream."""

@@ -118,8 +118,8 @@ class Gateway:
         self.metrics.inc("slng_sessions_total", **labels)
         self.metrics.inc("slng_sessions_active", **labels)
         try:
-            await SessionBridge(conn, session, shutdown=self.shutdown,
-                                metrics=self.metrics).run()
+            await SessionBridge(conn, session, shutdown=self.shutdown, metrics=self.metrics,
+                                slow_client_timeout=self.config.slow_client_timeout_s).run()
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)

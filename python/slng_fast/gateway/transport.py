@@ -30,6 +30,8 @@ class Connection(Protocol):
     async def ping(self) -> None:
         """Send a ping and return when its pong arrives."""
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
+    async def abort(self) -> None:
+        """Drop the connection now, without a close handshake (a peer that reads nothing)."""
 
 
 @dataclass
@@ -118,6 +120,9 @@ class TrioWebsocketConnection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self.ws.aclose(code, reason)
+
+    async def abort(self) -> None:
+        await trio.aclose_forcefully(self.ws._stream)  # trio-websocket has no public abort
 
 
 async def serve_trio_websocket(handler: Handler, host: str, port: int, *,
