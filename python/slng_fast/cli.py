@@ -80,8 +80,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"slng-fast: {exc}", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("slng-fast: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not args.redis:
+        print("slng-fast: several workers share their limits through Redis: give --redis URL "
+              "(for example redis://127.0.0.1:6379/0)", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.transport != "native":
+        print("slng-fast: --workers needs the native transport", file=sys.stderr)
+        return 2
     setup_logging(args.log_level)
-    trio.run(partial(run_gateway, config, args.certfile, args.keyfile, transport=args.transport))
+    trio.run(partial(run_gateway, config, args.certfile, args.keyfile, transport=args.transport,
+                     workers=args.workers, redis_url=args.redis, config_path=args.config))
     return 0
 
 
@@ -176,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--transport", choices=("native", "trio-websocket"), default="native",
                        help="WebSocket frame layer: the native core (default) or trio-websocket")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes on the one port (SO_REUSEPORT); more than one "
+                       "needs --redis")
+    serve.add_argument("--redis", help="Redis URL for limits shared by every worker and host")
     data_dir_option(serve)
     serve.set_defaults(func=cmd_serve)
 

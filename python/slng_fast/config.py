@@ -66,6 +66,8 @@ class Config:
     # A client that takes no frame for this long is dropped (memory per session stays
     # bounded meanwhile: the session stops reading its upstream).
     slow_client_timeout_s: float = 10.0
+    # With Redis: how long a dead worker's connection slots stay taken (renewed every third).
+    lease_ttl_s: float = 15.0
 
 
 def default_data_dir() -> Path:
@@ -117,7 +119,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         "tiers": tiers,
         "providers": providers,
     }
-    for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s"):
+    for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

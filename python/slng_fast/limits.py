@@ -10,11 +10,28 @@ from slng_fast.config import TierLimits
 
 
 class LocalLimits:
-    """Limits that hold within one gateway process."""
+    """Limits that hold within one gateway process. The async methods are the interface
+    the gateway uses for every backend (``gateway.shared_limits.SharedLimits`` is the
+    Redis one); here they never wait."""
+
+    healthy = True
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, int], _native.TokenBuckets] = {}
         self._connections = _native.ConnectionCounter()
+
+    async def open_connection(self, key_id: str, tier: TierLimits) -> str | None:
+        """A lease on one of the key's connection slots, or None when all are taken."""
+        return key_id if self.acquire_connection(key_id, tier) else None
+
+    async def close_connection(self, key_id: str, lease: str) -> None:
+        self.release_connection(key_id)
+
+    async def take_message(self, key_id: str, tier: TierLimits, now: float) -> float:
+        return self.message_limiter(key_id, tier)(now)
+
+    async def is_revoked(self, key_id: str) -> bool:
+        return False  # the key store says so; nothing shared to ask
 
     def acquire_connection(self, key_id: str, tier: TierLimits) -> bool:
         return self._connections.acquire(key_id, tier.max_connections)

@@ -26,51 +26,7 @@ PRO = DEFAULT_TIERS["pro"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A throwaway redis-server: no persistence, its own port and directory."""
-
-    def __init__(self, directory: Path, *extra: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: the shared-limits tests need a real "
-                        "one (Debian: apt-get update && apt-get install -y redis-server)",
-                        pytrace=False)
-        self.binary = binary
-        self.directory = directory
-        self.extra = extra
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    reply = sock.recv(64)
-                    if reply.startswith((b"+PONG", b"-NOAUTH")):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+from harness import RedisServer, free_port  # noqa: E402
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -39,7 +40,11 @@ class UpstreamLink:
 class SessionBridge:
     def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
-                 slow_client_timeout: float = 10.0) -> None:
+                 slow_client_timeout: float = 10.0,
+                 take_message: Callable[[float], Awaitable[float]] | None = None) -> None:
+        # The messages-per-minute check, asked before a text frame reaches the session
+        # (it may wait on a shared backend, so not in the session's own step).
+        self.take_message = take_message
         self.slow_client_timeout = slow_client_timeout
         self.slow = False
         self.conn = conn
@@ -87,7 +92,7 @@ class SessionBridge:
                 if kind == "client":
                     frame = item[1]
                     if isinstance(frame, str):
-                        actions = session.receive_text(frame, now)
+                        actions = session.receive_text(frame, now, rate_wait=item[2])
                     else:
                         actions = session.receive_binary(frame, now)
                 elif kind == "upstream":
@@ -287,7 +292,10 @@ class SessionBridge:
                 await self.inbox_send.send(("client_closed",))
                 return
             self.last_client = trio.current_time()
-            await self.inbox_send.send(("client", frame))
+            wait = None
+            if isinstance(frame, str) and self.take_message is not None:
+                wait = await self.take_message(self.last_client)
+            await self.inbox_send.send(("client", frame, wait))
 
     async def _watch_idle(self, idle_s: float) -> None:
         while True:

@@ -327,9 +327,21 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, max_messa
             nursery.cancel_scope.cancel()
 
 
+async def open_reuse_port_listener(host: str, port: int) -> trio.SocketListener:
+    """A listener on ``host:port`` with SO_REUSEPORT, so several worker processes listen
+    on one port and the kernel spreads connections among them."""
+    sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    await sock.bind((host, port))
+    sock.listen(1024)
+    return trio.SocketListener(sock)
+
+
 async def serve_native_websocket(handler: Handler, host: str | None, port: int, *,
                                  ssl_context: ssl.SSLContext | None = None,
                                  max_message_bytes: int = TRANSPORT_MAX_MESSAGE,
+                                 reuse_port: bool = False,
                                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve forever; reports the bound port through `task_status`. A handler's
     exception is logged and ends its own connection only."""
@@ -347,7 +359,12 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
 
     async with trio.open_nursery() as nursery:
         serve: Callable[..., Awaitable[object]]
-        if ssl_context is None:
+        if reuse_port:
+            listener: Any = await open_reuse_port_listener(host or "0.0.0.0", port)
+            if ssl_context is not None:
+                listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
+            serve = partial(trio.serve_listeners, on_stream, [listener])
+        elif ssl_context is None:
             serve = partial(trio.serve_tcp, on_stream, port, host=host)
         else:
             serve = partial(trio.serve_ssl_over_tcp, on_stream, port, ssl_context,

@@ -1,47 +1,122 @@
-"""``slng-fast serve``: the gateway process with its engines, signals and startup notes."""
+"""``slng-fast serve``: the gateway process with its engines, signals and startup notes.
+
+One worker serves in this process. With ``--workers N`` this process keeps the engines
+and N worker processes (``python -m slng_fast.gateway.worker``), each one trio loop,
+listen on the same port (SO_REUSEPORT); they share the engines, the key store (SQLite in
+the data directory) and, through Redis (``--redis``, required then), the limits."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import ssl
+import subprocess
+import sys
+import uuid
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 
 from slng_fast.cli import ensure_dev_key
 from slng_fast.config import Config
-from slng_fast.gateway.engines import EngineSupervisor
+from slng_fast.gateway.engines import EngineSupervisor, _engine_info
+from slng_fast.gateway.native_transport import open_reuse_port_listener
 from slng_fast.gateway.server import Gateway, serve_gateway
+from slng_fast.limits import LocalLimits
 from slng_fast.providers.registry import ProviderRegistry
 from slng_fast.store import Store
 
 log = logging.getLogger("slng_fast.gateway")
 
+WORKER_RESTART_DELAY = 1.0
+
+
+def make_ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    if not certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+@asynccontextmanager
+async def open_limits(redis_url: str | None, worker_id: str,
+                      lease_ttl_s: float = 15.0) -> AsyncIterator[Any]:
+    """The limits backend: this process's own, or Redis shared by every worker and host
+    (with the task that keeps this worker's connection leases alive)."""
+    if not redis_url:
+        yield LocalLimits()
+        return
+    from slng_fast.gateway.redis_client import RedisUnavailable, open_redis
+    from slng_fast.gateway.shared_limits import LeaseKeeper, RedisLimits, SharedLimits
+
+    async with open_redis(redis_url) as redis, trio.open_nursery() as nursery:
+        limits = RedisLimits(redis, lease_ttl_s=lease_ttl_s)
+        try:
+            await limits.check()
+        except RedisUnavailable:
+            pass  # logged; new sessions get 1013 until Redis answers
+        await nursery.start(LeaseKeeper(limits).run)
+        yield SharedLimits(limits, worker_id)
+        nursery.cancel_scope.cancel()
+
+
+async def serve_one_worker(config: Config, store: Store, registry: ProviderRegistry, *,
+                           redis_url: str | None, ssl_context: ssl.SSLContext | None,
+                           transport: str, reuse_port: bool, shutdown: trio.Event,
+                           worker_id: str,
+                           task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """One gateway loop until ``shutdown``; then its sessions end (1001) and it returns."""
+    async with open_limits(redis_url, worker_id, config.lease_ttl_s) as limits:
+        gateway = Gateway(config=config, store=store, registry=registry, limits=limits,
+                          shutdown=shutdown)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(lambda task_status: serve_gateway(
+                gateway, config.host, config.port, ssl_context=ssl_context,
+                transport=transport, reuse_port=reuse_port, task_status=task_status))
+            task_status.started(port)
+            await shutdown.wait()
+            with trio.move_on_after(config.shutdown_grace_s + 1):
+                while gateway.active:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
 
 async def run_gateway(config: Config, certfile: str | None = None,
                       keyfile: str | None = None, *, transport: str = "native",
+                      workers: int = 1, redis_url: str | None = None,
+                      config_path: str | None = None,
                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     store = Store(config.data_dir)
     crashed = store.close_crashed()
     if crashed:
         log.warning("closed %d usage rows left open by a crashed gateway", crashed)
     dev_key = ensure_dev_key(store, config.data_dir)
-    ssl_context = None
-    if certfile:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(certfile, keyfile)
+    ssl_context = make_ssl_context(certfile, keyfile)
     supervisor = EngineSupervisor(config.engines)
-    registry = ProviderRegistry(config, supervisor.urls, supervisor.info)
-    gateway = Gateway(config=config, store=store, registry=registry)
+    shutdown = trio.Event()
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(supervisor.run)
-                port = await nursery.start(lambda task_status: serve_gateway(
-                    gateway, config.host, config.port, ssl_context=ssl_context,
-                    transport=transport, task_status=task_status))
+                if workers == 1:
+                    registry = ProviderRegistry(config, supervisor.urls, supervisor.info)
+                    port = await nursery.start(lambda task_status: serve_one_worker(
+                        config, store, registry, redis_url=redis_url, ssl_context=ssl_context,
+                        transport=transport, reuse_port=False, shutdown=shutdown,
+                        worker_id=uuid.uuid4().hex[:8], task_status=task_status))
+                else:
+                    port = await nursery.start(lambda task_status: run_workers(
+                        config, workers, supervisor, redis_url=redis_url, certfile=certfile,
+                        keyfile=keyfile, transport=transport, config_path=config_path,
+                        shutdown=shutdown, task_status=task_status))
                 scheme = "wss" if ssl_context else "ws"
-                print(f"slng-fast gateway listening on {scheme}://{config.host}:{port}", flush=True)
+                print(f"slng-fast gateway listening on {scheme}://{config.host}:{port}"
+                      + (f" ({workers} workers)" if workers > 1 else ""), flush=True)
                 print(f"  try: slng-fast say \"Hello from slng-fast\" -o hello.wav --url "
                       f"{scheme}://{config.host}:{port}", flush=True)
                 if dev_key:
@@ -49,18 +124,79 @@ async def run_gateway(config: Config, certfile: str | None = None,
                           f"stored in {config.data_dir / 'dev-key'}:", flush=True)
                     print(dev_key, flush=True)
                 task_status.started(port)
-
-                async def stop_on_signal() -> None:
-                    async for signum in signals:
-                        log.info("signal %s: shutting down", signal.Signals(signum).name)
-                        gateway.shutdown.set()
-                        return
-
-                nursery.start_soon(stop_on_signal)
-                await gateway.shutdown.wait()
-                with trio.move_on_after(config.shutdown_grace_s + 1):
-                    while gateway.active:
-                        await trio.sleep(0.05)
+                async for signum in signals:
+                    log.info("signal %s: shutting down", signal.Signals(signum).name)
+                    break
+                shutdown.set()
+                with trio.move_on_after(config.shutdown_grace_s + 5):
+                    await _wait_idle(nursery, supervisor)
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def _wait_idle(nursery: trio.Nursery, supervisor: EngineSupervisor) -> None:
+    # Everything but the engine supervisor ends by itself once shutdown is set.
+    while len(nursery.child_tasks) > 1:
+        await trio.sleep(0.05)
+
+
+async def run_workers(config: Config, count: int, supervisor: EngineSupervisor, *,
+                      redis_url: str | None, certfile: str | None, keyfile: str | None,
+                      transport: str, config_path: str | None, shutdown: trio.Event,
+                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Start ``count`` worker processes on one port and restart any that dies, until
+    ``shutdown``; then SIGTERM them and wait."""
+    # Hold the port (bound, SO_REUSEPORT, not accepting) so port 0 picks one port for all.
+    holder = await open_reuse_port_listener(config.host, config.port)
+    port = holder.socket.getsockname()[1]
+    holder.socket.close()  # bound with SO_REUSEPORT, it only kept the number for us
+    info = {name: data for name, data in supervisor.info.items()}
+    base = [sys.executable, "-m", "slng_fast.gateway.worker", "--host", config.host,
+            "--port", str(port), "--data-dir", str(config.data_dir), "--transport", transport,
+            "--engine-urls", json.dumps(supervisor.urls), "--engine-info", json.dumps(info),
+            "--parent-pid", str(os.getpid())]
+    if redis_url:
+        base += ["--redis", redis_url]
+    if config_path:
+        base += ["--config", config_path]
+    if certfile:
+        base += ["--certfile", certfile] + (["--keyfile", keyfile] if keyfile else [])
+
+    async def keep_worker(n: int, task_status: trio.TaskStatus[None]) -> None:
+        first = True
+        while not shutdown.is_set():
+            process = await trio.lowlevel.open_process(
+                base + ["--worker-id", f"w{n}"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            assert process.stdout is not None
+            line = b""
+            with trio.move_on_after(60):
+                while b"\n" not in line:
+                    chunk = await process.stdout.receive_some(1024)
+                    if not chunk:
+                        break
+                    line += chunk
+            if first:
+                task_status.started()
+                first = False
+            log.info("worker w%d ready (pid %d)", n, process.pid)
+            try:
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as inner:
+                        async def stop_on_shutdown() -> None:
+                            await shutdown.wait()
+                            process.send_signal(signal.SIGTERM)
+                        inner.start_soon(stop_on_shutdown)
+                        await process.wait()
+                        inner.cancel_scope.cancel()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+            if not shutdown.is_set():
+                log.warning("worker w%d exited with %s; restarting", n, process.returncode)
+                await trio.sleep(WORKER_RESTART_DELAY)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(count):
+            await nursery.start(keep_worker, n)
+        task_status.started(port)

@@ -4,6 +4,7 @@ connection limit, write the usage ledger, run the session, and shut down gracefu
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import time
 import uuid
@@ -38,7 +39,7 @@ class Gateway:
     config: Config
     store: Store
     registry: reg.ProviderRegistry
-    limits: LocalLimits = field(default_factory=LocalLimits)
+    limits: Any = field(default_factory=LocalLimits)  # LocalLimits or SharedLimits
     shutdown: trio.Event = field(default_factory=trio.Event)
     active: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
@@ -68,7 +69,20 @@ class Gateway:
             await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, what))
             return
         tier = self.config.tiers[key.tier]
-        if not self.limits.acquire_connection(key.id, tier):
+        try:
+            revoked = await self.limits.is_revoked(key.id)
+            lease = None if revoked else await self.limits.open_connection(key.id, tier)
+        except OSError as exc:  # the shared limits backend is unreachable: no session
+            log.error("refusing a session: the limits backend is unreachable (%s)", exc)
+            await refuse(conn, context_id, GatewayError(
+                errors.INTERNAL_ERROR, "the limits backend is unavailable; try again later",
+                close_code=errors.CLOSE_TRY_AGAIN_LATER))
+            return
+        if revoked:
+            self.metrics.error(errors.AUTH_FAILED.code)
+            await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, "revoked API key"))
+            return
+        if lease is None:
             self.metrics.error(errors.TOO_MANY_CONNECTIONS.code)
             await refuse(conn, context_id, GatewayError(
                 errors.TOO_MANY_CONNECTIONS,
@@ -79,7 +93,8 @@ class Gateway:
         try:
             await self._run(conn, route, endpoint, key, tier, context_id)
         finally:
-            self.limits.release_connection(key.id)
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                await self.limits.close_connection(key.id, lease)
             self.active -= 1
             if self.active == 0:
                 self.idle.set()
@@ -93,14 +108,13 @@ class Gateway:
             return
         now = trio.current_time()
         presets = {**route.presets(), "context_id": context_id}
-        limiter = self.limits.message_limiter(key.id, tier)
         session: Any
         if route.kind == "tts":
             session = TtsSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
-                                 defaults=presets, rate_limit=limiter)
+                                 defaults=presets)
         else:
             session = SttSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
-                                 defaults=presets, rate_limit=limiter)
+                                 defaults=presets)
         if route.passthrough is not None:
             path, query = route.passthrough
             try:
@@ -118,8 +132,12 @@ class Gateway:
         self.metrics.inc("slng_sessions_total", **labels)
         self.metrics.inc("slng_sessions_active", **labels)
         try:
+            async def take_message(now: float) -> float:
+                return await self.limits.take_message(key.id, tier, now)
+
             await SessionBridge(conn, session, shutdown=self.shutdown, metrics=self.metrics,
-                                slow_client_timeout=self.config.slow_client_timeout_s).run()
+                                slow_client_timeout=self.config.slow_client_timeout_s,
+                                take_message=take_message).run()
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
@@ -142,7 +160,8 @@ class Gateway:
         if path == "/healthz":
             ok = not self.shutdown.is_set()
             body = {"status": "ok" if ok else "shutting_down", "sessions": self.active,
-                    "engines": sorted(self.registry.engine_urls)}
+                    "engines": sorted(self.registry.engine_urls), "pid": os.getpid(),
+                    "limits": "ok" if self.limits.healthy else "unreachable"}
             await request.reject(200 if ok else 503, orjson.dumps(body))
         elif path == "/metrics":
             await request.reject(200, self.metrics.render().encode(),
@@ -170,13 +189,22 @@ TRANSPORTS = ("native", "trio-websocket")
 
 async def serve_gateway(gateway: Gateway, host: str, port: int, *,
                         ssl_context: ssl.SSLContext | None = None, transport: str = "native",
+                        reuse_port: bool = False,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until `gateway.shutdown` is set, then end every session and return.
-    ``transport``: the native frame codec (default) or trio-websocket (the baseline)."""
-    serve = serve_native_websocket if transport == "native" else serve_trio_websocket
+    ``transport``: the native frame codec (default) or trio-websocket (the baseline);
+    ``reuse_port``: share the port with other worker processes (native only)."""
+
+    async def serve(task_status: trio.TaskStatus[int]) -> None:
+        if transport == "native":
+            await serve_native_websocket(gateway.handle, host, port, ssl_context=ssl_context,
+                                         reuse_port=reuse_port, task_status=task_status)
+        else:
+            await serve_trio_websocket(gateway.handle, host, port, ssl_context=ssl_context,
+                                       task_status=task_status)
+
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(lambda task_status: serve(
-            gateway.handle, host, port, ssl_context=ssl_context, task_status=task_status))
+        bound = await nursery.start(serve)
         task_status.started(bound)
         await gateway.shutdown.wait()
         if gateway.active:

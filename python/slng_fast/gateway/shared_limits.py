@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -248,3 +249,32 @@ class LeaseKeeper:
                 continue
             if revoked and self.on_revoked is not None:
                 self.on_revoked(revoked)
+
+
+class SharedLimits:
+    """`RedisLimits` behind the gateway's limits interface (the one `LocalLimits` has):
+    a lease id per session, `healthy` for the handshake's 1013."""
+
+    def __init__(self, limits: RedisLimits, worker_id: str) -> None:
+        self.limits = limits
+        self.worker_id = worker_id
+
+    @property
+    def healthy(self) -> bool:
+        return self.limits.healthy
+
+    async def open_connection(self, key_id: str, tier: TierLimits) -> str | None:
+        lease = f"{self.worker_id}:{uuid.uuid4().hex}"
+        return lease if await self.limits.acquire_connection(key_id, tier, lease) else None
+
+    async def close_connection(self, key_id: str, lease: str) -> None:
+        await self.limits.release_connection(key_id, lease)
+
+    async def take_message(self, key_id: str, tier: TierLimits, now: float) -> float:
+        return await self.limits.take_message(key_id, tier)
+
+    async def is_revoked(self, key_id: str) -> bool:
+        return await self.limits.revoked(key_id)
+
+    def connections(self, key_id: str) -> int:
+        return sum(1 for k in self.limits.leases.values() if k == key_id)

@@ -63,7 +63,10 @@ class SessionCore:
         self.passthrough: Any = None
 
     # -- intake ---------------------------------------------------------------------
-    def receive_text(self, frame: str | bytes, now: float) -> list[Action]:
+    def receive_text(self, frame: str | bytes, now: float,
+                     rate_wait: float | None = None) -> list[Action]:
+        """A client text frame. ``rate_wait``: the messages-per-minute answer for it when
+        the I/O layer asked the limits backend already (else ``rate_limit`` is asked)."""
         if self.ended:
             return []
         kind, name, payload = _native.classify_frame(
@@ -74,8 +77,10 @@ class SessionCore:
         if kind == "invalid" and name == "message_too_large":
             return self._fatal(GatewayError(errors.MESSAGE_TOO_LARGE, str(payload)),
                                errors.CLOSE_MESSAGE_TOO_LARGE, now, reason="error")
-        if self._rate_limit is not None:
-            wait = self._rate_limit(now)
+        if rate_wait is None and self._rate_limit is not None:
+            rate_wait = self._rate_limit(now)
+        if rate_wait is not None:
+            wait = rate_wait
             if wait > 0:
                 err = GatewayError(errors.RATE_LIMITED,
                                    f"over {self.tier.messages_per_minute} messages per minute",

@@ -1,0 +1,86 @@
+"""One worker process of ``slng-fast serve --workers N``: a gateway loop on the shared
+port (SO_REUSEPORT), reaching the engines the parent started, with Redis-backed limits.
+Prints ``READY`` once it listens; SIGTERM ends its sessions (1001) and exits 0; it also
+stops if the parent dies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from slng_fast.cli import setup_logging
+from slng_fast.config import ConfigError, load_config
+from slng_fast.gateway.run import make_ssl_context, serve_one_worker
+from slng_fast.providers.registry import ProviderRegistry
+from slng_fast.store import Store
+
+log = logging.getLogger("slng_fast.gateway")
+
+
+async def run_worker(args: argparse.Namespace) -> None:
+    config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    store = Store(config.data_dir)
+    registry = ProviderRegistry(config, json.loads(args.engine_urls), json.loads(args.engine_info))
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: serve_one_worker(
+                config, store, registry, redis_url=args.redis,
+                ssl_context=make_ssl_context(args.certfile, args.keyfile),
+                transport=args.transport, reuse_port=True, shutdown=shutdown,
+                worker_id=f"{args.worker_id}-{os.getpid()}", task_status=task_status))
+            print("READY", flush=True)
+
+            async def stop_when_orphaned() -> None:
+                while os.getppid() == args.parent_pid:
+                    await trio.sleep(0.5)
+                log.warning("worker %s: the gateway is gone; stopping", args.worker_id)
+                shutdown.set()
+
+            if args.parent_pid:
+                nursery.start_soon(stop_when_orphaned)
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    shutdown.set()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await shutdown.wait()
+            nursery.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s + 3
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slng_fast.gateway.worker")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--transport", default="native")
+    parser.add_argument("--redis")
+    parser.add_argument("--engine-urls", default="{}")
+    parser.add_argument("--engine-info", default="{}")
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
+    parser.add_argument("--worker-id", default="w0")
+    parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        trio.run(run_worker, args)
+    except ConfigError as exc:
+        print(f"slng-fast worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
