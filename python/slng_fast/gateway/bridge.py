@@ -16,7 +16,10 @@ import trio_websocket
 
 from slng_fast import errors
 from slng_fast.errors import GatewayError
-from slng_fast.gateway.transport import Connection, ConnectionClosed, open_upstream
+from slng_fast.gateway.native_transport import open_native_upstream
+from slng_fast.gateway.transport import (
+    Connection, ConnectionClosed, UpstreamRejected, open_upstream,
+)
 from slng_fast.metrics import Metrics
 from slng_fast.protocol.actions import (
     Action, CloseClient, CloseUpstream, OpenUpstream, SendClient, SendUpstream,
@@ -41,7 +44,9 @@ class SessionBridge:
     def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
                  slow_client_timeout: float = 10.0,
-                 take_message: Callable[[float], Awaitable[float]] | None = None) -> None:
+                 take_message: Callable[[float], Awaitable[float]] | None = None,
+                 transport: str = "native") -> None:
+        self.open_upstream = open_native_upstream if transport == "native" else open_upstream
         # The messages-per-minute check, asked before a text frame reaches the session
         # (it may wait on a shared backend, so not in the session's own step).
         self.take_message = take_message
@@ -261,18 +266,18 @@ class SessionBridge:
         handshake: that is the provider's answer) after 0.25, 0.5 and 1 s."""
         for delay in RECONNECT_BACKOFF:
             try:
-                return await open_upstream(request.url, list(request.headers),
-                                           list(request.subprotocols), nursery,
-                                           connect_timeout=self.connect_timeout)
+                return await self.open_upstream(request.url, list(request.headers),
+                                                list(request.subprotocols), nursery,
+                                                connect_timeout=self.connect_timeout)
             except OSError as exc:
-                if isinstance(exc.__cause__, trio_websocket.HandshakeError):
+                if isinstance(exc, UpstreamRejected):
                     raise
                 log.warning("upstream connection failed (%s); retrying in %.2f s", exc, delay,
                             extra={"context_id": self.session.context_id})
                 await trio.sleep(delay)
-        return await open_upstream(request.url, list(request.headers),
-                                   list(request.subprotocols), nursery,
-                                   connect_timeout=self.connect_timeout)
+        return await self.open_upstream(request.url, list(request.headers),
+                                        list(request.subprotocols), nursery,
+                                        connect_timeout=self.connect_timeout)
 
     async def _read_upstream(self, epoch: int, conn: Connection) -> None:
         while True:

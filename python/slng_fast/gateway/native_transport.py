@@ -19,13 +19,16 @@ the session can answer ``invalid_utf8`` and close 1008."""
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
@@ -36,6 +39,7 @@ from slng_fast.gateway.transport import (
     ConnectionClosed,
     Handler,
     IncomingRequest,
+    UpstreamRejected,
 )
 
 log = logging.getLogger(__name__)
@@ -325,6 +329,62 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, max_messa
                 except _OK_ERRORS:
                     pass
             nursery.cancel_scope.cancel()
+
+
+async def open_native_upstream(url: str, headers: list[tuple[str, str]],
+                               subprotocols: list[str], nursery: trio.Nursery, *,
+                               connect_timeout: float = 10.0,
+                               max_message_bytes: int = TRANSPORT_MAX_MESSAGE) -> Connection:
+    """Open a WebSocket to a provider with the native codec (client side: our frames
+    masked). A refused handshake raises `UpstreamRejected`; a network fault OSError."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    key = base64.b64encode(os.urandom(16)).decode()
+    default_port = (secure and port == 443) or (not secure and port == 80)
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}" + ("" if default_port else f":{port}"),
+             "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+             "Sec-WebSocket-Version: 13"]
+    if subprotocols:
+        lines.append("Sec-WebSocket-Protocol: " + ", ".join(subprotocols))
+    lines += [f"{name}: {value}" for name, value in headers]
+    try:
+        with trio.fail_after(connect_timeout):
+            stream: trio.abc.Stream
+            if secure:
+                stream = await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=ssl.create_default_context())
+            else:
+                stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(RECEIVE_SIZE)
+                if not chunk or len(data) > 65536:
+                    raise OSError("upstream closed during the WebSocket handshake")
+                data += chunk
+    except trio.TooSlowError as exc:
+        raise OSError("upstream did not answer in time") from exc
+    except trio.BrokenResourceError as exc:
+        raise OSError(f"upstream connection failed: {exc}") from exc
+    head, _, leftover = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = status_line.split(" ", 2)
+    status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    if status != 101:
+        await trio.aclose_forcefully(stream)
+        raise UpstreamRejected(status, fields[2] if len(fields) > 2 else "")
+    answer = {name.strip().lower(): value.strip() for name, _, value in
+              (line.partition(":") for line in header_lines)}
+    if answer.get("sec-websocket-accept") != _native.ws_accept_key(key):
+        await trio.aclose_forcefully(stream)
+        raise UpstreamRejected(status, "with a wrong Sec-WebSocket-Accept")
+    connection = NativeWebSocketConnection(
+        stream, _native.WsConnection(max_message_bytes, client=True))
+    nursery.start_soon(connection._reader, leftover)
+    return connection
 
 
 async def open_reuse_port_listener(host: str, port: int) -> trio.SocketListener:

@@ -44,6 +44,7 @@ class Gateway:
     active: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
     metrics: Metrics = field(default_factory=Metrics)
+    transport: str = "native"  # the frame layer of upstream connections too
 
     async def handle(self, request: IncomingRequest) -> None:
         if not request.is_websocket:
@@ -137,7 +138,8 @@ class Gateway:
 
             await SessionBridge(conn, session, shutdown=self.shutdown, metrics=self.metrics,
                                 slow_client_timeout=self.config.slow_client_timeout_s,
-                                take_message=take_message).run()
+                                take_message=take_message,
+                                transport=self.transport).run()
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
@@ -203,6 +205,7 @@ async def serve_gateway(gateway: Gateway, host: str, port: int, *,
             await serve_trio_websocket(gateway.handle, host, port, ssl_context=ssl_context,
                                        task_status=task_status)
 
+    gateway.transport = transport
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(serve)
         task_status.started(bound)

@@ -24,6 +24,15 @@ class ConnectionClosed(Exception):
         self.reason = reason
 
 
+class UpstreamRejected(OSError):
+    """The upstream answered the WebSocket handshake with a refusal (401, 404, ...): the
+    provider's answer, not a network fault, so it is not retried."""
+
+    def __init__(self, status: int | None, detail: str = "") -> None:
+        super().__init__(f"upstream refused the WebSocket handshake: HTTP {status} {detail}".strip())
+        self.status = status
+
+
 class Connection(Protocol):
     async def receive(self) -> str | bytes: ...
     async def send(self, frame: str | bytes) -> None: ...
@@ -163,7 +172,8 @@ async def open_upstream(url: str, headers: list[tuple[str, str]], subprotocols: 
                 subprotocols=subprotocols or None,
                 message_queue_size=64, max_message_size=TRANSPORT_MAX_MESSAGE)
     except trio_websocket.HandshakeError as exc:
-        raise OSError(f"upstream refused the WebSocket handshake: {exc}") from exc
+        status = getattr(exc, "status_code", None)
+        raise UpstreamRejected(status, str(exc)[:200]) from exc
     except trio.TooSlowError as exc:
         raise OSError("upstream did not answer in time") from exc
     return TrioWebsocketConnection(ws)
