@@ -10,10 +10,15 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "== installing redis-server (the shared-limits tests start their own)"
+# Debian packages the tests use: a real redis-server (the shared-limits tests start their
+# own) and headless Chromium (a browser's own WebSocket against the native frame layer).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 python3 -m venv .venv
