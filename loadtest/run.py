@@ -2,6 +2,7 @@
 
     python loadtest/run.py                 # every scenario
     python loadtest/run.py rate            # one: rate | connections
+    python loadtest/run.py --workers 2     # two worker processes sharing a local Redis
     python loadtest/run.py --url ws://...  # against a gateway already running (keys from
                                            # --keys FILE, as {"free": [...], ...})
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,9 +35,31 @@ SCENARIOS = {
 }
 
 
-def start_gateway(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on a free port (the shared limits of several workers)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, f"redis://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def start_gateway(data_dir: Path, workers: int = 1,
+                  redis_url: str | None = None) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "SLNG_FAST_HOME": str(data_dir)}
-    proc = subprocess.Popen(CLI + ["serve", "--port", "0"], stdout=subprocess.PIPE,
+    command = CLI + ["serve", "--port", "0"]
+    if workers > 1:
+        command += ["--workers", str(workers), "--redis", str(redis_url)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + 90
@@ -88,6 +112,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)}")
     parser.add_argument("--url")
     parser.add_argument("--keys")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway worker processes (more than one: limits in a local Redis)")
     args = parser.parse_args(argv)
     names = args.scenarios or list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
@@ -96,12 +122,15 @@ def main(argv: list[str]) -> int:
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        proc = None
+        proc = redis = None
         try:
             if args.url:
                 url, keys_file = args.url, Path(args.keys)
             else:
-                proc, url = start_gateway(workdir / "data")
+                redis_url = None
+                if args.workers > 1:
+                    redis, redis_url = start_redis(workdir)
+                proc, url = start_gateway(workdir / "data", args.workers, redis_url)
                 keys_file = workdir / "keys.json"
             for name in names:
                 if not args.url:
@@ -121,7 +150,10 @@ def main(argv: list[str]) -> int:
         finally:
             if proc is not None:
                 proc.terminate()
-                proc.wait(timeout=15)
+                proc.wait(timeout=30)
+            if redis is not None:
+                redis.kill()
+                redis.wait()
     return 1 if failed else 0
 
 
