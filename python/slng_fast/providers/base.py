@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
+import orjson
+
 Frame = Union[str, bytes]  # a WebSocket message: text (str) or binary (bytes)
 
 
@@ -32,6 +34,38 @@ class Capabilities:
             "configure_reconnects": self.configure_reconnects,
             "word_timestamps": self.word_timestamps,
         }
+
+
+def json_object(frame: str) -> dict[str, Any] | None:
+    """A provider's JSON text frame as a dict, or None for anything else (the dialect
+    reports that as ``Ignored``: a provider's odd frame never ends a session)."""
+    try:
+        message = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+class HeldText:
+    """Text held by the gateway until ``flush`` (the providers whose own buffer cannot be
+    cleared): ``clear`` is then exact, and nothing half-written sits upstream."""
+
+    def __init__(self) -> None:
+        self._buffer: list[str] = []
+
+    def input_text(self, text: str) -> list[Any]:
+        self._buffer.append(text)
+        return []
+
+    @property
+    def has_buffered_text(self) -> bool:
+        return any(self._buffer)
+
+    def take_text(self) -> str:
+        """Everything held, which is then forgotten."""
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        return text
 
 
 def voice_ids(listing: Any) -> tuple[str, ...]:

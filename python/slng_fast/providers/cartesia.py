@@ -44,6 +44,7 @@ import orjson
 
 from slng_fast.protocol.commands import Settings
 from slng_fast.providers.base import (
+    json_object,
     Audio, Capabilities, Endpoint, Frame, Ignored, UpstreamError, UpstreamEvent,
     UpstreamRequest, UtteranceDone, Words,
 )
@@ -277,12 +278,9 @@ class CartesiaDialect:
         self._in_hand = None
         if isinstance(frame, bytes):
             return [Ignored("binary frame from Cartesia")]
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return [Ignored("non-JSON text from upstream")]
-        if not isinstance(message, dict):
-            return [Ignored("JSON that is not an object")]
+        message = json_object(frame)
+        if message is None:
+            return [Ignored("text that is not a JSON object")]
         kind = message.get("type")
         cid = message.get("context_id")
         if isinstance(cid, str) and cid in self._cancelled:

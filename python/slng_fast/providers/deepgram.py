@@ -59,6 +59,8 @@ import orjson
 
 from slng_fast.protocol.commands import Settings
 from slng_fast.providers.base import (
+    HeldText,
+    json_object,
     Audio, Capabilities, Endpoint, Frame, Ignored, UpstreamError, UpstreamEvent,
     UpstreamReady, UpstreamRequest, UtteranceDone,
 )
@@ -107,7 +109,7 @@ def split_text(text: str, limit: int = MAX_SPEAK_CHARS) -> list[str]:
     return pieces
 
 
-class DeepgramDialect:
+class DeepgramDialect(HeldText):
     """Sans-I/O translation between unified commands and Deepgram's speak WebSocket."""
 
     capabilities = CAPABILITIES
@@ -122,7 +124,7 @@ class DeepgramDialect:
         self.base = base
         self.api_key = api_key
         self.sample_rate = DEFAULT_RATE
-        self._buffer: list[str] = []
+        HeldText.__init__(self)
         self._clearing = 0  # Clears sent on the current socket whose Cleared is to come
         self._refused = 0  # Flushes Deepgram refused (flush limit) since the last Flushed
 
@@ -182,17 +184,8 @@ class DeepgramDialect:
         return []  # every setting is in the URL
 
     # -- unified commands -> frames -------------------------------------------------
-    def input_text(self, text: str) -> list[Frame]:
-        self._buffer.append(text)
-        return []
-
-    @property
-    def has_buffered_text(self) -> bool:
-        return any(self._buffer)
-
     def flush(self) -> list[Frame]:
-        text = "".join(self._buffer)
-        self._buffer.clear()
+        text = self.take_text()
         if not text:
             return []
         frames: list[Frame] = [speak_message(piece) for piece in split_text(text)]
@@ -225,12 +218,9 @@ class DeepgramDialect:
             if not frame or self._clearing:
                 return []  # audio of a cleared flush
             return [Audio(frame, self.sample_rate)]
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return [Ignored("non-JSON text from upstream")]
-        if not isinstance(message, dict):
-            return [Ignored("JSON that is not an object")]
+        message = json_object(frame)
+        if message is None:
+            return [Ignored("text that is not a JSON object")]
         kind = message.get("type")
         if kind == "Metadata":
             return [UpstreamReady(sample_rate=self.sample_rate)]

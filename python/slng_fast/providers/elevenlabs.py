@@ -38,6 +38,8 @@ import orjson
 
 from slng_fast.protocol.commands import Settings
 from slng_fast.providers.base import (
+    HeldText,
+    json_object,
     Audio, Capabilities, Endpoint, Frame, Ignored, Reply, UpstreamError, UpstreamEvent,
     UpstreamRequest, UtteranceDone, Words,
 )
@@ -106,7 +108,7 @@ class _Context:
     word_end: float = 0.0
 
 
-class ElevenLabsDialect:
+class ElevenLabsDialect(HeldText):
     """Sans-I/O translation between unified commands and ElevenLabs' WebSocket API."""
 
     capabilities = CAPABILITIES
@@ -120,7 +122,7 @@ class ElevenLabsDialect:
         self.sample_rate = DEFAULT_RATE
         self.settings = Settings()
         self._url_settings: tuple[Any, ...] | None = None  # what the open connection has
-        self._buffer: list[str] = []
+        HeldText.__init__(self)
         self._order: list[_Context] = []  # flushed, not yet final, in utterance order
         self._stopped: set[str] = set()  # closed by stop: late frames are swallowed
         self._counter = 0
@@ -192,14 +194,6 @@ class ElevenLabsDialect:
         return self._release()
 
     # -- unified commands -> frames -------------------------------------------------
-    def input_text(self, text: str) -> list[Frame]:
-        self._buffer.append(text)
-        return []
-
-    @property
-    def has_buffered_text(self) -> bool:
-        return any(self._buffer)
-
     def _first_message(self, context_id: str) -> dict[str, Any]:
         message: dict[str, Any] = {"text": " ", "context_id": context_id}
         if self.settings.style:
@@ -210,8 +204,7 @@ class ElevenLabsDialect:
         return message
 
     def flush(self) -> list[Frame]:
-        text = "".join(self._buffer)
-        self._buffer.clear()
+        text = self.take_text()
         if not text.strip():
             return []  # nothing to say: the session answers at once
         if not text.endswith(" "):
@@ -277,12 +270,9 @@ class ElevenLabsDialect:
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):
             return [Ignored("binary frame from ElevenLabs")]
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return [Ignored("non-JSON text from upstream")]
-        if not isinstance(message, dict):
-            return [Ignored("JSON that is not an object")]
+        message = json_object(frame)
+        if message is None:
+            return [Ignored("text that is not a JSON object")]
         if message.get("error") or (message.get("message") and not message.get("audio")):
             return self._error(message)
         context_id = message.get("contextId", message.get("context_id"))

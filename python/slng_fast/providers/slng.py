@@ -19,6 +19,8 @@ import orjson
 
 from slng_fast.protocol.commands import Settings
 from slng_fast.providers.base import (
+    HeldText,
+    json_object,
     Audio, Capabilities, Endpoint, Frame, Ignored, UpstreamError, UpstreamEvent,
     UpstreamReady, UpstreamRequest, UtteranceDone, voice_ids,
 )
@@ -34,7 +36,7 @@ CAPABILITIES = Capabilities(
 )
 
 
-class SlngDialect:
+class SlngDialect(HeldText):
     """Sans-I/O translation between unified commands and an SLNG model server."""
 
     capabilities = CAPABILITIES
@@ -46,7 +48,7 @@ class SlngDialect:
         self.url = url
         self.api_key = api_key
         self.sample_rate = endpoint.sample_rate
-        self._buffer: list[str] = []
+        HeldText.__init__(self)
 
     # -- opening ------------------------------------------------------------------
     def request(self, settings: Settings) -> UpstreamRequest:
@@ -78,17 +80,8 @@ class SlngDialect:
         return [orjson.dumps(self.settings_message(settings)).decode()]
 
     # -- unified commands -> frames -------------------------------------------------
-    def input_text(self, text: str) -> list[Frame]:
-        self._buffer.append(text)
-        return []
-
-    @property
-    def has_buffered_text(self) -> bool:
-        return any(self._buffer)
-
     def flush(self) -> list[Frame]:
-        text = "".join(self._buffer)
-        self._buffer.clear()
+        text = self.take_text()
         return [text, FLUSH] if text else []
 
     def clear(self) -> list[Frame]:
@@ -113,12 +106,9 @@ class SlngDialect:
             if not frame:
                 return []
             return [Audio(frame, self.sample_rate)]
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return [Ignored("non-JSON text from upstream")]
-        if not isinstance(message, dict):
-            return [Ignored("JSON that is not an object")]
+        message = json_object(frame)
+        if message is None:
+            return [Ignored("text that is not a JSON object")]
         kind = message.get("type")
         if kind == "ready":
             rate = message.get("sample_rate")

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from slng_fast.providers.base import (
+    json_object,
     Endpoint, FinalTranscript, Frame, Ignored, Transcript, UpstreamError, UpstreamEvent,
     UpstreamReady, UpstreamRequest,
 )
@@ -49,12 +50,9 @@ class UnifiedSttDialect:
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):
             return [Ignored("binary frame from a unified STT upstream")]
-        try:
-            event = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return [Ignored("non-JSON text")]
-        if not isinstance(event, dict):
-            return [Ignored("JSON that is not an object")]
+        event = json_object(frame)
+        if event is None:
+            return [Ignored("text that is not a JSON object")]
         kind = event.get("type")
         if kind == "ready":
             rate = event.get("sample_rate")

@@ -74,6 +74,7 @@ from typing import Any
 import orjson
 
 from slng_fast.providers.base import (
+    json_object,
     Endpoint, FinalTranscript, Frame, Ignored, Reply, Transcript, UpstreamError, UpstreamEvent,
     UpstreamReady, UpstreamRequest,
 )
@@ -207,12 +208,9 @@ class WhisperDialect:
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):
             return [Ignored("binary frame from WhisperLive")]
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            return [Ignored("non-JSON text")]
-        if not isinstance(message, dict):
-            return [Ignored("JSON that is not an object")]
+        message = json_object(frame)
+        if message is None:
+            return [Ignored("text that is not a JSON object")]
         uid = message.get("uid")
         if uid is not None and uid != self.uid:
             return [Ignored(f"message for another uid {uid!r}")]
