@@ -29,7 +29,9 @@ CLI = [sys.executable, "-m", "slng_fast"]
 
 # name -> (user classes and counts, seconds, keys per tier)
 SCENARIOS = {
-    "rate": ({"FreeRate": 2, "ProRate": 2, "EnterpriseRate": 2}, 75, 2),
+    # One key per tier shared by its users (their connections spread over the workers), so
+    # the bucket is checked across connections and workers.
+    "rate": ({"FreeRate": 1, "ProRate": 3, "EnterpriseRate": 3}, 75, 1),
     "connections": ({"FreeConnections": 3, "ProConnections": 8, "EnterpriseConnections": 56},
                     25, 1),
 }
