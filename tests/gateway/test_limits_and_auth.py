@@ -189,3 +189,30 @@ async def test_tier_numbers_from_the_config_are_enforced(nursery, tmp_path, engi
     await send(ws, type="ping")
     assert (await recv(ws))["code"] == "rate_limited"
     await ws.aclose()
+
+
+@pytest.mark.parametrize("provider", ["elevenlabs", "deepgram", "cartesia"])
+async def test_cloud_provider_without_credentials_is_provider_unavailable_1013(gw, nursery,
+                                                                              provider):
+    """No key in the config file nor the environment: refused at once, not a hang."""
+    ws = await connect(gw.tts(provider), gw.keys["pro"], nursery=nursery)
+    events = await recv_until(ws, "session_ended")
+    assert events[0]["code"] == "provider_unavailable" and events[0]["retryable"] is True
+    assert "_API_KEY" in events[0]["message"]
+    assert await closed_code(ws) == 1013
+
+
+def test_provider_credentials_come_from_the_config_then_the_environment(tmp_path):
+    from slng_fast.config import Config, ProviderConfig
+    from slng_fast.providers.registry import ENDPOINTS, ProviderRegistry
+
+    eleven = ENDPOINTS["elevenlabs"]
+    env = {"ELEVENLABS_API_KEY": "from-env", "KYUTAI_URL": "ws://asr.example:8080"}
+    assert ProviderRegistry(Config(data_dir=tmp_path), environ=env).upstream(eleven) == (
+        "wss://api.elevenlabs.io", "from-env")
+    configured = Config(data_dir=tmp_path, providers={
+        "elevenlabs": ProviderConfig(url="ws://proxy.example", api_key="from-config")})
+    assert ProviderRegistry(configured, environ=env).upstream(eleven) == (
+        "ws://proxy.example", "from-config")
+    assert ProviderRegistry(Config(data_dir=tmp_path), environ=env).upstream(
+        ENDPOINTS["kyutai"]) == ("ws://asr.example:8080", None)
