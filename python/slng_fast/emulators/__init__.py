@@ -8,4 +8,24 @@ Each module ``slng_fast.emulators.<name>`` has ``ENGINE`` (``"espeak"`` or
 its own process) and ``async def serve_emulator(host, port, *, engine_url, api_key=None,
 task_status=...)`` which reports the bound port through ``task_status``."""
 
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("slng_fast.emulators")
+
 EMULATORS = ("elevenlabs", "deepgram", "cartesia", "kyutai", "whisper", "slng")
+
+
+def one_connection_only(handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """Wrap a trio-websocket request handler so that whatever one client does (going away
+    mid-answer, sending garbage) ends its own connection only, never the whole emulator:
+    trio-websocket lets a handler's exception stop the server."""
+
+    async def guarded(request: Any) -> None:
+        try:
+            await handler(request)
+        except Exception:  # noqa: BLE001 - logged; the other connections go on
+            log.debug("emulator connection ended with an error", exc_info=True)
+
+    return guarded

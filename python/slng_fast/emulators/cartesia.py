@@ -40,6 +40,7 @@ import orjson
 import trio
 import trio_websocket
 
+from slng_fast.emulators import one_connection_only
 from slng_fast import _native
 
 ENGINE = "espeak"
@@ -391,6 +392,6 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
         await Connection(ws, engine_url).run(IDLE_TIMEOUT)
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(trio_websocket.serve_websocket, on_request,
+        server = await nursery.start(partial(trio_websocket.serve_websocket, one_connection_only(on_request),
                                              host, port, None))
         task_status.started(server.port)

@@ -44,6 +44,7 @@ import orjson
 import trio
 import trio_websocket
 
+from slng_fast.emulators import one_connection_only
 from slng_fast import _native
 
 ENGINE = "espeak"
@@ -425,7 +426,7 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
                       idle_timeout=idle_timeout, live=live)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(
-            trio_websocket.serve_websocket, handler, host, port, None,
+            trio_websocket.serve_websocket, one_connection_only(handler), host, port, None,
             max_message_size=4 * 1024 * 1024))
         bound = server.port
         CONNECTIONS[bound] = live

@@ -36,6 +36,7 @@ import orjson
 import trio
 import trio_websocket
 
+from slng_fast.emulators import one_connection_only
 from slng_fast import _native
 
 ENGINE = "espeak"
@@ -107,8 +108,13 @@ class Connection:
             nursery.cancel_scope.cancel()
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Send to the client; a client that has gone away just stops getting answers
+        (its context workers must not take the server down)."""
         async with self.send_lock:
-            await self.ws.send_message(orjson.dumps(message).decode())
+            try:
+                await self.ws.send_message(orjson.dumps(message).decode())
+            except trio_websocket.ConnectionClosed:
+                self.closing = True
 
     async def fail(self, message: str, kind: str) -> None:
         self.closing = True
@@ -369,5 +375,6 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(
-            trio_websocket.serve_websocket, handler, host, port, ssl_context=ssl_context))
+            trio_websocket.serve_websocket, one_connection_only(handler), host, port,
+            ssl_context=ssl_context))
         task_status.started(server.port)

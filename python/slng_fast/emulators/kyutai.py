@@ -34,6 +34,7 @@ from trio_websocket import (
     open_websocket_url, serve_websocket,
 )
 
+from slng_fast.emulators import one_connection_only
 from slng_fast import _native
 
 ENGINE = "pocketsphinx"
@@ -254,5 +255,5 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
         await _handle(request, engine_url, api_key)
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, handler, host, port, None)
+        server = await nursery.start(serve_websocket, one_connection_only(handler), host, port, None)
         task_status.started(server.port)

@@ -55,6 +55,7 @@ import trio
 import trio_websocket
 from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocket
 
+from slng_fast.emulators import one_connection_only
 from slng_fast._native import Resampler
 
 __all__ = ["ENGINE", "INDIC_LANGUAGES", "MODELS", "RECORDS", "Model", "SessionRecord",
@@ -355,7 +356,7 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
                 await ws.aclose(1011, "internal error")
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, handle, host, port, None)
+        server = await nursery.start(serve_websocket, one_connection_only(handle), host, port, None)
         bound = server.port
         RECORDS[bound] = records
         try:

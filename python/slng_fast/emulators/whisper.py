@@ -50,6 +50,7 @@ from trio_websocket import (
     serve_websocket,
 )
 
+from slng_fast.emulators import one_connection_only
 from slng_fast import _native
 
 ENGINE = "pocketsphinx"
@@ -175,7 +176,7 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
                 await ws.aclose()
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, handler, host, port, None)
+        server = await nursery.start(serve_websocket, one_connection_only(handler), host, port, None)
         task_status.started(server.port)
 
 

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import logging
+
 import trio
 import trio_websocket
 from wsproto.frame_protocol import Frame, MessageDecoder, Opcode, ParseFailed
@@ -63,6 +65,8 @@ class IncomingRequest:
 
 
 Handler = Callable[[IncomingRequest], Awaitable[None]]
+
+log = logging.getLogger("slng_fast.transport")
 
 # Frames above every tier's limit are refused by the transport itself (close 1009).
 TRANSPORT_MAX_MESSAGE = 4 * 1024 * 1024
@@ -150,8 +154,11 @@ async def serve_trio_websocket(handler: Handler, host: str, port: int, *,
             await request.reject(status, extra_headers=[(b"content-type", b"application/json")],
                                  body=body)
 
-        await handler(IncomingRequest(request.path, headers,
-                                      list(request.proposed_subprotocols), accept, reject))
+        try:
+            await handler(IncomingRequest(request.path, headers,
+                                          list(request.proposed_subprotocols), accept, reject))
+        except Exception:  # one connection's fault must not stop the server
+            log.exception("connection handler failed")
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: trio_websocket.serve_websocket(
