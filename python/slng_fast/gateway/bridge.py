@@ -157,9 +157,11 @@ class SessionBridge:
                     with trio.move_on_after(self.slow_client_timeout) as scope:
                         await self.conn.send(frame)
                 except ConnectionClosed:
+                    # Ended here, not through the inbox: this task is its only reader, so a
+                    # full inbox would never drain.
                     self.client_gone = True
-                    await self.inbox_send.send(("client_closed",))
-                    continue
+                    return await self._execute(self.session.end("client_closed",
+                                                                trio.current_time()))
                 if scope.cancelled_caught:
                     # The client has not taken a frame for that long: memory stays bounded
                     # (this loop waits, the inbox fills, the upstream is not read), and the
