@@ -158,7 +158,13 @@ class TtsDialect(Protocol):
     from ``stop()`` and then swallows whatever the provider still sends for them. A
     dialect whose ``capabilities.configure_reconnects`` is False applies ``configure``
     with the frames it returns. ``keepalive_interval`` (seconds, or None) is how long the
-    upstream may stay quiet before ``keepalive()`` frames are sent."""
+    upstream may stay quiet before ``keepalive()`` frames are sent.
+
+    Optional, asked for only where a dialect has them: ``prefer_output(sample_rate)`` (at
+    ``init``: ask the provider for PCM at the client's rate), ``configure_needs_reconnect(
+    settings)`` (a setting that lives in the URL), ``close_error(code, reason)`` (an
+    ``UpstreamError`` for the provider's close frame) and, for the drop-in SDK routes,
+    ``passthrough_request(path, query, api_key)``."""
 
     capabilities: Capabilities
     stop_by_reconnect: bool
@@ -184,7 +190,12 @@ class SttDialect(Protocol):
     ``audio`` takes PCM already converted to ``model_rate`` and ``model_format``
     ("pcm16" or "f32"); ``finalize`` answers, through ``receive``, with exactly one
     ``FinalTranscript`` (its text may be empty: the session then joins the final
-    segments it saw since the previous one)."""
+    segments it saw since the previous one).
+
+    Optional: ``finalize_events()`` (answer a finalize at once when nothing is pending
+    upstream), ``is_native_frame(frame)`` (a first binary frame in the provider's own
+    format makes the session native) and ``native_audio_ms(frame)`` (usage of a native
+    frame)."""
 
     model_rate: int
     model_format: str
