@@ -62,15 +62,24 @@ CHILDREN: list[subprocess.Popen] = []
 # --gc-log: run the server under this, which prints each garbage collection over 2 ms.
 GC_LOG = """
 import gc, runpy, sys, time
+import os
 start = {}
+counts = [0, 0, 0]
+last = [0.0]
 def cb(phase, info):
     if phase == "start":
         start[0] = time.perf_counter()
+        counts[info["generation"]] += 1
+        if time.monotonic() - last[0] > 1.0:
+            last[0] = time.monotonic()
+            print(f"GC counts {counts} at {last[0]:.3f}", file=sys.stderr, flush=True)
     elif (time.perf_counter() - start[0]) > 0.002:
         print(f"GC gen{info['generation']} {(time.perf_counter() - start[0]) * 1e3:.1f} ms "
               f"collected {info['collected']} at {time.monotonic():.3f} objects {len(gc.get_objects())}",
               file=sys.stderr, flush=True)
 gc.callbacks.append(cb)
+if os.environ.get("E2E_GC_OFF"):  # --gc-off: is the tail the collector's?
+    gc.disable()
 sys.argv = sys.argv[1:]
 if sys.argv[0] == "-m":
     sys.argv = sys.argv[1:]

@@ -385,6 +385,8 @@ class WsConnection:
     def send_text(self, text: str) -> bytes:
         """One unfragmented text frame. WsClosedError after ``send_close``; a str
         with lone surrogates raises UnicodeEncodeError."""
+    def send_text_utf8(self, data: bytes) -> bytes:
+        """A text frame whose payload is already UTF-8 (ValueError if it is not)."""
     def send_binary(self, data: bytes) -> bytes: ...
     def send_ping(self, payload: bytes = b"") -> bytes:
         """InvalidArgumentError for a payload above 125 bytes."""

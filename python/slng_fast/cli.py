@@ -73,6 +73,7 @@ def default_key(args: argparse.Namespace) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
+    from slng_fast.gateway.collector import tune_collector
     from slng_fast.gateway.run import run_gateway
 
     try:
@@ -91,6 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("slng-fast: --workers needs the native transport", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
+    tune_collector()
     trio.run(partial(run_gateway, config, args.certfile, args.keyfile, transport=args.transport,
                      workers=args.workers, redis_url=args.redis, config_path=args.config))
     return 0

@@ -48,7 +48,8 @@ def chromium() -> str:
 def run_in_browser(browser: str, profile: str, expression: str) -> dict:
     proc = subprocess.Popen(
         [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
+         "--remote-debugging-port=0", "--remote-allow-origins=*",
+         f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

@@ -1,7 +1,14 @@
 """One session's I/O: a client reader, the upstream links, and the timers all feed one
 bounded inbox; a single loop hands each item to the sans-I/O session and carries out
 the actions it returns, in order. A slow client therefore slows the loop, which fills the
-inbox, which stops reading the upstream: backpressure instead of unbounded memory."""
+inbox, which stops reading the upstream: backpressure instead of unbounded memory.
+
+The one exception is the hot path, a provider's audio: an upstream message is handed to
+the session in the upstream's own reader task, and when all it yields is frames to send,
+they are sent from there (no inbox, no task switch per frame). A slow client then stalls
+that reader, so the upstream socket is not read: the same backpressure. Anything else the
+session answers (an upstream to open or close, the end) goes through the inbox, and so
+does every later upstream message until the loop has caught up, so order is kept."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -63,6 +71,9 @@ class SessionBridge:
         self.links: dict[int, UpstreamLink] = {}
         self.last_client = trio.current_time()
         self.client_gone = False
+        # Upstream items waiting in the inbox: while any do, upstream messages queue
+        # behind them instead of taking the hot path.
+        self.deferred = 0
 
     async def run(self, nursery_for_upstreams: trio.Nursery | None = None) -> None:
         tier = self.session.tier
@@ -102,6 +113,8 @@ class SessionBridge:
                         actions = session.receive_binary(frame, now)
                 elif kind == "upstream":
                     actions = session.receive_upstream(item[1], item[2], now)
+                elif kind == "actions":  # what the hot path could not carry out itself
+                    actions = item[1]
                 elif kind == "upstream_failed":
                     actions = session.upstream_failed(item[1], item[2], now)
                 elif kind == "upstream_closed":
@@ -128,9 +141,11 @@ class SessionBridge:
                 actions = session.fail(GatewayError(errors.INTERNAL_ERROR,
                                                     "internal error in the gateway"), now)
             sent = await self._execute(actions)
-            if kind == "upstream" and any(isinstance(a, SendClient) for a in actions):
-                self.metrics.observe("slng_added_latency_seconds",
-                                     trio.current_time() - item[3], provider=self.provider)
+            if kind == "upstream" or kind == "actions":
+                self.deferred -= 1
+                if any(isinstance(a, SendClient) for a in actions):
+                    self.metrics.observe("slng_added_latency_seconds",
+                                         trio.current_time() - item[-1], provider=self.provider)
             self._record(session)
             if sent:
                 return
@@ -150,19 +165,16 @@ class SessionBridge:
             if isinstance(action, SendClient):
                 if self.client_gone:
                     continue
-                frame = action.frame
-                if action.text and isinstance(frame, bytes):
-                    frame = frame.decode()
                 try:
-                    with trio.move_on_after(self.slow_client_timeout) as scope:
-                        await self.conn.send(frame)
+                    delivered = await self.conn.send_within(action.frame, self.slow_client_timeout,
+                                                            text=action.text)
                 except ConnectionClosed:
                     # Ended here, not through the inbox: this task is its only reader, so a
                     # full inbox would never drain.
                     self.client_gone = True
                     return await self._execute(self.session.end("client_closed",
                                                                 trio.current_time()))
-                if scope.cancelled_caught:
+                if not delivered:
                     # The client has not taken a frame for that long: memory stays bounded
                     # (this loop waits, the inbox fills, the upstream is not read), and the
                     # session ends instead of waiting for ever. Its socket is unusable now
@@ -282,13 +294,48 @@ class SessionBridge:
                                         connect_timeout=self.connect_timeout)
 
     async def _read_upstream(self, epoch: int, conn: Connection) -> None:
-        while True:
-            try:
-                frame = await conn.receive()
-            except ConnectionClosed as exc:
-                await self.inbox_send.send(("upstream_closed", epoch, exc.code, exc.reason))
+        sink = partial(self._on_upstream, epoch)
+        pump = getattr(conn, "pump", None)  # the native transport's: no queue in between
+        try:
+            if pump is not None:
+                await pump(sink)
+            while True:
+                await sink(await conn.receive())
+        except ConnectionClosed as exc:
+            await self.inbox_send.send(("upstream_closed", epoch, exc.code, exc.reason))
+
+    async def _on_upstream(self, epoch: int, frame: str | bytes) -> None:
+        """The hot path: one upstream message, in the upstream reader's task."""
+        now = trio.current_time()
+        if self.deferred:
+            self.deferred += 1
+            await self.inbox_send.send(("upstream", epoch, frame, now))
+            return
+        session = self.session
+        try:
+            actions = session.receive_upstream(epoch, frame, now)
+        except GatewayError as err:
+            actions = session.fail(err, now)
+        except Exception:
+            log.exception("session fault", extra={"context_id": session.context_id})
+            actions = session.fail(GatewayError(errors.INTERNAL_ERROR,
+                                                "internal error in the gateway"), now)
+        to_client = False
+        for action in actions:
+            if isinstance(action, SendClient):
+                to_client = True
+            elif not isinstance(action, SendUpstream):
+                self.deferred += 1
+                await self.inbox_send.send(("actions", actions, now))
                 return
-            await self.inbox_send.send(("upstream", epoch, frame, trio.current_time()))
+        over = await self._execute(actions) if actions else False
+        if to_client:
+            self.metrics.observe("slng_added_latency_seconds", trio.current_time() - now,
+                                 provider=self.provider)
+        if session.observations:
+            self._record(session)
+        if over:  # the client went away or was too slow: the session has ended
+            self.nursery.cancel_scope.cancel()
 
     # -- client and timers ------------------------------------------------------------------
     async def _read_client(self) -> None:

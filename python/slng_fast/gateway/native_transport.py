@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import os
 import ssl
 import struct
@@ -49,6 +50,7 @@ CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame after ours
 LINGER_TIMEOUT = 2.0  # seconds to drain a failed connection before closing it
 RECEIVE_SIZE = 65536
 MESSAGE_QUEUE = 64  # messages read ahead of receive(); then the socket is not read
+FAIR_READS = 16  # reads that found data at once before the reader yields anyway
 
 _OK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed)
 
@@ -79,6 +81,12 @@ class NativeWebSocketConnection:
         self._ping_count = 0
         self._done = trio.Event()  # the reader has ended and the stream is closed
         self._reader_scope = trio.CancelScope()
+        # A plain TCP stream is read and written with os.read/os.write on its descriptor,
+        # waiting only when the kernel says so: trio's own socket calls pass through the
+        # scheduler even when they need not wait, once per frame each way.
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._eager_reads = 0
+        self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
 
     # ---- the Connection interface ----
 
@@ -89,16 +97,40 @@ class NativeWebSocketConnection:
             raise ConnectionClosed(self._close_code, self._close_reason) from None
 
     async def send(self, frame: str | bytes) -> None:
+        await self.send_within(frame, math.inf)
+
+    async def send_within(self, frame: str | bytes, timeout: float, *, text: bool = False) -> bool:
+        """Send one message (``text`` sends UTF-8 bytes as a text message); False if it
+        could not all be written within ``timeout`` seconds, after which the connection
+        is unusable (a frame was cut) and should be aborted."""
         if self._close_code is not None:
             raise ConnectionClosed(self._close_code, self._close_reason)
         try:
             if isinstance(frame, str):
                 data = self._ws.send_text(frame)
+            elif text:
+                data = self._ws.send_text_utf8(frame)
             else:
                 data = self._ws.send_binary(frame if type(frame) is bytes else bytes(frame))
         except _native.WsClosedError:
             raise ConnectionClosed(self._close_code, self._close_reason) from None
-        await self._write(data)
+        return await self._write(data, timeout)
+
+    async def pump(self, sink: Callable[[str | bytes], Awaitable[None]]) -> None:
+        """Hand every message to ``sink`` from the reader task itself (no queue, no task
+        switch per message) until the connection ends, then raise ConnectionClosed.
+        Messages already queued go first, in order. ``receive()`` gets nothing after."""
+        while self._sink is None:
+            try:
+                message = self._queue.receive_nowait()
+            except trio.WouldBlock:
+                self._sink = sink  # no checkpoint since the queue was seen empty
+                break
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            await sink(message)
+        await self._done.wait()
+        raise ConnectionClosed(self._close_code, self._close_reason)
 
     async def ping(self) -> None:
         if self._close_code is not None:
@@ -160,23 +192,75 @@ class NativeWebSocketConnection:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, timeout: float = math.inf) -> bool:
+        """Write ``data`` whole; False if ``timeout`` passed first. With a finite timeout
+        the wait is shielded: a cancelled send would cut a frame and ruin the stream,
+        so only the timeout (after which the caller aborts) may leave it unfinished."""
         if not data:
-            return
+            return True
         try:
             self._send_lock.acquire_nowait()  # no extra checkpoint when uncontended
         except trio.WouldBlock:
             await self._send_lock.acquire()
         try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            rest: bytes | memoryview | None = data
+            if self._sock is not None:
+                rest = self._write_now(data)
+                if rest is None:
+                    return True
+            with trio.CancelScope(shield=math.isfinite(timeout)) as scope:
+                scope.relative_deadline = timeout
+                if self._sock is None:
+                    await self._stream.send_all(rest)
+                else:
+                    while rest is not None:
+                        await trio.lowlevel.wait_writable(self._sock)
+                        rest = self._write_now(rest)
+            return not scope.cancelled_caught
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._set_closed(1006, "connection lost")
             raise ConnectionClosed(self._close_code, self._close_reason) from None
         finally:
             self._send_lock.release()
 
+    def _write_now(self, data: bytes | memoryview) -> memoryview | None:
+        """Write what the kernel takes at once; the rest, or None when all is written."""
+        fd = self._sock.fileno()  # type: ignore[union-attr]  # -1 once closed
+        if fd < 0:  # never write to a descriptor that may be reused
+            raise trio.ClosedResourceError
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return None
+        return memoryview(data)[sent:]
+
+    async def _receive_some(self) -> bytes:
+        sock = self._sock
+        if sock is None:
+            return bytes(await self._stream.receive_some(RECEIVE_SIZE))
+        self._eager_reads += 1
+        if self._eager_reads >= FAIR_READS:  # a peer that always has data still yields
+            self._eager_reads = 0
+            await trio.lowlevel.checkpoint()
+        while True:
+            fd = sock.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                self._eager_reads = 0
+                await trio.lowlevel.wait_readable(sock)
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+
     async def _deliver(self, message: str | bytes) -> None:
         if self._ws.close_sent:  # we are closing: nobody reads these
+            return
+        if self._sink is not None:
+            await self._sink(message)
             return
         try:
             self._queue_in.send_nowait(message)
@@ -234,7 +318,7 @@ class NativeWebSocketConnection:
                                 self._queue_in.close()
                                 await self._linger()
                                 return
-                    data = bytes(await self._stream.receive_some(RECEIVE_SIZE))
+                    data = await self._receive_some()
                     if not data:
                         self._set_closed(1006, "connection lost")
                         return

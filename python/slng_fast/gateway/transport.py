@@ -38,6 +38,9 @@ class UpstreamRejected(OSError):
 class Connection(Protocol):
     async def receive(self) -> str | bytes: ...
     async def send(self, frame: str | bytes) -> None: ...
+    async def send_within(self, frame: str | bytes, timeout: float, *, text: bool = False) -> bool:
+        """Send one message (``text``: UTF-8 bytes as a text message); False if it was not
+        written within ``timeout`` s, after which the connection must be aborted."""
     async def ping(self) -> None:
         """Send a ping and return when its pong arrives."""
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
@@ -124,6 +127,13 @@ class TrioWebsocketConnection:
             await self.ws.send_message(frame)
         except trio_websocket.ConnectionClosed as exc:
             raise ConnectionClosed(exc.reason.code, exc.reason.reason) from None
+
+    async def send_within(self, frame: str | bytes, timeout: float, *, text: bool = False) -> bool:
+        if text and isinstance(frame, bytes):
+            frame = frame.decode()
+        with trio.move_on_after(timeout) as scope:
+            await self.send(frame)
+        return not scope.cancelled_caught
 
     async def ping(self) -> None:
         try:

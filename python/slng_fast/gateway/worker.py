@@ -16,6 +16,7 @@ import trio
 
 from slng_fast.cli import setup_logging
 from slng_fast.config import ConfigError, load_config
+from slng_fast.gateway.collector import tune_collector
 from slng_fast.gateway.run import make_ssl_context, serve_one_worker
 from slng_fast.providers.registry import ProviderRegistry
 from slng_fast.store import Store
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    tune_collector()
     try:
         trio.run(run_worker, args)
     except ConfigError as exc:

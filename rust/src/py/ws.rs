@@ -110,6 +110,14 @@ impl WsConnection {
         Ok(PyBytes::new(py, &self.0.send_text(text).map_err(ws_err)?))
     }
 
+    /// A text frame from UTF-8 bytes (the native chunker's JSON, say), so the payload
+    /// is not decoded to str only to be encoded again. Invalid UTF-8 is a ValueError.
+    fn send_text_utf8<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let text = std::str::from_utf8(data)
+            .map_err(|err| pyo3::exceptions::PyValueError::new_err(format!("not UTF-8: {err}")))?;
+        Ok(PyBytes::new(py, &self.0.send_text(text).map_err(ws_err)?))
+    }
+
     fn send_binary<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         Ok(PyBytes::new(py, &self.0.send_binary(data).map_err(ws_err)?))
     }

@@ -1,0 +1,155 @@
+"""The native transport's hot-path pieces over real sockets on 127.0.0.1: writes straight
+to the descriptor (with a deadline, never cutting a frame on cancellation), ``pump``
+(messages handed over in the reader's own task, in order), and UTF-8 text frames built
+from bytes. The gateway's collector settings are checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from slng_fast import _native as native
+from slng_fast.gateway.native_transport import NativeWebSocketConnection, serve_native_websocket
+from slng_fast.gateway.transport import ConnectionClosed, IncomingRequest
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+async def open_raw(port: int) -> tuple[trio.SocketStream, bytes]:
+    """A client that has done the handshake and reads only when told to."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        f"GET /x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive_some(4096)
+    head, rest = head.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return stream, rest
+
+
+async def read_messages(stream: trio.SocketStream, ws: native.WsConnection, rest: bytes,
+                        count: int) -> list[tuple]:
+    events = list(ws.receive_data(rest)) if rest else []
+    with trio.fail_after(20):
+        while len(events) < count:
+            data = await stream.receive_some(1 << 20)
+            assert data, "the server closed early"
+            events += ws.receive_data(data)
+    return events
+
+
+async def start_server(nursery: trio.Nursery, body) -> int:
+    async def handler(request: IncomingRequest) -> None:
+        conn = await request.accept(None)
+        assert isinstance(conn, NativeWebSocketConnection)
+        await body(conn)
+
+    return await nursery.start(lambda task_status: serve_native_websocket(
+        handler, "127.0.0.1", 0, max_message_bytes=1 << 23, task_status=task_status))
+
+
+async def test_send_within_gives_up_on_a_peer_that_reads_nothing(nursery):
+    outcome: dict[str, object] = {}
+    done = trio.Event()
+
+    async def body(conn: NativeWebSocketConnection) -> None:
+        chunk = b"\0" * (1 << 20)
+        sent = 0
+        while await conn.send_within(chunk, 0.3):
+            sent += 1
+            assert sent < 256, "a peer that reads nothing must stop the writer"
+        outcome["sent"] = sent
+        await conn.abort()
+        done.set()
+
+    port = await start_server(nursery, body)
+    stream, _ = await open_raw(port)
+    with trio.fail_after(30):
+        await done.wait()
+    # Only what the kernel's buffers hold was taken; the rest was never queued here.
+    assert isinstance(outcome["sent"], int) and outcome["sent"] < 64
+    await stream.aclose()
+
+
+async def test_a_cancelled_send_still_finishes_its_frame(nursery):
+    big = os.urandom(4 << 20)  # far more than the socket buffers take at once
+    cancelled = trio.Event()
+
+    async def body(conn: NativeWebSocketConnection) -> None:
+        with trio.CancelScope() as scope:
+            nursery.start_soon(_cancel_later, scope, cancelled)
+            await conn.send_within(big, 30.0)
+        await conn.send("after")
+        await trio.sleep(5)
+
+    port = await start_server(nursery, body)
+    stream, rest = await open_raw(port)
+    with trio.fail_after(10):
+        await cancelled.wait()  # the server's send was cancelled while we read nothing
+    events = await read_messages(stream, native.WsConnection(1 << 23, client=True), rest, 2)
+    assert events[0] == ("binary", big)  # whole, not cut at the cancellation
+    assert events[1] == ("text", "after")
+    await stream.aclose()
+
+
+async def _cancel_later(scope: trio.CancelScope, cancelled: trio.Event) -> None:
+    await trio.sleep(0.3)
+    scope.cancel()
+    cancelled.set()
+
+
+async def test_pump_hands_over_queued_then_live_messages_in_order(nursery):
+    got: list[str | bytes] = []
+    ended: list[int | None] = []
+    done = trio.Event()
+
+    async def body(conn: NativeWebSocketConnection) -> None:
+        await trio.sleep(0.3)  # the first messages wait in the queue meanwhile
+
+        async def sink(message: str | bytes) -> None:
+            got.append(message)
+            if len(got) % 7 == 0:
+                await trio.sleep(0.001)  # a sink that waits now and then
+
+        try:
+            await conn.pump(sink)
+        except ConnectionClosed as exc:
+            ended.append(exc.code)
+        done.set()
+
+    port = await start_server(nursery, body)
+    stream, _ = await open_raw(port)
+    ws = native.WsConnection(1 << 20, client=True)
+    await stream.send_all(b"".join(ws.send_text(str(i)) for i in range(40)))
+    await trio.sleep(0.6)  # now the server pumps
+    await stream.send_all(b"".join(ws.send_text(str(i)) for i in range(40, 100)))
+    await stream.send_all(ws.send_binary(b"end") + ws.send_close(1000, "bye"))
+    with trio.fail_after(10):
+        await done.wait()
+    assert got == [str(i) for i in range(100)] + [b"end"]
+    assert ended == [1000]
+    await stream.aclose()
+
+
+def test_text_frames_from_utf8_bytes():
+    ws = native.WsConnection()
+    text = '{"type":"audio_chunk","data":"AAEC"} €'
+    assert ws.send_text_utf8(text.encode()) == native.WsConnection().send_text(text)
+    with pytest.raises(ValueError):
+        ws.send_text_utf8(b"\xff\xfe not UTF-8")
+
+
+@pytest.mark.parametrize("mode, frozen", [("tuned", True), ("default", False)])
+def test_serving_process_collector_settings(mode, frozen):
+    code = ("import gc; from slng_fast.gateway.collector import THRESHOLDS, tune_collector; "
+            "tune_collector(); print(gc.get_threshold() == THRESHOLDS, gc.get_freeze_count() > 0)")
+    env = {**os.environ, "SLNG_GC": mode}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(frozen), str(frozen)]
