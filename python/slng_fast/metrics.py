@@ -91,12 +91,16 @@ class Metrics:
         self._metrics[name].values[_labels(labels)] = value
 
     def observe(self, name: str, value: float, **labels: str) -> None:
+        self.histogram(name, **labels).observe(value)
+
+    def histogram(self, name: str, **labels: str) -> Histogram:
+        """One labelled histogram, for a caller that observes it once per frame."""
         metric = self._metrics[name]
         key = _labels(labels)
         histogram = metric.histograms.get(key)
         if histogram is None:
             histogram = metric.histograms[key] = Histogram()
-        histogram.observe(value)
+        return histogram
 
     def error(self, code: str) -> None:
         """One error event sent; a refusal by a limit counts as that too."""

@@ -64,6 +64,8 @@ class SessionBridge:
         self.session = session
         self.metrics = metrics if metrics is not None else Metrics()
         self.provider = session.endpoint.name
+        self.added_latency = self.metrics.histogram("slng_added_latency_seconds",
+                                                    provider=self.provider)
         self.opened_upstreams = 0
         self.shutdown = shutdown
         self.connect_timeout = connect_timeout
@@ -144,8 +146,7 @@ class SessionBridge:
             if kind == "upstream" or kind == "actions":
                 self.deferred -= 1
                 if any(isinstance(a, SendClient) for a in actions):
-                    self.metrics.observe("slng_added_latency_seconds",
-                                         trio.current_time() - item[-1], provider=self.provider)
+                    self.added_latency.observe(trio.current_time() - item[-1])
             self._record(session)
             if sent:
                 return
@@ -330,8 +331,7 @@ class SessionBridge:
                 return
         over = await self._execute(actions) if actions else False
         if to_client:
-            self.metrics.observe("slng_added_latency_seconds", trio.current_time() - now,
-                                 provider=self.provider)
+            self.added_latency.observe(trio.current_time() - now)
         if session.observations:
             self._record(session)
         if over:  # the client went away or was too slow: the session has ended

@@ -43,16 +43,18 @@ class AudioOut:
 
     def push(self, data: bytes, rate: int, sample_format: str = "pcm16") -> tuple[list[bytes], float]:
         """Frames for this piece of provider audio, and the milliseconds they carry."""
+        if rate == self.sample_rate and sample_format == "pcm16" and self._resampler is None:
+            return self._frames(data)  # already what the client asked for: no copy
         pcm = self._resampler_for(rate, sample_format).process(data)
         return self._frames(pcm)
 
     def end_utterance(self) -> tuple[list[bytes], float]:
         """Emit what the resampler holds back at the end of an utterance."""
-        if self._resampler is None:
-            return [], 0.0
-        pcm = self._resampler.flush()
-        frames, ms = self._frames(pcm)
-        self._chunker.flush()
+        frames: list[bytes] = []
+        ms = 0.0
+        if self._resampler is not None:
+            frames, ms = self._frames(self._resampler.flush())
+        self._chunker.flush()  # an odd byte left over belongs to no sample
         return frames, ms
 
     def drop(self) -> None:
