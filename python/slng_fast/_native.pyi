@@ -440,6 +440,11 @@ def ws_reject_response(status: int, body: bytes = b"",
     """A whole HTTP/1.1 response with ``Content-Length`` and ``Connection: close``
     (a 426 also says ``Sec-WebSocket-Version: 13``)."""
 
+def ws_relay_audio(upstream: WsConnection, data: bytes, chunker: AudioChunker,
+                   client: WsConnection) -> tuple[bytes, int, list[WsEvent]]:
+    """Parse ``data`` from the upstream; while its messages are binary PCM, cut them with
+    ``chunker`` into ``audio_chunk`` frames, framed as text for ``client``. Returns (wire
+    bytes for the client, PCM bytes relayed, the first other event and all after it)."""
 def ws_encode_frame(opcode: int, payload: bytes, fin: bool = True,
                     mask: bytes | None = None) -> bytes:
     """One raw frame of any opcode 0..15, masked with the 4-byte ``mask`` if given:

@@ -597,6 +597,11 @@ impl WsConnection {
         self.frame(0x1, text.as_bytes())
     }
 
+    /// A text frame from bytes the caller knows to be UTF-8 (our own JSON), unchecked.
+    pub(crate) fn send_text_trusted(&mut self, utf8: &[u8]) -> Result<Vec<u8>, WsError> {
+        self.frame(0x1, utf8)
+    }
+
     pub fn send_binary(&mut self, data: &[u8]) -> Result<Vec<u8>, WsError> {
         self.frame(0x2, data)
     }

@@ -227,6 +227,34 @@ async def test_native_frames_relay_unchanged(family, nursery):
     assert record.controls == ["flush"]
 
 
+async def test_streamed_audio_takes_the_native_relay(family, nursery, monkeypatch):
+    """Once an utterance's first chunk is out, its PCM goes through the native relay
+    (`_native.ws_relay_audio`, checked byte for byte in tests/native/test_ws_relay.py):
+    the chunks keep their sequence, the utterance's duration counts the relayed audio,
+    and the speech still round-trips (test_orpheus_speech_round_trips_through_pocketsphinx)."""
+    from slng_fast import _native
+
+    relayed: list[int] = []
+    real_relay = _native.ws_relay_audio
+
+    def counting_relay(*args):
+        out = real_relay(*args)
+        relayed.append(out[1])
+        return out
+
+    monkeypatch.setattr(_native, "ws_relay_audio", counting_relay)
+    ws, _ = await open_session(family, nursery, "orpheus", voice_id="tara")
+    sequences: list[int] = []
+    for utterance_id in (1, 2):  # the second starts on the session path again
+        relayed.clear()
+        events, audio = await utterance(ws, LONG_TEXT[:128])  # about 7 s of speech
+        assert sum(relayed) > len(audio) // 2, "most of the audio should take the relay"
+        sequences += [e["sequence"] for e in events if e["type"] == "audio_chunk"]
+        check_utterance(events, audio, 24000, utterance_id)
+    assert sequences == list(range(len(sequences)))  # one count for the session
+    await ws.aclose()
+
+
 async def transcribe(gw: Running, nursery, pcm16k: bytes) -> str:
     ws = await connect(gw.stt(), gw.keys["pro"], nursery=nursery)
     await send(ws, type="start", sample_rate=16000, encoding="pcm16")

@@ -24,7 +24,7 @@ import trio_websocket
 
 from slng_fast import errors
 from slng_fast.errors import GatewayError
-from slng_fast.gateway.native_transport import open_native_upstream
+from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
 from slng_fast.gateway.transport import (
     Connection, ConnectionClosed, UpstreamRejected, open_upstream,
 )
@@ -170,26 +170,9 @@ class SessionBridge:
                     delivered = await self.conn.send_within(action.frame, self.slow_client_timeout,
                                                             text=action.text)
                 except ConnectionClosed:
-                    # Ended here, not through the inbox: this task is its only reader, so a
-                    # full inbox would never drain.
-                    self.client_gone = True
-                    return await self._execute(self.session.end("client_closed",
-                                                                trio.current_time()))
+                    return await self._client_lost()
                 if not delivered:
-                    # The client has not taken a frame for that long: memory stays bounded
-                    # (this loop waits, the inbox fills, the upstream is not read), and the
-                    # session ends instead of waiting for ever. Its socket is unusable now
-                    # (a frame was cut), so it is dropped without a close handshake.
-                    log.warning("client too slow: no frame taken in %.0f s",
-                                self.slow_client_timeout,
-                                extra={"context_id": self.session.context_id})
-                    self.client_gone = True
-                    self.slow = True
-                    with trio.CancelScope(shield=True):
-                        await self.conn.abort()
-                    return await self._execute(self.session.end("slow_client", trio.current_time(),
-                                                                close_code=1008,
-                                                                close_reason="client too slow"))
+                    return await self._client_too_slow()
             elif isinstance(action, SendUpstream):
                 link = self.links.get(self.session.upstream_epoch)
                 if link is not None:
@@ -217,6 +200,26 @@ class SessionBridge:
                     self.client_gone = True
                 return True
         return False
+
+    async def _client_lost(self) -> bool:
+        # Ended here, not through the inbox: the loop may be the inbox's only reader, so a
+        # full inbox would never drain.
+        self.client_gone = True
+        return await self._execute(self.session.end("client_closed", trio.current_time()))
+
+    async def _client_too_slow(self) -> bool:
+        # The client has not taken a frame for that long: memory stays bounded (the sender
+        # waits, the upstream is not read), and the session ends instead of waiting for
+        # ever. Its socket is unusable now (a frame was cut), so it is dropped without a
+        # close handshake.
+        log.warning("client too slow: no frame taken in %.0f s", self.slow_client_timeout,
+                    extra={"context_id": self.session.context_id})
+        self.client_gone = True
+        self.slow = True
+        with trio.CancelScope(shield=True):
+            await self.conn.abort()
+        return await self._execute(self.session.end("slow_client", trio.current_time(),
+                                                    close_code=1008, close_reason="client too slow"))
 
     # -- upstream links ------------------------------------------------------------------
     def _open_link(self, action: OpenUpstream) -> None:
@@ -297,6 +300,10 @@ class SessionBridge:
     async def _read_upstream(self, epoch: int, conn: Connection) -> None:
         sink = partial(self._on_upstream, epoch)
         pump = getattr(conn, "pump", None)  # the native transport's: no queue in between
+        if (hasattr(self.session, "relay_chunker")
+                and isinstance(conn, NativeWebSocketConnection) and conn.direct
+                and isinstance(self.conn, NativeWebSocketConnection) and self.conn.direct):
+            conn.set_receive_hook(partial(self._relay, epoch, conn))
         try:
             if pump is not None:
                 await pump(sink)
@@ -304,6 +311,31 @@ class SessionBridge:
                 await sink(await conn.receive())
         except ConnectionClosed as exc:
             await self.inbox_send.send(("upstream_closed", epoch, exc.code, exc.reason))
+
+    async def _relay(self, epoch: int, upstream: NativeWebSocketConnection, data: bytes) -> list[Any]:
+        """The hottest path: while an utterance streams and its audio needs only cutting
+        and wrapping, a read from the upstream goes to the client in one native call and
+        one write; whatever else the read holds is left to `_on_upstream`, in order."""
+        chunker = None if self.deferred or self.client_gone else self.session.relay_chunker(epoch)
+        if chunker is None:
+            return upstream.framing.receive_data(data)
+        now = trio.current_time()
+        try:
+            rest, relayed, delivered = await self.conn.relay_audio(  # type: ignore[attr-defined]
+                upstream, data, chunker, self.slow_client_timeout)
+        except ConnectionClosed:
+            if await self._client_lost():
+                self.nursery.cancel_scope.cancel()
+            return []
+        if relayed:
+            self.session.credit_relayed(relayed)
+        if not delivered:
+            if await self._client_too_slow():
+                self.nursery.cancel_scope.cancel()
+            return []
+        if relayed:
+            self.added_latency.observe(trio.current_time() - now)
+        return rest
 
     async def _on_upstream(self, epoch: int, frame: str | bytes) -> None:
         """The hot path: one upstream message, in the upstream reader's task."""

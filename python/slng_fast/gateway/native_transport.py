@@ -86,7 +86,9 @@ class NativeWebSocketConnection:
         # scheduler even when they need not wait, once per frame each way.
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._eager_reads = 0
+        self._drained = False  # the last read emptied the socket's buffer
         self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
+        self._receive_hook: Callable[[bytes], Awaitable[list[Any]]] | None = None
 
     # ---- the Connection interface ----
 
@@ -115,6 +117,34 @@ class NativeWebSocketConnection:
         except _native.WsClosedError:
             raise ConnectionClosed(self._close_code, self._close_reason) from None
         return await self._write(data, timeout)
+
+    @property
+    def direct(self) -> bool:
+        """Whether this connection reads and writes its descriptor itself (plain TCP)."""
+        return self._sock is not None
+
+    @property
+    def framing(self) -> _native.WsConnection:
+        """The native framing state, for a receive hook."""
+        return self._ws
+
+    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[Any]]] | None) -> None:
+        """Let ``hook(data)`` stand in for ``framing.receive_data(data)`` on every read:
+        it parses the bytes itself (with `framing`) and returns the events it leaves to
+        this connection's ordinary handling, in order."""
+        self._receive_hook = hook
+
+    async def relay_audio(self, upstream: NativeWebSocketConnection, data: bytes,
+                          chunker: _native.AudioChunker, timeout: float) -> tuple[list[Any], int, bool]:
+        """Send the binary PCM at the head of ``data`` (read from ``upstream``) to this
+        connection as ``audio_chunk`` frames cut by ``chunker``, in one native call and
+        one write. Returns (the events left for the ordinary path, PCM bytes relayed,
+        whether the frames were written within ``timeout``)."""
+        if self._close_code is not None or self._ws.close_sent:
+            raise ConnectionClosed(self._close_code, self._close_reason)
+        out, relayed, rest = _native.ws_relay_audio(upstream._ws, data, chunker, self._ws)
+        delivered = await self._write(out, timeout) if out else True
+        return rest, relayed, delivered
 
     async def pump(self, sink: Callable[[str | bytes], Awaitable[None]]) -> None:
         """Hand every message to ``sink`` from the reader task itself (no queue, no task
@@ -240,21 +270,29 @@ class NativeWebSocketConnection:
         sock = self._sock
         if sock is None:
             return bytes(await self._stream.receive_some(RECEIVE_SIZE))
-        self._eager_reads += 1
-        if self._eager_reads >= FAIR_READS:  # a peer that always has data still yields
-            self._eager_reads = 0
-            await trio.lowlevel.checkpoint()
+        if self._drained:
+            # The last read took less than it asked for: the socket was empty then, and
+            # a read now would almost always fail with EAGAIN. Wait first.
+            await trio.lowlevel.wait_readable(sock)
+        else:
+            self._eager_reads += 1
+            if self._eager_reads >= FAIR_READS:  # a peer that always has data still yields
+                self._eager_reads = 0
+                await trio.lowlevel.checkpoint()
         while True:
             fd = sock.fileno()
             if fd < 0:
                 raise trio.ClosedResourceError
             try:
-                return os.read(fd, RECEIVE_SIZE)
+                data = os.read(fd, RECEIVE_SIZE)
             except BlockingIOError:
                 self._eager_reads = 0
                 await trio.lowlevel.wait_readable(sock)
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
+            else:
+                self._drained = len(data) < RECEIVE_SIZE
+                return data
 
     async def _deliver(self, message: str | bytes) -> None:
         if self._ws.close_sent:  # we are closing: nobody reads these
@@ -294,7 +332,9 @@ class NativeWebSocketConnection:
                 data = initial
                 while True:
                     if data:
-                        for event in ws.receive_data(data):
+                        hook = self._receive_hook
+                        events = ws.receive_data(data) if hook is None else await hook(data)
+                        for event in events:
                             kind = event[0]
                             value: Any = event[1]
                             if kind == "binary" or kind == "text":

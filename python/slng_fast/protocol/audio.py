@@ -48,6 +48,17 @@ class AudioOut:
         pcm = self._resampler_for(rate, sample_format).process(data)
         return self._frames(pcm)
 
+    def relay_chunker(self, rate: int) -> _native.AudioChunker | None:
+        """The chunker, when audio at ``rate`` (PCM16) needs only cutting and wrapping:
+        the client takes PCM16 at that rate and no resampler holds audio back."""
+        if self._encode is None and rate == self.sample_rate and self._resampler is None:
+            return self._chunker
+        return None
+
+    def credit(self, nbytes: int) -> float:
+        """The milliseconds in ``nbytes`` of client audio sent without `push`."""
+        return nbytes / self._bytes_per_ms
+
     def end_utterance(self) -> tuple[list[bytes], float]:
         """Emit what the resampler holds back at the end of an utterance."""
         frames: list[bytes] = []

@@ -220,6 +220,26 @@ class TtsSession(SessionCore):
             actions += self._on_event(event, now)
         return actions
 
+    def relay_chunker(self, epoch: int) -> Any:
+        """The chunker for relaying this upstream's binary frames straight to the client
+        (PCM16 cut into ``audio_chunk`` frames, nothing else), or None when the session
+        must see them: another upstream, native mode, no utterance under way or its first
+        audio not yet sent (that one is timed), resampling or encoding needed, or a
+        dialect whose binary frames are not plain PCM16."""
+        if (self.ended or epoch != self.upstream_epoch or not self.upstream_open
+                or self.mode == NATIVE or self.audio is None or not self.pending
+                or self.pending[0].audio_ms == 0
+                or not getattr(self.dialect, "binary_is_pcm16", False)):
+            return None
+        return self.audio.relay_chunker(self.dialect.sample_rate)
+
+    def credit_relayed(self, nbytes: int) -> None:
+        """Count audio that `relay_chunker`'s chunker sent for the current utterance."""
+        assert self.audio is not None
+        ms = self.audio.credit(nbytes)
+        self.pending[0].audio_ms += ms
+        self.usage.audio_ms += ms
+
     def _on_event(self, event: Any, now: float) -> list[Action]:
         if isinstance(event, Audio):
             if not self.pending or self.audio is None:

@@ -42,6 +42,9 @@ class SlngDialect(HeldText):
     capabilities = CAPABILITIES
     stop_by_reconnect = True
     keepalive_interval: float | None = None
+    # Every binary frame is PCM16 at `sample_rate` and nothing else: the gateway may
+    # relay it straight to the client (`TtsSession.relay_chunker`).
+    binary_is_pcm16 = True
 
     def __init__(self, endpoint: Endpoint, url: str, api_key: str | None = None) -> None:
         self.endpoint = endpoint

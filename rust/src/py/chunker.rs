@@ -43,7 +43,7 @@ fn audio_chunk_frame<'py>(
 /// ``max_chunk_bytes``; optionally wraps them as ``audio_chunk`` JSON frames.
 #[pyclass(module = "slng_fast._native", name = "AudioChunker")]
 pub struct AudioChunker {
-    inner: Chunker,
+    pub(crate) inner: Chunker,
 }
 
 fn chunk_bytes<'py>(py: Python<'py>, chunk: &Chunk<'_>) -> PyResult<Bound<'py, PyBytes>> {

@@ -237,7 +237,50 @@ fn ws_encode_frame<'py>(
     Ok(PyBytes::new(py, &ws::encode_frame(opcode, payload, fin, mask)))
 }
 
+/// The audio relay of an established TTS stream, in one call per socket read: parse
+/// ``data`` from the upstream; while its messages are binary PCM, cut each with
+/// ``chunker`` into ``audio_chunk`` frames and frame those as text for ``client``.
+/// Returns ``(wire bytes for the client, PCM bytes relayed, events)``: at the first
+/// message that is not binary audio the relay stops, and that event and every one after
+/// it are returned as ``receive_data`` would, for the caller's ordinary path.
+#[pyfunction]
+fn ws_relay_audio<'py>(
+    py: Python<'py>,
+    mut upstream: PyRefMut<'py, WsConnection>,
+    data: &[u8],
+    mut chunker: PyRefMut<'py, super::chunker::AudioChunker>,
+    mut client: PyRefMut<'py, WsConnection>,
+) -> PyResult<(Bound<'py, PyBytes>, usize, Bound<'py, PyList>)> {
+    upstream.0.receive_data(data);
+    let mut out: Vec<u8> = Vec::new();
+    let mut relayed = 0usize;
+    let rest = PyList::empty(py);
+    let mut json: Vec<u8> = Vec::new();
+    while let Some(event) = upstream.0.next_event() {
+        match event {
+            Event::Binary(pcm) if rest.is_empty() => {
+                relayed += pcm.len();
+                let inner = &mut chunker.inner;
+                let chunks = inner.push(&pcm);
+                for chunk in chunks {
+                    let frame = inner.frame(&chunk);
+                    json.clear();
+                    json.reserve(frame.len());
+                    let len = frame.len();
+                    let written = frame.write_into(&mut json.spare_capacity_mut()[..len]).len();
+                    // SAFETY: write_into initialised the first `written` bytes.
+                    unsafe { json.set_len(written) };
+                    out.extend(client.0.send_text_trusted(&json).map_err(ws_err)?);
+                }
+            }
+            other => rest.append(event_tuple(py, other)?)?,
+        }
+    }
+    Ok((PyBytes::new(py, &out), relayed, rest))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(ws_relay_audio, m)?)?;
     let py = m.py();
     m.add("WsHandshakeError", py.get_type::<WsHandshakeError>())?;
     m.add("WsClosedError", py.get_type::<WsClosedError>())?;
