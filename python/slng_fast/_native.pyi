@@ -441,7 +441,7 @@ def ws_reject_response(status: int, body: bytes = b"",
     (a 426 also says ``Sec-WebSocket-Version: 13``)."""
 
 def ws_relay_audio(upstream: WsConnection, data: bytes, chunker: AudioChunker,
-                   client: WsConnection) -> tuple[bytes, int, list[WsEvent]]:
+                   client: WsConnection) -> tuple[bytes, int, list[tuple[Any, ...]]]:
     """Parse ``data`` from the upstream; while its messages are binary PCM, cut them with
     ``chunker`` into ``audio_chunk`` frames, framed as text for ``client``. Returns (wire
     bytes for the client, PCM bytes relayed, the first other event and all after it)."""
