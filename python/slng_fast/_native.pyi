@@ -325,6 +325,7 @@ __all__ += [
     "ws_accept_key",
     "ws_accept_response",
     "ws_reject_response",
+    "ws_relay_audio",
     "ws_encode_frame",
 ]
 
@@ -445,6 +446,7 @@ def ws_relay_audio(upstream: WsConnection, data: bytes, chunker: AudioChunker,
     """Parse ``data`` from the upstream; while its messages are binary PCM, cut them with
     ``chunker`` into ``audio_chunk`` frames, framed as text for ``client``. Returns (wire
     bytes for the client, PCM bytes relayed, the first other event and all after it)."""
+
 def ws_encode_frame(opcode: int, payload: bytes, fin: bool = True,
                     mask: bytes | None = None) -> bytes:
     """One raw frame of any opcode 0..15, masked with the 4-byte ``mask`` if given:
