@@ -136,12 +136,8 @@ class SessionBridge:
                                           close_code=errors.CLOSE_GOING_AWAY)
                 else:
                     actions = []
-            except GatewayError as err:
-                actions = session.fail(err, now)
-            except Exception:
-                log.exception("session fault", extra={"context_id": session.context_id})
-                actions = session.fail(GatewayError(errors.INTERNAL_ERROR,
-                                                    "internal error in the gateway"), now)
+            except Exception as exc:
+                actions = self._fault(exc, now)
             sent = await self._execute(actions)
             if kind == "upstream" or kind == "actions":
                 self.deferred -= 1
@@ -150,6 +146,14 @@ class SessionBridge:
             self._record(session)
             if sent:
                 return
+
+    def _fault(self, exc: Exception, now: float) -> list[Action]:
+        """A session step raised: it fails this session only (call from the except block,
+        so an unexpected fault is logged with its traceback)."""
+        if not isinstance(exc, GatewayError):
+            log.exception("session fault", extra={"context_id": self.session.context_id})
+            exc = GatewayError(errors.INTERNAL_ERROR, "internal error in the gateway")
+        return self.session.fail(exc, now)
 
     def _record(self, session: Any) -> None:
         for what, value in session.observations:
@@ -347,12 +351,8 @@ class SessionBridge:
         session = self.session
         try:
             actions = session.receive_upstream(epoch, frame, now)
-        except GatewayError as err:
-            actions = session.fail(err, now)
-        except Exception:
-            log.exception("session fault", extra={"context_id": session.context_id})
-            actions = session.fail(GatewayError(errors.INTERNAL_ERROR,
-                                                "internal error in the gateway"), now)
+        except Exception as exc:
+            actions = self._fault(exc, now)
         to_client = False
         for action in actions:
             if isinstance(action, SendClient):
