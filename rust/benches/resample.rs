@@ -15,7 +15,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Async, Fft, FixedAsync, FixedSync, SincInterpolationParameters, SincInterpolationType, WindowFunction};
+use rubato::{
+    Async, Fft, FixedAsync, FixedSync, SincInterpolationParameters, SincInterpolationType,
+    WindowFunction,
+};
 use slng_fast::resample::{Resampler, SampleFormat};
 
 const CHUNK_SECONDS: f64 = 0.02;
@@ -57,7 +60,11 @@ impl Stream for Ours {
         }
         self.bytes_out.clear();
         self.r.process(&self.bytes_in, &mut self.bytes_out);
-        out.extend(self.bytes_out.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        out.extend(
+            self.bytes_out
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
     }
     fn delay_out(&self) -> usize {
         0
@@ -74,15 +81,42 @@ impl Rubato {
     /// `sub_chunks` FFT blocks per chunk: more of them, less delay (and a lower cut-off).
     fn fft(i: u32, o: u32, chunk: usize, sub_chunks: usize) -> Self {
         let window = WindowFunction::BlackmanHarris2;
-        let r = Fft::<f32>::new_custom(i as usize, o as usize, chunk, sub_chunks, 1, window, FixedSync::Input).unwrap();
-        Self::wrap(format!("rubato Fft, {sub_chunks} block(s)/chunk"), Box::new(r))
+        let r = Fft::<f32>::new_custom(
+            i as usize,
+            o as usize,
+            chunk,
+            sub_chunks,
+            1,
+            window,
+            FixedSync::Input,
+        )
+        .unwrap();
+        Self::wrap(
+            format!("rubato Fft, {sub_chunks} block(s)/chunk"),
+            Box::new(r),
+        )
     }
 
-    fn sinc(i: u32, o: u32, chunk: usize, len: usize, interp: SincInterpolationType, over: usize) -> Self {
+    fn sinc(
+        i: u32,
+        o: u32,
+        chunk: usize,
+        len: usize,
+        interp: SincInterpolationType,
+        over: usize,
+    ) -> Self {
         let params = SincInterpolationParameters::new(len, WindowFunction::BlackmanHarris2)
             .oversampling_factor(over)
             .interpolation(interp);
-        let r = Async::<f32>::new_sinc(f64::from(o) / f64::from(i), 1.0, &params, chunk, 1, FixedAsync::Input).unwrap();
+        let r = Async::<f32>::new_sinc(
+            f64::from(o) / f64::from(i),
+            1.0,
+            &params,
+            chunk,
+            1,
+            FixedAsync::Input,
+        )
+        .unwrap();
         Self::wrap(format!("rubato sinc {len} {interp:?} x{over}"), Box::new(r))
     }
 
@@ -101,7 +135,10 @@ impl Stream for Rubato {
         let input = InterleavedSlice::new(chunk, 1, chunk.len()).unwrap();
         let cap = self.buf.len();
         let mut output = InterleavedSlice::new_mut(&mut self.buf, 1, cap).unwrap();
-        let (_, n) = self.r.process_into_buffer(&input, &mut output, None).unwrap();
+        let (_, n) = self
+            .r
+            .process_into_buffer(&input, &mut output, None)
+            .unwrap();
         out.extend_from_slice(&self.buf[..n]);
     }
     fn delay_out(&self) -> usize {
@@ -114,14 +151,30 @@ fn make(kind: usize, i: u32, o: u32, chunk: usize) -> Box<dyn Stream> {
         0 => Box::new(Ours::new(i, o)),
         1 => Box::new(Rubato::fft(i, o, chunk, 1)),
         2 => Box::new(Rubato::fft(i, o, chunk, 4)),
-        3 => Box::new(Rubato::sinc(i, o, chunk, 128, SincInterpolationType::Linear, 256)),
-        _ => Box::new(Rubato::sinc(i, o, chunk, 256, SincInterpolationType::Cubic, 128)),
+        3 => Box::new(Rubato::sinc(
+            i,
+            o,
+            chunk,
+            128,
+            SincInterpolationType::Linear,
+            256,
+        )),
+        _ => Box::new(Rubato::sinc(
+            i,
+            o,
+            chunk,
+            256,
+            SincInterpolationType::Cubic,
+            128,
+        )),
     }
 }
 const KINDS: usize = 5;
 
 fn tone(rate: u32, n: usize, f: f64, amp: f64) -> Vec<f32> {
-    (0..n).map(|k| (amp * (2.0 * PI * f * k as f64 / f64::from(rate)).sin()) as f32).collect()
+    (0..n)
+        .map(|k| (amp * (2.0 * PI * f * k as f64 / f64::from(rate)).sin()) as f32)
+        .collect()
 }
 
 /// Run `x` through a fresh stream in chunks (padding the last chunk with zeros).
@@ -198,7 +251,12 @@ fn main() {
         "mono f32, {} ms chunks, {SECONDS} s of audio per run, best/median of {REPEATS} runs",
         CHUNK_SECONDS * 1e3
     );
-    for (i, o) in [(24000u32, 16000u32), (16000, 24000), (22050, 24000), (24000, 8000)] {
+    for (i, o) in [
+        (24000u32, 16000u32),
+        (16000, 24000),
+        (22050, 24000),
+        (24000, 8000),
+    ] {
         let chunk = (f64::from(i) * CHUNK_SECONDS) as usize;
         let x: Vec<f32> = (0..i as usize * SECONDS)
             .map(|k| {

@@ -32,7 +32,10 @@ pub fn check_sample_width(sample_width: usize) -> Result<()> {
 
 fn check_sample_rate(sample_rate: u32) -> Result<()> {
     if sample_rate == 0 {
-        Err(Error::NotPositive { name: "sample_rate", value: 0.0 })
+        Err(Error::NotPositive {
+            name: "sample_rate",
+            value: 0.0,
+        })
     } else {
         Ok(())
     }
@@ -59,12 +62,20 @@ impl Chunker {
     ///
     /// Errors: BadSampleWidth unless the width is 1, 2 or 4; ChunkTooSmall when
     /// `max_chunk_bytes` holds no whole sample; NotPositive for a zero rate.
-    pub fn new(max_chunk_bytes: usize, sample_width: usize, sample_rate: u32, context_id: String) -> Result<Self> {
+    pub fn new(
+        max_chunk_bytes: usize,
+        sample_width: usize,
+        sample_rate: u32,
+        context_id: String,
+    ) -> Result<Self> {
         check_sample_width(sample_width)?;
         check_sample_rate(sample_rate)?;
         let max_chunk = max_chunk_bytes - max_chunk_bytes % sample_width;
         if max_chunk == 0 {
-            return Err(Error::ChunkTooSmall { max_bytes: max_chunk_bytes, sample_width });
+            return Err(Error::ChunkTooSmall {
+                max_bytes: max_chunk_bytes,
+                sample_width,
+            });
         }
         let context_escaped_len = json_escaped_len(&context_id);
         Ok(Self {
@@ -122,7 +133,14 @@ impl Chunker {
         let held = self.partial_len;
         let available = held + data.len();
         let whole = available - available % self.sample_width;
-        let mut chunks = Chunks { head: [0; 4], head_len: 0, data, pos: 0, end: 0, max: self.max_chunk };
+        let mut chunks = Chunks {
+            head: [0; 4],
+            head_len: 0,
+            data,
+            pos: 0,
+            end: 0,
+            max: self.max_chunk,
+        };
         if whole == 0 {
             // Still no whole sample: keep everything.
             self.partial[held..available].copy_from_slice(data);
@@ -186,9 +204,17 @@ impl<'a> Iterator for Chunks<'a> {
         let chunk = if self.pos < self.head_len {
             // Only the first chunk can start inside the held bytes; a chunk is
             // at least one sample, so it always takes all of them.
-            Chunk { head: self.head, head_len: self.head_len, body: &self.data[..stop - self.head_len] }
+            Chunk {
+                head: self.head,
+                head_len: self.head_len,
+                body: &self.data[..stop - self.head_len],
+            }
         } else {
-            Chunk { head: [0; 4], head_len: 0, body: &self.data[self.pos - self.head_len..stop - self.head_len] }
+            Chunk {
+                head: [0; 4],
+                head_len: 0,
+                body: &self.data[self.pos - self.head_len..stop - self.head_len],
+            }
         };
         self.pos = stop;
         Some(chunk)
@@ -263,7 +289,10 @@ impl Duration {
             None => {
                 // Beyond any real chunk; exact in u128, saturated to u64.
                 let num = samples as u128 * 1000;
-                (u64::try_from(num / rate as u128).unwrap_or(u64::MAX), (num % rate as u128) as u64)
+                (
+                    u64::try_from(num / rate as u128).unwrap_or(u64::MAX),
+                    (num % rate as u128) as u64,
+                )
             }
         };
         let mut frac = 0;
@@ -280,12 +309,20 @@ impl Duration {
                 frac = 0;
             }
         }
-        Self { whole_ms: whole, frac: frac as u16 }
+        Self {
+            whole_ms: whole,
+            frac: frac as u16,
+        }
     }
 
     /// The JSON text length of the value.
     fn text_len(&self) -> usize {
-        decimal_len(self.whole_ms) + if self.frac == 0 { 0 } else { 1 + frac_digits(self.frac).1 }
+        decimal_len(self.whole_ms)
+            + if self.frac == 0 {
+                0
+            } else {
+                1 + frac_digits(self.frac).1
+            }
     }
 
     fn write(&self, w: &mut Writer<'_>) {
@@ -309,7 +346,11 @@ impl std::fmt::Display for Duration {
 
 /// The three decimals of `frac` (1..=999) without trailing zeros.
 fn frac_digits(frac: u16) -> ([u8; 3], usize) {
-    let digits = [b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+    let digits = [
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
     let n = if frac % 100 == 0 {
         1
     } else if frac % 10 == 0 {
@@ -395,7 +436,14 @@ fn write_json_escaped(s: &str, escaped_len: usize, w: &mut Writer<'_>) {
         if short != 0 {
             w.put(&[b'\\', short]);
         } else {
-            w.put(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xF) as usize]]);
+            w.put(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xF) as usize],
+            ]);
         }
         start = i + 1;
     }
@@ -407,7 +455,8 @@ const P_SEQUENCE: &[u8] = br#"","sequence":"#;
 const P_DURATION: &[u8] = br#","duration_ms":"#;
 const P_CONTEXT: &[u8] = br#","context_id":""#;
 const P_END: &[u8] = br#""}"#;
-const FIXED_LEN: usize = P_DATA.len() + P_SEQUENCE.len() + P_DURATION.len() + P_CONTEXT.len() + P_END.len();
+const FIXED_LEN: usize =
+    P_DATA.len() + P_SEQUENCE.len() + P_DURATION.len() + P_CONTEXT.len() + P_END.len();
 
 /// One `audio_chunk` frame, ready to be written; [`len`](Self::len) is exact.
 #[derive(Debug, Clone)]
@@ -437,10 +486,20 @@ impl<'a> AudioChunkFrame<'a> {
         check_sample_width(sample_width)?;
         check_sample_rate(sample_rate)?;
         if data.len() % sample_width != 0 {
-            return Err(Error::PartialSample { len: data.len(), sample_width });
+            return Err(Error::PartialSample {
+                len: data.len(),
+                sample_width,
+            });
         }
         let duration = Duration::of(data.len() / sample_width, sample_rate);
-        Ok(Self::from_parts(&[], data, sequence, duration, context_id, json_escaped_len(context_id)))
+        Ok(Self::from_parts(
+            &[],
+            data,
+            sequence,
+            duration,
+            context_id,
+            json_escaped_len(context_id),
+        ))
     }
 
     /// A frame whose data is `head ++ body`; `context_escaped_len` must be
@@ -459,7 +518,15 @@ impl<'a> AudioChunkFrame<'a> {
             + decimal_len(sequence)
             + duration.text_len()
             + context_escaped_len;
-        Self { head, body, sequence, duration, context_id, context_escaped_len, len }
+        Self {
+            head,
+            body,
+            sequence,
+            duration,
+            context_id,
+            context_escaped_len,
+            len,
+        }
     }
 
     /// Exact length of the frame in bytes.
@@ -498,7 +565,9 @@ impl<'a> AudioChunkFrame<'a> {
 
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
-        let written = self.write_into(&mut out.spare_capacity_mut()[..self.len]).len();
+        let written = self
+            .write_into(&mut out.spare_capacity_mut()[..self.len])
+            .len();
         // SAFETY: write_into initialised all `len` bytes.
         unsafe { out.set_len(written) };
         out
@@ -615,17 +684,34 @@ mod tests {
 
     #[test]
     fn chunker_validates_arguments() {
-        assert_eq!(Chunker::new(10, 3, 8000, String::new()).unwrap_err(), Error::BadSampleWidth { sample_width: 3 });
+        assert_eq!(
+            Chunker::new(10, 3, 8000, String::new()).unwrap_err(),
+            Error::BadSampleWidth { sample_width: 3 }
+        );
         assert_eq!(
             Chunker::new(3, 4, 8000, String::new()).unwrap_err(),
-            Error::ChunkTooSmall { max_bytes: 3, sample_width: 4 }
+            Error::ChunkTooSmall {
+                max_bytes: 3,
+                sample_width: 4
+            }
         );
         assert_eq!(
             Chunker::new(0, 1, 8000, String::new()).unwrap_err(),
-            Error::ChunkTooSmall { max_bytes: 0, sample_width: 1 }
+            Error::ChunkTooSmall {
+                max_bytes: 0,
+                sample_width: 1
+            }
         );
-        assert!(matches!(Chunker::new(10, 2, 0, String::new()), Err(Error::NotPositive { .. })));
-        assert_eq!(Chunker::new(7, 2, 8000, String::new()).unwrap().max_chunk_bytes(), 6);
+        assert!(matches!(
+            Chunker::new(10, 2, 0, String::new()),
+            Err(Error::NotPositive { .. })
+        ));
+        assert_eq!(
+            Chunker::new(7, 2, 8000, String::new())
+                .unwrap()
+                .max_chunk_bytes(),
+            6
+        );
     }
 
     #[test]
@@ -635,7 +721,10 @@ mod tests {
         assert_eq!(c.pending(), 1);
         assert_eq!(chunks_of(&mut c, &[2, 3]), vec![vec![1, 2]]);
         assert_eq!(c.pending(), 1);
-        assert_eq!(chunks_of(&mut c, &[4, 5, 6, 7, 8, 9, 10, 11]), vec![vec![3, 4, 5, 6], vec![7, 8, 9, 10]]);
+        assert_eq!(
+            chunks_of(&mut c, &[4, 5, 6, 7, 8, 9, 10, 11]),
+            vec![vec![3, 4, 5, 6], vec![7, 8, 9, 10]]
+        );
         assert_eq!(c.pending(), 1);
         assert_eq!(c.flush(), vec![11]);
         assert_eq!(c.pending(), 0);
@@ -650,9 +739,15 @@ mod tests {
         assert!(chunks_of(&mut c, &[2]).is_empty());
         assert!(chunks_of(&mut c, &[3]).is_empty());
         assert_eq!(c.pending(), 3);
-        assert_eq!(chunks_of(&mut c, &[4, 5, 6, 7, 8, 9]), vec![vec![1, 2, 3, 4, 5, 6, 7, 8]]);
+        assert_eq!(
+            chunks_of(&mut c, &[4, 5, 6, 7, 8, 9]),
+            vec![vec![1, 2, 3, 4, 5, 6, 7, 8]]
+        );
         assert_eq!(c.pending(), 1);
-        assert_eq!(chunks_of(&mut c, &[10, 11, 12, 13, 14]), vec![vec![9, 10, 11, 12]]);
+        assert_eq!(
+            chunks_of(&mut c, &[10, 11, 12, 13, 14]),
+            vec![vec![9, 10, 11, 12]]
+        );
         assert_eq!(c.flush(), vec![13, 14]);
     }
 
@@ -661,7 +756,10 @@ mod tests {
 
     impl Lcg {
         fn next(&mut self, n: usize) -> usize {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 33) as usize) % n
         }
     }
@@ -724,18 +822,54 @@ mod tests {
             (18_446_744_073_709_551, 1, "18446744073709551000"),
         ];
         for &(samples, rate, expected) in cases {
-            assert_eq!(Duration::of(samples, rate).to_string(), expected, "{samples} samples at {rate} Hz");
+            assert_eq!(
+                Duration::of(samples, rate).to_string(),
+                expected,
+                "{samples} samples at {rate} Hz"
+            );
         }
-        assert_eq!(Duration::of(1999, 1_000_000), Duration { whole_ms: 1, frac: 999 });
-        assert_eq!(Duration::of(19_999_999, 10_000_000), Duration { whole_ms: 2000, frac: 0 });
+        assert_eq!(
+            Duration::of(1999, 1_000_000),
+            Duration {
+                whole_ms: 1,
+                frac: 999
+            }
+        );
+        assert_eq!(
+            Duration::of(19_999_999, 10_000_000),
+            Duration {
+                whole_ms: 2000,
+                frac: 0
+            }
+        );
         // Past u64 range the whole part saturates instead of wrapping.
         assert_eq!(Duration::of(usize::MAX, 1).whole_ms, u64::MAX);
-        assert_eq!(Duration::of(usize::MAX, 1000), Duration { whole_ms: usize::MAX as u64, frac: 0 });
+        assert_eq!(
+            Duration::of(usize::MAX, 1000),
+            Duration {
+                whole_ms: usize::MAX as u64,
+                frac: 0
+            }
+        );
     }
 
     #[test]
     fn integers_are_written_in_decimal() {
-        let mut values = vec![0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, u64::MAX, u64::MAX - 1];
+        let mut values = vec![
+            0,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12345,
+            u64::MAX,
+            u64::MAX - 1,
+        ];
         values.extend((0..20).map(|p| 10u64.pow(p)));
         values.extend((1..20).map(|p| 10u64.pow(p) - 1));
         for v in values {
@@ -774,8 +908,14 @@ mod tests {
         );
         let frame = audio_chunk_frame(&[0; 4800], u64::MAX, "", 24000, 2).unwrap();
         let text = std::str::from_utf8(&frame).unwrap();
-        assert!(text.ends_with(r#"","sequence":18446744073709551615,"duration_ms":100,"context_id":""}"#));
-        assert_eq!(frame.len(), AudioChunkFrame::new(&[0; 4800], u64::MAX, "", 24000, 2).unwrap().len());
+        assert!(text
+            .ends_with(r#"","sequence":18446744073709551615,"duration_ms":100,"context_id":""}"#));
+        assert_eq!(
+            frame.len(),
+            AudioChunkFrame::new(&[0; 4800], u64::MAX, "", 24000, 2)
+                .unwrap()
+                .len()
+        );
         let empty = audio_chunk_frame(&[], 0, "", 8000, 1).unwrap();
         assert_eq!(
             std::str::from_utf8(&empty).unwrap(),
@@ -786,7 +926,14 @@ mod tests {
     #[test]
     fn frame_matches_serde_json_for_many_inputs() {
         let mut rng = Lcg(11);
-        let contexts = ["", "plain", "quote\"back\\slash", "ctl\u{0}\u{1b}\n", "ünï€😀", "\u{2028}\u{7f}"];
+        let contexts = [
+            "",
+            "plain",
+            "quote\"back\\slash",
+            "ctl\u{0}\u{1b}\n",
+            "ünï€😀",
+            "\u{2028}\u{7f}",
+        ];
         for round in 0..300 {
             let width = [1, 2, 4][round % 3];
             let len = rng.next(200) * width;
@@ -797,9 +944,17 @@ mod tests {
             let frame = audio_chunk_frame(&data, seq, ctx, rate, width).unwrap();
             let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
             let obj = v.as_object().unwrap();
-            assert_eq!(obj.keys().collect::<Vec<_>>(), ["type", "data", "sequence", "duration_ms", "context_id"]);
+            assert_eq!(
+                obj.keys().collect::<Vec<_>>(),
+                ["type", "data", "sequence", "duration_ms", "context_id"]
+            );
             assert_eq!(obj["type"], "audio_chunk");
-            assert_eq!(base64_simd::STANDARD.decode_to_vec(obj["data"].as_str().unwrap()).unwrap(), data);
+            assert_eq!(
+                base64_simd::STANDARD
+                    .decode_to_vec(obj["data"].as_str().unwrap())
+                    .unwrap(),
+                data
+            );
             assert_eq!(obj["sequence"].as_u64(), Some(seq));
             assert_eq!(obj["context_id"].as_str(), Some(ctx));
             let ms = obj["duration_ms"].as_f64().unwrap();
@@ -810,9 +965,21 @@ mod tests {
 
     #[test]
     fn frame_validates_arguments() {
-        assert_eq!(audio_chunk_frame(&[0; 3], 0, "", 8000, 2), Err(Error::PartialSample { len: 3, sample_width: 2 }));
-        assert_eq!(audio_chunk_frame(&[0; 3], 0, "", 8000, 3), Err(Error::BadSampleWidth { sample_width: 3 }));
-        assert!(matches!(audio_chunk_frame(&[0; 2], 0, "", 0, 2), Err(Error::NotPositive { .. })));
+        assert_eq!(
+            audio_chunk_frame(&[0; 3], 0, "", 8000, 2),
+            Err(Error::PartialSample {
+                len: 3,
+                sample_width: 2
+            })
+        );
+        assert_eq!(
+            audio_chunk_frame(&[0; 3], 0, "", 8000, 3),
+            Err(Error::BadSampleWidth { sample_width: 3 })
+        );
+        assert!(matches!(
+            audio_chunk_frame(&[0; 2], 0, "", 0, 2),
+            Err(Error::NotPositive { .. })
+        ));
     }
 
     #[test]
@@ -827,7 +994,11 @@ mod tests {
             for chunk in &chunks {
                 let frame = c.frame(chunk).to_vec();
                 let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
-                decoded.extend(base64_simd::STANDARD.decode_to_vec(v["data"].as_str().unwrap()).unwrap());
+                decoded.extend(
+                    base64_simd::STANDARD
+                        .decode_to_vec(v["data"].as_str().unwrap())
+                        .unwrap(),
+                );
                 sequences.push(v["sequence"].as_u64().unwrap());
                 assert_eq!(v["context_id"], "c1");
                 let samples = chunk.len() / 2;
@@ -836,11 +1007,16 @@ mod tests {
         }
         decoded.extend(c.flush());
         assert_eq!(decoded, stream);
-        assert_eq!(sequences, (41..41 + sequences.len() as u64).collect::<Vec<_>>());
+        assert_eq!(
+            sequences,
+            (41..41 + sequences.len() as u64).collect::<Vec<_>>()
+        );
         assert_eq!(c.next_sequence(), 41 + sequences.len() as u64);
         c.set_context_id("new\"id".to_owned());
         let chunk = c.push(&[0, 0]).next().unwrap();
         let frame = c.frame(&chunk).to_vec();
-        assert!(std::str::from_utf8(&frame).unwrap().ends_with(r#""context_id":"new\"id"}"#));
+        assert!(std::str::from_utf8(&frame)
+            .unwrap()
+            .ends_with(r#""context_id":"new\"id"}"#));
     }
 }

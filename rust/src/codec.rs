@@ -45,19 +45,31 @@ const fn segment(value: i32, ends: &[i32; 8]) -> i32 {
 
 /// Mu-law code of a 14-bit signed linear value (-8192..=8191).
 const fn ulaw_encode14(value: i32) -> u8 {
-    let (mut mag, mask) = if value < 0 { (-value, 0x7F) } else { (value, 0xFF) };
+    let (mut mag, mask) = if value < 0 {
+        (-value, 0x7F)
+    } else {
+        (value, 0xFF)
+    };
     if mag > ULAW_CLIP {
         mag = ULAW_CLIP;
     }
     mag += ULAW_BIAS >> 2;
     let seg = segment(mag, &ULAW_SEG_END);
-    let code = if seg >= 8 { 0x7F } else { (seg << 4) | ((mag >> (seg + 1)) & 0xF) };
+    let code = if seg >= 8 {
+        0x7F
+    } else {
+        (seg << 4) | ((mag >> (seg + 1)) & 0xF)
+    };
     (code ^ mask) as u8
 }
 
 /// A-law code of a 13-bit signed linear value (-4096..=4095).
 const fn alaw_encode13(value: i32) -> u8 {
-    let (mag, mask) = if value >= 0 { (value, 0xD5) } else { (-value - 1, 0x55) };
+    let (mag, mask) = if value >= 0 {
+        (value, 0xD5)
+    } else {
+        (-value - 1, 0x55)
+    };
     let seg = segment(mag, &ALAW_SEG_END);
     let code = if seg >= 8 {
         0x7F
@@ -73,7 +85,11 @@ const fn alaw_encode13(value: i32) -> u8 {
 const fn ulaw_decode(code: u8) -> i16 {
     let u = !code as i32;
     let t = (((u & 0xF) << 3) + ULAW_BIAS) << ((u & 0x70) >> 4);
-    (if u & 0x80 != 0 { ULAW_BIAS - t } else { t - ULAW_BIAS }) as i16
+    (if u & 0x80 != 0 {
+        ULAW_BIAS - t
+    } else {
+        t - ULAW_BIAS
+    }) as i16
 }
 
 /// PCM16 value of an A-law code.
@@ -234,7 +250,12 @@ pub fn f32_to_pcm16_len(len: usize) -> Result<usize> {
 }
 
 #[inline(always)]
-fn encode_into<'o>(pcm: &[u8], dst: &'o mut [MaybeUninit<u8>], table: &[u8], shift: u32) -> Result<&'o mut [u8]> {
+fn encode_into<'o>(
+    pcm: &[u8],
+    dst: &'o mut [MaybeUninit<u8>],
+    table: &[u8],
+    shift: u32,
+) -> Result<&'o mut [u8]> {
     check_dst(dst.len(), pcm16_to_g711_len(pcm.len())?);
     let mask = (table.len() - 1) as u16;
     for (out, s) in dst.iter_mut().zip(pcm.chunks_exact(2)) {
@@ -246,7 +267,11 @@ fn encode_into<'o>(pcm: &[u8], dst: &'o mut [MaybeUninit<u8>], table: &[u8], shi
 }
 
 #[inline(always)]
-fn decode_into<'o>(codes: &[u8], dst: &'o mut [MaybeUninit<u8>], table: &[i16; 256]) -> &'o mut [u8] {
+fn decode_into<'o>(
+    codes: &[u8],
+    dst: &'o mut [MaybeUninit<u8>],
+    table: &[i16; 256],
+) -> &'o mut [u8] {
     check_dst(dst.len(), g711_to_pcm16_len(codes.len()));
     for (out, &code) in dst.chunks_exact_mut(2).zip(codes) {
         let [lo, hi] = table[code as usize].to_le_bytes();
@@ -306,7 +331,10 @@ pub fn f32_to_pcm16_into<'o>(data: &[u8], dst: &'o mut [MaybeUninit<u8>]) -> Res
     Ok(unsafe { assume_init(dst) })
 }
 
-fn to_vec(len: usize, fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> Result<usize>) -> Result<Vec<u8>> {
+fn to_vec(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> Result<usize>,
+) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(len);
     let written = fill(&mut out.spare_capacity_mut()[..len])?;
     debug_assert_eq!(written, len);
@@ -317,32 +345,46 @@ fn to_vec(len: usize, fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> Result<usize>
 
 /// PCM16 -> mu-law.
 pub fn pcm16_to_mulaw(pcm: &[u8]) -> Result<Vec<u8>> {
-    to_vec(pcm16_to_g711_len(pcm.len())?, |d| pcm16_to_mulaw_into(pcm, d).map(|o| o.len()))
+    to_vec(pcm16_to_g711_len(pcm.len())?, |d| {
+        pcm16_to_mulaw_into(pcm, d).map(|o| o.len())
+    })
 }
 
 /// Mu-law -> PCM16.
 pub fn mulaw_to_pcm16(codes: &[u8]) -> Vec<u8> {
-    to_vec(g711_to_pcm16_len(codes.len()), |d| Ok(mulaw_to_pcm16_into(codes, d).len())).expect("infallible")
+    to_vec(g711_to_pcm16_len(codes.len()), |d| {
+        Ok(mulaw_to_pcm16_into(codes, d).len())
+    })
+    .expect("infallible")
 }
 
 /// PCM16 -> A-law.
 pub fn pcm16_to_alaw(pcm: &[u8]) -> Result<Vec<u8>> {
-    to_vec(pcm16_to_g711_len(pcm.len())?, |d| pcm16_to_alaw_into(pcm, d).map(|o| o.len()))
+    to_vec(pcm16_to_g711_len(pcm.len())?, |d| {
+        pcm16_to_alaw_into(pcm, d).map(|o| o.len())
+    })
 }
 
 /// A-law -> PCM16.
 pub fn alaw_to_pcm16(codes: &[u8]) -> Vec<u8> {
-    to_vec(g711_to_pcm16_len(codes.len()), |d| Ok(alaw_to_pcm16_into(codes, d).len())).expect("infallible")
+    to_vec(g711_to_pcm16_len(codes.len()), |d| {
+        Ok(alaw_to_pcm16_into(codes, d).len())
+    })
+    .expect("infallible")
 }
 
 /// PCM16 -> f32.
 pub fn pcm16_to_f32(pcm: &[u8]) -> Result<Vec<u8>> {
-    to_vec(pcm16_to_f32_len(pcm.len())?, |d| pcm16_to_f32_into(pcm, d).map(|o| o.len()))
+    to_vec(pcm16_to_f32_len(pcm.len())?, |d| {
+        pcm16_to_f32_into(pcm, d).map(|o| o.len())
+    })
 }
 
 /// f32 -> PCM16.
 pub fn f32_to_pcm16(data: &[u8]) -> Result<Vec<u8>> {
-    to_vec(f32_to_pcm16_len(data.len())?, |d| f32_to_pcm16_into(data, d).map(|o| o.len()))
+    to_vec(f32_to_pcm16_len(data.len())?, |d| {
+        f32_to_pcm16_into(data, d).map(|o| o.len())
+    })
 }
 
 #[cfg(test)]
@@ -354,7 +396,10 @@ mod tests {
     }
 
     fn samples(bytes: &[u8]) -> Vec<i16> {
-        bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect()
+        bytes
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect()
     }
 
     fn all_pcm16() -> Vec<i16> {
@@ -409,7 +454,11 @@ mod tests {
             // 0x7F ("negative zero") decodes to 0, which encodes as 0xFF.
             let expected = if code == 0x7F { 0xFF } else { code };
             assert_eq!(mulaw_encode(mu), expected, "mu-law code {code:#04x}");
-            assert_eq!(alaw_encode(alaw_decode_sample(code)), code, "A-law code {code:#04x}");
+            assert_eq!(
+                alaw_encode(alaw_decode_sample(code)),
+                code,
+                "A-law code {code:#04x}"
+            );
         }
     }
 
@@ -434,7 +483,10 @@ mod tests {
             let mu = mulaw_decode(mulaw_encode(s)) as i32;
             let a = alaw_decode_sample(alaw_encode(s)) as i32;
             let bound = (s as i32).abs() / 16 + 140;
-            assert!((mu - s as i32).abs() <= bound.max(1100), "mu-law {s} -> {mu}");
+            assert!(
+                (mu - s as i32).abs() <= bound.max(1100),
+                "mu-law {s} -> {mu}"
+            );
             assert!((a - s as i32).abs() <= bound.max(1100), "A-law {s} -> {a}");
         }
     }
@@ -461,12 +513,26 @@ mod tests {
 
     #[test]
     fn odd_pcm16_input_is_a_partial_sample() {
-        let err = Error::PartialSample { len: 3, sample_width: 2 };
+        let err = Error::PartialSample {
+            len: 3,
+            sample_width: 2,
+        };
         assert_eq!(pcm16_to_mulaw(&[0; 3]), Err(err.clone()));
         assert_eq!(pcm16_to_alaw(&[0; 3]), Err(err.clone()));
         assert_eq!(pcm16_to_f32(&[0; 3]), Err(err));
-        assert_eq!(f32_to_pcm16(&[0; 6]), Err(Error::PartialSample { len: 6, sample_width: 4 }));
-        assert!(Error::PartialSample { len: 3, sample_width: 2 }.to_string().contains('3'));
+        assert_eq!(
+            f32_to_pcm16(&[0; 6]),
+            Err(Error::PartialSample {
+                len: 6,
+                sample_width: 4
+            })
+        );
+        assert!(Error::PartialSample {
+            len: 3,
+            sample_width: 2
+        }
+        .to_string()
+        .contains('3'));
     }
 
     #[test]
@@ -484,7 +550,10 @@ mod tests {
         let bytes = pcm(&all_pcm16());
         let f = pcm16_to_f32(&bytes).unwrap();
         assert_eq!(f.len(), bytes.len() * 2);
-        let floats: Vec<f32> = f.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let floats: Vec<f32> = f
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         assert_eq!(floats[0], -1.0);
         assert_eq!(floats[32768], 0.0);
         assert_eq!(*floats.last().unwrap(), 32767.0 / 32768.0);

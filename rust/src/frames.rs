@@ -161,7 +161,10 @@ pub enum Frame<'a, V> {
     Command { command: Command, fields: V },
     /// A JSON object that is not a unified command; `kind` is its `type` when that
     /// is a string (borrowed from the frame unless it had escapes).
-    Native { kind: Option<Cow<'a, str>>, fields: V },
+    Native {
+        kind: Option<Cow<'a, str>>,
+        fields: V,
+    },
     /// Text that is not JSON.
     Text,
     /// Refused; `message` says what was wrong, with numbers.
@@ -191,7 +194,11 @@ pub trait Builder {
     fn string(&mut self, value: &str) -> std::result::Result<Self::Value, Self::Error>;
     fn key(&mut self, key: &str) -> std::result::Result<Self::Key, Self::Error>;
     fn begin_array(&mut self) -> std::result::Result<Self::Array, Self::Error>;
-    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> std::result::Result<(), Self::Error>;
+    fn push(
+        &mut self,
+        array: &mut Self::Array,
+        value: Self::Value,
+    ) -> std::result::Result<(), Self::Error>;
     fn end_array(&mut self, array: Self::Array) -> std::result::Result<Self::Value, Self::Error>;
     fn begin_object(&mut self) -> std::result::Result<Self::Object, Self::Error>;
     /// Insert or replace (a duplicate key's last value wins).
@@ -201,7 +208,8 @@ pub trait Builder {
         key: Self::Key,
         value: Self::Value,
     ) -> std::result::Result<(), Self::Error>;
-    fn end_object(&mut self, object: Self::Object) -> std::result::Result<Self::Value, Self::Error>;
+    fn end_object(&mut self, object: Self::Object)
+        -> std::result::Result<Self::Value, Self::Error>;
 }
 
 /// Classify a frame given as text (already known to be UTF-8).
@@ -506,7 +514,11 @@ impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
 
     /// An object; `self.pos` is at its `{`. With `kind`, the object's `"type"` is
     /// recorded there: the last `"type"`'s string, or `None` if that is no string.
-    fn object(&mut self, depth: usize, mut kind: Option<&mut Option<Cow<'a, str>>>) -> Parsed<B::Value, B::Error> {
+    fn object(
+        &mut self,
+        depth: usize,
+        mut kind: Option<&mut Option<Cow<'a, str>>>,
+    ) -> Parsed<B::Value, B::Error> {
         if depth > MAX_DEPTH {
             return Err(Self::too_deep());
         }
@@ -540,7 +552,10 @@ impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
                     if self.peek() == Some(b'"') {
                         let (text, value) = match self.string()? {
                             Str::Frame(s) => (Cow::Borrowed(s), self.builder.string(s)),
-                            Str::Scratch => (Cow::Owned(self.scratch.clone()), self.builder.string(&self.scratch)),
+                            Str::Scratch => (
+                                Cow::Owned(self.scratch.clone()),
+                                self.builder.string(&self.scratch),
+                            ),
                         };
                         *slot = Some(text);
                         value.map_err(Fail::Build)?
@@ -551,7 +566,9 @@ impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
                 }
                 _ => self.value(depth)?,
             };
-            self.builder.insert(&mut object, key, value).map_err(Fail::Build)?;
+            self.builder
+                .insert(&mut object, key, value)
+                .map_err(Fail::Build)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -757,7 +774,8 @@ fn scan_plain(bytes: &[u8], mut i: usize) -> usize {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     {
         use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
         };
         // SAFETY: SSE2 is enabled at compile time (cfg above); every load reads
         // 16 bytes inside `bytes` (i + 16 <= len) and needs no alignment.
@@ -877,7 +895,12 @@ mod tests {
         fn begin_object(&mut self) -> std::result::Result<Vec<(String, J)>, Infallible> {
             Ok(Vec::new())
         }
-        fn insert(&mut self, o: &mut Vec<(String, J)>, k: String, v: J) -> std::result::Result<(), Infallible> {
+        fn insert(
+            &mut self,
+            o: &mut Vec<(String, J)>,
+            k: String,
+            v: J,
+        ) -> std::result::Result<(), Infallible> {
             match o.iter_mut().find(|(key, _)| *key == k) {
                 Some(slot) => slot.1 = v,
                 None => o.push((k, v)),
@@ -898,7 +921,12 @@ mod tests {
     }
 
     fn obj(pairs: &[(&str, J)]) -> J {
-        J::Obj(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        J::Obj(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     fn s(v: &str) -> J {
@@ -932,7 +960,15 @@ mod tests {
 
     #[test]
     fn tts_commands() {
-        for name in ["init", "input_text", "flush", "stop", "clear", "configure", "ping"] {
+        for name in [
+            "init",
+            "input_text",
+            "flush",
+            "stop",
+            "clear",
+            "configure",
+            "ping",
+        ] {
             let text = format!("{{\"type\":\"{name}\"}}");
             match tts(&text) {
                 Frame::Command { command, fields } => {
@@ -961,14 +997,20 @@ mod tests {
                 fields: obj(&[("type", s("flush"))])
             }
         );
-        assert!(matches!(tts(r#"{"type":"start"}"#), Frame::Native { kind: Some(k), .. } if k == "start"));
-        assert!(matches!(tts(r#"{"type":"finalize"}"#), Frame::Native { .. }));
+        assert!(
+            matches!(tts(r#"{"type":"start"}"#), Frame::Native { kind: Some(k), .. } if k == "start")
+        );
+        assert!(matches!(
+            tts(r#"{"type":"finalize"}"#),
+            Frame::Native { .. }
+        ));
     }
 
     #[test]
     fn command_fields_are_the_whole_object() {
-        let frame =
-            tts(r#"{"type":"input_text","text":"Hello","n":3,"x":null,"ok":true,"f":1.5,"l":[1,"a"],"d":{"k":{}}}"#);
+        let frame = tts(
+            r#"{"type":"input_text","text":"Hello","n":3,"x":null,"ok":true,"f":1.5,"l":[1,"a"],"d":{"k":{}}}"#,
+        );
         let expected = obj(&[
             ("type", s("input_text")),
             ("text", s("Hello")),
@@ -1022,10 +1064,18 @@ mod tests {
                 fields: obj(&[("type", J::Int(5))])
             }
         );
-        assert!(matches!(tts(r#"{"type":null}"#), Frame::Native { kind: None, .. }));
-        assert!(matches!(tts(r#"{"type":["flush"]}"#), Frame::Native { kind: None, .. }));
+        assert!(matches!(
+            tts(r#"{"type":null}"#),
+            Frame::Native { kind: None, .. }
+        ));
+        assert!(matches!(
+            tts(r#"{"type":["flush"]}"#),
+            Frame::Native { kind: None, .. }
+        ));
         // Case matters; a nested `type` does not count.
-        assert!(matches!(tts(r#"{"type":"Flush"}"#), Frame::Native { kind: Some(k), .. } if k == "Flush"));
+        assert!(
+            matches!(tts(r#"{"type":"Flush"}"#), Frame::Native { kind: Some(k), .. } if k == "Flush")
+        );
         assert!(matches!(
             tts(r#"{"data":{"type":"flush"}}"#),
             Frame::Native { kind: None, .. }
@@ -1086,7 +1136,10 @@ mod tests {
             tts("{ \"type\" : \"flush\" , \"a\" : [ 1 , 2 ] }"),
             Frame::Command { .. }
         ));
-        assert_eq!(invalid_code(&tts(" [1] ")), Some(InvalidCode::InvalidMessage));
+        assert_eq!(
+            invalid_code(&tts(" [1] ")),
+            Some(InvalidCode::InvalidMessage)
+        );
     }
 
     #[test]
@@ -1102,7 +1155,11 @@ mod tests {
             ("null", "null"),
         ] {
             let frame = tts(text);
-            assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidMessage), "{text}");
+            assert_eq!(
+                invalid_code(&frame),
+                Some(InvalidCode::InvalidMessage),
+                "{text}"
+            );
             assert!(invalid_message(&frame).contains(what), "{text}: {frame:?}");
         }
     }
@@ -1133,7 +1190,8 @@ mod tests {
 
     #[test]
     fn invalid_utf8() {
-        let frame = classify_bytes(b"{\"text\":\"a\xffb\"}", 100, Endpoint::Tts, &mut Tree).unwrap();
+        let frame =
+            classify_bytes(b"{\"text\":\"a\xffb\"}", 100, Endpoint::Tts, &mut Tree).unwrap();
         assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidUtf8));
         assert!(invalid_message(&frame).contains("offset 10"), "{frame:?}");
         let frame = classify_bytes(b"abc\xe2\x82", 100, Endpoint::Tts, &mut Tree).unwrap();
@@ -1160,9 +1218,17 @@ mod tests {
 
     #[test]
     fn depth_limit() {
-        let ok = format!("{{\"a\":{}1{}}}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        let ok = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
         assert!(matches!(tts(&ok), Frame::Native { .. }));
-        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let deep = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
         let frame = tts(&deep);
         assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidMessage));
         assert!(invalid_message(&frame).contains("64"));
@@ -1183,7 +1249,10 @@ mod tests {
     fn numbers() {
         assert_eq!(parse_value("0"), J::Int(0));
         assert_eq!(parse_value("-0"), J::Int(0));
-        assert_eq!(parse_value("123456789012345678"), J::Int(123456789012345678));
+        assert_eq!(
+            parse_value("123456789012345678"),
+            J::Int(123456789012345678)
+        );
         assert_eq!(parse_value("9223372036854775807"), J::Int(i64::MAX));
         assert_eq!(parse_value("-9223372036854775808"), J::Int(i64::MIN));
         assert_eq!(parse_value("9223372036854775808"), J::UInt(1 << 63));
@@ -1222,7 +1291,10 @@ mod tests {
         );
         assert_eq!(parse_value(r#""\u00e9\u4e2D""#), s("\u{e9}\u{4e2d}"));
         assert_eq!(parse_value(r#""x\ud83d\ude00y""#), s("x\u{1F600}y"));
-        assert_eq!(parse_value("\"caf\u{e9} \u{1F600}\""), s("caf\u{e9} \u{1F600}"));
+        assert_eq!(
+            parse_value("\"caf\u{e9} \u{1F600}\""),
+            s("caf\u{e9} \u{1F600}")
+        );
         assert_eq!(parse_value(r#""\u0000""#), s("\0"));
         assert_eq!(parse_value("\"\u{7f}\""), s("\u{7f}"));
         // Long strings cross the eight-byte scanner in every alignment.
@@ -1233,12 +1305,25 @@ mod tests {
                 s(&format!("{}\n{}", "a".repeat(n), "b".repeat(n)))
             );
             let raw = format!("\"{}\u{1}\"", "a".repeat(n));
-            assert_eq!(tts(&format!("{{\"v\": {raw}}}")), Frame::Text, "control char after {n}");
+            assert_eq!(
+                tts(&format!("{{\"v\": {raw}}}")),
+                Frame::Text,
+                "control char after {n}"
+            );
         }
-        for lone in [r#""\ud800""#, r#""\udc00""#, r#""\ud800\u0041""#, r#""\ud800x""#] {
+        for lone in [
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800x""#,
+        ] {
             let text = format!("{{\"v\": {lone}}}");
             let frame = tts(&text);
-            assert_eq!(invalid_code(&frame), Some(InvalidCode::InvalidMessage), "{lone}");
+            assert_eq!(
+                invalid_code(&frame),
+                Some(InvalidCode::InvalidMessage),
+                "{lone}"
+            );
             assert!(invalid_message(&frame).contains("surrogate"));
         }
     }
@@ -1311,8 +1396,16 @@ mod tests {
                         bytes[at] = special;
                         bytes.iter_mut().skip(at + 1).for_each(|b| *b = b'"');
                     }
-                    assert_eq!(scan_plain(&bytes, 0), at, "len {len} at {at} special {special:#x}");
-                    assert_eq!(scan_plain_swar(&bytes, 0), at, "len {len} at {at} special {special:#x}");
+                    assert_eq!(
+                        scan_plain(&bytes, 0),
+                        at,
+                        "len {len} at {at} special {special:#x}"
+                    );
+                    assert_eq!(
+                        scan_plain_swar(&bytes, 0),
+                        at,
+                        "len {len} at {at} special {special:#x}"
+                    );
                 }
             }
         }

@@ -179,18 +179,31 @@ fn audio_header(samples: usize) -> Result<Vec<u8>> {
 /// `crate::Error::PartialSample` unless `len` is a multiple of 4.
 pub fn kyutai_audio_frame_len(len: usize) -> crate::Result<usize> {
     if len % 4 != 0 {
-        return Err(crate::Error::PartialSample { len, sample_width: 4 });
+        return Err(crate::Error::PartialSample {
+            len,
+            sample_width: 4,
+        });
     }
     let samples = len / 4;
-    let header = audio_header(samples).map_err(|_| crate::Error::PartialSample { len, sample_width: 4 })?;
+    let header = audio_header(samples).map_err(|_| crate::Error::PartialSample {
+        len,
+        sample_width: 4,
+    })?;
     Ok(header.len() + samples * 5)
 }
 
 /// Write the `Audio` frame of float32 little-endian `pcm` into `dst`, which must be
 /// exactly [`kyutai_audio_frame_len`] bytes long; returns it initialised.
-pub fn kyutai_audio_frame_into<'o>(pcm: &[u8], dst: &'o mut [MaybeUninit<u8>]) -> crate::Result<&'o mut [u8]> {
+pub fn kyutai_audio_frame_into<'o>(
+    pcm: &[u8],
+    dst: &'o mut [MaybeUninit<u8>],
+) -> crate::Result<&'o mut [u8]> {
     let total = kyutai_audio_frame_len(pcm.len())?;
-    assert_eq!(dst.len(), total, "destination must be exactly the frame length");
+    assert_eq!(
+        dst.len(),
+        total,
+        "destination must be exactly the frame length"
+    );
     let header = audio_header(pcm.len() / 4).expect("length checked by kyutai_audio_frame_len");
     let (head, body) = dst.split_at_mut(header.len());
     for (out, &b) in head.iter_mut().zip(&header) {
@@ -249,7 +262,11 @@ pub trait Builder {
     fn binary(&mut self, value: &[u8]) -> std::result::Result<Self::Value, Self::Error>;
     /// `len` is the announced length, already checked against the bytes left.
     fn begin_array(&mut self, len: usize) -> std::result::Result<Self::Array, Self::Error>;
-    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> std::result::Result<(), Self::Error>;
+    fn push(
+        &mut self,
+        array: &mut Self::Array,
+        value: Self::Value,
+    ) -> std::result::Result<(), Self::Error>;
     fn end_array(&mut self, array: Self::Array) -> std::result::Result<Self::Value, Self::Error>;
     fn begin_map(&mut self, len: usize) -> std::result::Result<Self::Map, Self::Error>;
     fn insert(
@@ -341,7 +358,10 @@ fn decode_value<B: Builder>(
             return Err(MsgpackError::UnhashableKey { offset });
         }
         if depth > MAX_DEPTH {
-            return Err(MsgpackError::TooDeep { offset, max: MAX_DEPTH });
+            return Err(MsgpackError::TooDeep {
+                offset,
+                max: MAX_DEPTH,
+            });
         }
         Ok(())
     };
@@ -417,7 +437,11 @@ fn decode_value<B: Builder>(
             }
             b.end_map(map)
         }
-        Marker::FixExt1 | Marker::FixExt2 | Marker::FixExt4 | Marker::FixExt8 | Marker::FixExt16 => {
+        Marker::FixExt1
+        | Marker::FixExt2
+        | Marker::FixExt4
+        | Marker::FixExt8
+        | Marker::FixExt16 => {
             let ext_type = i8::from_be_bytes(r.be()?);
             Err(MsgpackError::UnsupportedExtension { offset, ext_type }.into())
         }
@@ -434,7 +458,11 @@ fn decode_value<B: Builder>(
     }
 }
 
-fn string<B: Builder>(r: &mut Reader<'_>, b: &mut B, len: usize) -> std::result::Result<B::Value, B::Error> {
+fn string<B: Builder>(
+    r: &mut Reader<'_>,
+    b: &mut B,
+    len: usize,
+) -> std::result::Result<B::Value, B::Error> {
     let offset = r.pos;
     let bytes = r.take(len)?;
     match std::str::from_utf8(bytes) {
@@ -598,7 +626,11 @@ mod tests {
         assert_eq!(value.get("type"), Some(&s("Audio")));
         assert_eq!(
             value.get("pcm"),
-            Some(&Value::Array(vec![Value::F32(0.5), Value::F32(-1.0), Value::F32(0.0)]))
+            Some(&Value::Array(vec![
+                Value::F32(0.5),
+                Value::F32(-1.0),
+                Value::F32(0.0)
+            ]))
         );
     }
 
@@ -608,7 +640,8 @@ mod tests {
         let frame = kyutai_audio_frame(&pcm).unwrap();
         assert_eq!(frame.len(), kyutai_audio_frame_len(pcm.len()).unwrap());
         assert_eq!(frame.len(), 1 + 5 + 6 + 4 + 3 + 5 * KYUTAI_FRAME_SAMPLES);
-        let Value::Array(items) = decode_value_of(&frame).unwrap().get("pcm").unwrap().clone() else {
+        let Value::Array(items) = decode_value_of(&frame).unwrap().get("pcm").unwrap().clone()
+        else {
             panic!("pcm is not an array")
         };
         assert_eq!(items.len(), KYUTAI_FRAME_SAMPLES);
@@ -618,7 +651,10 @@ mod tests {
     #[test]
     fn empty_audio_frame_and_nan_bits_are_kept() {
         let frame = kyutai_audio_frame(&[]).unwrap();
-        assert_eq!(decode_value_of(&frame).unwrap().get("pcm"), Some(&Value::Array(vec![])));
+        assert_eq!(
+            decode_value_of(&frame).unwrap().get("pcm"),
+            Some(&Value::Array(vec![]))
+        );
         let nan = f32::from_bits(0x7fc0_0001);
         let frame = kyutai_audio_frame(&nan.to_le_bytes()).unwrap();
         assert_eq!(&frame[frame.len() - 4..], &0x7fc0_0001u32.to_be_bytes());
@@ -656,9 +692,15 @@ mod tests {
             (Value::Bool(true), Value::Bool(false)),
             (Value::UInt(u64::MAX), Value::Int(i64::MIN)),
             (Value::Int(-1), Value::UInt(128)),
-            (s("f"), Value::Array(vec![Value::F32(1.5), Value::F64(-2.25)])),
+            (
+                s("f"),
+                Value::Array(vec![Value::F32(1.5), Value::F64(-2.25)]),
+            ),
             (Value::Bin(vec![1, 2, 3]), Value::Str("é".repeat(40))),
-            (s("big"), Value::Array((0..70_000).map(Value::UInt).collect())),
+            (
+                s("big"),
+                Value::Array((0..70_000).map(Value::UInt).collect()),
+            ),
             (s("bin"), Value::Bin(vec![7; 300])),
             (s("str"), Value::Str("x".repeat(70_000))),
         ]);
@@ -710,15 +752,24 @@ mod tests {
         );
         assert_eq!(
             decode_value_of(&[0xc0, 0xc0]),
-            Err(MsgpackError::TrailingBytes { offset: 1, extra: 1 })
+            Err(MsgpackError::TrailingBytes {
+                offset: 1,
+                extra: 1
+            })
         );
         assert_eq!(
             decode_value_of(&[0xa3, b'a']),
-            Err(MsgpackError::Truncated { offset: 1, needed: 2 })
+            Err(MsgpackError::Truncated {
+                offset: 1,
+                needed: 2
+            })
         );
         assert_eq!(
             decode_value_of(&[0xcb, 0, 0]),
-            Err(MsgpackError::Truncated { offset: 1, needed: 6 })
+            Err(MsgpackError::Truncated {
+                offset: 1,
+                needed: 6
+            })
         );
         assert_eq!(
             decode_value_of(&[0xa2, 0xff, 0xfe]),
@@ -730,7 +781,10 @@ mod tests {
         );
         assert_eq!(
             decode_value_of(&[0xd4, 0x05, 0x00]),
-            Err(MsgpackError::UnsupportedExtension { offset: 0, ext_type: 5 })
+            Err(MsgpackError::UnsupportedExtension {
+                offset: 0,
+                ext_type: 5
+            })
         );
         assert_eq!(
             decode_value_of(&[0xc7, 0x01, 0xff, 0x00]),
@@ -771,7 +825,14 @@ mod tests {
 
     #[test]
     fn error_messages_are_readable() {
-        let msg = MsgpackError::Truncated { offset: 3, needed: 2 }.to_string();
-        assert!(msg.contains("offset 3") && msg.contains("2 more bytes"), "{msg}");
+        let msg = MsgpackError::Truncated {
+            offset: 3,
+            needed: 2,
+        }
+        .to_string();
+        assert!(
+            msg.contains("offset 3") && msg.contains("2 more bytes"),
+            "{msg}"
+        );
     }
 }

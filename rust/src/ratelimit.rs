@@ -105,7 +105,8 @@ impl Bucket {
         let t = if now > self.last { now } else { self.last };
         let elapsed = t - self.last;
         if elapsed > 0.0 {
-            self.tokens = (self.tokens + elapsed * self.limits.refill_per_second).min(self.limits.capacity);
+            self.tokens =
+                (self.tokens + elapsed * self.limits.refill_per_second).min(self.limits.capacity);
             self.last = t;
         }
         if self.tokens >= cost - TOKEN_EPSILON {
@@ -218,9 +219,10 @@ impl TokenBuckets {
                 bucket.pinned = true;
             }
             None => {
-                state
-                    .buckets
-                    .insert(key.to_owned(), Bucket::full(limits, f64::NEG_INFINITY, true));
+                state.buckets.insert(
+                    key.to_owned(),
+                    Bucket::full(limits, f64::NEG_INFINITY, true),
+                );
             }
         }
         Ok(())
@@ -228,7 +230,11 @@ impl TokenBuckets {
 
     /// The limits that apply to `key`.
     pub fn limits(&self, key: &str) -> Limits {
-        self.state.lock().buckets.get(key).map_or(self.defaults, |b| b.limits)
+        self.state
+            .lock()
+            .buckets
+            .get(key)
+            .map_or(self.defaults, |b| b.limits)
     }
 
     /// Forget `key` (its tokens and its own limits); `true` if it was tracked.
@@ -376,7 +382,11 @@ mod tests {
                 let wait = tb.try_acquire("k", now, 1.0).unwrap();
                 assert!(wait > 0.0);
                 now += wait;
-                assert_eq!(tb.try_acquire("k", now, 1.0).unwrap(), 0.0, "cap {cap} rate {rate}");
+                assert_eq!(
+                    tb.try_acquire("k", now, 1.0).unwrap(),
+                    0.0,
+                    "cap {cap} rate {rate}"
+                );
             }
         }
     }
@@ -419,11 +429,17 @@ mod tests {
     fn invalid_numbers() {
         assert!(matches!(
             TokenBuckets::new(0.0, 1.0, 1.0),
-            Err(Error::NotPositive { name: "capacity", .. })
+            Err(Error::NotPositive {
+                name: "capacity",
+                ..
+            })
         ));
         assert!(matches!(
             TokenBuckets::new(-1.0, 1.0, 1.0),
-            Err(Error::NotPositive { name: "capacity", .. })
+            Err(Error::NotPositive {
+                name: "capacity",
+                ..
+            })
         ));
         assert!(matches!(
             TokenBuckets::new(f64::NAN, 1.0, 1.0),
@@ -464,7 +480,10 @@ mod tests {
             tb.try_acquire("k", 0.0, f64::NAN),
             Err(Error::NotPositive { name: "cost", .. })
         ));
-        assert!(matches!(tb.set_limits("k", 1.0, -2.0), Err(Error::NotPositive { .. })));
+        assert!(matches!(
+            tb.set_limits("k", 1.0, -2.0),
+            Err(Error::NotPositive { .. })
+        ));
         assert!(tb.is_empty());
         let err = TokenBuckets::new(-1.0, 1.0, 1.0).err().unwrap();
         assert_eq!(
@@ -593,7 +612,10 @@ mod tests {
             cc.acquire("k", 0),
             Err(Error::NotPositive { name: "limit", .. })
         ));
-        assert!(matches!(cc.acquire("k", -5), Err(Error::NotPositive { .. })));
+        assert!(matches!(
+            cc.acquire("k", -5),
+            Err(Error::NotPositive { .. })
+        ));
     }
 
     #[test]
@@ -603,7 +625,8 @@ mod tests {
         let max_held = Arc::new(AtomicU64::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
-                let (cc, held, max_held) = (Arc::clone(&cc), Arc::clone(&held), Arc::clone(&max_held));
+                let (cc, held, max_held) =
+                    (Arc::clone(&cc), Arc::clone(&held), Arc::clone(&max_held));
                 std::thread::spawn(move || {
                     for _ in 0..5000 {
                         if cc.acquire("k", 3).unwrap() {

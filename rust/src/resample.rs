@@ -80,7 +80,10 @@ impl SampleFormat {
         match name {
             "pcm16" => Ok(Self::Pcm16),
             "f32" => Ok(Self::F32),
-            _ => Err(Error::UnsupportedFormat { name: name.to_owned(), expected: Self::NAMES }),
+            _ => Err(Error::UnsupportedFormat {
+                name: name.to_owned(),
+                expected: Self::NAMES,
+            }),
         }
     }
 
@@ -128,7 +131,11 @@ fn encode_into(format: SampleFormat, samples: &[f32], dst: &mut Vec<u8>) {
         SampleFormat::Pcm16 => {
             for (d, &v) in dst.chunks_exact_mut(2).zip(samples) {
                 // Clip, round to nearest (ties to even); NaN becomes 0.
-                let v = if v.is_nan() { 0.0 } else { round_even(v.clamp(-32768.0, 32767.0)) };
+                let v = if v.is_nan() {
+                    0.0
+                } else {
+                    round_even(v.clamp(-32768.0, 32767.0))
+                };
                 // SAFETY: v is an integer in [-32768, 32767].
                 let s = unsafe { v.to_int_unchecked::<i32>() } as i16;
                 d.copy_from_slice(&s.to_le_bytes());
@@ -217,7 +224,13 @@ impl Bank {
     /// Design the bank converting `in_rate` to `out_rate`, flat to `pass_hz`,
     /// attenuating from `stop_hz` on.
     fn design(spec: &StageSpec) -> Bank {
-        let &StageSpec { in_rate, out_rate, pass_hz, stop_hz, atten_db } = spec;
+        let &StageSpec {
+            in_rate,
+            out_rate,
+            pass_hz,
+            stop_hz,
+            atten_db,
+        } = spec;
         let g = gcd(u64::from(in_rate), u64::from(out_rate));
         let l = (u64::from(out_rate) / g) as usize;
         let m = (u64::from(in_rate) / g) as usize;
@@ -233,7 +246,11 @@ impl Bank {
                 return 0.0;
             }
             let x = 2.0 * nu * t;
-            let sinc = if x == 0.0 { 1.0 } else { (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x) };
+            let sinc = if x == 0.0 {
+                1.0
+            } else {
+                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+            };
             2.0 * nu * sinc * bessel_i0(beta * (1.0 - r * r).sqrt()) / i0_beta
         };
         let mut coefs = vec![Block::default(); l * taps / 8];
@@ -248,7 +265,15 @@ impl Bank {
                 coefs[j / 8].0[j % 8] = (c / sum) as f32;
             }
         }
-        Bank { l, m, half, taps, coefs, m_div_l: m / l, m_mod_l: m % l }
+        Bank {
+            l,
+            m,
+            half,
+            taps,
+            coefs,
+            m_div_l: m / l,
+            m_mod_l: m % l,
+        }
     }
 
     /// The shared bank for these parameters (designing it at first use).
@@ -278,7 +303,12 @@ impl Bank {
     fn phase(&self, p: usize) -> &[f32] {
         let n = self.taps / 8;
         // SAFETY: a Block is 8 contiguous f32 (repr(C)), so n blocks are 8n floats.
-        unsafe { std::slice::from_raw_parts(self.coefs[p * n..(p + 1) * n].as_ptr().cast::<f32>(), self.taps) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.coefs[p * n..(p + 1) * n].as_ptr().cast::<f32>(),
+                self.taps,
+            )
+        }
     }
 }
 
@@ -349,8 +379,14 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn reduce4(v: [__m256; 4]) -> [f32; 4] {
-        let s01 = _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20), _mm256_permute2f128_ps(v[0], v[1], 0x31));
-        let s23 = _mm256_add_ps(_mm256_permute2f128_ps(v[2], v[3], 0x20), _mm256_permute2f128_ps(v[2], v[3], 0x31));
+        let s01 = _mm256_add_ps(
+            _mm256_permute2f128_ps(v[0], v[1], 0x20),
+            _mm256_permute2f128_ps(v[0], v[1], 0x31),
+        );
+        let s23 = _mm256_add_ps(
+            _mm256_permute2f128_ps(v[2], v[3], 0x20),
+            _mm256_permute2f128_ps(v[2], v[3], 0x31),
+        );
         let h = _mm256_hadd_ps(s01, s23);
         let h = _mm256_hadd_ps(h, h);
         let mut r = [0.0f32; 8];
@@ -374,12 +410,24 @@ mod avx2 {
         let mut a1 = _mm256_setzero_ps();
         let mut b = 0;
         while b + 2 <= blocks {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c.add(8 * b)), _mm256_loadu_ps(x.add(8 * b)), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(c.add(8 * b + 8)), _mm256_loadu_ps(x.add(8 * b + 8)), a1);
+            a0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(c.add(8 * b)),
+                _mm256_loadu_ps(x.add(8 * b)),
+                a0,
+            );
+            a1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(c.add(8 * b + 8)),
+                _mm256_loadu_ps(x.add(8 * b + 8)),
+                a1,
+            );
             b += 2;
         }
         if b < blocks {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(c.add(8 * b)), _mm256_loadu_ps(x.add(8 * b)), a0);
+            a0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(c.add(8 * b)),
+                _mm256_loadu_ps(x.add(8 * b)),
+                a0,
+            );
         }
         reduce1(_mm256_add_ps(a0, a1))
     }
@@ -387,7 +435,11 @@ mod avx2 {
     /// `R` (1 to 4) outputs sharing one phase `c`, at inputs `x[..R]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_shared<const R: usize>(c: *const f32, x: [*const f32; R], blocks: usize) -> [f32; R] {
+    pub unsafe fn dot_shared<const R: usize>(
+        c: *const f32,
+        x: [*const f32; R],
+        blocks: usize,
+    ) -> [f32; R] {
         let mut a = [_mm256_setzero_ps(); R];
         let mut b = [_mm256_setzero_ps(); R];
         let mut k = 0;
@@ -430,7 +482,11 @@ mod avx2 {
         let mut b = 0;
         macro_rules! fma {
             ($acc:ident, $i:literal, $o:expr) => {
-                $acc = _mm256_fmadd_ps(_mm256_loadu_ps(c[$i].add($o)), _mm256_loadu_ps(x[$i].add($o)), $acc)
+                $acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(c[$i].add($o)),
+                    _mm256_loadu_ps(x[$i].add($o)),
+                    $acc,
+                )
             };
         }
         while b + 2 <= blocks {
@@ -452,7 +508,12 @@ mod avx2 {
             fma!(a2, 2, o);
             fma!(a3, 3, o);
         }
-        reduce4([_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2), _mm256_add_ps(a3, b3)])
+        reduce4([
+            _mm256_add_ps(a0, b0),
+            _mm256_add_ps(a1, b1),
+            _mm256_add_ps(a2, b2),
+            _mm256_add_ps(a3, b3),
+        ])
     }
 }
 
@@ -484,7 +545,11 @@ unsafe fn run_avx2(bank: &Bank, hist: &[f32], off0: usize, phase0: usize, dst: &
             let mut j = q;
             let mut o = off;
             while j + 3 * l < n {
-                let r = avx2::dot_shared(c, [h.add(o), h.add(o + m), h.add(o + 2 * m), h.add(o + 3 * m)], blocks);
+                let r = avx2::dot_shared(
+                    c,
+                    [h.add(o), h.add(o + m), h.add(o + 2 * m), h.add(o + 3 * m)],
+                    blocks,
+                );
                 for (i, v) in r.into_iter().enumerate() {
                     dst[j + i * l] = v;
                 }
@@ -542,7 +607,14 @@ struct Stage {
 
 impl Stage {
     fn new(bank: Arc<Bank>, isa: Isa) -> Stage {
-        let mut s = Stage { bank, isa, hist: Vec::new(), hist_start: 0, in_count: 0, out_count: 0 };
+        let mut s = Stage {
+            bank,
+            isa,
+            hist: Vec::new(),
+            hist_start: 0,
+            in_count: 0,
+            out_count: 0,
+        };
         s.reset();
         s
     }
@@ -569,7 +641,11 @@ impl Stage {
     /// Outputs computable from the input so far: output k needs input up to
     /// floor(k·M/L) + K, so k < (in_count - K)·L/M.
     fn ready_total(&self) -> u64 {
-        let (l, m, k) = (self.bank.l as u64, self.bank.m as u64, self.bank.half as u64);
+        let (l, m, k) = (
+            self.bank.l as u64,
+            self.bank.m as u64,
+            self.bank.half as u64,
+        );
         if self.in_count <= k {
             0
         } else {
@@ -589,11 +665,15 @@ impl Stage {
         let start = self.out_count * m;
         let center = (start / l) as i64;
         let phase0 = (start % l) as usize;
-        let off0 = usize::try_from(center - k + 1 - self.hist_start).expect("history starts before the window");
+        let off0 = usize::try_from(center - k + 1 - self.hist_start)
+            .expect("history starts before the window");
         // The last window, kept in bounds for the unsafe kernel.
         let last = (self.out_count + n as u64 - 1) * m / l;
         let last_end = last as i64 + k + 1 - self.hist_start; // one past the window's end
-        assert!(last_end as usize <= self.hist.len(), "resampler window beyond its input");
+        assert!(
+            last_end as usize <= self.hist.len(),
+            "resampler window beyond its input"
+        );
         let base = out.len();
         out.resize(base + n, 0.0);
         let dst = &mut out[base..];
@@ -619,7 +699,14 @@ enum Engine {
     /// Same rate: format conversion only.
     Pass,
     /// One or two stages; `delay` is the look-ahead in input samples.
-    Stages { first: Stage, second: Option<Stage>, l: u64, m: u64, delay: usize, flush_pad: usize },
+    Stages {
+        first: Stage,
+        second: Option<Stage>,
+        l: u64,
+        m: u64,
+        delay: usize,
+        flush_pad: usize,
+    },
 }
 
 /// Streaming resampler of mono audio, from bytes to bytes.
@@ -644,7 +731,10 @@ fn check_rate(rate: u32) -> Result<()> {
     if SUPPORTED_RATES.contains(&rate) {
         Ok(())
     } else {
-        Err(Error::UnsupportedRate { rate, supported: SUPPORTED_RATES })
+        Err(Error::UnsupportedRate {
+            rate,
+            supported: SUPPORTED_RATES,
+        })
     }
 }
 
@@ -653,19 +743,36 @@ type Plan = Vec<StageSpec>;
 fn plan(in_rate: u32, out_rate: u32) -> Plan {
     let low = f64::from(in_rate.min(out_rate)) / 2.0; // lower Nyquist
     let pass = PASSBAND_FRACTION * low;
-    let sharp = |i, o| StageSpec { in_rate: i, out_rate: o, pass_hz: pass, stop_hz: low, atten_db: STOPBAND_DB };
+    let sharp = |i, o| StageSpec {
+        in_rate: i,
+        out_rate: o,
+        pass_hz: pass,
+        stop_hz: low,
+        atten_db: STOPBAND_DB,
+    };
     // Kaiser's estimates fall short for short filters; these are cheap anyway.
-    let wide =
-        |i, o, stop| StageSpec { in_rate: i, out_rate: o, pass_hz: pass, stop_hz: stop, atten_db: STOPBAND_DB + 10.0 };
+    let wide = |i, o, stop| StageSpec {
+        in_rate: i,
+        out_rate: o,
+        pass_hz: pass,
+        stop_hz: stop,
+        atten_db: STOPBAND_DB + 10.0,
+    };
     let single: Plan = vec![sharp(in_rate, out_rate)];
     // A factor-two stage at the high rate needs only keep its images and
     // aliases out of [0, low]; the sharp filter then runs at half the rate.
     let two: Option<Plan> = if in_rate > 2 * out_rate && in_rate % 2 == 0 {
         let mid = in_rate / 2;
-        Some(vec![wide(in_rate, mid, f64::from(mid) - low), sharp(mid, out_rate)])
+        Some(vec![
+            wide(in_rate, mid, f64::from(mid) - low),
+            sharp(mid, out_rate),
+        ])
     } else if out_rate > 2 * in_rate && out_rate % 2 == 0 {
         let mid = out_rate / 2;
-        Some(vec![sharp(in_rate, mid), wide(mid, out_rate, f64::from(mid) - low)])
+        Some(vec![
+            sharp(in_rate, mid),
+            wide(mid, out_rate, f64::from(mid) - low),
+        ])
     } else {
         None
     };
@@ -679,7 +786,12 @@ fn plan(in_rate: u32, out_rate: u32) -> Plan {
 
 impl Resampler {
     /// A resampler from `in_rate` to `out_rate` (both in [`SUPPORTED_RATES`]).
-    pub fn new(in_rate: u32, out_rate: u32, in_format: SampleFormat, out_format: SampleFormat) -> Result<Self> {
+    pub fn new(
+        in_rate: u32,
+        out_rate: u32,
+        in_format: SampleFormat,
+        out_format: SampleFormat,
+    ) -> Result<Self> {
         check_rate(in_rate)?;
         check_rate(out_rate)?;
         let engine = if in_rate == out_rate {
@@ -687,16 +799,33 @@ impl Resampler {
         } else {
             let isa = Isa::detect();
             let plan = plan(in_rate, out_rate);
-            let mut stages = plan.iter().map(|spec| Stage::new(Bank::shared(spec), isa)).collect::<Vec<_>>();
-            let second = if stages.len() == 2 { stages.pop() } else { None };
+            let mut stages = plan
+                .iter()
+                .map(|spec| Stage::new(Bank::shared(spec), isa))
+                .collect::<Vec<_>>();
+            let second = if stages.len() == 2 {
+                stages.pop()
+            } else {
+                None
+            };
             let first = stages.pop().expect("one stage at least");
             // Look-ahead: the first stage's K, plus the second's K in input samples.
             let (k1, l1, m1) = (first.bank.half, first.bank.l, first.bank.m);
             let k2 = second.as_ref().map_or(0, |s| s.bank.half);
             let delay = k1 + (k2 * m1).div_ceil(l1);
-            let flush_pad = k1 + second.as_ref().map_or(0, |s| ((s.bank.half + 1) * m1).div_ceil(l1) + 1);
+            let flush_pad = k1
+                + second
+                    .as_ref()
+                    .map_or(0, |s| ((s.bank.half + 1) * m1).div_ceil(l1) + 1);
             let g = gcd(u64::from(in_rate), u64::from(out_rate));
-            Engine::Stages { first, second, l: u64::from(out_rate) / g, m: u64::from(in_rate) / g, delay, flush_pad }
+            Engine::Stages {
+                first,
+                second,
+                l: u64::from(out_rate) / g,
+                m: u64::from(in_rate) / g,
+                delay,
+                flush_pad,
+            }
         };
         Ok(Resampler {
             in_rate,
@@ -714,8 +843,16 @@ impl Resampler {
     }
 
     /// Like [`Resampler::new`], with the formats by name (`"pcm16"`, `"f32"`).
-    pub fn with_format_names(in_rate: u32, out_rate: u32, in_format: &str, out_format: &str) -> Result<Self> {
-        let (i, o) = (SampleFormat::parse(in_format)?, SampleFormat::parse(out_format)?);
+    pub fn with_format_names(
+        in_rate: u32,
+        out_rate: u32,
+        in_format: &str,
+        out_format: &str,
+    ) -> Result<Self> {
+        let (i, o) = (
+            SampleFormat::parse(in_format)?,
+            SampleFormat::parse(out_format)?,
+        );
         Self::new(in_rate, out_rate, i, o)
     }
 
@@ -841,8 +978,19 @@ impl Resampler {
                 // (Same format never gets here: `process` copies the bytes.)
                 encode_into(self.out_format, input, out);
             }
-            Engine::Stages { first, second, l, m, flush_pad, .. } => {
-                let total = if flush { (self.in_count * *l).div_ceil(*m) } else { u64::MAX };
+            Engine::Stages {
+                first,
+                second,
+                l,
+                m,
+                flush_pad,
+                ..
+            } => {
+                let total = if flush {
+                    (self.in_count * *l).div_ceil(*m)
+                } else {
+                    u64::MAX
+                };
                 let mut buf_out = std::mem::take(&mut self.buf_out);
                 buf_out.clear();
                 first.push(input);
@@ -877,7 +1025,10 @@ mod tests {
     }
 
     fn to_i16(bytes: &[u8]) -> Vec<i16> {
-        bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+        bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect()
     }
 
     /// A deterministic test signal: two tones and some noise, in PCM16.
@@ -918,23 +1069,44 @@ mod tests {
     }
 
     fn all_pairs() -> impl Iterator<Item = (u32, u32)> {
-        SUPPORTED_RATES.iter().flat_map(|&a| SUPPORTED_RATES.iter().map(move |&b| (a, b)))
+        SUPPORTED_RATES
+            .iter()
+            .flat_map(|&a| SUPPORTED_RATES.iter().map(move |&b| (a, b)))
     }
 
     #[test]
     fn unsupported_rates_carry_the_rate() {
         for (i, o, bad) in [(12345, 16000, 12345), (16000, 0, 0), (96000, 48000, 96000)] {
-            let err = Resampler::new(i, o, SampleFormat::Pcm16, SampleFormat::Pcm16).err().unwrap();
-            assert_eq!(err, Error::UnsupportedRate { rate: bad, supported: SUPPORTED_RATES });
+            let err = Resampler::new(i, o, SampleFormat::Pcm16, SampleFormat::Pcm16)
+                .err()
+                .unwrap();
+            assert_eq!(
+                err,
+                Error::UnsupportedRate {
+                    rate: bad,
+                    supported: SUPPORTED_RATES
+                }
+            );
             let msg = err.to_string();
-            assert!(msg.contains(&bad.to_string()) && msg.contains("44100"), "{msg}");
+            assert!(
+                msg.contains(&bad.to_string()) && msg.contains("44100"),
+                "{msg}"
+            );
         }
     }
 
     #[test]
     fn unsupported_formats_carry_the_name() {
-        let err = Resampler::with_format_names(16000, 24000, "pcm16", "s24").err().unwrap();
-        assert_eq!(err, Error::UnsupportedFormat { name: "s24".into(), expected: SampleFormat::NAMES });
+        let err = Resampler::with_format_names(16000, 24000, "pcm16", "s24")
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            Error::UnsupportedFormat {
+                name: "s24".into(),
+                expected: SampleFormat::NAMES
+            }
+        );
         assert!(err.to_string().contains("\"s24\""));
         assert!(Resampler::with_format_names(16000, 24000, "f32", "pcm16").is_ok());
     }
@@ -946,25 +1118,51 @@ mod tests {
             let mut r = Resampler::new(i, o, SampleFormat::Pcm16, SampleFormat::Pcm16).unwrap();
             let reference = whole(&mut r, &input);
             // Odd sizes split samples; 20 ms pieces; a mixture.
-            for sizes in [&[3usize, 1, 7][..], &[(i / 50 * 2) as usize], &[1, 640, 2, 999, 64]] {
-                assert_eq!(split(&mut r, &input, sizes), reference, "{i}->{o} split {sizes:?}");
+            for sizes in [
+                &[3usize, 1, 7][..],
+                &[(i / 50 * 2) as usize],
+                &[1, 640, 2, 999, 64],
+            ] {
+                assert_eq!(
+                    split(&mut r, &input, sizes),
+                    reference,
+                    "{i}->{o} split {sizes:?}"
+                );
             }
         }
     }
 
     #[test]
     fn byte_by_byte_matches_whole_for_every_format() {
-        for (i, o) in [(24000, 16000), (16000, 24000), (44100, 48000), (24000, 8000), (8000, 24000)] {
-            for (fi, fo) in [("pcm16", "pcm16"), ("pcm16", "f32"), ("f32", "pcm16"), ("f32", "f32")] {
+        for (i, o) in [
+            (24000, 16000),
+            (16000, 24000),
+            (44100, 48000),
+            (24000, 8000),
+            (8000, 24000),
+        ] {
+            for (fi, fo) in [
+                ("pcm16", "pcm16"),
+                ("pcm16", "f32"),
+                ("f32", "pcm16"),
+                ("f32", "f32"),
+            ] {
                 let mut r = Resampler::with_format_names(i, o, fi, fo).unwrap();
                 let samples = signal(i as usize / 20, i);
                 let input: Vec<u8> = if fi == "pcm16" {
                     pcm16(&samples)
                 } else {
-                    samples.iter().flat_map(|&s| (f32::from(s) / 32768.0).to_le_bytes()).collect()
+                    samples
+                        .iter()
+                        .flat_map(|&s| (f32::from(s) / 32768.0).to_le_bytes())
+                        .collect()
                 };
                 let reference = whole(&mut r, &input);
-                assert_eq!(split(&mut r, &input, &[1]), reference, "{i}->{o} {fi}->{fo}");
+                assert_eq!(
+                    split(&mut r, &input, &[1]),
+                    reference,
+                    "{i}->{o} {fi}->{fo}"
+                );
             }
         }
     }
@@ -977,7 +1175,11 @@ mod tests {
             let mut r = Resampler::new(i, o, SampleFormat::Pcm16, SampleFormat::Pcm16).unwrap();
             for n in [0usize, 1, 2, 3, 146, 147, 160, 441, 1000, 4801] {
                 let out = whole(&mut r, &vec![0u8; 2 * n]);
-                assert_eq!((out.len() / 2) as u64, (n as u64 * l).div_ceil(m), "{i}->{o} n={n}");
+                assert_eq!(
+                    (out.len() / 2) as u64,
+                    (n as u64 * l).div_ceil(m),
+                    "{i}->{o} n={n}"
+                );
             }
         }
     }
@@ -992,7 +1194,11 @@ mod tests {
             // Everything but the look-ahead comes out.
             let k = r.delay_input_samples() as f64;
             let expect = ((n as f64 - k) * f64::from(o) / f64::from(i)).floor() as usize;
-            assert!(out.len() / 2 >= expect && expect > 0, "{i}->{o}: {} outputs, delay {k}", out.len() / 2);
+            assert!(
+                out.len() / 2 >= expect && expect > 0,
+                "{i}->{o}: {} outputs, delay {k}",
+                out.len() / 2
+            );
             assert!(k / f64::from(i) < 0.010, "{i}->{o}: look-ahead {k} samples");
         }
     }
@@ -1035,11 +1241,17 @@ mod tests {
                 .collect();
             let mut r = Resampler::new(i, o, SampleFormat::F32, SampleFormat::F32).unwrap();
             let y = whole(&mut r, &x);
-            let y: Vec<f32> = y.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let y: Vec<f32> = y
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             let edge = y.len() / 4;
             for (k, &v) in y.iter().enumerate().take(y.len() - edge).skip(edge) {
                 let want = (2.0 * std::f64::consts::PI * f * k as f64 / f64::from(o)).sin() * 0.5;
-                assert!((f64::from(v) - want).abs() < 1e-4, "{i}->{o} k={k}: {v} vs {want}");
+                assert!(
+                    (f64::from(v) - want).abs() < 1e-4,
+                    "{i}->{o} k={k}: {v} vs {want}"
+                );
             }
         }
     }
@@ -1053,18 +1265,35 @@ mod tests {
         assert_eq!(split(&mut r, &input, &[3, 1]), input);
         let mut r = Resampler::new(16000, 16000, SampleFormat::Pcm16, SampleFormat::F32).unwrap();
         let out = split(&mut r, &input, &[5]);
-        let want: Vec<u8> = samples.iter().flat_map(|&s| (f32::from(s) / 32768.0).to_le_bytes()).collect();
+        let want: Vec<u8> = samples
+            .iter()
+            .flat_map(|&s| (f32::from(s) / 32768.0).to_le_bytes())
+            .collect();
         assert_eq!(out, want);
         // f32 -> pcm16 rounds to nearest (ties to even) and clips; NaN becomes 0.
         let mut r = Resampler::new(8000, 8000, SampleFormat::F32, SampleFormat::Pcm16).unwrap();
-        let x: Vec<u8> = [0.5f32, -1.5, 2.0, 1.0 / 65536.0, 3.0 / 65536.0, -1.0, f32::NAN]
+        let x: Vec<u8> = [
+            0.5f32,
+            -1.5,
+            2.0,
+            1.0 / 65536.0,
+            3.0 / 65536.0,
+            -1.0,
+            f32::NAN,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+        assert_eq!(
+            to_i16(&whole(&mut r, &x)),
+            [16384, -32768, 32767, 0, 2, -32768, 0]
+        );
+        // f32 -> f32 is bit exact, even for values far out of range.
+        let mut r = Resampler::new(8000, 8000, SampleFormat::F32, SampleFormat::F32).unwrap();
+        let x: Vec<u8> = [1e38f32, -0.0, 1e-40]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        assert_eq!(to_i16(&whole(&mut r, &x)), [16384, -32768, 32767, 0, 2, -32768, 0]);
-        // f32 -> f32 is bit exact, even for values far out of range.
-        let mut r = Resampler::new(8000, 8000, SampleFormat::F32, SampleFormat::F32).unwrap();
-        let x: Vec<u8> = [1e38f32, -0.0, 1e-40].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(split(&mut r, &x, &[3]), x);
     }
 
@@ -1072,11 +1301,15 @@ mod tests {
     fn loud_input_clips_instead_of_wrapping() {
         let mut r = Resampler::new(8000, 48000, SampleFormat::Pcm16, SampleFormat::Pcm16).unwrap();
         // A full-scale square wave overshoots (Gibbs) after the filter.
-        let x: Vec<i16> = (0..4000).map(|n| if (n / 20) % 2 == 0 { 32767 } else { -32768 }).collect();
+        let x: Vec<i16> = (0..4000)
+            .map(|n| if (n / 20) % 2 == 0 { 32767 } else { -32768 })
+            .collect();
         let y = to_i16(&whole(&mut r, &pcm16(&x)));
         assert!(y.contains(&32767) && y.contains(&-32768));
         // No wrap-around: neighbours never jump by more than a full-scale step.
-        assert!(y.windows(2).all(|w| (i32::from(w[0]) - i32::from(w[1])).abs() < 40000));
+        assert!(y
+            .windows(2)
+            .all(|w| (i32::from(w[0]) - i32::from(w[1])).abs() < 40000));
     }
 
     /// |H(f)| of a bank's prototype, `f` in cycles per input sample.
@@ -1106,21 +1339,37 @@ mod tests {
         ];
         for (i, o) in pairs {
             for spec in plan(i, o) {
-                let StageSpec { in_rate: si, out_rate: so, pass_hz: pass, stop_hz: stop, .. } = spec;
+                let StageSpec {
+                    in_rate: si,
+                    out_rate: so,
+                    pass_hz: pass,
+                    stop_hz: stop,
+                    ..
+                } = spec;
                 let bank = Bank::shared(&spec);
                 let fs = f64::from(si);
                 for j in 0..=40 {
                     let f = pass * j as f64 / 40.0;
                     let g = db(response(&bank, f / fs));
-                    assert!(g.abs() < 0.01, "{i}->{o} stage {si}->{so}: {g} dB at {f} Hz");
+                    assert!(
+                        g.abs() < 0.01,
+                        "{i}->{o} stage {si}->{so}: {g} dB at {f} Hz"
+                    );
                 }
                 // Stop band: densely near the edge, then up to L/2 times the rate.
                 let top = bank.l as f64 * fs / 2.0;
                 let mut f = stop;
                 while f <= top {
                     let g = db(response(&bank, f / fs));
-                    assert!(g < -MIN_STOPBAND_DB, "{i}->{o} stage {si}->{so}: {g} dB at {f} Hz");
-                    f += if f < 2.0 * stop { stop / 200.0 } else { (top - stop) / 150.0 };
+                    assert!(
+                        g < -MIN_STOPBAND_DB,
+                        "{i}->{o} stage {si}->{so}: {g} dB at {f} Hz"
+                    );
+                    f += if f < 2.0 * stop {
+                        stop / 200.0
+                    } else {
+                        (top - stop) / 150.0
+                    };
                 }
             }
         }
@@ -1136,16 +1385,27 @@ mod tests {
             let mut line = format!("{i:>5} -> {o:>5}:");
             let mut macs = 0.0;
             for spec in plan(i, o) {
-                let StageSpec { in_rate: si, out_rate: so, pass_hz: pass, stop_hz: stop, .. } = spec;
+                let StageSpec {
+                    in_rate: si,
+                    out_rate: so,
+                    pass_hz: pass,
+                    stop_hz: stop,
+                    ..
+                } = spec;
                 let bank = Bank::shared(&spec);
                 let fs = f64::from(si);
-                let ripple =
-                    (0..=40).map(|j| db(response(&bank, pass * j as f64 / 40.0 / fs)).abs()).fold(0.0, f64::max);
+                let ripple = (0..=40)
+                    .map(|j| db(response(&bank, pass * j as f64 / 40.0 / fs)).abs())
+                    .fold(0.0, f64::max);
                 let top = bank.l as f64 * fs / 2.0;
                 let (mut f, mut worst) = (stop, -400.0f64);
                 while f <= top {
                     worst = worst.max(db(response(&bank, f / fs)));
-                    f += if f < 2.0 * stop { stop / 400.0 } else { (top - stop) / 300.0 };
+                    f += if f < 2.0 * stop {
+                        stop / 400.0
+                    } else {
+                        (top - stop) / 300.0
+                    };
                 }
                 macs += (bank.taps * so as usize) as f64;
                 line += &format!(
@@ -1177,7 +1437,10 @@ mod tests {
         let (ya, yb) = (whole(&mut a, &input), whole(&mut b, &input));
         assert_eq!(ya.len(), yb.len());
         for (p, q) in ya.chunks_exact(4).zip(yb.chunks_exact(4)) {
-            let (p, q) = (f32::from_le_bytes(p.try_into().unwrap()), f32::from_le_bytes(q.try_into().unwrap()));
+            let (p, q) = (
+                f32::from_le_bytes(p.try_into().unwrap()),
+                f32::from_le_bytes(q.try_into().unwrap()),
+            );
             assert!((p - q).abs() < 1e-5, "{p} vs {q}");
         }
     }

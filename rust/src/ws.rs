@@ -81,7 +81,10 @@ pub enum HandshakeError {
 }
 
 fn invalid(status: u16, reason: impl Into<String>) -> HandshakeError {
-    HandshakeError::Invalid { status, reason: reason.into() }
+    HandshakeError::Invalid {
+        status,
+        reason: reason.into(),
+    }
 }
 
 /// Server side of the opening handshake.
@@ -110,8 +113,11 @@ impl ServerHandshake {
         let method = req.method.unwrap_or_default().to_owned();
         let path = req.path.unwrap_or_default().to_owned();
         let version = req.version.unwrap_or(0);
-        let headers: Vec<(String, String)> =
-            req.headers.iter().map(|h| (h.name.to_owned(), latin1(h.value))).collect();
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), latin1(h.value)))
+            .collect();
         let mut request = Request {
             method,
             path,
@@ -123,7 +129,9 @@ impl ServerHandshake {
         };
         for (name, value) in &request.headers {
             if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-                request.subprotocols.extend(tokens(value).map(str::to_owned));
+                request
+                    .subprotocols
+                    .extend(tokens(value).map(str::to_owned));
             }
         }
         let wants_upgrade = request
@@ -147,9 +155,15 @@ impl ServerHandshake {
             return Err(invalid(400, "missing Connection: upgrade"));
         }
         if request.header("sec-websocket-version").map(str::trim) != Some("13") {
-            return Err(invalid(426, "unsupported Sec-WebSocket-Version (13 is supported)"));
+            return Err(invalid(
+                426,
+                "unsupported Sec-WebSocket-Version (13 is supported)",
+            ));
         }
-        let key = request.header("sec-websocket-key").map(str::trim).unwrap_or_default();
+        let key = request
+            .header("sec-websocket-key")
+            .map(str::trim)
+            .unwrap_or_default();
         match base64_simd::STANDARD.decode_to_vec(key) {
             Ok(raw) if raw.len() == 16 => {}
             _ => return Err(invalid(400, "missing or malformed Sec-WebSocket-Key")),
@@ -183,7 +197,9 @@ pub fn accept_key(key: &str) -> String {
 /// The 101 response accepting a handshake with key `key`, choosing `subprotocol`.
 pub fn accept_response(key: &str, subprotocol: Option<&str>) -> Vec<u8> {
     let mut out = String::with_capacity(160);
-    out.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    out.push_str(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
     out.push_str("Sec-WebSocket-Accept: ");
     out.push_str(&accept_key(key));
     out.push_str("\r\n");
@@ -207,10 +223,17 @@ pub fn reject_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Ve
         head.push_str(value);
         head.push_str("\r\n");
     }
-    if status == 426 && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-version")) {
+    if status == 426
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-version"))
+    {
         head.push_str("Sec-WebSocket-Version: 13\r\n");
     }
-    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
     let mut out = head.into_bytes();
     out.extend_from_slice(body);
     out
@@ -246,7 +269,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// XOR `buf` with the 4-byte `mask`, starting at mask byte 0.
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let word = u64::from_ne_bytes((&*chunk).try_into().expect("8 bytes")) ^ wide;
@@ -264,7 +289,13 @@ pub fn encode_frame(opcode: u8, payload: &[u8], fin: bool, mask: Option<[u8; 4]>
     encode_frame_rsv(opcode, payload, fin, mask, false)
 }
 
-fn encode_frame_rsv(opcode: u8, payload: &[u8], fin: bool, mask: Option<[u8; 4]>, rsv1: bool) -> Vec<u8> {
+fn encode_frame_rsv(
+    opcode: u8,
+    payload: &[u8],
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    rsv1: bool,
+) -> Vec<u8> {
     let header = FrameHeader {
         is_final: fin,
         rsv1,
@@ -275,7 +306,9 @@ fn encode_frame_rsv(opcode: u8, payload: &[u8], fin: bool, mask: Option<[u8; 4]>
     };
     let len = payload.len() as u64;
     let mut out = Vec::with_capacity(header.len(len) + payload.len());
-    header.format(len, &mut out).expect("writing to a Vec cannot fail");
+    header
+        .format(len, &mut out)
+        .expect("writing to a Vec cannot fail");
     let start = out.len();
     out.extend_from_slice(payload);
     if let Some(mask) = mask {
@@ -297,10 +330,16 @@ pub enum Event {
     /// The peer's close frame; `code` 1005 if it had no code. Nothing the peer
     /// sends after it is read. Answer with [`WsConnection::send_close`] (which
     /// returns nothing if the close frame was already sent), then close the stream.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
     /// The peer broke the protocol: send a close frame with `close_code`, then close
     /// the stream. Nothing more is read.
-    ProtocolError { close_code: u16, reason: String },
+    ProtocolError {
+        close_code: u16,
+        reason: String,
+    },
 }
 
 /// A `send_*` call that is not allowed.
@@ -364,7 +403,10 @@ impl WsConnection {
     /// A client's connection: our frames are masked with random masks; the
     /// server's must not be.
     pub fn new_client(max_message_bytes: usize) -> Self {
-        WsConnection { client: true, ..Self::new(max_message_bytes) }
+        WsConnection {
+            client: true,
+            ..Self::new(max_message_bytes)
+        }
     }
 
     /// Hand invalid UTF-8 text messages on as [`Event::InvalidText`] instead of
@@ -469,7 +511,10 @@ impl WsConnection {
         self.message = None;
         self.buf = Vec::new();
         self.start = 0;
-        Event::ProtocolError { close_code, reason: reason.into() }
+        Event::ProtocolError {
+            close_code,
+            reason: reason.into(),
+        }
     }
 
     /// What can be refused from the header alone, before the payload arrives.
@@ -493,7 +538,9 @@ impl WsConnection {
             }
             OpCode::Data(Data::Continue) => {
                 let Some(partial) = &self.message else {
-                    return Some(self.fail(1002, "continuation frame without a message to continue"));
+                    return Some(
+                        self.fail(1002, "continuation frame without a message to continue"),
+                    );
                 };
                 if len > (self.max_message - partial.data.len()) as u64 {
                     let max = self.max_message;
@@ -540,7 +587,11 @@ impl WsConnection {
                 if fin {
                     return self.finish(text, payload);
                 }
-                let mut partial = Partial { text, data: payload, checked: 0 };
+                let mut partial = Partial {
+                    text,
+                    data: payload,
+                    checked: 0,
+                };
                 if text && !self.lenient_text && !check_utf8_prefix(&mut partial, false) {
                     return Some(self.fail(1007, "text message is not valid UTF-8"));
                 }
@@ -589,7 +640,11 @@ impl WsConnection {
         if self.close_sent {
             return Err(WsError::CloseSent);
         }
-        let mask = if self.client { Some(rand::random::<[u8; 4]>()) } else { None };
+        let mask = if self.client {
+            Some(rand::random::<[u8; 4]>())
+        } else {
+            None
+        };
         Ok(encode_frame(opcode, payload, true, mask))
     }
 
@@ -598,6 +653,7 @@ impl WsConnection {
     }
 
     /// A text frame from bytes the caller knows to be UTF-8 (our own JSON), unchecked.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))] // used by the binding only
     pub(crate) fn send_text_trusted(&mut self, utf8: &[u8]) -> Result<Vec<u8>, WsError> {
         self.frame(0x1, utf8)
     }
@@ -691,7 +747,10 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     const UPGRADE: &[u8] = b"GET /v1/tts?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\
@@ -711,7 +770,10 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         assert_eq!(req.consumed, UPGRADE.len());
         assert_eq!(req.header("HOST"), Some("a"));
         for cut in 0..UPGRADE.len() {
-            assert_eq!(ServerHandshake::parse(&UPGRADE[..cut]), Err(HandshakeError::Incomplete));
+            assert_eq!(
+                ServerHandshake::parse(&UPGRADE[..cut]),
+                Err(HandshakeError::Incomplete)
+            );
         }
     }
 
@@ -732,9 +794,18 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
             other => panic!("{other:?}"),
         };
         let text = std::str::from_utf8(UPGRADE).unwrap();
-        assert_eq!(status(text.replace("Version: 13", "Version: 8").as_bytes()), 426);
-        assert_eq!(status(text.replace("dGhlIHNhbXBsZSBub25jZQ==", "abc").as_bytes()), 400);
-        assert_eq!(status(text.replace("keep-alive, Upgrade", "close").as_bytes()), 400);
+        assert_eq!(
+            status(text.replace("Version: 13", "Version: 8").as_bytes()),
+            426
+        );
+        assert_eq!(
+            status(text.replace("dGhlIHNhbXBsZSBub25jZQ==", "abc").as_bytes()),
+            400
+        );
+        assert_eq!(
+            status(text.replace("keep-alive, Upgrade", "close").as_bytes()),
+            400
+        );
         assert_eq!(status(text.replace("GET", "POST").as_bytes()), 405);
         assert_eq!(status(b"\x00\x01 garbage\r\n\r\n"), 400);
         assert_eq!(status(&vec![b'a'; MAX_HANDSHAKE_BYTES + 1]), 431);
@@ -804,14 +875,21 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         data.extend(encode_frame(0, &bytes[9..], true, MASK));
         assert_eq!(
             feed(&mut conn, &data),
-            [Event::Ping(b"1".to_vec()), Event::Pong(vec![]), Event::Text(text.into())]
+            [
+                Event::Ping(b"1".to_vec()),
+                Event::Pong(vec![]),
+                Event::Text(text.into())
+            ]
         );
     }
 
     #[test]
     fn unmasked_client_frame_is_1002() {
         let mut conn = server();
-        assert_eq!(error_code(&feed(&mut conn, &encode_frame(1, b"x", true, None))), Some(1002));
+        assert_eq!(
+            error_code(&feed(&mut conn, &encode_frame(1, b"x", true, None))),
+            Some(1002)
+        );
         assert!(conn.failed());
         assert_eq!(feed(&mut conn, &encode_frame(1, b"x", true, MASK)), []);
     }
@@ -819,17 +897,21 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
     #[test]
     fn protocol_errors() {
         let cases: Vec<Vec<u8>> = vec![
-            encode_frame(3, b"", true, MASK),                        // reserved data opcode
-            encode_frame(11, b"", true, MASK),                       // reserved control opcode
-            encode_frame(0, b"x", true, MASK),                       // continuation first
-            encode_frame(9, b"x", false, MASK),                      // fragmented ping
-            encode_frame(9, &[0; 126], true, MASK),                  // long ping
-            encode_frame(8, &[3], true, MASK),                       // 1-byte close
-            encode_frame(8, &1005u16.to_be_bytes(), true, MASK),     // forbidden code
+            encode_frame(3, b"", true, MASK),       // reserved data opcode
+            encode_frame(11, b"", true, MASK),      // reserved control opcode
+            encode_frame(0, b"x", true, MASK),      // continuation first
+            encode_frame(9, b"x", false, MASK),     // fragmented ping
+            encode_frame(9, &[0; 126], true, MASK), // long ping
+            encode_frame(8, &[3], true, MASK),      // 1-byte close
+            encode_frame(8, &1005u16.to_be_bytes(), true, MASK), // forbidden code
             encode_frame(8, &999u16.to_be_bytes(), true, MASK),
             encode_frame(8, &1016u16.to_be_bytes(), true, MASK),
-            encode_frame_rsv(1, b"x", true, MASK, true),             // rsv1
-            [encode_frame(1, b"a", false, MASK), encode_frame(1, b"b", true, MASK)].concat(),
+            encode_frame_rsv(1, b"x", true, MASK, true), // rsv1
+            [
+                encode_frame(1, b"a", false, MASK),
+                encode_frame(1, b"b", true, MASK),
+            ]
+            .concat(),
         ];
         for case in cases {
             let mut conn = server();
@@ -840,17 +922,33 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
     #[test]
     fn invalid_utf8() {
         let mut conn = server();
-        assert_eq!(error_code(&feed(&mut conn, &encode_frame(1, b"a\xff", true, MASK))), Some(1007));
+        assert_eq!(
+            error_code(&feed(&mut conn, &encode_frame(1, b"a\xff", true, MASK))),
+            Some(1007)
+        );
         // A fragment that can never become UTF-8 fails before the message ends.
         let mut conn = server();
-        assert_eq!(error_code(&feed(&mut conn, &encode_frame(1, b"\xc3\x28", false, MASK))), Some(1007));
+        assert_eq!(
+            error_code(&feed(&mut conn, &encode_frame(1, b"\xc3\x28", false, MASK))),
+            Some(1007)
+        );
         // A character cut at the end of the last fragment.
         let mut conn = server();
-        let data = [encode_frame(1, b"a", false, MASK), encode_frame(0, b"\xe2\x82", true, MASK)].concat();
+        let data = [
+            encode_frame(1, b"a", false, MASK),
+            encode_frame(0, b"\xe2\x82", true, MASK),
+        ]
+        .concat();
         assert_eq!(error_code(&feed(&mut conn, &data)), Some(1007));
         // Close reason.
         let mut conn = server();
-        assert_eq!(error_code(&feed(&mut conn, &encode_frame(8, b"\x03\xe8\xff", true, MASK))), Some(1007));
+        assert_eq!(
+            error_code(&feed(
+                &mut conn,
+                &encode_frame(8, b"\x03\xe8\xff", true, MASK)
+            )),
+            Some(1007)
+        );
         // Lenient: the bytes are handed on, and the connection goes on.
         let mut conn = server();
         conn.set_lenient_text(true);
@@ -862,7 +960,10 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         .concat();
         assert_eq!(
             feed(&mut conn, &data),
-            [Event::InvalidText(b"a\xc3\x28".to_vec()), Event::Text("ok".into())]
+            [
+                Event::InvalidText(b"a\xc3\x28".to_vec()),
+                Event::Text("ok".into())
+            ]
         );
     }
 
@@ -872,10 +973,18 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         let frame = encode_frame(2, &[0; 11], true, MASK);
         assert_eq!(error_code(&feed(&mut conn, &frame[..8])), Some(1009));
         let mut conn = WsConnection::new(10);
-        let data = [encode_frame(2, &[0; 6], false, MASK), encode_frame(0, &[0; 5], true, MASK)].concat();
+        let data = [
+            encode_frame(2, &[0; 6], false, MASK),
+            encode_frame(0, &[0; 5], true, MASK),
+        ]
+        .concat();
         assert_eq!(error_code(&feed(&mut conn, &data)), Some(1009));
         let mut conn = WsConnection::new(10);
-        let data = [encode_frame(2, &[0; 6], false, MASK), encode_frame(0, &[0; 4], true, MASK)].concat();
+        let data = [
+            encode_frame(2, &[0; 6], false, MASK),
+            encode_frame(0, &[0; 4], true, MASK),
+        ]
+        .concat();
         assert_eq!(feed(&mut conn, &data), [Event::Binary(vec![0; 10])]);
         // A 64-bit length with the top bit set.
         let mut conn = WsConnection::new(10);
@@ -890,8 +999,18 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         let mut conn = server();
         let mut close = vec![0x03, 0xe8];
         close.extend_from_slice(b"bye");
-        let data = [encode_frame(8, &close, true, MASK), encode_frame(1, b"late", true, MASK)].concat();
-        assert_eq!(feed(&mut conn, &data), [Event::Close { code: 1000, reason: "bye".into() }]);
+        let data = [
+            encode_frame(8, &close, true, MASK),
+            encode_frame(1, b"late", true, MASK),
+        ]
+        .concat();
+        assert_eq!(
+            feed(&mut conn, &data),
+            [Event::Close {
+                code: 1000,
+                reason: "bye".into()
+            }]
+        );
         assert!(conn.close_received());
         assert_eq!(feed(&mut conn, &encode_frame(1, b"x", true, MASK)), []);
         let reply = conn.send_close(Some(1000), "bye").unwrap();
@@ -900,7 +1019,13 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         assert_eq!(conn.send_text("x"), Err(WsError::CloseSent));
         // A close without a code is reported as 1005 and answered without one.
         let mut conn = server();
-        assert_eq!(feed(&mut conn, &encode_frame(8, b"", true, MASK)), [Event::Close { code: 1005, reason: "".into() }]);
+        assert_eq!(
+            feed(&mut conn, &encode_frame(8, b"", true, MASK)),
+            [Event::Close {
+                code: 1005,
+                reason: "".into()
+            }]
+        );
         assert_eq!(conn.send_close(Some(1005), "").unwrap(), [0x88, 0x00]);
     }
 
@@ -911,20 +1036,36 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         assert_eq!(ours.len(), 2 + 2 + 122); // 123 bytes would cut an "é"
         assert_eq!(conn.send_ping(b""), Err(WsError::CloseSent));
         // The peer's messages before its close frame are still read.
-        let data = [encode_frame(2, b"x", true, MASK), encode_frame(8, &4001u16.to_be_bytes(), true, MASK)].concat();
+        let data = [
+            encode_frame(2, b"x", true, MASK),
+            encode_frame(8, &4001u16.to_be_bytes(), true, MASK),
+        ]
+        .concat();
         assert_eq!(
             feed(&mut conn, &data),
-            [Event::Binary(b"x".to_vec()), Event::Close { code: 4001, reason: "".into() }]
+            [
+                Event::Binary(b"x".to_vec()),
+                Event::Close {
+                    code: 4001,
+                    reason: "".into()
+                }
+            ]
         );
         assert!(server().send_close(Some(1006), "").is_err());
-        assert_eq!(server().send_ping(&[0; 126]), Err(WsError::ControlTooLong { len: 126 }));
+        assert_eq!(
+            server().send_ping(&[0; 126]),
+            Err(WsError::ControlTooLong { len: 126 })
+        );
     }
 
     #[test]
     fn server_frames_are_unmasked_client_frames_masked() {
         let mut conn = server();
         assert_eq!(conn.send_text("hi").unwrap(), b"\x81\x02hi");
-        assert_eq!(conn.send_binary(&[0; 200]).unwrap()[..4], [0x82, 126, 0, 200]);
+        assert_eq!(
+            conn.send_binary(&[0; 200]).unwrap()[..4],
+            [0x82, 126, 0, 200]
+        );
         let mut client = WsConnection::new_client(100);
         let frame = client.send_text("hello").unwrap();
         assert_eq!(frame[1], 0x80 | 5);
@@ -932,7 +1073,10 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         assert_eq!(feed(&mut srv, &frame), [Event::Text("hello".into())]);
         // A client refuses masked frames and reads unmasked ones.
         assert_eq!(feed(&mut client, b"\x81\x02hi"), [Event::Text("hi".into())]);
-        assert_eq!(error_code(&feed(&mut client, &encode_frame(1, b"x", true, MASK))), Some(1002));
+        assert_eq!(
+            error_code(&feed(&mut client, &encode_frame(1, b"x", true, MASK))),
+            Some(1002)
+        );
     }
 
     #[derive(Debug, Clone)]
@@ -944,8 +1088,12 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
 
     fn msg() -> impl Strategy<Value = Msg> {
         prop_oneof![
-            (any::<String>(), prop::collection::vec(0usize..64, 0..4)).prop_map(|(s, c)| Msg::Text(s, c)),
-            (prop::collection::vec(any::<u8>(), 0..300), prop::collection::vec(0usize..300, 0..4))
+            (any::<String>(), prop::collection::vec(0usize..64, 0..4))
+                .prop_map(|(s, c)| Msg::Text(s, c)),
+            (
+                prop::collection::vec(any::<u8>(), 0..300),
+                prop::collection::vec(0usize..300, 0..4)
+            )
                 .prop_map(|(b, c)| Msg::Binary(b, c)),
             prop::collection::vec(any::<u8>(), 0..=125).prop_map(Msg::Ping),
         ]
@@ -969,7 +1117,12 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         let mut from = 0;
         for (i, &to) in points.iter().enumerate() {
             let last = i + 1 == points.len();
-            out.extend(encode_frame(if i == 0 { opcode } else { 0 }, &data[from..to], last, Some(mask)));
+            out.extend(encode_frame(
+                if i == 0 { opcode } else { 0 },
+                &data[from..to],
+                last,
+                Some(mask),
+            ));
             if !last {
                 out.extend(encode_frame(10, &[i as u8], true, Some(mask)));
                 expected.push(Event::Pong(vec![i as u8]));

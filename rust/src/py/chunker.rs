@@ -64,7 +64,14 @@ impl AudioChunker {
         sample_rate: u32,
         #[pyo3(from_py_with = context_id_str)] context_id: &str,
     ) -> PyResult<Self> {
-        Ok(Self { inner: Chunker::new(max_chunk_bytes, sample_width, sample_rate, context_id.to_owned())? })
+        Ok(Self {
+            inner: Chunker::new(
+                max_chunk_bytes,
+                sample_width,
+                sample_rate,
+                context_id.to_owned(),
+            )?,
+        })
     }
 
     /// Largest chunk in bytes: ``max_chunk_bytes`` rounded down to whole samples.
@@ -119,12 +126,14 @@ impl AudioChunker {
             let chunk = chunks.next().expect("one chunk");
             // The common case of a piece that is exactly one chunk: hand back
             // the same (immutable) bytes object instead of a copy.
-            let item =
-                if chunk.head().is_empty() && chunk.len() == bytes.len() && data.is_exact_instance_of::<PyBytes>() {
-                    data.clone()
-                } else {
-                    chunk_bytes(py, &chunk)?
-                };
+            let item = if chunk.head().is_empty()
+                && chunk.len() == bytes.len()
+                && data.is_exact_instance_of::<PyBytes>()
+            {
+                data.clone()
+            } else {
+                chunk_bytes(py, &chunk)?
+            };
             return PyList::new(py, [item]);
         }
         let mut items = Vec::with_capacity(chunks.len());
@@ -140,7 +149,11 @@ impl AudioChunker {
         let mut items = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let frame = self.inner.frame(&chunk);
-            items.push(bytes_with(py, frame.len(), |dst| Ok(frame.write_into(dst)))?);
+            items.push(bytes_with(
+                py,
+                frame.len(),
+                |dst| Ok(frame.write_into(dst)),
+            )?);
         }
         PyList::new(py, items)
     }

@@ -114,7 +114,12 @@ impl<'py> Builder for PyBuilder<'py> {
     }
 
     #[inline]
-    fn insert(&mut self, object: &mut Self::Object, key: Self::Key, value: Self::Value) -> PyResult<()> {
+    fn insert(
+        &mut self,
+        object: &mut Self::Object,
+        key: Self::Key,
+        value: Self::Value,
+    ) -> PyResult<()> {
         object.set_item(key, value)
     }
 
@@ -150,7 +155,11 @@ fn invalid_code<'py>(py: Python<'py>, code: InvalidCode) -> &'py Bound<'py, PySt
 /// `_native.pyi` for the answers and the decisions behind them.
 #[pyfunction]
 #[pyo3(signature = (frame, max_bytes, endpoint = "tts"))]
-fn classify_frame<'py>(frame: &Bound<'py, PyAny>, max_bytes: i64, endpoint: &str) -> PyResult<Bound<'py, PyTuple>> {
+fn classify_frame<'py>(
+    frame: &Bound<'py, PyAny>,
+    max_bytes: i64,
+    endpoint: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
     let py = frame.py();
     let endpoint = Endpoint::from_name(endpoint)?;
     if max_bytes <= 0 {

@@ -15,7 +15,12 @@ mod ratelimit;
 mod resample;
 mod ws;
 
-create_exception!(slng_fast._native, NativeError, PyValueError, "Base of every error raised by the native core.");
+create_exception!(
+    slng_fast._native,
+    NativeError,
+    PyValueError,
+    "Base of every error raised by the native core."
+);
 create_exception!(slng_fast._native, UnsupportedRateError, NativeError);
 create_exception!(slng_fast._native, UnsupportedFormatError, NativeError);
 create_exception!(slng_fast._native, PartialSampleError, NativeError);
@@ -44,10 +49,19 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("NativeError", py.get_type::<NativeError>())?;
-    m.add("UnsupportedRateError", py.get_type::<UnsupportedRateError>())?;
-    m.add("UnsupportedFormatError", py.get_type::<UnsupportedFormatError>())?;
+    m.add(
+        "UnsupportedRateError",
+        py.get_type::<UnsupportedRateError>(),
+    )?;
+    m.add(
+        "UnsupportedFormatError",
+        py.get_type::<UnsupportedFormatError>(),
+    )?;
     m.add("PartialSampleError", py.get_type::<PartialSampleError>())?;
-    m.add("InvalidArgumentError", py.get_type::<InvalidArgumentError>())?;
+    m.add(
+        "InvalidArgumentError",
+        py.get_type::<InvalidArgumentError>(),
+    )?;
     chunker::register(m)?;
     codec::register(m)?;
     frames::register(m)?;

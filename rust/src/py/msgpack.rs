@@ -4,7 +4,9 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 
 use super::codec::bytes_with;
 use super::NativeError;
@@ -70,7 +72,12 @@ impl<'py> Builder for PyBuilder<'py> {
     fn begin_map(&mut self, _len: usize) -> PyResult<Self::Map> {
         Ok(PyDict::new(self.py))
     }
-    fn insert(&mut self, map: &mut Self::Map, key: Self::Value, value: Self::Value) -> PyResult<()> {
+    fn insert(
+        &mut self,
+        map: &mut Self::Map,
+        key: Self::Value,
+        value: Self::Value,
+    ) -> PyResult<()> {
         map.set_item(key, value)
     }
     fn end_map(&mut self, map: Self::Map) -> PyResult<Self::Value> {
@@ -84,7 +91,12 @@ fn msgpack_decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAn
     msgpack::decode(data, &mut PyBuilder { py })
 }
 
-fn encode_into(enc: &mut Encoder, obj: &Bound<'_, PyAny>, single_float: bool, depth: usize) -> PyResult<()> {
+fn encode_into(
+    enc: &mut Encoder,
+    obj: &Bound<'_, PyAny>,
+    single_float: bool,
+    depth: usize,
+) -> PyResult<()> {
     if obj.is_none() {
         enc.nil();
     } else if let Ok(v) = obj.cast::<PyBool>() {
@@ -95,7 +107,11 @@ fn encode_into(enc: &mut Encoder, obj: &Bound<'_, PyAny>, single_float: bool, de
         } else if let Ok(u) = v.extract::<u64>() {
             enc.uint(u);
         } else {
-            return Err(CoreError::Unencodable(format!("int {} does not fit in 64 bits", v.str()?.to_str()?)).into());
+            return Err(CoreError::Unencodable(format!(
+                "int {} does not fit in 64 bits",
+                v.str()?.to_str()?
+            ))
+            .into());
         }
     } else if let Ok(v) = obj.cast::<PyFloat>() {
         if single_float {
@@ -104,17 +120,23 @@ fn encode_into(enc: &mut Encoder, obj: &Bound<'_, PyAny>, single_float: bool, de
             enc.f64(v.value());
         }
     } else if let Ok(v) = obj.cast::<PyString>() {
-        let s = v
-            .to_str()
-            .map_err(|_| CoreError::Unencodable("str with lone surrogates has no UTF-8 form".to_owned()))?;
+        let s = v.to_str().map_err(|_| {
+            CoreError::Unencodable("str with lone surrogates has no UTF-8 form".to_owned())
+        })?;
         enc.str(s)?;
     } else if let Ok(v) = obj.cast::<PyBytes>() {
         enc.bin(v.as_bytes())?;
     } else if let Ok(v) = obj.cast::<PyByteArray>() {
         enc.bin(&v.to_vec())?;
-    } else if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() || obj.cast::<PyDict>().is_ok() {
+    } else if obj.cast::<PyList>().is_ok()
+        || obj.cast::<PyTuple>().is_ok()
+        || obj.cast::<PyDict>().is_ok()
+    {
         if depth > MAX_DEPTH {
-            return Err(CoreError::Unencodable(format!("nested deeper than {MAX_DEPTH} lists/dicts")).into());
+            return Err(CoreError::Unencodable(format!(
+                "nested deeper than {MAX_DEPTH} lists/dicts"
+            ))
+            .into());
         }
         if let Ok(v) = obj.cast::<PyDict>() {
             enc.map_len(v.len())?;

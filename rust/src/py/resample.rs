@@ -40,8 +40,16 @@ impl PyResampler {
     #[new]
     #[pyo3(signature = (in_rate, out_rate, in_format = "pcm16", out_format = "pcm16"))]
     fn new(in_rate: i64, out_rate: i64, in_format: &str, out_format: &str) -> PyResult<Self> {
-        let inner = Resampler::with_format_names(rate_arg(in_rate)?, rate_arg(out_rate)?, in_format, out_format)?;
-        Ok(PyResampler { inner, out: Vec::new() })
+        let inner = Resampler::with_format_names(
+            rate_arg(in_rate)?,
+            rate_arg(out_rate)?,
+            in_format,
+            out_format,
+        )?;
+        Ok(PyResampler {
+            inner,
+            out: Vec::new(),
+        })
     }
 
     #[getter]

@@ -37,13 +37,41 @@ struct WsConnection(ws::WsConnection);
 
 fn event_tuple<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyTuple>> {
     Ok(match event {
-        Event::Text(text) => PyTuple::new(py, [intern!(py, "text").as_any(), PyString::new(py, &text).as_any()])?,
-        Event::Binary(data) => PyTuple::new(py, [intern!(py, "binary").as_any(), PyBytes::new(py, &data).as_any()])?,
-        Event::InvalidText(data) => {
-            PyTuple::new(py, [intern!(py, "invalid_text").as_any(), PyBytes::new(py, &data).as_any()])?
-        }
-        Event::Ping(data) => PyTuple::new(py, [intern!(py, "ping").as_any(), PyBytes::new(py, &data).as_any()])?,
-        Event::Pong(data) => PyTuple::new(py, [intern!(py, "pong").as_any(), PyBytes::new(py, &data).as_any()])?,
+        Event::Text(text) => PyTuple::new(
+            py,
+            [
+                intern!(py, "text").as_any(),
+                PyString::new(py, &text).as_any(),
+            ],
+        )?,
+        Event::Binary(data) => PyTuple::new(
+            py,
+            [
+                intern!(py, "binary").as_any(),
+                PyBytes::new(py, &data).as_any(),
+            ],
+        )?,
+        Event::InvalidText(data) => PyTuple::new(
+            py,
+            [
+                intern!(py, "invalid_text").as_any(),
+                PyBytes::new(py, &data).as_any(),
+            ],
+        )?,
+        Event::Ping(data) => PyTuple::new(
+            py,
+            [
+                intern!(py, "ping").as_any(),
+                PyBytes::new(py, &data).as_any(),
+            ],
+        )?,
+        Event::Pong(data) => PyTuple::new(
+            py,
+            [
+                intern!(py, "pong").as_any(),
+                PyBytes::new(py, &data).as_any(),
+            ],
+        )?,
         Event::Close { code, reason } => (intern!(py, "close"), code, reason).into_pyobject(py)?,
         Event::ProtocolError { close_code, reason } => {
             (intern!(py, "protocol_error"), close_code, reason).into_pyobject(py)?
@@ -56,8 +84,11 @@ impl WsConnection {
     #[new]
     #[pyo3(signature = (max_message_bytes = 4194304, *, client = false, lenient_text = false))]
     fn new(max_message_bytes: usize, client: bool, lenient_text: bool) -> Self {
-        let mut conn =
-            if client { ws::WsConnection::new_client(max_message_bytes) } else { ws::WsConnection::new(max_message_bytes) };
+        let mut conn = if client {
+            ws::WsConnection::new_client(max_message_bytes)
+        } else {
+            ws::WsConnection::new(max_message_bytes)
+        };
         conn.set_lenient_text(lenient_text);
         WsConnection(conn)
     }
@@ -112,7 +143,11 @@ impl WsConnection {
 
     /// A text frame from UTF-8 bytes (the native chunker's JSON, say), so the payload
     /// is not decoded to str only to be encoded again. Invalid UTF-8 is a ValueError.
-    fn send_text_utf8<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn send_text_utf8<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let text = std::str::from_utf8(data)
             .map_err(|err| pyo3::exceptions::PyValueError::new_err(format!("not UTF-8: {err}")))?;
         Ok(PyBytes::new(py, &self.0.send_text(text).map_err(ws_err)?))
@@ -124,17 +159,31 @@ impl WsConnection {
 
     #[pyo3(signature = (payload = b"".as_slice()), text_signature = "(self, /, payload=b'')")]
     fn send_ping<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.0.send_ping(payload).map_err(ws_err)?))
+        Ok(PyBytes::new(
+            py,
+            &self.0.send_ping(payload).map_err(ws_err)?,
+        ))
     }
 
     #[pyo3(signature = (payload = b"".as_slice()), text_signature = "(self, /, payload=b'')")]
     fn send_pong<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.0.send_pong(payload).map_err(ws_err)?))
+        Ok(PyBytes::new(
+            py,
+            &self.0.send_pong(payload).map_err(ws_err)?,
+        ))
     }
 
     #[pyo3(signature = (code = Some(1000), reason = ""), text_signature = "(self, /, code=1000, reason='')")]
-    fn send_close<'py>(&mut self, py: Python<'py>, code: Option<u16>, reason: &str) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.0.send_close(code, reason).map_err(ws_err)?))
+    fn send_close<'py>(
+        &mut self,
+        py: Python<'py>,
+        code: Option<u16>,
+        reason: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(
+            py,
+            &self.0.send_close(code, reason).map_err(ws_err)?,
+        ))
     }
 
     fn __repr__(&self) -> String {
@@ -142,7 +191,11 @@ impl WsConnection {
             "WsConnection(max_message_bytes={}, client={}, lenient_text={})",
             self.0.max_message_bytes(),
             if self.0.is_client() { "True" } else { "False" },
-            if self.0.lenient_text() { "True" } else { "False" },
+            if self.0.lenient_text() {
+                "True"
+            } else {
+                "False"
+            },
         )
     }
 }
@@ -162,11 +215,17 @@ struct WsRequest {
 #[pymethods]
 impl WsRequest {
     fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     }
 
     fn __repr__(&self) -> String {
-        format!("WsRequest(method={:?}, path={:?}, is_websocket={})", self.method, self.path, self.is_websocket)
+        format!(
+            "WsRequest(method={:?}, path={:?}, is_websocket={})",
+            self.method, self.path, self.is_websocket
+        )
     }
 }
 
@@ -183,7 +242,9 @@ fn ws_parse_request(data: &[u8]) -> PyResult<Option<WsRequest>> {
             consumed: r.consumed,
         })),
         Err(HandshakeError::Incomplete) => Ok(None),
-        Err(HandshakeError::Invalid { status, reason }) => Err(WsHandshakeError::new_err((status, reason))),
+        Err(HandshakeError::Invalid { status, reason }) => {
+            Err(WsHandshakeError::new_err((status, reason)))
+        }
     }
 }
 
@@ -194,7 +255,11 @@ fn ws_accept_key(key: &str) -> String {
 
 #[pyfunction]
 #[pyo3(signature = (key, subprotocol = None))]
-fn ws_accept_response<'py>(py: Python<'py>, key: &str, subprotocol: Option<&str>) -> Bound<'py, PyBytes> {
+fn ws_accept_response<'py>(
+    py: Python<'py>,
+    key: &str,
+    subprotocol: Option<&str>,
+) -> Bound<'py, PyBytes> {
     PyBytes::new(py, &ws::accept_response(key, subprotocol))
 }
 
@@ -209,10 +274,15 @@ fn ws_reject_response<'py>(
     for (name, value) in &headers {
         let bad = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
         if bad(name) || bad(value) || name.is_empty() {
-            return Err(InvalidArgumentError::new_err(format!("invalid header {name:?}: {value:?}")));
+            return Err(InvalidArgumentError::new_err(format!(
+                "invalid header {name:?}: {value:?}"
+            )));
         }
     }
-    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     Ok(PyBytes::new(py, &ws::reject_response(status, &pairs, body)))
 }
 
@@ -226,7 +296,9 @@ fn ws_encode_frame<'py>(
     mask: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     if opcode > 15 {
-        return Err(InvalidArgumentError::new_err(format!("opcode must be 0..15, got {opcode}")));
+        return Err(InvalidArgumentError::new_err(format!(
+            "opcode must be 0..15, got {opcode}"
+        )));
     }
     let mask = match mask {
         None => None,
@@ -234,7 +306,10 @@ fn ws_encode_frame<'py>(
             InvalidArgumentError::new_err(format!("mask must be 4 bytes, got {}", m.len()))
         })?),
     };
-    Ok(PyBytes::new(py, &ws::encode_frame(opcode, payload, fin, mask)))
+    Ok(PyBytes::new(
+        py,
+        &ws::encode_frame(opcode, payload, fin, mask),
+    ))
 }
 
 /// The audio relay of an established TTS stream, in one call per socket read: parse
@@ -267,7 +342,9 @@ fn ws_relay_audio<'py>(
                     json.clear();
                     json.reserve(frame.len());
                     let len = frame.len();
-                    let written = frame.write_into(&mut json.spare_capacity_mut()[..len]).len();
+                    let written = frame
+                        .write_into(&mut json.spare_capacity_mut()[..len])
+                        .len();
                     // SAFETY: write_into initialised the first `written` bytes.
                     unsafe { json.set_len(written) };
                     out.extend(client.0.send_text_trusted(&json).map_err(ws_err)?);
