@@ -93,11 +93,11 @@ def run_scenario(name: str, url: str, keys_file: Path, workdir: Path) -> dict:
     summary_file = workdir / f"{name}.json"
     env = {**os.environ, "SLNG_LOADTEST_URL": url, "SLNG_LOADTEST_KEYS": str(keys_file),
            "SLNG_LOADTEST_SUMMARY": str(summary_file)}
-    command = ["locust", "-f", str(HERE / "locustfile.py"), "--headless", "-u", str(users),
-               "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "5", "--only-summary",
+    # Through this interpreter, not PATH: a virtual environment need not be activated.
+    command = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
+               "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--stop-timeout", "5", "--only-summary",
                "--csv", str(workdir / name)]
-    for cls, count in classes.items():
-        command.append(cls)
+    command += list(classes)
     env["LOCUST_USER_COUNTS"] = json.dumps(classes)  # exact users per class
     started = time.monotonic()
     result = subprocess.run(command, env=env, capture_output=True, text=True,
