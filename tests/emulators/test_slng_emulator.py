@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+import trio
 import trio_websocket
 
 from harness import EMULATOR_KEY, start_emulator
@@ -242,3 +243,44 @@ def test_the_emulator_never_loads_espeak():
             "print(bad)\nsys.exit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("ending", ["end_of_input", "client_leaves"])
+async def test_a_session_ends_without_corrupting_trio_nursery_stack(nursery, engines, ending):
+    """The engine socket (a nursery of its own) is opened and closed by the same task:
+    before, it was entered in the speaking task and exited by the session's, which trio
+    reports as "Nursery stack corrupted" once the session ends."""
+    urls, _ = engines
+    outcome: list[BaseException | None] = []
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        record = slng.SessionRecord("orpheus", {})
+        try:
+            await slng._Session(ws, slng.MODELS["orpheus"], urls["espeak"], record).run()
+        except* trio_websocket.ConnectionClosed:
+            outcome.append(None)  # the client went away: how clients stop
+        except* BaseException as exc:
+            outcome.append(exc)
+            raise
+        else:
+            outcome.append(None)
+
+    server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+    ws = await trio_websocket.connect_websocket_url(
+        nursery, f"ws://127.0.0.1:{server.port}/", None)
+    await ready(ws)
+    await ws.send_message("Hello there.")
+    await ws.send_message(FLUSH)
+    assert isinstance(await ws.get_message(), bytes)  # the engine socket is open now
+    if ending == "end_of_input":
+        await ws.send_message("And goodbye.")
+        await ws.send_message(slng.END_OF_INPUT)
+        code, _ = await close_code(ws)
+        assert code == 1000
+    else:
+        await ws.aclose()
+    with trio.fail_after(10):
+        while not outcome:
+            await trio.sleep(0.01)
+    assert outcome == [None], outcome

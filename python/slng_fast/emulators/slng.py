@@ -55,8 +55,8 @@ import trio
 import trio_websocket
 from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocket
 
-from slng_fast.emulators import one_connection_only
 from slng_fast._native import Resampler
+from slng_fast.emulators import one_connection_only
 
 __all__ = ["ENGINE", "INDIC_LANGUAGES", "MODELS", "RECORDS", "Model", "SessionRecord",
            "serve_emulator"]
@@ -201,8 +201,7 @@ class _Session:
             await self._refuse(str(exc))
             return
         send, receive = trio.open_memory_channel[_Job](math.inf)
-        async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-            self.stack = stack
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(self._speak, receive)
             async with send:
                 if not await self._read(send):
@@ -261,7 +260,10 @@ class _Session:
             # JSON with another type: ignored
 
     async def _speak(self, jobs: trio.MemoryReceiveChannel[_Job]) -> None:
-        async with jobs:
+        # The engine socket (a nursery of its own) is opened and closed in this task:
+        # entered here and exited by another task, trio reports a corrupted nursery stack.
+        async with AsyncExitStack() as stack, jobs:
+            self.stack = stack
             async for job in jobs:
                 if job.text.strip():
                     await self._synthesize(job)
@@ -348,7 +350,7 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
         records.append(record)
         try:
             await _Session(ws, model, engine_url, record).run()
-        except Exception as exc:  # noqa: BLE001 - a session's fault never ends the server
+        except Exception as exc:
             if ws.closed is not None:
                 return  # the client went away (that is how clients stop)
             log.error("%s session failed", model.name, exc_info=exc)
