@@ -70,7 +70,7 @@ def run() -> list[dict[str, Any]]:
 
         chunker = AudioChunker(len(chunk), context_id=CONTEXT_ID)
 
-        def ours_chunker(chunk: bytes = chunk) -> list[bytes]:
+        def ours_chunker(chunk: bytes = chunk, chunker: AudioChunker = chunker) -> list[bytes]:
             return chunker.push_frames(chunk)
 
         # All of them build the same frame.

@@ -10,7 +10,8 @@ bench/native.py.
 from __future__ import annotations
 
 import timeit
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from slng_fast._native import TokenBuckets
 

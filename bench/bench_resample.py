@@ -27,10 +27,10 @@ from collections.abc import Callable
 # cores the timed code runs on (only effective if numpy is not imported yet).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import soxr  # type: ignore[import-untyped]  # noqa: E402
+import numpy as np
+import soxr  # type: ignore[import-untyped]
 
-from slng_fast._native import Resampler  # noqa: E402
+from slng_fast._native import Resampler
 
 CONVERSIONS = [(24000, 16000), (16000, 24000), (22050, 24000), (24000, 8000)]
 CHUNK_SECONDS = 0.02

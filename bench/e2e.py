@@ -104,7 +104,7 @@ def kill_all() -> None:
     CHILDREN.clear()
 
 
-def on_signal(signum, frame) -> None:  # noqa: ANN001
+def on_signal(signum, frame) -> None:
     kill_all()
     raise SystemExit(130)
 
@@ -404,7 +404,7 @@ def sleep_until(t: float) -> None:
 
 
 def search(bench: Bench, system: str, results: list[Level], cap: int, steps: int,
-           say) -> int:  # noqa: ANN001
+           say) -> int:
     """Largest real-time K: from the fixed levels, double until one fails, then bisect."""
     mine = {r.k: r for r in results if r.system == system}
     good = max((k for k, r in mine.items() if r.realtime), default=0)

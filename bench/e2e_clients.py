@@ -165,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
             try:
                 await loop.create_connection(lambda: conn, "127.0.0.1", args.port)
                 return await asyncio.wait_for(ready, 30)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 conn.fail(f"cannot open: {exc!r}")
                 stats.open_failed += 1
                 return False
@@ -188,7 +188,7 @@ async def main(args: argparse.Namespace) -> None:
     deadline = t0 + args.ramp + args.seconds + args.grace
     try:
         await asyncio.wait_for(finished.wait(), max(1.0, deadline - time.monotonic()))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         stats.errors.append(f"deadline: {args.k - stats.finished} sessions still streaming")
     with open(args.out, "wb") as f:
         pickle.dump({"recv": stats.recv, "errors": stats.errors,

@@ -27,6 +27,12 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 python -m pip install -q -e ".[test,bench,load]"
 
+echo "== lint"
+cargo fmt --check
+cargo clippy --locked --quiet --all-targets -- -D warnings
+cargo clippy --locked --quiet --all-targets --features python -- -D warnings
+ruff check python tests bench loadtest scripts
+
 echo "== cargo test"
 cargo test --locked --quiet
 

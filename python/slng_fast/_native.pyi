@@ -314,7 +314,7 @@ def kyutai_marker_frame(id: int) -> bytes:
 # Sans-I/O RFC 6455: bytes read go in, events come out; messages go in, the bytes
 # to write come out. python/slng_fast/gateway/native_transport.py does the I/O.
 
-from typing import Literal
+from typing import Literal  # noqa: E402 - beside the part that uses it
 
 __all__ += [
     "WsHandshakeError",

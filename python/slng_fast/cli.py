@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from slng_fast.config import TIER_NAMES, Config, ConfigError, default_data_dir, load_config
+from slng_fast.config import TIER_NAMES, ConfigError, default_data_dir, load_config
 from slng_fast.store import Store
 
 DEV_KEY_FILE = "dev-key"

@@ -4,7 +4,6 @@ sockets with the real espeak engine behind it, and with the official ``elevenlab
 from __future__ import annotations
 
 import base64
-import math
 
 import orjson
 import pytest

@@ -7,7 +7,6 @@ import orjson
 import pytest
 import trio
 import trio_websocket
-from trio.testing import MockClock
 
 from wsclient import auth, closed_code, connect, recv, recv_until, send
 

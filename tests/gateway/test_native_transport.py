@@ -305,7 +305,7 @@ async def test_raw_protocol_errors_close_with_their_code(server, data, code):
 async def test_peer_vanishing_is_1006(server):
     port, seen = server
     raw = await Raw.connect(port)
-    await raw.send(frame(1, "x".encode()))
+    await raw.send(frame(1, b"x"))
     assert await raw.next() == ("text", "x")
     await raw.stream.aclose()
     with trio.fail_after(5):

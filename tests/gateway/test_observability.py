@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 
-from harness import make_gateway, start_gateway
+from harness import make_gateway
 from slng_fast.gateway.server import serve_gateway
 from slng_fast.metrics import Metrics
 from wsclient import closed_code, connect, recv, recv_until, send

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +23,7 @@ PRO = DEFAULT_TIERS["pro"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-from harness import RedisServer, free_port  # noqa: E402
+from harness import RedisServer, free_port
 
 
 @pytest.fixture

@@ -11,17 +11,18 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 import trio
 import trio_websocket
 
 from engines.engine_audio import (
-    ROUND_TRIP_SENTENCES, ROUND_TRIP_VOICE, SYNTHESIS_ROUND_TRIP_MIN_HITS, recognised,
+    ROUND_TRIP_SENTENCES,
+    ROUND_TRIP_VOICE,
+    SYNTHESIS_ROUND_TRIP_MIN_HITS,
+    recognised,
 )
 from slng_fast.store import Store
 from slng_fast.wavfile import read_wav, write_wav
-
 from wsclient import closed_code, recv, send
 
 CLI = [sys.executable, "-m", "slng_fast"]
@@ -106,7 +107,7 @@ def test_say_and_transcribe_round_trip(served, tmp_path):
     write_wav(padded, speech, rate, codec)
     heard = run_cli("transcribe", str(padded), "--url", served.url, data_dir=tmp_path)
     assert heard.stdout.count("partial:") >= 1, heard.stdout
-    final = [l for l in heard.stdout.splitlines() if l.startswith("final:")][0]
+    final = [line for line in heard.stdout.splitlines() if line.startswith("final:")][0]
     assert len(recognised(final)) >= SYNTHESIS_ROUND_TRIP_MIN_HITS, heard.stdout
 
 
@@ -115,7 +116,7 @@ def test_keys_create_list_revoke_seen_by_running_gateway(served, tmp_path):
     secret = created.stdout.strip().splitlines()[-1]
     assert secret.startswith("slng_") and " " not in secret
     listing = run_cli("keys", "list", data_dir=tmp_path).stdout
-    key_id = [l.split()[0] for l in listing.splitlines() if l.endswith("ci")][0]
+    key_id = [line.split()[0] for line in listing.splitlines() if line.endswith("ci")][0]
 
     async def ping() -> int | None:
         async with trio_websocket.open_websocket_url(

@@ -9,10 +9,12 @@ import numpy as np
 import orjson
 import pytest
 import trio
-import trio_websocket
 
 from engines.engine_audio import (
-    ROUND_TRIP_SENTENCES, ROUND_TRIP_VOICE, SYNTHESIS_ROUND_TRIP_MIN_HITS, recognised,
+    ROUND_TRIP_SENTENCES,
+    ROUND_TRIP_VOICE,
+    SYNTHESIS_ROUND_TRIP_MIN_HITS,
+    recognised,
 )
 from wsclient import closed_code, connect, recv, recv_until, send
 

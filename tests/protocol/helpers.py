@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 
 from slng_fast.config import DEFAULT_TIERS
-from slng_fast.protocol.actions import Action, CloseClient, CloseUpstream, OpenUpstream, SendClient, SendUpstream
+from slng_fast.protocol.actions import (
+    Action,
+    CloseClient,
+    CloseUpstream,
+    OpenUpstream,
+    SendClient,
+    SendUpstream,
+)
 from slng_fast.providers.registry import ENDPOINTS
 
 PRO = DEFAULT_TIERS["pro"]

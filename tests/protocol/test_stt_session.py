@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from helpers import FREE, PRO, client_events, close_code, cmd, opened, types, upstream_frames
 
 from slng_fast.protocol.stt import SttSession
 from slng_fast.providers.registry import ENDPOINTS
 from slng_fast.providers.unified import UnifiedSttDialect
-
-from helpers import PRO, FREE, client_events, close_code, cmd, opened, types, upstream_frames
 
 SPHINX = ENDPOINTS["pocketsphinx"]
 

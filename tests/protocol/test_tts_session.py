@@ -8,14 +8,22 @@ import struct
 
 import orjson
 import pytest
+from helpers import (
+    FREE,
+    ORPHEUS,
+    PRO,
+    audio_of,
+    client_events,
+    close_code,
+    closed_upstreams,
+    cmd,
+    opened,
+    types,
+    upstream_frames,
+)
 
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers.slng import SlngDialect
-
-from helpers import (
-    FREE, ORPHEUS, PRO, audio_of, client_events, close_code, closed_upstreams, cmd, opened,
-    types, upstream_frames,
-)
 
 
 def make(tier=PRO, defaults=None, rate_limit=None):

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness import EMULATOR_KEY, Running, make_gateway, start_emulator, start_engines, start_gateway
+from harness import (
+    EMULATOR_KEY,
+    Running,
+    make_gateway,
+    start_emulator,
+    start_engines,
+    start_gateway,
+)
 from slng_fast.config import ProviderConfig
 
 

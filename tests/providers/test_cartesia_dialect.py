@@ -10,14 +10,20 @@ import struct
 import orjson
 import pytest
 
+from protocol.helpers import (
+    PRO,
+    audio_of,
+    client_events,
+    closed_upstreams,
+    cmd,
+    opened,
+    types,
+    upstream_frames,
+)
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers.base import Audio, UpstreamError, UtteranceDone, Words
 from slng_fast.providers.cartesia import CARTESIA_VERSION, CartesiaDialect
 from slng_fast.providers.registry import ENDPOINTS
-
-from protocol.helpers import (
-    PRO, audio_of, client_events, closed_upstreams, cmd, opened, types, upstream_frames,
-)
 
 CARTESIA = ENDPOINTS["cartesia"]
 BASE = "wss://api.cartesia.ai"

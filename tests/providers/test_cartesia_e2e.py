@@ -10,8 +10,8 @@ import orjson
 import pytest
 import trio
 
-from wsclient import connect, recv, recv_until, send
 from slng_fast.emulators import cartesia as emulator
+from wsclient import connect, recv, recv_until, send
 
 VOICE = "694f9389-aac1-45b6-b726-9d9369183238"
 OTHER_VOICE = "f786b574-daa5-4673-aa0c-cbe3e8534c02"

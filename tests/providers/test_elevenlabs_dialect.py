@@ -12,7 +12,14 @@ import orjson
 import pytest
 
 from protocol.helpers import (
-    PRO, audio_of, client_events, close_code, closed_upstreams, cmd, opened, types,
+    PRO,
+    audio_of,
+    client_events,
+    close_code,
+    closed_upstreams,
+    cmd,
+    opened,
+    types,
     upstream_frames,
 )
 from slng_fast.protocol.commands import Settings

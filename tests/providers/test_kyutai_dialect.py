@@ -6,18 +6,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from protocol.helpers import PRO, client_events, cmd, opened, upstream_frames
 from slng_fast import _native
 from slng_fast.protocol.actions import SendClient, SendUpstream
 from slng_fast.protocol.stt import SttSession
 from slng_fast.providers.base import (
-    FinalTranscript, Ignored, Reply, Transcript, UpstreamError, UpstreamReady,
+    FinalTranscript,
+    Ignored,
+    Reply,
+    Transcript,
+    UpstreamError,
+    UpstreamReady,
 )
 from slng_fast.providers.kyutai import (
-    FRAME_SAMPLES, PAUSE_STEPS, PRIME_FRAMES, SILENCE_FRAME, KyutaiDialect,
+    FRAME_SAMPLES,
+    PAUSE_STEPS,
+    PRIME_FRAMES,
+    SILENCE_FRAME,
+    KyutaiDialect,
 )
 from slng_fast.providers.registry import ENDPOINTS
-
-from protocol.helpers import PRO, client_events, cmd, opened, upstream_frames
 
 KYUTAI = ENDPOINTS["kyutai"]
 pack = _native.msgpack_encode

@@ -15,9 +15,9 @@ from engines.engine_audio import ROUND_TRIP_MIN_HITS, recognised, round_trip_spe
 # by the gateway, back to 16 kHz by the emulator): its word count wobbles around the
 # engines' threshold, so one word less is accepted (noise and silence give none).
 KYUTAI_MIN_HITS = ROUND_TRIP_MIN_HITS - 1
-from wsclient import connect, recv, recv_until, send
 from slng_fast import _native
 from slng_fast.engines.espeak import EspeakSynth
+from wsclient import connect, recv, recv_until, send
 
 FRAME = 1920
 

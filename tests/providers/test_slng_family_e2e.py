@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from engines.engine_audio import ROUND_TRIP_SENTENCES, SYNTHESIS_ROUND_TRIP_MIN_HITS, recognised
-from wsclient import connect, recv, recv_until, send
 from harness import EMULATOR_KEY, Running, make_gateway, start_emulator, start_gateway
 from slng_fast.config import ProviderConfig
 from slng_fast.emulators import slng
+from wsclient import connect, recv, recv_until, send
 
 FAMILY = {
     "orpheus": ("tara", "luna", "stella", "athena", "hera"),

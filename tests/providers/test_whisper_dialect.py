@@ -9,12 +9,17 @@ import orjson
 import pytest
 
 from protocol.helpers import PRO, client_events, close_code, cmd, types, upstream_frames
+from slng_fast.config import Config, ProviderConfig
 from slng_fast.protocol.stt import SttSession
 from slng_fast.providers.base import (
-    FinalTranscript, Ignored, Reply, Transcript, UpstreamError, UpstreamReady,
+    FinalTranscript,
+    Ignored,
+    Reply,
+    Transcript,
+    UpstreamError,
+    UpstreamReady,
 )
 from slng_fast.providers.registry import ENDPOINTS, ProviderRegistry
-from slng_fast.config import Config, ProviderConfig
 from slng_fast.providers.whisper import FINALIZE_SILENCE_S, WhisperDialect
 
 WHISPER = ENDPOINTS["whisper"]

@@ -14,7 +14,11 @@ import pytest
 import trio_websocket
 
 from engines.engine_audio import (
-    ROUND_TRIP_MIN_HITS, ROUND_TRIP_SENTENCES, recognised, speech_16k, words,
+    ROUND_TRIP_MIN_HITS,
+    ROUND_TRIP_SENTENCES,
+    recognised,
+    speech_16k,
+    words,
 )
 from slng_fast import _native
 from slng_fast.engines.espeak import EspeakSynth

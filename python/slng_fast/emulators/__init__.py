@@ -25,7 +25,7 @@ def one_connection_only(handler: Callable[[Any], Awaitable[None]]) -> Callable[[
     async def guarded(request: Any) -> None:
         try:
             await handler(request)
-        except Exception:  # noqa: BLE001 - logged; the other connections go on
+        except Exception:
             log.debug("emulator connection ended with an error", exc_info=True)
 
     return guarded

@@ -40,8 +40,8 @@ import orjson
 import trio
 import trio_websocket
 
-from slng_fast.emulators import one_connection_only
 from slng_fast import _native
+from slng_fast.emulators import one_connection_only
 
 ENGINE = "espeak"
 PATH = "/tts/websocket"

@@ -36,8 +36,8 @@ import orjson
 import trio
 import trio_websocket
 
-from slng_fast.emulators import one_connection_only
 from slng_fast import _native
+from slng_fast.emulators import one_connection_only
 
 ENGINE = "espeak"
 ENGINE_RATE = 22050

@@ -30,12 +30,16 @@ import numpy as np
 import orjson
 import trio
 from trio_websocket import (
-    ConnectionClosed, HandshakeError, WebSocketConnection, WebSocketRequest,
-    open_websocket_url, serve_websocket,
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    WebSocketRequest,
+    open_websocket_url,
+    serve_websocket,
 )
 
-from slng_fast.emulators import one_connection_only
 from slng_fast import _native
+from slng_fast.emulators import one_connection_only
 
 ENGINE = "pocketsphinx"
 PATH = "/api/asr-streaming"

@@ -46,12 +46,15 @@ from typing import Any
 import orjson
 import trio
 from trio_websocket import (
-    ConnectionClosed, WebSocketConnection, WebSocketRequest, connect_websocket_url,
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    connect_websocket_url,
     serve_websocket,
 )
 
-from slng_fast.emulators import one_connection_only
 from slng_fast import _native
+from slng_fast.emulators import one_connection_only
 
 ENGINE = "pocketsphinx"
 BACKEND = "faster_whisper"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import orjson
 
@@ -141,7 +141,7 @@ class InvalidFrame:
     message: str
 
 
-TtsFrame = Union[TtsSettingsFrame, Control, TextChunk, EndOfInput, InvalidFrame]
+TtsFrame = TtsSettingsFrame | Control | TextChunk | EndOfInput | InvalidFrame
 
 
 def parse_tts_frame(text: str) -> TtsFrame:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -26,11 +26,19 @@ from slng_fast import errors
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
 from slng_fast.gateway.transport import (
-    Connection, ConnectionClosed, UpstreamRejected, open_upstream,
+    Connection,
+    ConnectionClosed,
+    UpstreamRejected,
+    open_upstream,
 )
 from slng_fast.metrics import Metrics
 from slng_fast.protocol.actions import (
-    Action, CloseClient, CloseUpstream, OpenUpstream, SendClient, SendUpstream,
+    Action,
+    CloseClient,
+    CloseUpstream,
+    OpenUpstream,
+    SendClient,
+    SendUpstream,
 )
 
 log = logging.getLogger("slng_fast.session")

@@ -57,10 +57,6 @@ MAX_BUFFERED_CHARS = 100_000
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds a graceful shutdown waits for clients to answer the 1001 close."""
 
-if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup
-
-
 def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
@@ -573,7 +569,7 @@ async def _wait_for_parent_exit(parent_pid: int) -> None:
 
     Polling is used rather than PR_SET_PDEATHSIG, which fires when the *thread* that
     forked us exits: trio starts processes from worker threads that end when idle."""
-    while os.getppid() == parent_pid:
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - nothing to wait on but the pid
         await trio.sleep(0.5)
 
 

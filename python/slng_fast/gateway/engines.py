@@ -62,7 +62,7 @@ class EngineSupervisor:
         command = [sys.executable, "-m", "slng_fast.engines", name, "--host", self.host,
                    "--port", "0", "--parent-pid", str(os.getpid())]
         async with trio.open_nursery() as nursery:
-            process: trio.Process = await nursery.start(lambda task_status: trio.run_process(
+            process: trio.Process = await nursery.start(lambda task_status: trio.run_process(  # noqa: ASYNC105
                 command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False,
                 task_status=task_status, deliver_cancel=_terminate))
             self.pids[name] = process.pid

@@ -15,15 +15,15 @@ import ssl
 import subprocess
 import sys
 import uuid
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
 from slng_fast.cli import ensure_dev_key
 from slng_fast.config import Config
-from slng_fast.gateway.engines import EngineSupervisor, _engine_info
+from slng_fast.gateway.engines import EngineSupervisor
 from slng_fast.gateway.native_transport import open_reuse_port_listener
 from slng_fast.gateway.server import Gateway, serve_gateway
 from slng_fast.limits import LocalLimits
@@ -81,7 +81,7 @@ async def serve_one_worker(config: Config, store: Store, registry: ProviderRegis
             task_status.started(port)
             await shutdown.wait()
             with trio.move_on_after(config.shutdown_grace_s + 1):
-                while gateway.active:
+                while gateway.active:  # noqa: ASYNC110 - polled
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
 
@@ -137,7 +137,7 @@ async def run_gateway(config: Config, certfile: str | None = None,
 
 async def _wait_idle(nursery: trio.Nursery, supervisor: EngineSupervisor) -> None:
     # Everything but the engine supervisor ends by itself once shutdown is set.
-    while len(nursery.child_tasks) > 1:
+    while len(nursery.child_tasks) > 1:  # noqa: ASYNC110 - polled
         await trio.sleep(0.05)
 
 
@@ -181,14 +181,13 @@ async def run_workers(config: Config, count: int, supervisor: EngineSupervisor, 
                 first = False
             log.info("worker w%d ready (pid %d)", n, process.pid)
             try:
-                with trio.CancelScope() as scope:
-                    async with trio.open_nursery() as inner:
-                        async def stop_on_shutdown() -> None:
-                            await shutdown.wait()
-                            process.send_signal(signal.SIGTERM)
-                        inner.start_soon(stop_on_shutdown)
-                        await process.wait()
-                        inner.cancel_scope.cancel()
+                async with trio.open_nursery() as inner:
+                    async def stop_on_shutdown(process: trio.Process = process) -> None:
+                        await shutdown.wait()
+                        process.send_signal(signal.SIGTERM)
+                    inner.start_soon(stop_on_shutdown)
+                    await process.wait()
+                    inner.cancel_scope.cancel()
             finally:
                 if process.returncode is None:
                     process.kill()

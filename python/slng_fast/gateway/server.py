@@ -18,8 +18,8 @@ from slng_fast import errors
 from slng_fast.config import Config
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.bridge import SessionBridge
-from slng_fast.gateway.routing import find_key, parse_path, redact
 from slng_fast.gateway.native_transport import serve_native_websocket
+from slng_fast.gateway.routing import find_key, parse_path, redact
 from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
 from slng_fast.limits import LocalLimits
 from slng_fast.metrics import Metrics
@@ -146,12 +146,11 @@ class Gateway:
             self.metrics.inc("slng_audio_seconds_total", usage.audio_ms / 1000.0,
                              provider=endpoint.name)
             self.metrics.inc("slng_characters_total", usage.characters, provider=endpoint.name)
-            with trio.CancelScope(shield=True):
-                self.store.close_session(
-                    session.session_id, context_id=session.context_id,
-                    characters=usage.characters, audio_ms=usage.audio_ms,
-                    messages=usage.messages, ended_at=time.time(),
-                    reason=session.ended or "error")
+            self.store.close_session(
+                session.session_id, context_id=session.context_id,
+                characters=usage.characters, audio_ms=usage.audio_ms,
+                messages=usage.messages, ended_at=time.time(),
+                reason=session.ended or "error")
             log.info("session end", extra={"context_id": session.context_id,
                                             "reason": session.ended})
 

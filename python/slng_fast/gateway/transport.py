@@ -5,12 +5,11 @@ hands each to the gateway as an `IncomingRequest`; once accepted it is a `Connec
 from __future__ import annotations
 
 import codecs
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-import logging
 
 import trio
 import trio_websocket

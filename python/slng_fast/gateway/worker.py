@@ -39,7 +39,7 @@ async def run_worker(args: argparse.Namespace) -> None:
             print("READY", flush=True)
 
             async def stop_when_orphaned() -> None:
-                while os.getppid() == args.parent_pid:
+                while os.getppid() == args.parent_pid:  # noqa: ASYNC110 - polled
                     await trio.sleep(0.5)
                 log.warning("worker %s: the gateway is gone; stopping", args.worker_id)
                 shutdown.set()

@@ -5,7 +5,6 @@ that a session can ignore late frames from an upstream it has already closed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from slng_fast.providers.base import Frame, UpstreamRequest
 
@@ -39,4 +38,4 @@ class CloseClient:
     reason: str
 
 
-Action = Union[SendClient, OpenUpstream, SendUpstream, CloseUpstream, CloseClient]
+Action = SendClient | OpenUpstream | SendUpstream | CloseUpstream | CloseClient

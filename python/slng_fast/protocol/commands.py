@@ -4,8 +4,9 @@ classifier hands back. Wrong types are ``invalid_message``; values out of range 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from slng_fast import errors
 from slng_fast.errors import GatewayError

@@ -19,7 +19,12 @@ from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUps
 from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.session import NATIVE, UNIFIED, SessionCore
 from slng_fast.providers.base import (
-    Endpoint, FinalTranscript, Frame, Reply, Transcript, UpstreamError,
+    Endpoint,
+    FinalTranscript,
+    Frame,
+    Reply,
+    Transcript,
+    UpstreamError,
 )
 
 

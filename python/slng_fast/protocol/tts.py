@@ -21,7 +21,13 @@ from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, Send
 from slng_fast.protocol.audio import AudioOut
 from slng_fast.protocol.session import NATIVE, SessionCore
 from slng_fast.providers.base import (
-    Audio, Endpoint, Frame, Reply, UpstreamError, UtteranceDone, Words,
+    Audio,
+    Endpoint,
+    Frame,
+    Reply,
+    UpstreamError,
+    UtteranceDone,
+    Words,
 )
 
 

@@ -4,11 +4,11 @@ that opens an upstream, and the capabilities it declares. No I/O here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import orjson
 
-Frame = Union[str, bytes]  # a WebSocket message: text (str) or binary (bytes)
+Frame = str | bytes  # a WebSocket message: text (str) or binary (bytes)
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,8 @@ class Ignored:
     note: str = ""
 
 
-UpstreamEvent = Union[UpstreamReady, Audio, UtteranceDone, Words, Transcript,
-                      FinalTranscript, UpstreamError, Reply, Ignored]
+UpstreamEvent = (UpstreamReady | Audio | UtteranceDone | Words | Transcript
+                 | FinalTranscript | UpstreamError | Reply | Ignored)
 
 
 class TtsDialect(Protocol):

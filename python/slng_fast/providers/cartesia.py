@@ -44,9 +44,17 @@ import orjson
 
 from slng_fast.protocol.commands import Settings
 from slng_fast.providers.base import (
+    Audio,
+    Capabilities,
+    Endpoint,
+    Frame,
+    Ignored,
+    UpstreamError,
+    UpstreamEvent,
+    UpstreamRequest,
+    UtteranceDone,
+    Words,
     json_object,
-    Audio, Capabilities, Endpoint, Frame, Ignored, UpstreamError, UpstreamEvent,
-    UpstreamRequest, UtteranceDone, Words,
 )
 
 # The API version this dialect was written against (the one the official Python SDK,

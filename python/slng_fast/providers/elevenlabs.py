@@ -38,10 +38,19 @@ import orjson
 
 from slng_fast.protocol.commands import Settings
 from slng_fast.providers.base import (
+    Audio,
+    Capabilities,
+    Endpoint,
+    Frame,
     HeldText,
+    Ignored,
+    Reply,
+    UpstreamError,
+    UpstreamEvent,
+    UpstreamRequest,
+    UtteranceDone,
+    Words,
     json_object,
-    Audio, Capabilities, Endpoint, Frame, Ignored, Reply, UpstreamError, UpstreamEvent,
-    UpstreamRequest, UtteranceDone, Words,
 )
 
 PCM_RATES = (16000, 22050, 24000, 44100)

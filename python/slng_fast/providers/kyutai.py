@@ -39,8 +39,16 @@ from typing import Any
 
 from slng_fast import _native
 from slng_fast.providers.base import (
-    Endpoint, FinalTranscript, Frame, Ignored, Reply, Transcript, UpstreamError,
-    UpstreamEvent, UpstreamReady, UpstreamRequest,
+    Endpoint,
+    FinalTranscript,
+    Frame,
+    Ignored,
+    Reply,
+    Transcript,
+    UpstreamError,
+    UpstreamEvent,
+    UpstreamReady,
+    UpstreamRequest,
 )
 
 PATH = "/api/asr-streaming"

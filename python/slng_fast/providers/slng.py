@@ -19,10 +19,19 @@ import orjson
 
 from slng_fast.protocol.commands import Settings
 from slng_fast.providers.base import (
+    Audio,
+    Capabilities,
+    Endpoint,
+    Frame,
     HeldText,
+    Ignored,
+    UpstreamError,
+    UpstreamEvent,
+    UpstreamReady,
+    UpstreamRequest,
+    UtteranceDone,
     json_object,
-    Audio, Capabilities, Endpoint, Frame, Ignored, UpstreamError, UpstreamEvent,
-    UpstreamReady, UpstreamRequest, UtteranceDone, voice_ids,
+    voice_ids,
 )
 
 FLUSH = orjson.dumps({"type": "control", "action": "flush"}).decode()

@@ -9,9 +9,16 @@ from typing import Any
 import orjson
 
 from slng_fast.providers.base import (
+    Endpoint,
+    FinalTranscript,
+    Frame,
+    Ignored,
+    Transcript,
+    UpstreamError,
+    UpstreamEvent,
+    UpstreamReady,
+    UpstreamRequest,
     json_object,
-    Endpoint, FinalTranscript, Frame, Ignored, Transcript, UpstreamError, UpstreamEvent,
-    UpstreamReady, UpstreamRequest,
 )
 
 

@@ -74,9 +74,17 @@ from typing import Any
 import orjson
 
 from slng_fast.providers.base import (
+    Endpoint,
+    FinalTranscript,
+    Frame,
+    Ignored,
+    Reply,
+    Transcript,
+    UpstreamError,
+    UpstreamEvent,
+    UpstreamReady,
+    UpstreamRequest,
     json_object,
-    Endpoint, FinalTranscript, Frame, Ignored, Reply, Transcript, UpstreamError, UpstreamEvent,
-    UpstreamReady, UpstreamRequest,
 )
 
 MODEL_RATE = 16000
