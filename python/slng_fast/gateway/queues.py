@@ -1,0 +1,103 @@
+"""A FIFO bounded by bytes as well as by items, for the queues a connection's messages
+wait in. trio's memory channels count items only, so a queue of 64 messages of a
+tier's largest size could hold many megabytes; this one also stops its producers once
+``max_bytes`` are waiting (one item is always admitted into an empty queue, however
+large: the frame layer has already refused anything over the tier's size)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+
+class ByteBoundedQueue(Generic[T]):
+    """Many producers, one consumer. ``put`` waits while full; ``get`` waits while
+    empty; after ``close()`` producers get ClosedResourceError and the consumer drains
+    what is left, then gets EndOfChannel."""
+
+    def __init__(self, max_items: int, max_bytes: int,
+                 size: Callable[[T], int] = len) -> None:  # type: ignore[assignment]
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._size = size
+        self._items: deque[tuple[T, int]] = deque()
+        self._bytes = 0
+        self._closed = False
+        self._not_full = trio.lowlevel.ParkingLot()
+        self._not_empty = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes waiting now."""
+        return self._bytes
+
+    def _full(self) -> bool:
+        return bool(self._items) and (len(self._items) >= self.max_items
+                                      or self._bytes >= self.max_bytes)
+
+    def put_nowait(self, item: T) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
+        if self._full():
+            raise trio.WouldBlock
+        size = self._size(item)
+        self._items.append((item, size))
+        self._bytes += size
+        self._not_empty.unpark()
+
+    async def put(self, item: T) -> None:
+        """Either the item is queued or this raises (Cancelled, ClosedResourceError)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                self.put_nowait(item)
+            except trio.WouldBlock:
+                await self._not_full.park()
+                continue
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+
+    def get_nowait(self) -> T:
+        if not self._items:
+            if self._closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        item, size = self._items.popleft()
+        self._bytes -= size
+        self._not_full.unpark_all()
+        return item
+
+    async def get(self) -> T:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                item = self.get_nowait()
+            except trio.WouldBlock:
+                await self._not_empty.park()
+                continue
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+
+    def close(self) -> None:
+        """No more items: waiting producers fail, the consumer drains then ends."""
+        self._closed = True
+        self._not_full.unpark_all()
+        self._not_empty.unpark_all()
+
+    def clear(self) -> None:
+        """Drop everything waiting (nobody will read it)."""
+        self._items.clear()
+        self._bytes = 0
+        self._not_full.unpark_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -1,0 +1,85 @@
+"""The byte-bounded queue a connection's messages wait in: bounded by items and bytes,
+never refusing one item into an empty queue, in order, closable from either side."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from slng_fast.gateway.queues import ByteBoundedQueue
+
+
+async def test_bounded_by_bytes_as_well_as_items():
+    queue = ByteBoundedQueue[bytes](max_items=100, max_bytes=1000)
+    queue.put_nowait(b"x" * 600)
+    queue.put_nowait(b"x" * 600)  # under the limit when put: admitted
+    assert queue.nbytes == 1200
+    with pytest.raises(trio.WouldBlock):
+        queue.put_nowait(b"x")
+    assert queue.get_nowait() == b"x" * 600
+    queue.put_nowait(b"y" * 500)  # 600 waiting, under 1000: room again
+    assert queue.nbytes == 1100
+    with pytest.raises(trio.WouldBlock):
+        queue.put_nowait(b"z")
+
+
+async def test_bounded_by_items():
+    queue = ByteBoundedQueue[bytes](max_items=2, max_bytes=1 << 20)
+    queue.put_nowait(b"a")
+    queue.put_nowait(b"b")
+    with pytest.raises(trio.WouldBlock):
+        queue.put_nowait(b"c")
+
+
+async def test_one_item_always_fits_into_an_empty_queue():
+    queue = ByteBoundedQueue[bytes](max_items=4, max_bytes=10)
+    queue.put_nowait(b"x" * 1000)
+    assert queue.get_nowait() == b"x" * 1000
+
+
+async def test_a_waiting_producer_goes_on_when_room_is_made_in_order(autojump_clock):
+    queue = ByteBoundedQueue[bytes](max_items=1, max_bytes=1 << 20)
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        async def produce() -> None:
+            for n in range(5):
+                await queue.put(bytes([n]))
+            queue.close()
+
+        nursery.start_soon(produce)
+        while True:
+            await trio.sleep(1)
+            try:
+                got.append(await queue.get())
+            except trio.EndOfChannel:
+                break
+    assert got == [bytes([n]) for n in range(5)]
+
+
+async def test_close_fails_producers_and_drains_for_the_consumer():
+    queue = ByteBoundedQueue[bytes](max_items=1, max_bytes=100)
+    queue.put_nowait(b"a")
+    async with trio.open_nursery() as nursery:
+        failed = trio.Event()
+
+        async def blocked_producer() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await queue.put(b"b")
+            failed.set()
+
+        nursery.start_soon(blocked_producer)
+        await trio.testing.wait_all_tasks_blocked()
+        queue.close()
+        await failed.wait()
+    assert await queue.get() == b"a"
+    with pytest.raises(trio.EndOfChannel):
+        await queue.get()
+
+
+async def test_a_cancelled_put_queues_nothing():
+    queue = ByteBoundedQueue[bytes](max_items=1, max_bytes=100)
+    queue.put_nowait(b"a")
+    with trio.move_on_after(0.01):
+        await queue.put(b"b")
+    assert len(queue) == 1 and queue.get_nowait() == b"a"
