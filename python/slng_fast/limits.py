@@ -27,6 +27,10 @@ class LocalLimits:
     async def close_connection(self, key_id: str, lease: str) -> None:
         self.release_connection(key_id)
 
+    def release_soon(self, key_id: str, lease: str) -> None:
+        """Give the slot back now, synchronously (called as a client's close arrives)."""
+        self.release_connection(key_id)
+
     async def take_message(self, key_id: str, tier: TierLimits, now: float) -> float:
         return self.message_limiter(key_id, tier)(now)
 

@@ -13,7 +13,7 @@ import trio_websocket
 
 from slng_fast import _native as native
 from slng_fast.gateway.native_transport import NativeIncomingRequest, serve_native_websocket
-from slng_fast.gateway.transport import ConnectionClosed, IncomingRequest
+from slng_fast.gateway.transport import ConnectionClosed, IncomingRequest, MessageTooLarge
 
 MAX = 64 * 1024
 MASK = b"\x01\x02\x03\x04"
@@ -57,6 +57,9 @@ async def echo_handler(request: IncomingRequest, seen: Seen) -> None:
                 await conn.send(message)
     except ConnectionClosed as exc:
         seen.closed.append((exc.code, exc.reason))
+    except MessageTooLarge as exc:  # the session's answer would be an error and 4002
+        seen.closed.append((1009, exc.reason))
+        raise
     finally:
         seen.done.set()
 

@@ -241,3 +241,31 @@ def test_engines_stop_with_the_gateway(served):
     alive = [p for p in pids.values() if Path(f"/proc/{p}").exists()
              and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
     assert alive == []
+
+
+def test_a_reconnect_right_after_a_clean_close_is_accepted(served, tmp_path):
+    """Free key, one connection: close cleanly (the close handshake done on the client's
+    side), reconnect at once: accepted, whether the upstream was still opening or open."""
+    created = run_cli("keys", "create", "--tier", "free", data_dir=tmp_path)
+    key = created.stdout.strip().splitlines()[-1]
+    headers = [(b"authorization", f"Bearer {key}".encode())]
+    url = f"{served.url}/v1/tts/espeak-websocket-stream"
+
+    async def session(nursery: trio.Nursery, hold: float) -> dict:
+        ws = await trio_websocket.connect_websocket_url(nursery, url, None,
+                                                        extra_headers=headers)
+        await send(ws, type="init")
+        event = await recv(ws)
+        await trio.sleep(hold)
+        await ws.aclose()
+        return event
+
+    async def main() -> list[str]:
+        seen = []
+        async with trio.open_nursery() as nursery:
+            for hold in (0.0, 0.0, 0.3, 1.0, 0.0):
+                seen.append((await session(nursery, hold))["type"])
+                seen.append((await session(nursery, 0.0))["type"])
+        return seen
+
+    assert trio.run(main) == ["ready"] * 10

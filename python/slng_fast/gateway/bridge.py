@@ -25,9 +25,12 @@ import trio_websocket
 from slng_fast import errors
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
+from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.transport import (
+    PEER_NOT_READING,
     Connection,
     ConnectionClosed,
+    MessageTooLarge,
     UpstreamRejected,
     open_upstream,
 )
@@ -44,15 +47,27 @@ from slng_fast.protocol.actions import (
 log = logging.getLogger("slng_fast.session")
 
 INBOX_SIZE = 64
+INBOX_BYTES = 256 * 1024
 UPSTREAM_OUTBOX_SIZE = 1024
+UPSTREAM_OUTBOX_BYTES = 1024 * 1024
 CLOSE_TIMEOUT = 2.0
 RECONNECT_BACKOFF = (0.25, 0.5, 1.0)
+# Seconds an upstream may take to accept one frame of ours before it counts as stalled.
+UPSTREAM_SEND_TIMEOUT = 10.0
+
+
+def _item_size(item: tuple[Any, ...]) -> int:
+    """Bytes an inbox item holds: its frame, if it carries one."""
+    for value in item[1:3]:
+        if isinstance(value, (str, bytes)):
+            return len(value) + 64
+    return 64
 
 
 @dataclass
 class UpstreamLink:
     epoch: int
-    outbox: trio.MemorySendChannel[Any]
+    outbox: ByteBoundedQueue[Any]
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
@@ -61,12 +76,14 @@ class SessionBridge:
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
                  slow_client_timeout: float = 10.0,
                  take_message: Callable[[float], Awaitable[float]] | None = None,
-                 transport: str = "native") -> None:
+                 transport: str = "native",
+                 upstream_send_timeout: float = UPSTREAM_SEND_TIMEOUT) -> None:
         self.open_upstream = open_native_upstream if transport == "native" else open_upstream
         # The messages-per-minute check, asked before a text frame reaches the session
         # (it may wait on a shared backend, so not in the session's own step).
         self.take_message = take_message
         self.slow_client_timeout = slow_client_timeout
+        self.upstream_send_timeout = upstream_send_timeout
         self.slow = False
         self.conn = conn
         self.session = session
@@ -77,13 +94,20 @@ class SessionBridge:
         self.opened_upstreams = 0
         self.shutdown = shutdown
         self.connect_timeout = connect_timeout
-        self.inbox_send, self.inbox = trio.open_memory_channel[tuple[Any, ...]](INBOX_SIZE)
+        self.inbox = ByteBoundedQueue[tuple[Any, ...]](INBOX_SIZE, INBOX_BYTES, size=_item_size)
         self.links: dict[int, UpstreamLink] = {}
         self.last_client = trio.current_time()
         self.client_gone = False
         # Upstream items waiting in the inbox: while any do, upstream messages queue
         # behind them instead of taking the hot path.
         self.deferred = 0
+        # A deadline that fired (maximum duration, idle, heartbeat, shutdown) or a client
+        # gone while the inbox was full: it ends the session without waiting in the
+        # inbox, and interrupts whatever the loop is waiting for (an inbox item, room in
+        # a slow upstream's outbox), so no deadline depends on a queue being read.
+        self._end: tuple[Any, ...] | None = None
+        self._waiting: trio.CancelScope | None = None
+        self._loop_task: trio.lowlevel.Task | None = None
 
     async def run(self, nursery_for_upstreams: trio.Nursery | None = None) -> None:
         tier = self.session.tier
@@ -98,6 +122,7 @@ class SessionBridge:
             if interval:
                 nursery.start_soon(self._every, interval, ("keepalive",))
             try:
+                self._loop_task = trio.lowlevel.current_task()
                 await self._loop()
             finally:
                 nursery.cancel_scope.cancel()
@@ -109,9 +134,61 @@ class SessionBridge:
                         except Exception:
                             pass
 
+    def request_end(self, item: tuple[Any, ...]) -> None:
+        """End the session for ``item`` (("max_duration",), ("shutdown",), ...) as soon
+        as the loop can, without queueing behind anything."""
+        if self._end is None:
+            self._end = item
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def _interruptible(self, wait: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
+        """Run ``wait()`` in the loop so that `request_end` can interrupt it: (finished,
+        its result). Elsewhere (the hot path) it simply runs."""
+        if trio.lowlevel.current_task() is not self._loop_task:
+            return True, await wait()
+        with trio.CancelScope() as scope:
+            if self._end is not None:
+                scope.cancel()
+            self._waiting = scope
+            try:
+                result = await wait()
+            finally:
+                self._waiting = None
+        if scope.cancelled_caught:
+            return False, None
+        return True, result
+
+    def _end_actions(self, item: tuple[Any, ...], now: float) -> list[Action]:
+        session = self.session
+        kind = item[0]
+        if kind == "client_closed":
+            self.client_gone = True
+            return session.end("client_closed", now)
+        if kind == "slow_client":
+            self.client_gone = self.slow = True
+            return session.end("slow_client", now, close_code=1008,
+                               close_reason="client too slow")
+        if kind == "heartbeat_timeout":
+            return session.end("idle_timeout", now, close_reason="no pong")
+        if kind == "shutdown":
+            return session.end("server_shutdown", now, close_code=errors.CLOSE_GOING_AWAY)
+        return session.end(kind, now)
+
     async def _loop(self) -> None:
         session = self.session
-        async for item in self.inbox:
+        while True:
+            if self._end is not None:
+                actions = self._end_actions(self._end, trio.current_time())
+                if not actions:  # ended already (its close was cut short): close anyway
+                    actions = [CloseClient(errors.CLOSE_NORMAL, session.ended or "ended")]
+                if await self._execute(actions):
+                    return
+                self._record(session)
+                continue
+            got, item = await self._interruptible(self.inbox.get)
+            if not got:
+                continue
             now = trio.current_time()
             kind = item[0]
             try:
@@ -130,27 +207,20 @@ class SessionBridge:
                 elif kind == "upstream_closed":
                     self._forget_link(item[1])
                     actions = session.upstream_closed(item[1], now, *item[2:])
-                elif kind == "client_closed":
-                    self.client_gone = True
-                    actions = session.end("client_closed", now)
-                elif kind in ("idle_timeout", "max_duration"):
-                    actions = session.end(kind, now)
-                elif kind == "heartbeat_timeout":
-                    actions = session.end("idle_timeout", now, close_reason="no pong")
+                elif kind == "too_large":
+                    actions = session.message_too_large(item[1], now)
                 elif kind == "keepalive":
                     actions = session.keepalive(now)
-                elif kind == "shutdown":
-                    actions = session.end("server_shutdown", now,
-                                          close_code=errors.CLOSE_GOING_AWAY)
                 else:
-                    actions = []
+                    actions = self._end_actions(item, now)
             except Exception as exc:
                 actions = self._fault(exc, now)
-            sent = await self._execute(actions)
             if kind == "upstream" or kind == "actions":
                 self.deferred -= 1
-                if any(isinstance(a, SendClient) for a in actions):
-                    self.added_latency.observe(trio.current_time() - item[-1])
+            sent = await self._execute(actions)
+            if (kind == "upstream" or kind == "actions") and any(
+                    isinstance(a, SendClient) for a in actions):
+                self.added_latency.observe(trio.current_time() - item[-1])
             self._record(session)
             if sent:
                 return
@@ -181,17 +251,16 @@ class SessionBridge:
                 try:
                     delivered = await self.conn.send_within(action.frame, self.slow_client_timeout,
                                                             text=action.text)
-                except ConnectionClosed:
+                except ConnectionClosed as exc:
+                    if exc.reason == PEER_NOT_READING:
+                        return await self._client_too_slow()
                     return await self._client_lost()
                 if not delivered:
                     return await self._client_too_slow()
             elif isinstance(action, SendUpstream):
                 link = self.links.get(self.session.upstream_epoch)
-                if link is not None:
-                    try:
-                        link.outbox.send_nowait(action.frame)
-                    except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                        await self.inbox_send.send(("upstream_closed", link.epoch))
+                if link is not None and not await self._to_upstream(link, action.frame):
+                    return False  # a deadline interrupted the wait: the loop ends it
             elif isinstance(action, OpenUpstream):
                 self.opened_upstreams += 1
                 if self.opened_upstreams > 1:
@@ -213,6 +282,25 @@ class SessionBridge:
                 return True
         return False
 
+    async def _to_upstream(self, link: UpstreamLink, frame: Any) -> bool:
+        """Queue a frame for the upstream; when its outbox is full, wait for room (so a
+        client faster than its provider is slowed: this loop stops reading the inbox,
+        the inbox fills, the client's socket is no longer read). False if a deadline
+        interrupted the wait. A link that has ended drops the frame: its own end is
+        reported through the inbox."""
+        try:
+            link.outbox.put_nowait(frame)
+            return True
+        except trio.WouldBlock:
+            pass
+        except trio.ClosedResourceError:
+            return True
+        try:
+            finished, _ = await self._interruptible(lambda: link.outbox.put(frame))
+        except trio.ClosedResourceError:
+            return True
+        return finished
+
     async def _client_lost(self) -> bool:
         # Ended here, not through the inbox: the loop may be the inbox's only reader, so a
         # full inbox would never drain.
@@ -224,8 +312,7 @@ class SessionBridge:
         # waits, the upstream is not read), and the session ends instead of waiting for
         # ever. Its socket is unusable now (a frame was cut), so it is dropped without a
         # close handshake.
-        log.warning("client too slow: no frame taken in %.0f s", self.slow_client_timeout,
-                    extra={"context_id": self.session.context_id})
+        self._log_too_slow()
         self.client_gone = True
         self.slow = True
         with trio.CancelScope(shield=True):
@@ -233,12 +320,16 @@ class SessionBridge:
         return await self._execute(self.session.end("slow_client", trio.current_time(),
                                                     close_code=1008, close_reason="client too slow"))
 
+    def _log_too_slow(self) -> None:
+        log.warning("client too slow: no frame taken in %.0f s", self.slow_client_timeout,
+                    extra={"context_id": self.session.context_id})
+
     # -- upstream links ------------------------------------------------------------------
     def _open_link(self, action: OpenUpstream) -> None:
-        send, receive = trio.open_memory_channel[Any](UPSTREAM_OUTBOX_SIZE)
-        link = UpstreamLink(action.epoch, send)
+        outbox = ByteBoundedQueue[Any](UPSTREAM_OUTBOX_SIZE, UPSTREAM_OUTBOX_BYTES)
+        link = UpstreamLink(action.epoch, outbox)
         self.links[action.epoch] = link
-        self.nursery.start_soon(self._run_link, link, action, receive)
+        self.nursery.start_soon(self._run_link, link, action)
 
     def _close_link(self, epoch: int) -> None:
         link = self.links.pop(epoch, None)
@@ -250,38 +341,55 @@ class SessionBridge:
         if link is not None:
             link.cancel_scope.cancel()
 
-    async def _run_link(self, link: UpstreamLink, action: OpenUpstream,
-                        outbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def _run_link(self, link: UpstreamLink, action: OpenUpstream) -> None:
         try:
-            await self._link(link, action, outbox)
+            await self._link(link, action)
         except* (trio_websocket.HandshakeError, OSError) as group:
             # trio-websocket raises a refused handshake from its own background task.
-            await self.inbox_send.send(("upstream_failed", link.epoch,
-                                        f"cannot reach the provider: {group.exceptions[0]}"))
+            link.outbox.close()
+            await self.inbox.put(("upstream_failed", link.epoch,
+                                  f"cannot reach the provider: {group.exceptions[0]}"))
+        finally:
+            # Whoever waits for room in the outbox stops waiting: nothing reads it now.
+            link.outbox.close()
 
-    async def _link(self, link: UpstreamLink, action: OpenUpstream,
-                    outbox: trio.MemoryReceiveChannel[Any]) -> None:
+    async def _link(self, link: UpstreamLink, action: OpenUpstream) -> None:
         request = action.request
+        outbox = link.outbox
         with link.cancel_scope:
             async with trio.open_nursery() as nursery:
                 try:
                     conn = await self._open_with_backoff(request, nursery)
                 except OSError as exc:
-                    await self.inbox_send.send(("upstream_failed", link.epoch,
-                                                f"cannot reach the provider: {exc}"))
+                    outbox.close()
+                    await self.inbox.put(("upstream_failed", link.epoch,
+                                          f"cannot reach the provider: {exc}"))
                     return
                 except Exception as exc:  # a fault here must end this session only, cleanly
                     log.exception("opening the upstream failed",
                                   extra={"context_id": self.session.context_id})
-                    await self.inbox_send.send(("upstream_failed", link.epoch,
-                                                f"cannot reach the provider: {exc}"))
+                    outbox.close()
+                    await self.inbox.put(("upstream_failed", link.epoch,
+                                          f"cannot reach the provider: {exc}"))
                     return
                 nursery.start_soon(self._read_upstream, link.epoch, conn)
-                async for frame in outbox:
+                while True:
                     try:
-                        await conn.send(frame)
+                        frame = await outbox.get()
+                    except trio.EndOfChannel:
+                        break
+                    try:
+                        delivered = await conn.send_within(frame, self.upstream_send_timeout)
                     except ConnectionClosed:
                         break
+                    if not delivered:  # the provider has stopped reading: it is stalled
+                        outbox.close()
+                        await conn.abort()
+                        await self.inbox.put((
+                            "upstream_failed", link.epoch,
+                            f"the provider took no data for {self.upstream_send_timeout:g} s"))
+                        nursery.cancel_scope.cancel()
+                        return
                 # Closed by the session (stop, configure, end): close the socket and stop.
                 with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                     scope.shield = True
@@ -322,7 +430,7 @@ class SessionBridge:
             while True:
                 await sink(await conn.receive())
         except ConnectionClosed as exc:
-            await self.inbox_send.send(("upstream_closed", epoch, exc.code, exc.reason))
+            await self.inbox.put(("upstream_closed", epoch, exc.code, exc.reason))
 
     async def _relay(self, epoch: int, upstream: NativeWebSocketConnection, data: bytes) -> list[Any]:
         """The hottest path: while an utterance streams and its audio needs only cutting
@@ -354,7 +462,7 @@ class SessionBridge:
         now = trio.current_time()
         if self.deferred:
             self.deferred += 1
-            await self.inbox_send.send(("upstream", epoch, frame, now))
+            await self.inbox.put(("upstream", epoch, frame, now))
             return
         session = self.session
         try:
@@ -367,7 +475,7 @@ class SessionBridge:
                 to_client = True
             elif not isinstance(action, SendUpstream):
                 self.deferred += 1
-                await self.inbox_send.send(("actions", actions, now))
+                await self.inbox.put(("actions", actions, now))
                 return
         over = await self._execute(actions) if actions else False
         if to_client:
@@ -382,32 +490,49 @@ class SessionBridge:
         while True:
             try:
                 frame = await self.conn.receive()
-            except ConnectionClosed:
-                await self.inbox_send.send(("client_closed",))
+            except ConnectionClosed as exc:
+                if exc.reason == PEER_NOT_READING:
+                    self._log_too_slow()
+                    self.request_end(("slow_client",))
+                else:
+                    self._client_closed()
+                return
+            except MessageTooLarge as exc:
+                await self.inbox.put(("too_large", exc.reason))
                 return
             self.last_client = trio.current_time()
             wait = None
             if isinstance(frame, str) and self.take_message is not None:
                 wait = await self.take_message(self.last_client)
-            await self.inbox_send.send(("client", frame, wait))
+            await self.inbox.put(("client", frame, wait))
+
+    def _client_closed(self) -> None:
+        # In order behind what the client sent before, when there is room; else at once.
+        try:
+            self.inbox.put_nowait(("client_closed",))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.request_end(("client_closed",))
 
     async def _watch_idle(self, idle_s: float) -> None:
         while True:
             deadline = self.last_client + idle_s
             await trio.sleep_until(deadline)
             if trio.current_time() >= self.last_client + idle_s:
-                await self.inbox_send.send(("idle_timeout",))
+                self.request_end(("idle_timeout",))
                 return
 
     async def _after(self, seconds: float, item: tuple[Any, ...]) -> None:
         if math.isfinite(seconds):
             await trio.sleep(seconds)
-            await self.inbox_send.send(item)
+            self.request_end(item)
 
     async def _every(self, seconds: float, item: tuple[Any, ...]) -> None:
         while True:
             await trio.sleep(seconds)
-            await self.inbox_send.send(item)
+            try:  # a keep-alive is only needed while nothing else flows
+                self.inbox.put_nowait(item)
+            except trio.WouldBlock:
+                pass
 
     async def _heartbeat(self, interval: float) -> None:
         while True:
@@ -418,9 +543,9 @@ class SessionBridge:
                 except ConnectionClosed:
                     return
                 continue
-            await self.inbox_send.send(("heartbeat_timeout",))
+            self.request_end(("heartbeat_timeout",))
             return
 
     async def _watch_shutdown(self) -> None:
         await self.shutdown.wait()
-        await self.inbox_send.send(("shutdown",))
+        self.request_end(("shutdown",))

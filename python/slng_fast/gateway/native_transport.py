@@ -34,12 +34,15 @@ from urllib.parse import urlsplit
 import trio
 
 from slng_fast import _native
+from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.transport import (
+    PEER_NOT_READING,
     TRANSPORT_MAX_MESSAGE,
     Connection,
     ConnectionClosed,
     Handler,
     IncomingRequest,
+    MessageTooLarge,
     UpstreamRejected,
 )
 
@@ -48,8 +51,12 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 20.0  # seconds for the request head to arrive
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the peer's close frame after ours
 LINGER_TIMEOUT = 2.0  # seconds to drain a failed connection before closing it
+# Seconds a write of ours (a pong, a ping, a close) may wait for a peer that reads
+# nothing before the connection is dropped: nothing we write may block for ever.
+SEND_TIMEOUT = 10.0
 RECEIVE_SIZE = 65536
 MESSAGE_QUEUE = 64  # messages read ahead of receive(); then the socket is not read
+MESSAGE_QUEUE_BYTES = 256 * 1024  # ... or once this many bytes of them are waiting
 FAIR_READS = 16  # reads that found data at once before the reader yields anyway
 
 _OK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed)
@@ -70,11 +77,23 @@ class NativeWebSocketConnection:
     """An accepted WebSocket: the `transport.Connection` interface."""
 
     def __init__(self, stream: trio.abc.Stream, ws: _native.WsConnection,
-                 queue_size: int = MESSAGE_QUEUE) -> None:
+                 queue_size: int = MESSAGE_QUEUE, *, queue_bytes: int = MESSAGE_QUEUE_BYTES,
+                 report_too_large: bool = False, send_timeout: float = SEND_TIMEOUT) -> None:
         self._stream = stream
         self._ws = ws
         self._send_lock = trio.Lock()
-        self._queue_in, self._queue = trio.open_memory_channel[str | bytes](queue_size)
+        self._queue = ByteBoundedQueue[str | bytes](queue_size, queue_bytes)
+        # A message over the size limit: reported to receive() as MessageTooLarge (the
+        # session answers it) instead of closing with 1009 here.
+        self._report_too_large = report_too_large
+        self._too_large: str | None = None
+        self._close_written = trio.Event()
+        self.send_timeout = send_timeout
+        # Called once, synchronously, as soon as the peer is known to be closing or gone
+        # (its close frame, EOF, a broken socket), before anything is written back: the
+        # gateway frees the key's connection slot there, so a client that reconnects the
+        # moment its close handshake completes finds the slot free.
+        self.on_closing: Callable[[], None] | None = None
         self._close_code: int | None = None
         self._close_reason: str | None = None
         self._pings: dict[bytes, trio.Event] = {}
@@ -94,8 +113,10 @@ class NativeWebSocketConnection:
 
     async def receive(self) -> str | bytes:
         try:
-            return await self._queue.receive()
+            return await self._queue.get()
         except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self._too_large is not None and self._close_code is None:
+                raise MessageTooLarge(self._too_large) from None
             raise ConnectionClosed(self._close_code, self._close_reason) from None
 
     async def send(self, frame: str | bytes) -> None:
@@ -152,7 +173,7 @@ class NativeWebSocketConnection:
         Messages already queued go first, in order. ``receive()`` gets nothing after."""
         while self._sink is None:
             try:
-                message = self._queue.receive_nowait()
+                message = self._queue.get_nowait()
             except trio.WouldBlock:
                 self._sink = sink  # no checkpoint since the queue was seen empty
                 break
@@ -170,16 +191,20 @@ class NativeWebSocketConnection:
         answered = trio.Event()
         self._pings[payload] = answered
         try:
-            await self._write(self._ws.send_ping(payload))
+            written = await self._write(self._ws.send_ping(payload), self.send_timeout)
         except _native.WsClosedError:
             raise ConnectionClosed(self._close_code, self._close_reason) from None
+        if not written:
+            await self.abort(PEER_NOT_READING)
+            raise ConnectionClosed(self._close_code, self._close_reason)
         await answered.wait()
         if self._pings.pop(payload, None) is not None:  # woken by the end, not a pong
             raise ConnectionClosed(self._close_code, self._close_reason)
 
-    async def abort(self) -> None:
+    async def abort(self, reason: str = "aborted") -> None:
         """Drop the connection now, without a close handshake."""
-        self._set_closed(1006, "aborted")
+        self._set_closed(1006, reason)
+        self._reader_scope.cancel()
         await trio.aclose_forcefully(self._stream)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -190,9 +215,12 @@ class NativeWebSocketConnection:
             if self._close_code is None:
                 self._close_code, self._close_reason = code, reason
             try:
-                await self._write(frame)
+                written = await self._write(frame, self.send_timeout)
             except ConnectionClosed:
-                pass
+                written = True
+            if not written:  # a peer that reads nothing gets no close handshake
+                await self.abort(PEER_NOT_READING)
+            self._close_written.set()
             self._drain()
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._done.wait()
@@ -216,22 +244,25 @@ class NativeWebSocketConnection:
     def _drain(self) -> None:
         """Drop the messages nobody will read, so a reader blocked on a full queue
         goes on to read the peer's close frame."""
-        while True:
-            try:
-                self._queue.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                return
+        self._queue.clear()
 
     async def _write(self, data: bytes, timeout: float = math.inf) -> bool:
-        """Write ``data`` whole; False if ``timeout`` passed first. With a finite timeout
-        the wait is shielded: a cancelled send would cut a frame and ruin the stream,
-        so only the timeout (after which the caller aborts) may leave it unfinished."""
+        """Write ``data`` whole; False if ``timeout`` passed first, counting the wait for
+        another writer to finish (a peer that reads nothing blocks every writer). With a
+        finite timeout the write is shielded: a cancelled send would cut a frame and
+        ruin the stream, so only the timeout (after which the caller aborts) may leave
+        it unfinished."""
         if not data:
             return True
+        deadline = math.inf
         try:
             self._send_lock.acquire_nowait()  # no extra checkpoint when uncontended
         except trio.WouldBlock:
-            await self._send_lock.acquire()
+            deadline = trio.current_time() + timeout
+            with trio.move_on_at(deadline) as waiting:  # nothing written yet: safe to cancel
+                await self._send_lock.acquire()
+            if waiting.cancelled_caught:
+                return False
         try:
             rest: bytes | memoryview | None = data
             if self._sock is not None:
@@ -239,7 +270,10 @@ class NativeWebSocketConnection:
                 if rest is None:
                     return True
             with trio.CancelScope(shield=math.isfinite(timeout)) as scope:
-                scope.relative_deadline = timeout
+                if math.isfinite(deadline):
+                    scope.deadline = deadline
+                else:
+                    scope.relative_deadline = timeout
                 if self._sock is None:
                     await self._stream.send_all(rest)
                 else:
@@ -301,9 +335,34 @@ class NativeWebSocketConnection:
             await self._sink(message)
             return
         try:
-            self._queue_in.send_nowait(message)
+            self._queue.put_nowait(message)
         except trio.WouldBlock:
-            await self._queue_in.send(message)
+            await self._queue.put(message)
+        except trio.ClosedResourceError:
+            pass
+
+    def _peer_closing(self) -> None:
+        hook, self.on_closing = self.on_closing, None
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # a hook's fault must not break the connection's teardown
+                log.exception("on_closing hook failed")
+
+    async def _refuse_too_large(self, reason: str) -> None:
+        """A message over the size limit: the reader stops here (the rest of that message
+        is not read as frames), receive() raises MessageTooLarge once the messages
+        before it are taken, and the session answers with its error and close (4002).
+        Then the peer's remaining bytes are discarded until it closes. Should nobody
+        close within CLOSE_TIMEOUT, 1009 is sent here."""
+        self._too_large = reason
+        self._queue.close()
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await self._close_written.wait()
+        if not self._ws.close_sent:
+            self._set_closed(1009, reason)
+            await self._write(self._ws.send_close(1009, reason), self.send_timeout)
+        await self._linger()
 
     def _on_pong(self, payload: bytes) -> None:
         if payload not in self._pings:
@@ -340,33 +399,45 @@ class NativeWebSocketConnection:
                             if kind == "binary" or kind == "text":
                                 await self._deliver(value)
                             elif kind == "ping":
-                                if not ws.close_sent:
-                                    await self._write(ws.send_pong(value))
+                                # A peer that pings but reads nothing is dropped, not
+                                # waited for: the pong may not block the reader for ever.
+                                if not ws.close_sent and not await self._write(
+                                        ws.send_pong(value), self.send_timeout):
+                                    await self.abort(PEER_NOT_READING)
+                                    return
                             elif kind == "pong":
                                 self._on_pong(value)
                             elif kind == "invalid_text":
                                 await self._deliver(value.decode("utf-8", "surrogateescape"))
                             elif kind == "close":
                                 reason: str = event[2]  # type: ignore[misc]
+                                self._peer_closing()
                                 self._set_closed(value, reason)
-                                await self._write(ws.send_close(None if value == 1005 else value, reason))
+                                await self._write(ws.send_close(None if value == 1005 else value,
+                                                                reason), self.send_timeout)
+                                return
+                            elif value == 1009 and self._report_too_large:
+                                await self._refuse_too_large(event[2])  # type: ignore[misc]
                                 return
                             else:  # protocol_error: fail the connection with its code
                                 reason = event[2]  # type: ignore[misc]
+                                self._peer_closing()
                                 self._set_closed(value, reason)
-                                await self._write(ws.send_close(value, reason))
-                                self._queue_in.close()
+                                await self._write(ws.send_close(value, reason), self.send_timeout)
+                                self._queue.close()
                                 await self._linger()
                                 return
                     data = await self._receive_some()
                     if not data:
+                        self._peer_closing()
                         self._set_closed(1006, "connection lost")
                         return
             except _OK_ERRORS:
                 self._set_closed(1006, "connection lost")
             finally:
+                self._peer_closing()
                 self._set_closed(1006, "connection lost")
-                self._queue_in.close()
+                self._queue.close()
                 for answered in self._pings.values():
                     answered.set()
                 await trio.aclose_forcefully(self._stream)
@@ -403,7 +474,8 @@ def _json_str(text: str) -> str:
     return json.dumps(text)
 
 
-async def _serve_connection(stream: trio.abc.Stream, handler: Handler, max_message_bytes: int) -> None:
+async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
+                            server_max_message: int) -> None:
     head = await _read_request(stream)
     if head is None:
         return
@@ -413,7 +485,10 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, max_messa
 
     async with trio.open_nursery() as nursery:
 
-        async def accept(subprotocol: str | None) -> Connection:
+        async def accept(subprotocol: str | None, *, max_message_bytes: int | None = None,
+                         send_timeout: float = SEND_TIMEOUT) -> Connection:
+            """``max_message_bytes``: this connection's limit (the key's tier), at most
+            the server's; a longer message is reported as MessageTooLarge."""
             nonlocal answered, connection
             if answered:
                 raise RuntimeError("this request was already answered")
@@ -421,8 +496,10 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, max_messa
                 raise RuntimeError("not a WebSocket upgrade request: answer it with reject()")
             answered = True
             await stream.send_all(_native.ws_accept_response(request.key, subprotocol))
-            ws = _native.WsConnection(max_message_bytes, lenient_text=True)
-            connection = NativeWebSocketConnection(stream, ws)
+            limit = min(max_message_bytes or server_max_message, server_max_message)
+            ws = _native.WsConnection(limit, lenient_text=True)
+            connection = NativeWebSocketConnection(stream, ws, report_too_large=True,
+                                                   send_timeout=send_timeout)
             nursery.start_soon(connection._reader, leftover)
             return connection
 
@@ -443,8 +520,10 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, max_messa
             await handler(incoming)
         finally:
             if connection is not None:
+                # A message over the limit that the handler did not answer: 1009.
+                code = 1009 if connection._too_large is not None else 1000
                 try:
-                    await connection.close(1000, "")
+                    await connection.close(code, "")
                 except _OK_ERRORS:
                     pass
             elif not answered:

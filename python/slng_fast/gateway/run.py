@@ -61,7 +61,9 @@ async def open_limits(redis_url: str | None, worker_id: str,
         except RedisUnavailable:
             pass  # logged; new sessions get 1013 until Redis answers
         await nursery.start(LeaseKeeper(limits).run)
-        yield SharedLimits(limits, worker_id)
+        shared = SharedLimits(limits, worker_id)
+        await nursery.start(shared.run_releases)
+        yield shared
         nursery.cancel_scope.cancel()
 
 

@@ -62,7 +62,14 @@ class Gateway:
             return
         secret, subprotocol = find_key(request.headers, request.subprotocols, route.query)
         key = self.store.authenticate(secret) if secret else None
-        conn = await request.accept(subprotocol)
+        # The frame layer refuses messages over the key's tier from their header; a
+        # connection without a valid key gets the smallest tier's limit for its refusal.
+        limits = self.config.tiers[key.tier] if key is not None else min(
+            self.config.tiers.values(), key=lambda t: t.max_message_bytes)
+        conn = await request.accept(
+            subprotocol,
+            max_message_bytes=max(limits.max_message_bytes, limits.max_audio_chunk_bytes),
+            send_timeout=self.config.slow_client_timeout_s)
         context_id = route.query.get("context_id") or str(uuid.uuid4())
         if key is None:
             what = "no API key presented" if secret is None else "unknown or revoked API key"
@@ -91,11 +98,21 @@ class Gateway:
             return
         self.active += 1
         self.idle = trio.Event() if self.idle.is_set() else self.idle
+        released = False
+
+        def release() -> None:
+            # As soon as the client's connection ends (its close frame, EOF), whatever
+            # the upstream's teardown is still doing: a reconnect finds the slot free.
+            nonlocal released
+            if not released:
+                released = True
+                self.limits.release_soon(key.id, lease)
+
+        conn.on_closing = release
         try:
             await self._run(conn, route, endpoint, key, tier, context_id)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-                await self.limits.close_connection(key.id, lease)
+            release()
             self.active -= 1
             if self.active == 0:
                 self.idle.set()

@@ -156,6 +156,10 @@ class RedisLimits:
             self._leases[lease_id] = key_id
         return bool(ok == 1)
 
+    def forget_lease(self, lease_id: str) -> None:
+        """Stop renewing a lease (it expires unless released)."""
+        self._leases.pop(lease_id, None)
+
     async def release_connection(self, key_id: str, lease_id: str) -> None:
         """Give the slot back. Never raises RedisUnavailable: if Redis is gone, or this
         is cancelled, the lease simply expires, since it is no longer renewed."""
@@ -258,6 +262,15 @@ class SharedLimits:
     def __init__(self, limits: RedisLimits, worker_id: str) -> None:
         self.limits = limits
         self.worker_id = worker_id
+        # Slots given back synchronously (`release_soon`), returned to Redis in order by
+        # `run_releases`; one that is never sent (Redis down, shutdown) expires by itself.
+        self._releases_in, self._releases = trio.open_memory_channel[tuple[str, str]](10_000)
+
+    async def run_releases(self, *,
+                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async for key_id, lease in self._releases:
+            await self.limits.release_connection(key_id, lease)
 
     @property
     def healthy(self) -> bool:
@@ -269,6 +282,15 @@ class SharedLimits:
 
     async def close_connection(self, key_id: str, lease: str) -> None:
         await self.limits.release_connection(key_id, lease)
+
+    def release_soon(self, key_id: str, lease: str) -> None:
+        """Give the slot back now: no longer renewed from this instant, removed from Redis
+        by the release task right after (in order, before any later acquire)."""
+        self.limits.forget_lease(lease)
+        try:
+            self._releases_in.send_nowait((key_id, lease))
+        except trio.WouldBlock:
+            pass  # it expires within one lease TTL
 
     async def take_message(self, key_id: str, tier: TierLimits, now: float) -> float:
         return await self.limits.take_message(key_id, tier)

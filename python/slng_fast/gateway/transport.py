@@ -15,6 +15,10 @@ import trio
 import trio_websocket
 from wsproto.frame_protocol import Frame, MessageDecoder, Opcode, ParseFailed
 
+# The reason of a ConnectionClosed when we dropped a peer that took nothing we wrote
+# (a pong, a ping, a close) within the send timeout: a slow client, not a closed one.
+PEER_NOT_READING = "peer not reading"
+
 
 class ConnectionClosed(Exception):
     """The peer is gone; `code` is the close code it sent (or 1006)."""
@@ -22,6 +26,16 @@ class ConnectionClosed(Exception):
     def __init__(self, code: int | None, reason: str | None = None) -> None:
         super().__init__(code, reason)
         self.code = code
+        self.reason = reason
+
+
+class MessageTooLarge(Exception):
+    """The peer sent a message over this connection's size limit: the frame layer read
+    no more of it. The connection is still open for our answer (an ``error`` and close
+    4002); nothing more will be received from it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
 
 
@@ -35,7 +49,12 @@ class UpstreamRejected(OSError):
 
 
 class Connection(Protocol):
-    async def receive(self) -> str | bytes: ...
+    # Called once, synchronously, as soon as the peer is closing or gone (before our
+    # answer to its close frame is written); a transport that cannot tell leaves it be.
+    on_closing: Callable[[], None] | None
+
+    async def receive(self) -> str | bytes:
+        """The next message; raises ConnectionClosed, or MessageTooLarge once."""
     async def send(self, frame: str | bytes) -> None: ...
     async def send_within(self, frame: str | bytes, timeout: float, *, text: bool = False) -> bool:
         """Send one message (``text``: UTF-8 bytes as a text message); False if it was not
@@ -52,7 +71,9 @@ class IncomingRequest:
     path: str  # with query string
     headers: list[tuple[str, str]]
     subprotocols: list[str]
-    accept: Callable[[str | None], Awaitable[Connection]]
+    # accept(subprotocol, *, max_message_bytes=None, send_timeout=...): the limits of the
+    # key's tier (a transport may apply only some).
+    accept: Callable[..., Awaitable[Connection]]
     reject: Callable[..., Awaitable[None]]  # (status, body[, content_type])
     # False for a plain HTTP request (GET /healthz, /metrics): only `reject` answers it.
     is_websocket: bool = True
@@ -103,6 +124,7 @@ class _LenientTextDecoder(MessageDecoder):
 class TrioWebsocketConnection:
     def __init__(self, ws: trio_websocket.WebSocketConnection, *, lenient_text: bool = False) -> None:
         self.ws = ws
+        self.on_closing: Callable[[], None] | None = None  # not called: no such hook here
         if lenient_text:
             try:  # a private attribute of wsproto: without it, invalid UTF-8 is a 1007
                 proto = ws._wsproto.connection._proto  # type: ignore[union-attr]
@@ -155,7 +177,8 @@ async def serve_trio_websocket(handler: Handler, host: str, port: int, *,
     async def on_request(request: trio_websocket.WebSocketRequest) -> None:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers]
 
-        async def accept(subprotocol: str | None) -> Connection:
+        async def accept(subprotocol: str | None, **_limits: object) -> Connection:
+            # trio-websocket's message size limit is the server's (1009 above it).
             ws = await request.accept(subprotocol=subprotocol)
             return TrioWebsocketConnection(ws, lenient_text=True)
 

@@ -111,6 +111,16 @@ class SessionCore:
         return [self._error(GatewayError(errors.UNKNOWN_COMMAND,
                                          f"unknown command type {name!r}"))]
 
+    def message_too_large(self, what: str, now: float) -> list[Action]:
+        """The frame layer refused a message over the tier's size from its header (the
+        connection cannot be read further): ``message_too_large`` and close 4002."""
+        if self.ended:
+            return []
+        limit = max(self.tier.max_message_bytes, self.tier.max_audio_chunk_bytes)
+        err = GatewayError(errors.MESSAGE_TOO_LARGE,
+                           f"{what}: the {self.tier.name} tier allows {limit} bytes per message")
+        return self._fatal(err, errors.CLOSE_MESSAGE_TOO_LARGE, now, reason="error")
+
     def receive_binary(self, frame: bytes, now: float) -> list[Action]:
         if self.ended:
             return []
