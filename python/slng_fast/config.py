@@ -68,6 +68,15 @@ class Config:
     slow_client_timeout_s: float = 10.0
     # With Redis: how long a dead worker's connection slots stay taken (renewed every third).
     lease_ttl_s: float = 15.0
+    # Connections not answered yet (request head not in, key not checked), per worker: in
+    # total and per client address; past either, a new connection gets 503 at once.
+    max_pending_connections: int = 4096
+    max_pending_per_address: int = 256
+    # Seconds a connection may take to send its request head (then 408).
+    handshake_timeout_s: float = 20.0
+    # On SIGTERM: stop taking new sessions and let utterances in flight finish for up to
+    # this many seconds before ending the rest (0: end them at once, as before).
+    drain_s: float = 0.0
 
 
 def default_data_dir() -> Path:
@@ -119,7 +128,9 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         "tiers": tiers,
         "providers": providers,
     }
-    for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s"):
+    for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
+                "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
+                "drain_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

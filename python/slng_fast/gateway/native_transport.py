@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import trio
 
 from slng_fast import _native
+from slng_fast.gateway.admission import BUSY_RESPONSE, PendingConnections
 from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.transport import (
     PEER_NOT_READING,
@@ -444,11 +445,12 @@ class NativeWebSocketConnection:
                 self._done.set()
 
 
-async def _read_request(stream: trio.abc.Stream) -> tuple[_native.WsRequest, bytes] | None:
+async def _read_request(stream: trio.abc.Stream, timeout: float = HANDSHAKE_TIMEOUT
+                        ) -> tuple[_native.WsRequest, bytes] | None:
     """The request head and the bytes after it; None if the peer went away or was
     answered here."""
     buf = b""
-    with trio.move_on_after(HANDSHAKE_TIMEOUT):
+    with trio.move_on_after(timeout):
         while True:
             try:
                 request = _native.ws_parse_request(buf)
@@ -475,8 +477,12 @@ def _json_str(text: str) -> str:
 
 
 async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
-                            server_max_message: int) -> None:
-    head = await _read_request(stream)
+                            server_max_message: int, *,
+                            answered_hook: Callable[[], None] | None = None,
+                            handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """One connection. ``answered_hook`` is called once the handler has answered the
+    request (accepted or rejected it): it is no longer a pending connection."""
+    head = await _read_request(stream, handshake_timeout)
     if head is None:
         return
     request, leftover = head
@@ -495,6 +501,8 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             if not request.is_websocket or request.key is None:
                 raise RuntimeError("not a WebSocket upgrade request: answer it with reject()")
             answered = True
+            if answered_hook is not None:
+                answered_hook()
             await stream.send_all(_native.ws_accept_response(request.key, subprotocol))
             limit = min(max_message_bytes or server_max_message, server_max_message)
             ws = _native.WsConnection(limit, lenient_text=True)
@@ -508,6 +516,8 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             if answered:
                 raise RuntimeError("this request was already answered")
             answered = True
+            if answered_hook is not None:
+                answered_hook()
             headers = [("Content-Type", content_type or _content_type(body))] if body else []
             if request.method == "HEAD":
                 body = b""
@@ -605,19 +615,43 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
                                  ssl_context: ssl.SSLContext | None = None,
                                  max_message_bytes: int = TRANSPORT_MAX_MESSAGE,
                                  reuse_port: bool = False,
+                                 pending: PendingConnections | None = None,
+                                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
                                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve forever; reports the bound port through `task_status`. A handler's
-    exception is logged and ends its own connection only."""
+    exception is logged and ends its own connection only. ``pending`` bounds the
+    connections not answered yet (in total and per client address): past it, a new
+    connection gets 503 at once."""
+    pending = pending if pending is not None else PendingConnections()
 
     async def on_stream(stream: trio.abc.Stream) -> None:
+        address = _peer_address(stream)
+        if not pending.admit(address):
+            with trio.move_on_after(1.0):
+                try:
+                    await stream.send_all(BUSY_RESPONSE)
+                except _OK_ERRORS:
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
+        left = False
+
+        def leave() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                pending.leave(address)
+
         try:
-            await _serve_connection(stream, handler, max_message_bytes)
+            await _serve_connection(stream, handler, max_message_bytes, answered_hook=leave,
+                                    handshake_timeout=handshake_timeout)
         except _OK_ERRORS:
             pass
         except Exception as exc:  # one connection's failure must not stop the server
             if not _only_ok_errors(exc):
                 log.exception("native WebSocket connection failed")
         finally:
+            leave()
             await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
@@ -636,6 +670,15 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
         listener = listeners[0]
         sock = listener.transport_listener.socket if ssl_context is not None else listener.socket
         task_status.started(sock.getsockname()[1])
+
+
+def _peer_address(stream: trio.abc.Stream) -> str:
+    """The client's IP address (the one bound that counts per address)."""
+    inner = getattr(stream, "transport_stream", stream)
+    try:
+        return str(inner.socket.getpeername()[0])
+    except (AttributeError, OSError):
+        return "?"
 
 
 def _only_ok_errors(exc: BaseException) -> bool:

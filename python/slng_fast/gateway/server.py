@@ -17,6 +17,7 @@ import trio
 from slng_fast import errors
 from slng_fast.config import Config
 from slng_fast.errors import GatewayError
+from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
 from slng_fast.gateway.native_transport import serve_native_websocket
 from slng_fast.gateway.routing import find_key, parse_path, redact
@@ -45,6 +46,7 @@ class Gateway:
     idle: trio.Event = field(default_factory=trio.Event)
     metrics: Metrics = field(default_factory=Metrics)
     transport: str = "native"  # the frame layer of upstream connections too
+    pending: PendingConnections = field(default_factory=PendingConnections)
 
     async def handle(self, request: IncomingRequest) -> None:
         if not request.is_websocket:
@@ -178,6 +180,7 @@ class Gateway:
         if path == "/healthz":
             ok = not self.shutdown.is_set()
             body = {"status": "ok" if ok else "shutting_down", "sessions": self.active,
+                    "pending_connections": self.pending.count,
                     "engines": sorted(self.registry.engine_urls), "pid": os.getpid(),
                     "limits": "ok" if self.limits.healthy else "unreachable"}
             await request.reject(200 if ok else 503, orjson.dumps(body))
@@ -213,10 +216,19 @@ async def serve_gateway(gateway: Gateway, host: str, port: int, *,
     ``transport``: the native frame codec (default) or trio-websocket (the baseline);
     ``reuse_port``: share the port with other worker processes (native only)."""
 
+    config = gateway.config
+    pending = PendingConnections(
+        config.max_pending_connections, config.max_pending_per_address,
+        on_refused=lambda: gateway.metrics.inc("slng_refusals_total",
+                                               limit="pending_connections"))
+    gateway.pending = pending
+
     async def serve(task_status: trio.TaskStatus[int]) -> None:
         if transport == "native":
             await serve_native_websocket(gateway.handle, host, port, ssl_context=ssl_context,
-                                         reuse_port=reuse_port, task_status=task_status)
+                                         reuse_port=reuse_port, pending=pending,
+                                         handshake_timeout=config.handshake_timeout_s,
+                                         task_status=task_status)
         else:
             await serve_trio_websocket(gateway.handle, host, port, ssl_context=ssl_context,
                                        task_status=task_status)
