@@ -25,6 +25,7 @@ import trio_websocket
 from slng_fast import errors
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
+from slng_fast.gateway.session_timer import SessionTimer
 from slng_fast.gateway.transport import (
     Connection,
     ConnectionClosed,
@@ -84,6 +85,7 @@ class SessionBridge:
         # Upstream items waiting in the inbox: while any do, upstream messages queue
         # behind them instead of taking the hot path.
         self.deferred = 0
+        self.timer = SessionTimer(session)
 
     async def run(self, nursery_for_upstreams: trio.Nursery | None = None) -> None:
         tier = self.session.tier
@@ -94,6 +96,7 @@ class SessionBridge:
             nursery.start_soon(self._after, tier.max_duration_s, ("max_duration",))
             nursery.start_soon(self._heartbeat, tier.heartbeat_s)
             nursery.start_soon(self._watch_shutdown)
+            nursery.start_soon(self.timer.run, self.inbox_send)
             interval = getattr(getattr(self.session, "dialect", None), "keepalive_interval", None)
             if interval:
                 nursery.start_soon(self._every, interval, ("keepalive",))
@@ -139,6 +142,8 @@ class SessionBridge:
                     actions = session.end("idle_timeout", now, close_reason="no pong")
                 elif kind == "keepalive":
                     actions = session.keepalive(now)
+                elif kind == "deadline":
+                    actions = session.on_deadline(now)
                 elif kind == "shutdown":
                     actions = session.end("server_shutdown", now,
                                           close_code=errors.CLOSE_GOING_AWAY)
@@ -154,6 +159,7 @@ class SessionBridge:
             self._record(session)
             if sent:
                 return
+            self.timer.check()
 
     def _fault(self, exc: Exception, now: float) -> list[Action]:
         """A session step raised: it fails this session only (call from the except block,
