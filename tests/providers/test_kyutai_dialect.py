@@ -79,9 +79,9 @@ def test_no_settings_message():
 def test_audio_goes_out_in_frames_of_1920_float32_samples():
     d = make()
     samples = np.linspace(-0.5, 0.5, 5000, dtype="<f4")
-    first = d.audio(samples[:1000].tobytes())
+    first = d.audio(samples[:1000].tobytes(), 0.0)
     assert first == []  # under one 80 ms frame: held back
-    frames = d.audio(samples[1000:].tobytes())
+    frames = d.audio(samples[1000:].tobytes(), 0.0)
     assert len(frames) == 2 and all(isinstance(f, bytes) for f in frames)
     msgs = decoded(frames)
     assert [m["type"] for m in msgs] == ["Audio", "Audio"]
@@ -93,8 +93,8 @@ def test_audio_goes_out_in_frames_of_1920_float32_samples():
 
 def test_finalize_flushes_the_rest_padded_then_marker_then_silence():
     d = make()
-    d.audio(f32([0.25] * 100))
-    frames = d.finalize()
+    d.audio(f32([0.25] * 100), 0.0)
+    frames = d.finalize(0.0)
     msgs = decoded(frames)
     assert msgs[0]["type"] == "Audio" and len(msgs[0]["pcm"]) == FRAME_SAMPLES
     assert msgs[0]["pcm"][:100] == [0.25] * 100 and set(msgs[0]["pcm"][100:]) == {0.0}
@@ -102,14 +102,14 @@ def test_finalize_flushes_the_rest_padded_then_marker_then_silence():
     assert frames[2:] == [SILENCE_FRAME] * PRIME_FRAMES
     assert unpack(SILENCE_FRAME) == {"type": "Audio", "pcm": [0.0] * FRAME_SAMPLES}
     # nothing held back: the next finalize is a marker and silence only, with a new id
-    again = decoded(d.finalize())
+    again = decoded(d.finalize(0.0))
     assert again[0] == {"type": "Marker", "id": 1} and len(again) == 1 + PRIME_FRAMES
 
 
 def test_steps_while_a_marker_is_outstanding_are_answered_with_silence():
     d = make()
     assert d.receive(step(0)) == [Ignored("Step")]
-    d.finalize()
+    d.finalize(0.0)
     assert d.receive(step(1)) == [Reply((SILENCE_FRAME,))]
     assert d.receive(step(2)) == [Reply((SILENCE_FRAME,))]
     assert d.receive(marker(0)) == [FinalTranscript("")]
@@ -118,19 +118,19 @@ def test_steps_while_a_marker_is_outstanding_are_answered_with_silence():
 
 def test_words_make_partials_then_one_final_at_the_marker():
     d = make()
-    d.audio(f32([0.0] * 4000))
+    d.audio(f32([0.0] * 4000), 0.0)
     assert d.receive(pack({"type": "Ready"})) == [UpstreamReady(sample_rate=24000)]
     assert d.receive(word("Hello", 0.5)) == [Transcript("Hello", False)]
     assert isinstance(d.receive(pack({"type": "EndWord", "stop_time": 0.8}))[0], Ignored)
     assert d.receive(word("world", 0.9)) == [Transcript("Hello world", False)]
-    d.finalize()
+    d.finalize(0.0)
     assert d.receive(step()) == [Reply((SILENCE_FRAME,))]
     assert d.receive(word("again", 1.4)) == [Transcript("Hello world again", False)]
     assert d.receive(marker(0)) == [Transcript("Hello world again", True),
                                     FinalTranscript("Hello world again")]
     # the next segment starts afresh: nothing repeated
     assert d.receive(word("Next", 3.0)) == [Transcript("Next", False)]
-    d.finalize()
+    d.finalize(0.0)
     assert d.receive(marker(1)) == [Transcript("Next", True), FinalTranscript("Next")]
 
 
@@ -143,7 +143,7 @@ def test_a_pause_of_steps_without_words_ends_the_segment():
     assert d.receive(word("three")) == [Transcript("three", False)]
     for _ in range(PAUSE_STEPS - 1):
         assert d.receive(step()) == [Ignored("Step")]
-    d.finalize()
+    d.finalize(0.0)
     assert d.receive(marker(0)) == [Transcript("three", True), FinalTranscript("one two three")]
 
 
@@ -160,8 +160,8 @@ def test_words_keep_a_segment_open_however_many_steps():
 def test_two_finalizes_each_get_their_final_transcript():
     d = make()
     d.receive(word("first"))
-    d.finalize()
-    d.finalize()
+    d.finalize(0.0)
+    d.finalize(0.0)
     assert d.receive(step()) == [Reply((SILENCE_FRAME,))]
     assert d.receive(marker(0)) == [Transcript("first", True), FinalTranscript("first")]
     assert d.receive(step()) == [Reply((SILENCE_FRAME,))]  # marker 1 still out
@@ -172,7 +172,7 @@ def test_two_finalizes_each_get_their_final_transcript():
 def test_markers_it_did_not_send_are_ignored():
     d = make()
     assert isinstance(d.receive(marker(42))[0], Ignored)
-    d.finalize()
+    d.finalize(0.0)
     assert isinstance(d.receive(marker(42))[0], Ignored)
     assert d.receive(marker(0)) == [FinalTranscript("")]
 
@@ -194,12 +194,12 @@ def test_keepalive_is_silence_when_the_upstream_heard_nothing_for_an_interval():
     d = make()
     assert d.keepalive_interval and d.keepalive() == [SILENCE_FRAME]
     assert d.keepalive() == [SILENCE_FRAME]
-    d.audio(f32([0.5] * (FRAME_SAMPLES + 10)))  # one frame sent, 10 samples held
+    d.audio(f32([0.5] * (FRAME_SAMPLES + 10)), 0.0)  # one frame sent, 10 samples held
     assert d.keepalive() == []  # audio is flowing: no silence cut into it
     frames = d.keepalive()  # quiet for a whole interval: the rest first, then silence
     assert len(frames) == 2 and frames[1] == SILENCE_FRAME
     assert unpack(frames[0])["pcm"][:10] == [0.5] * 10
-    d.finalize()
+    d.finalize(0.0)
     assert d.keepalive() == []
     assert d.keepalive() == [SILENCE_FRAME]
 
@@ -295,7 +295,7 @@ def test_a_gap_in_the_word_timestamps_ends_the_segment():
     # a second and more of silence by the audio clock, however quickly it arrived
     assert d.receive(word("three", 1.3 + PAUSE_STEPS * 0.08 + 0.01)) == [
         Transcript("one two", True), Transcript("three", False)]
-    d.finalize()
+    d.finalize(0.0)
     assert d.receive(marker(0)) == [Transcript("three", True),
                                     FinalTranscript("one two three")]
 

@@ -3,6 +3,7 @@ No sockets."""
 
 from __future__ import annotations
 
+import math
 import struct
 
 import orjson
@@ -20,7 +21,7 @@ from slng_fast.providers.base import (
     UpstreamReady,
 )
 from slng_fast.providers.registry import ENDPOINTS, ProviderRegistry
-from slng_fast.providers.whisper import FINALIZE_SILENCE_S, WhisperDialect
+from slng_fast.providers.whisper import FINALIZE_GRACE_S, FINALIZE_SILENCE_S, WhisperDialect
 
 WHISPER = ENDPOINTS["whisper"]
 UID = "test-uid"
@@ -54,8 +55,24 @@ def texts(events) -> list[tuple[str, bool] | str]:
     return out
 
 
-def send_audio(d: WhisperDialect, seconds: float) -> None:
-    d.audio(bytes(int(seconds * 16000) * 4))
+def send_audio(d: WhisperDialect, seconds: float, now: float = 0.0) -> None:
+    """``seconds`` of audio in one frame at ``now``."""
+    d.audio(bytes(int(seconds * 16000) * 4), now)
+
+
+def send_paced(d: WhisperDialect, seconds: float, start: float, *,
+               speed: float = 1.0) -> float:
+    """``seconds`` of audio in 20 ms frames from ``start``, ``speed`` times real time
+    (``math.inf``: all at ``start``); the time the last frame went."""
+    now = start
+    for i in range(round(seconds / 0.02)):
+        now = start + i * 0.02 / speed
+        d.audio(bytes(320 * 4), now)
+    return now
+
+
+def seconds_of(frames) -> float:
+    return sum(len(f) for f in frames) / 4 / 16000
 
 
 # ---- the options message and audio ----------------------------------------------------
@@ -160,33 +177,33 @@ def test_finalize_sends_silence_and_answers_when_the_tail_completes():
     d = dialect()
     send_audio(d, 3.0)
     d.receive(update(seg(0.5, 2.5, "hello world", False)))
-    frames = d.finalize()
+    frames = d.finalize(3.0)
     assert all(isinstance(f, bytes) and not any(f) for f in frames)
     assert sum(len(f) for f in frames) == int(FINALIZE_SILENCE_S * 16000) * 4
-    assert d.finalize_events() == []  # a segment is pending
     assert texts(d.receive(update(seg(0.5, 2.6, "hello world", False)))) == []
     assert texts(d.receive(update(seg(0.5, 2.7, "hello world again", True)))) == [
         ("hello world again", True), "FINAL"]
-    # exactly one: later updates do not answer it again
+    # exactly one: later updates and the deadline do not answer it again
     assert texts(d.receive(update(seg(0.5, 2.7, "hello world again", True)))) == []
+    assert d.deadline() is None and d.on_deadline(100.0) == []
 
 
 def test_finalize_tops_up_silence_while_the_tail_stays_open():
     d = dialect()
     send_audio(d, 3.0)
-    d.finalize()  # nothing heard yet: the server lags behind the audio
+    d.finalize(0.1)  # nothing heard yet: the server lags behind the audio
     # the server reports speech running into the silence it was sent
     events = d.receive(update(seg(0.5, 3.6, "one two", False)))
     assert texts(events) == [("one two", False), "REPLY"]
     (reply,) = [e for e in events if isinstance(e, Reply)]
-    extra = sum(len(f) for f in reply.frames) / 4 / 16000
+    extra = seconds_of(reply.frames)
     assert extra == pytest.approx(0.6, abs=0.01)  # one second after the tail's end
     # bounded: a tail that never ends does not get endless silence
     total = extra
     for end in range(5, 30):
         for e in d.receive(update(seg(0.5, float(end), "one two", False))):
             if isinstance(e, Reply):
-                total += sum(len(f) for f in e.frames) / 4 / 16000
+                total += seconds_of(e.frames)
     assert total <= 3.0 + 1e-6
     assert texts(d.receive(update(seg(0.5, 4.0, "one two", True)))) == [
         ("one two", True), "FINAL"]
@@ -196,8 +213,8 @@ def test_final_comes_before_segments_spoken_after_the_finalize():
     d = dialect()
     send_audio(d, 3.0)
     d.receive(update(seg(0.5, 2.5, "first", False)))
-    d.finalize()  # finalize point 3.0 s; 1 s of silence follows
-    send_audio(d, 2.0)  # the client speaks again before the answer
+    d.finalize(3.0)  # finalize point 3.0 s; 1 s of silence follows
+    send_audio(d, 2.0, 3.5)  # the client speaks again before the answer
     events = d.receive(update(seg(0.5, 2.6, "first", True), seg(4.2, 4.8, "second", True),
                               seg(4.9, 5.0, "third", False)))
     assert texts(events) == [("first", True), "FINAL", ("second", True), ("third", False)]
@@ -206,7 +223,7 @@ def test_final_comes_before_segments_spoken_after_the_finalize():
 def test_a_server_behind_the_audio_is_waited_for():
     d = dialect()
     send_audio(d, 6.0)
-    d.finalize()  # finalize point 6 s; the server has reported nothing yet
+    d.finalize(0.1)  # finalize point 6 s; the server has reported nothing yet
     # the first sentence completes, but the server is still far from the finalize point
     assert texts(d.receive(update(seg(0.5, 2.0, "first", True)))) == [("first", True)]
     assert texts(d.receive(update(seg(0.5, 2.0, "first", True),
@@ -216,13 +233,13 @@ def test_a_server_behind_the_audio_is_waited_for():
         ("second part", True), "FINAL"]
 
 
-def test_after_a_long_quiet_the_next_speech_answers_without_finalize_events():
+def test_after_a_long_quiet_the_next_speech_answers_the_finalize():
     d = dialect()
     send_audio(d, 2.0)
     d.receive(update(seg(0.2, 1.5, "done", True)))
-    send_audio(d, 8.0)
-    d.finalize()  # finalize point 10 s; WhisperLive sends nothing for the silence
-    send_audio(d, 2.0)
+    send_audio(d, 8.0, 2.0)
+    d.finalize(10.0)  # finalize point 10 s; WhisperLive sends nothing for the silence
+    send_audio(d, 2.0, 10.5)
     assert texts(d.receive(update(seg(0.2, 1.5, "done", True),
                                   seg(11.2, 11.8, "next", False)))) == ["FINAL", ("next", False)]
 
@@ -231,35 +248,127 @@ def test_two_finalizes_each_get_one_answer():
     d = dialect()
     send_audio(d, 2.0)
     d.receive(update(seg(0.2, 1.8, "one", False)))
-    d.finalize()
+    d.finalize(2.0)
     assert texts(d.receive(update(seg(0.2, 1.9, "one", True)))) == [("one", True), "FINAL"]
-    send_audio(d, 2.0)
+    send_audio(d, 2.0, 3.0)
     d.receive(update(seg(0.2, 1.9, "one", True), seg(3.2, 4.5, "two", False)))
-    d.finalize()
+    d.finalize(5.0)
     assert texts(d.receive(update(seg(0.2, 1.9, "one", True), seg(3.2, 4.6, "two", True)))) == [
         ("two", True), "FINAL"]
 
 
-def test_finalize_with_nothing_pending():
-    d = dialect()
-    send_audio(d, 2.0)
-    d.receive(update(seg(0.2, 1.5, "done", True)))
-    send_audio(d, 2.0)  # 2.5 s of quiet since the server last heard speech
-    d.finalize()
-    assert texts(d.finalize_events()) == ["FINAL"]
-    assert d.finalize_events() == []
-    # the later update does not answer it a second time
-    assert texts(d.receive(update(seg(0.2, 1.5, "done", True)))) == []
-
-
-def test_finalize_right_after_speech_waits_for_the_server():
+def test_finalize_right_after_speech_is_answered_by_the_next_update():
     d = dialect()
     send_audio(d, 1.0)
     d.receive(update(seg(0.2, 0.9, "done", True)))
-    d.finalize()  # under QUIET_S since the last speech: it may still be coming
-    assert d.finalize_events() == []
-    # without finalize_events the answer rides on the next update
+    d.finalize(1.0)  # under QUIET_S since the last speech: it may still be coming
     assert texts(d.receive(update(seg(0.2, 0.9, "done", True)))) == ["FINAL"]
+
+
+# ---- the finalize deadline (time passed in) -----------------------------------------------
+
+def test_audio_faster_than_real_time_is_not_answered_before_the_server_hears_it():
+    """The bug: 5.5 s sent in a tenth of a second, then finalize. The server has reported
+    nothing yet; that is not silence."""
+    d = dialect()
+    last = send_paced(d, 5.5, 0.0, speed=55)
+    assert d.finalize(last) != []
+    # a real-time server has heard it all 5.5 s after the first frame, and the finalize's
+    # second of silence one second later; then the grace
+    assert d.deadline() == pytest.approx(5.5 + FINALIZE_SILENCE_S + FINALIZE_GRACE_S)
+    assert d.on_deadline(last) == []
+    assert texts(d.receive(update(seg(0.5, 1.8, "please open the", False)))) == [
+        ("please open the", False)]
+    assert texts(d.receive(update(seg(0.5, 2.0, "please open the door", True)))) == [
+        ("please open the door", True)]  # 2 s is more than QUIET_S before the 5.5 s point
+    assert texts(d.receive(update(seg(0.5, 2.0, "please open the door", True),
+                                  seg(2.5, 4.2, "one two three four five", True)))) == [
+        ("one two three four five", True), "FINAL"]
+
+
+def test_the_deadline_answers_when_the_speech_ended_long_before_the_finalize():
+    d = dialect()
+    send_audio(d, 6.0, 0.0)  # 2 s of speech, then 4 s of quiet, all at once
+    d.finalize(0.05)
+    deadline = d.deadline()
+    assert deadline == pytest.approx(6.0 + FINALIZE_SILENCE_S + FINALIZE_GRACE_S)
+    assert texts(d.receive(update(seg(0.3, 1.9, "hello there", True)))) == [
+        ("hello there", True)]  # heard, but nothing says the server got to 6 s yet
+    assert d.on_deadline(deadline - 0.01) == []
+    assert d.deadline() == deadline
+    assert texts(d.on_deadline(deadline)) == ["FINAL"]
+    assert d.deadline() is None and d.on_deadline(deadline + 1) == []
+    # the answer is not given again by a later update
+    assert texts(d.receive(update(seg(0.3, 1.9, "hello there", True)))) == []
+
+
+def test_real_time_audio_with_nothing_pending_waits_only_for_silence_and_grace():
+    d = dialect()
+    last = send_paced(d, 2.0, 0.0)
+    d.receive(update(seg(0.2, 1.5, "done", True)))
+    last = send_paced(d, 2.0, last + 0.02)  # 2.5 s of quiet since the last speech heard
+    d.finalize(last + 0.02)
+    assert d.deadline() == pytest.approx(last + 0.02 + FINALIZE_SILENCE_S + FINALIZE_GRACE_S)
+    assert texts(d.on_deadline(d.deadline())) == ["FINAL"]
+
+
+def test_after_a_pause_the_bound_counts_from_when_the_audio_came():
+    """A client that streamed, paused, then sent a file fast: the server cannot have heard
+    the file before it came, whatever the stream's age."""
+    d = dialect()
+    send_paced(d, 2.0, 0.0)
+    send_paced(d, 4.0, 60.0, speed=math.inf)
+    d.finalize(60.0)
+    assert d.deadline() == pytest.approx(60.0 + 4.0 + FINALIZE_SILENCE_S + FINALIZE_GRACE_S)
+
+
+def test_an_open_tail_is_waited_for_past_the_deadline():
+    d = dialect()
+    send_audio(d, 6.0)
+    d.finalize(0.0)
+    d.receive(update(seg(0.5, 2.0, "still", False)))
+    assert d.on_deadline(100.0) == []  # the tail began before the finalize point
+    assert d.deadline() is None  # nothing left for time to settle
+    # completed far before the finalize point: only the passed deadline lets it answer
+    assert texts(d.receive(update(seg(0.5, 2.1, "still here", True)))) == [
+        ("still here", True), "FINAL"]
+
+
+def test_a_finalize_with_no_new_audio_is_answered_at_once_in_order():
+    d = dialect()
+    assert d.finalize(0.5) == []  # nothing sent at all: no silence either
+    assert d.deadline() == 0.5
+    assert texts(d.on_deadline(0.5)) == ["FINAL"]
+    send_audio(d, 3.0, 1.0)
+    d.receive(update(seg(0.5, 2.5, "words", False)))
+    assert d.finalize(1.1) != []
+    assert d.finalize(1.2) == []  # no audio since the previous finalize
+    # the second waits behind the first, which waits for its tail
+    assert d.on_deadline(1.2) == []
+    assert texts(d.on_deadline(100.0)) == []
+    assert texts(d.receive(update(seg(0.5, 2.6, "words", True)))) == [
+        ("words", True), "FINAL", "FINAL"]
+
+
+def test_the_session_passes_the_deadline_on():
+    d = WhisperDialect(WHISPER, "ws://w")
+    s = SttSession(endpoint=WHISPER, dialect=d, tier=PRO, now=0.0)
+    assert s.deadline() is None  # not started
+    s.receive_text(cmd(type="start", uid=UID), 0.0)
+    for _ in range(6):  # 3 s at 16 kHz pcm16, all at once
+        s.receive_binary(b"\x00\x00" * 8000, 0.1)
+    assert s.deadline() is None
+    s.receive_text(cmd(type="finalize"), 0.2)
+    deadline = s.deadline()
+    assert deadline == pytest.approx(0.1 + 3.0 + FINALIZE_SILENCE_S + FINALIZE_GRACE_S)
+    assert s.on_deadline(deadline - 0.5) == []
+    out = s.on_deadline(deadline)
+    assert types(out) == ["final_transcript"]
+    assert client_events(out)[0]["audio_duration_seconds"] == pytest.approx(3.0)
+    assert s.deadline() is None and s.on_deadline(deadline + 1) == []
+    s.receive_text(cmd(type="finalize"), 9.0)
+    s.end("client_closed", 9.1)
+    assert s.deadline() is None and s.on_deadline(9.2) == []  # ended: nothing more
 
 
 def test_session_finalize_gives_one_final_transcript_with_the_segments():

@@ -26,6 +26,7 @@ from slng_fast import errors
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
 from slng_fast.gateway.queues import ByteBoundedQueue
+from slng_fast.gateway.session_timer import SessionTimer
 from slng_fast.gateway.transport import (
     PEER_NOT_READING,
     Connection,
@@ -108,6 +109,10 @@ class SessionBridge:
         self._end: tuple[Any, ...] | None = None
         self._waiting: trio.CancelScope | None = None
         self._loop_task: trio.lowlevel.Task | None = None
+        # The session's own deadline (`session.deadline()`), which interrupts the loop the
+        # same way and runs `session.on_deadline(now)` as the loop's next step.
+        self.timer = SessionTimer(session)
+        self._deadline_due = False
 
     async def run(self, nursery_for_upstreams: trio.Nursery | None = None) -> None:
         tier = self.session.tier
@@ -118,6 +123,7 @@ class SessionBridge:
             nursery.start_soon(self._after, tier.max_duration_s, ("max_duration",))
             nursery.start_soon(self._heartbeat, tier.heartbeat_s)
             nursery.start_soon(self._watch_shutdown)
+            nursery.start_soon(self.timer.run, self._deadline_passed)
             interval = getattr(getattr(self.session, "dialect", None), "keepalive_interval", None)
             if interval:
                 nursery.start_soon(self._every, interval, ("keepalive",))
@@ -133,6 +139,11 @@ class SessionBridge:
                             await self.conn.close(1011, "internal error")
                         except Exception:
                             pass
+
+    def _deadline_passed(self) -> None:
+        self._deadline_due = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def request_end(self, item: tuple[Any, ...]) -> None:
         """End the session for ``item`` (("max_duration",), ("shutdown",), ...) as soon
@@ -186,6 +197,18 @@ class SessionBridge:
                     return
                 self._record(session)
                 continue
+            if self._deadline_due:
+                self._deadline_due = False
+                now = trio.current_time()
+                try:
+                    actions = session.on_deadline(now)
+                except Exception as exc:
+                    actions = self._fault(exc, now)
+                if await self._execute(actions):
+                    return
+                self._record(session)
+                self.timer.check()
+                continue
             got, item = await self._interruptible(self.inbox.get)
             if not got:
                 continue
@@ -224,6 +247,7 @@ class SessionBridge:
             self._record(session)
             if sent:
                 return
+            self.timer.check()
 
     def _fault(self, exc: Exception, now: float) -> list[Action]:
         """A session step raised: it fails this session only (call from the except block,

@@ -158,6 +158,14 @@ class SessionCore:
                            reason: str | None = None) -> list[Action]:
         raise NotImplementedError
 
+    def deadline(self) -> float | None:
+        """When the I/O layer should call ``on_deadline`` (a time on the clock ``now``
+        comes from), or None. Read after every step; ``on_deadline`` moves or clears it."""
+        return None
+
+    def on_deadline(self, now: float) -> list[Action]:
+        return []
+
     # -- upstream lifecycle (called by the I/O layer) -------------------------------------
     def upstream_failed(self, epoch: int, message: str, now: float) -> list[Action]:
         """The upstream could not be opened (or has no credentials)."""

@@ -63,13 +63,7 @@ class SttSession(SessionCore):
             raise GatewayError(errors.INVALID_MESSAGE, f"send 'start' before {name!r}")
         if isinstance(command, cmd.Finalize):
             self.finalizes_pending += 1
-            actions: list[Action] = [SendUpstream(f) for f in self.dialect.finalize()]
-            # A dialect that can tell at once that nothing is pending upstream (WhisperLive
-            # sends nothing for silence) answers here instead of with a later frame.
-            early = getattr(self.dialect, "finalize_events", None)
-            if early is not None:
-                actions += self._upstream_events(early(), now)
-            return actions
+            return [SendUpstream(f) for f in self.dialect.finalize(now)]
         if isinstance(command, cmd.Stop):
             return self.end("client_closed", now)
         raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
@@ -104,7 +98,7 @@ class SttSession(SessionCore):
         before = self.audio.received_seconds
         pcm = self.audio.push(frame)
         self.usage.audio_ms += (self.audio.received_seconds - before) * 1000.0
-        return actions + [SendUpstream(f) for f in self.dialect.audio(pcm)]
+        return actions + [SendUpstream(f) for f in self.dialect.audio(pcm, now)]
 
     def receive_upstream(self, epoch: int, frame: Frame, now: float) -> list[Action]:
         if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
@@ -132,6 +126,20 @@ class SttSession(SessionCore):
             elif isinstance(event, Reply):
                 actions += [SendUpstream(f) for f in event.frames]
         return actions
+
+    def deadline(self) -> float | None:
+        """The dialect's own deadline (WhisperLive: a finalize that only time can settle,
+        since its server sends nothing for silence), or None."""
+        timer = getattr(self.dialect, "deadline", None)
+        if timer is None or self.ended or not self.upstream_open or self.mode != UNIFIED:
+            return None
+        deadline: float | None = timer()
+        return deadline
+
+    def on_deadline(self, now: float) -> list[Action]:
+        if self.deadline() is None:
+            return []
+        return self._upstream_events(self.dialect.on_deadline(now), now)
 
     def keepalive(self, now: float) -> list[Action]:
         """Called by the I/O layer every ``dialect.keepalive_interval`` seconds."""

@@ -190,12 +190,15 @@ class SttDialect(Protocol):
     ``audio`` takes PCM already converted to ``model_rate`` and ``model_format``
     ("pcm16" or "f32"); ``finalize`` answers, through ``receive``, with exactly one
     ``FinalTranscript`` (its text may be empty: the session then joins the final
-    segments it saw since the previous one).
+    segments it saw since the previous one), covering all the audio sent before it however
+    fast it came. ``now`` is the time the audio or the finalize is sent.
 
-    Optional: ``finalize_events()`` (answer a finalize at once when nothing is pending
-    upstream), ``is_native_frame(frame)`` (a first binary frame in the provider's own
-    format makes the session native) and ``native_audio_ms(frame)`` (usage of a native
-    frame)."""
+    Optional: ``deadline()`` and ``on_deadline(now)`` (a dialect that needs the clock,
+    such as WhisperLive's, whose finalize only time can settle when the server is silent:
+    the session calls ``on_deadline`` once the time ``deadline()`` gave has passed, and it
+    may answer with a ``FinalTranscript``), ``is_native_frame(frame)`` (a first binary
+    frame in the provider's own format makes the session native) and
+    ``native_audio_ms(frame)`` (usage of a native frame)."""
 
     model_rate: int
     model_format: str
@@ -203,8 +206,8 @@ class SttDialect(Protocol):
 
     def request(self) -> UpstreamRequest: ...
     def open_frames(self, language: str | None, extras: dict[str, Any]) -> list[Frame]: ...
-    def audio(self, pcm: bytes) -> list[Frame]: ...
-    def finalize(self) -> list[Frame]: ...
+    def audio(self, pcm: bytes, now: float) -> list[Frame]: ...
+    def finalize(self, now: float) -> list[Frame]: ...
     def keepalive(self) -> list[Frame]: ...
     def receive(self, frame: Frame) -> list[UpstreamEvent]: ...
 

@@ -132,7 +132,7 @@ class KyutaiDialect:
     def open_frames(self, language: str | None, extras: dict[str, Any]) -> list[Frame]:
         return []  # moshi-server takes no settings message: audio starts at once
 
-    def audio(self, pcm: bytes) -> list[Frame]:
+    def audio(self, pcm: bytes, now: float) -> list[Frame]:
         self._held += pcm
         whole = len(self._held) - len(self._held) % FRAME_BYTES
         if whole == 0:
@@ -153,7 +153,7 @@ class KyutaiDialect:
         self._held.clear()
         return [_native.kyutai_audio_frame(padded)]
 
-    def finalize(self) -> list[Frame]:
+    def finalize(self, now: float) -> list[Frame]:
         self._sent_since_keepalive = True
         frames = self._flush_held()
         marker = self._next_marker

@@ -45,10 +45,10 @@ class UnifiedSttDialect:
             start["language"] = language
         return [orjson.dumps({**extras, **start}).decode()]
 
-    def audio(self, pcm: bytes) -> list[Frame]:
+    def audio(self, pcm: bytes, now: float) -> list[Frame]:
         return [pcm] if pcm else []
 
-    def finalize(self) -> list[Frame]:
+    def finalize(self, now: float) -> list[Frame]:
         return ['{"type":"finalize"}']
 
     def keepalive(self) -> list[Frame]:

@@ -34,12 +34,15 @@ Mapping to the unified STT session:
   language message carry nothing for the client. Messages for another ``uid`` are ignored.
 
 Finalize. WhisperLive has no finalize message and ``END_OF_AUDIO`` ends the stream (the
-unified session stays open after a finalize), so the dialect finalizes by audio alone:
+unified session stays open after a finalize), so the dialect finalizes by audio, and by time
+where audio alone cannot tell:
 
-1. ``finalize()`` notes the finalize point ``T`` (seconds of audio sent so far) and sends
+1. ``finalize(now)`` notes the finalize point ``T`` (seconds of audio sent so far) and sends
    ``FINALIZE_SILENCE_S`` (1 s) of silence. That is what WhisperLive needs to close the open
-   segment: its VAD hears the pause and its same-output repetition completes the tail; it is
-   also enough for the endpointer of the PocketSphinx engine behind our emulator.
+   segment: its VAD hears the pause and its same-output repetition completes the tail; it
+   also fills the second of audio WhisperLive waits for before each pass, so the speech just
+   before ``T`` is heard. It is enough for the endpointer of the PocketSphinx engine behind
+   our emulator too.
 2. The ``FinalTranscript`` (empty text: the session joins the final segments it passed on)
    comes out of ``receive`` with the first ``segments`` update in which nothing that began
    before ``T`` is still incomplete and the server has caught up: it reported speech ending
@@ -49,15 +52,29 @@ unified session stays open after a finalize), so the dialect finalizes by audio 
    one finalize never takes text spoken after it.
 3. While the tail that began before ``T`` stays incomplete and less than a second of audio
    follows its end, the dialect answers the update with a ``Reply`` of more silence, at most
-   ``FINALIZE_MAX_EXTRA_S`` in all per finalize. No timers: everything is driven by frames.
+   ``FINALIZE_MAX_EXTRA_S`` in all per finalize.
+4. The deadline. WhisperLive sends nothing for silence, so frames cannot tell "silence"
+   from "not heard yet": when the speech before ``T`` ended long before it (or there was
+   none), or the server has reported nothing yet because the audio came faster than real
+   time, no update may ever settle the finalize. Time bounds the wait. We take it that the
+   server keeps up with real time (one that cannot could not serve a live stream at all):
+   it has heard the audio no later than a queue served at exactly real time would be done
+   with it. The dialect keeps that time, ``heard_by`` (``max(heard_by, now) + seconds`` per
+   frame sent), so audio sent faster than real time counts in full, and audio sent after a
+   pause counts from when it was sent, not from the stream's start. A finalize's deadline
+   is ``heard_by`` once its silence is sent, plus ``FINALIZE_GRACE_S`` (1 s) for the
+   server's last pass and the network. ``deadline()`` gives the earliest one pending and the
+   session calls ``on_deadline(now)`` once it has passed (the gateway keeps the clock; the
+   dialect stays sans-I/O, with time passed in). From then on the finalize no longer waits
+   for the server to catch up, only for a tail that began before ``T`` to complete: it is
+   answered at once when none is open, else with the update that completes it. An update
+   that settles it first answers it first, so the deadline costs time only when no update
+   can: about ``FINALIZE_SILENCE_S + FINALIZE_GRACE_S`` after a finalize of audio sent in
+   real time, the audio's own length when it came all at once. A server slower than real
+   time by more than the grace may put its last words in the next final.
 
-A finalize when nothing is pending: WhisperLive sends no update for silence, so there may be
-no frame to answer on. ``finalize_events()`` (called right after ``finalize()`` by a session
-that knows it) gives the ``FinalTranscript`` at once when the last update showed no
-incomplete tail and at least ``QUIET_S`` of audio has been sent since the last speech the
-server reported (a server lagging further behind than that may then put its last words in the
-next final). A session that does not call it gets the answer with the next ``segments``
-update.
+A finalize with no audio from the client since the previous one covers nothing: it sends no
+silence and its deadline is ``now`` (answered at once, after any finalize still pending).
 
 ``keepalive_interval`` is None: WhisperLive has no inactivity timeout (only its maximum
 connection time, reported as ``DISCONNECT``). Native mode relays frames unchanged; the
@@ -92,6 +109,9 @@ BYTES_PER_SECOND = MODEL_RATE * 4  # float32 mono
 FINALIZE_SILENCE_S = 1.0
 SILENCE_FRAME_S = 0.25
 FINALIZE_MAX_EXTRA_S = 3.0
+FINALIZE_GRACE_S = 1.0
+"""Past the time a real-time server has heard a finalize's silence: its last pass and the
+network (see the module docstring, point 4)."""
 QUIET_S = 2.0
 DEFAULT_MODEL = "small"
 END_OF_AUDIO = b"END_OF_AUDIO"
@@ -137,7 +157,9 @@ class Segment:
 @dataclass
 class _Finalize:
     target: float  # seconds of audio sent when the finalize came
+    deadline: float  # wall time after which only an open tail before target is waited for
     extra_silence: float = 0.0
+    overdue: bool = False  # the deadline has passed
 
 
 class WhisperDialect:
@@ -156,6 +178,9 @@ class WhisperDialect:
         self.last_partial = ""
         self.tail: Segment | None = None
         self.heard_until = 0.0  # the latest segment end the server reported
+        # When a server keeping up with real time has heard all the audio sent so far.
+        self.heard_by = float("-inf")
+        self.audio_since_finalize = False  # client audio sent since the last finalize
         self.finals: list[_Finalize] = []
 
     # ---- to the upstream ------------------------------------------------------------
@@ -183,31 +208,51 @@ class WhisperDialect:
                 options[key] = extras[key]
         return [orjson.dumps(options).decode()]
 
-    def audio(self, pcm: bytes) -> list[Frame]:
+    def audio(self, pcm: bytes, now: float) -> list[Frame]:
         if not pcm:
             return []
-        self.sent_seconds += len(pcm) / BYTES_PER_SECOND
+        self._sent(len(pcm) / BYTES_PER_SECOND, now)
+        self.audio_since_finalize = True
         return [pcm]
 
-    def _silence(self, seconds: float) -> list[Frame]:
+    def _sent(self, seconds: float, now: float) -> None:
+        self.sent_seconds += seconds
+        self.heard_by = max(self.heard_by, now) + seconds
+
+    def _silence(self, seconds: float, now: float) -> list[Frame]:
         frames = silence(seconds)
-        self.sent_seconds += sum(len(f) for f in frames) / BYTES_PER_SECOND
+        self._sent(sum(len(f) for f in frames) / BYTES_PER_SECOND, now)
         return frames
 
-    def finalize(self) -> list[Frame]:
-        self.finals.append(_Finalize(self.sent_seconds))
-        return self._silence(FINALIZE_SILENCE_S)
+    def finalize(self, now: float) -> list[Frame]:
+        if not self.audio_since_finalize:
+            self.finals.append(_Finalize(self.sent_seconds, deadline=now))
+            return []
+        self.audio_since_finalize = False
+        target = self.sent_seconds
+        frames = self._silence(FINALIZE_SILENCE_S, now)
+        self.finals.append(_Finalize(target, deadline=self.heard_by + FINALIZE_GRACE_S))
+        return frames
 
-    def finalize_events(self) -> list[UpstreamEvent]:
-        """Events to pass on right after ``finalize()``: the ``FinalTranscript`` at once
-        when nothing is pending upstream (see the module docstring), else none."""
-        if not self.finals or self.tail is not None:
-            return []
-        pending = self.finals[-1]
-        if len(self.finals) > 1 or pending.target - self.heard_until < QUIET_S:
-            return []
-        self.finals.pop()
-        return [FinalTranscript("")]
+    def deadline(self) -> float | None:
+        """When ``on_deadline`` should be called: the earliest deadline of a pending
+        finalize that has not passed yet, or None."""
+        for final in self.finals:
+            if not final.overdue:
+                return final.deadline
+        return None
+
+    def on_deadline(self, now: float) -> list[UpstreamEvent]:
+        """The finalizes whose deadline has passed stop waiting for the server to catch
+        up: each is answered now unless a tail that began before it is still open."""
+        for final in self.finals:
+            if final.deadline <= now:
+                final.overdue = True
+        events: list[UpstreamEvent] = []
+        while self.finals and self._settled(self.finals[0], self.tail):
+            self.finals.pop(0)
+            events.append(FinalTranscript(""))
+        return events
 
     def keepalive(self) -> list[Frame]:
         return []
@@ -297,10 +342,10 @@ class WhisperDialect:
         """Nothing that began before the finalize point is still incomplete, and the
         server has caught up with the audio before it: it reported speech up to less than
         ``QUIET_S`` before the finalize point (else a server behind the audio could still
-        be hearing speech it has not reported)."""
+        be hearing speech it has not reported), or the finalize's deadline has passed."""
         if tail is not None:
             return tail.start is not None and tail.start >= final.target - EPSILON
-        return self.heard_until >= final.target - QUIET_S
+        return final.overdue or self.heard_until >= final.target - QUIET_S
 
     def _top_up(self, final: _Finalize, tail: Segment) -> list[UpstreamEvent]:
         """More silence while the tail before the finalize point is not yet followed by
@@ -311,4 +356,6 @@ class WhisperDialect:
         if missing < SILENCE_FRAME_S / 2:
             return []
         final.extra_silence += missing
-        return [Reply(tuple(self._silence(missing)))]
+        # Counted from ``heard_by`` (``receive`` is not given the time): it is silence, so
+        # only a later finalize's bound depends on it, and that one counts from its own now.
+        return [Reply(tuple(self._silence(missing, self.heard_by)))]

@@ -1,0 +1,38 @@
+"""A session's own deadline: the clock for a sans-I/O session that asks for one.
+
+``session.deadline()`` says when (or None) and ``session.on_deadline(now)`` is what to call
+then (a WhisperLive finalize that only time can settle, a provider that went quiet). One
+task per session sleeps until the deadline and calls ``fire()``: the bridge then runs the
+session's step in its loop, ahead of its inbox (a deadline never waits in a queue). The
+loop calls ``check()`` after each step, which re-arms the task only when the step moved
+the deadline (no wake-up per audio frame)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+
+class SessionTimer:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.armed: float | None = None  # the deadline the task sleeps until
+        self._moved = trio.Event()
+
+    def check(self) -> None:
+        """After a session step: wake the task if the step moved the deadline."""
+        if self.session.deadline() != self.armed:
+            self._moved.set()
+
+    async def run(self, fire: Callable[[], None]) -> None:
+        while True:
+            moved = self._moved = trio.Event()
+            self.armed = self.session.deadline()
+            with trio.move_on_at(math.inf if self.armed is None else self.armed):
+                await moved.wait()
+            if not moved.is_set():
+                fire()
+                await moved.wait()  # until the loop's step has moved it
