@@ -77,7 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from slng_fast.gateway.run import run_gateway
 
     try:
-        config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+        config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir,
+                             drain_s=args.drain_s)
     except ConfigError as exc:
         print(f"slng-fast: {exc}", file=sys.stderr)
         return 2
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--transport", choices=("native", "trio-websocket"), default="native",
                        help="WebSocket frame layer: the native core (default) or trio-websocket")
+    serve.add_argument("--drain-s", type=float, default=None,
+                       help="on SIGTERM, stop taking sessions and let the work in flight "
+                       "finish for up to this many seconds (default 0, or [gateway] drain_s)")
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes on the one port (SO_REUSEPORT); more than one "
                        "needs --redis")

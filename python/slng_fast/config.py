@@ -74,6 +74,9 @@ class Config:
     max_pending_per_address: int = 256
     # Seconds a connection may take to send its request head (then 408).
     handshake_timeout_s: float = 20.0
+    # While a client waits on its provider (an utterance, a finalize), a provider that sends
+    # nothing for this long is given up on.
+    provider_timeout_s: float = 10.0
     # On SIGTERM: stop taking new sessions and let utterances in flight finish for up to
     # this many seconds before ending the rest (0: end them at once, as before).
     drain_s: float = 0.0
@@ -130,7 +133,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     }
     for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
-                "drain_s"):
+                "drain_s", "provider_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

@@ -109,3 +109,37 @@ def test_upstream_error_is_passed_on():
                                                    message="bad", retryable=False), 0.1)
     (err,) = client_events(out)
     assert err["code"] == "provider_error" and err["message"] == "bad"
+
+
+def test_a_provider_quiet_after_finalize_ends_the_session_at_the_deadline():
+    s = make()
+    s.receive_text(cmd(type="start"), 0.0)
+    s.receive_binary(b"\x00\x00" * 16000, 0.5)
+    assert s.deadline() is None  # streaming audio: nothing waits on the provider yet
+    s.receive_text(cmd(type="finalize"), 1.0)
+    assert s.deadline() == pytest.approx(1.0 + s.provider_timeout_s)
+    e = s.upstream_epoch
+    s.receive_upstream(e, cmd(type="transcript", text="hel", is_final=False), 4.0)
+    assert s.deadline() == pytest.approx(4.0 + s.provider_timeout_s)
+    assert s.on_deadline(5.0) == []
+    out = s.on_deadline(4.0 + s.provider_timeout_s)
+    events = client_events(out)
+    assert [e["type"] for e in events] == ["error", "session_ended"]
+    assert events[0]["code"] == "provider_unavailable" and close_code(out) == 1013
+
+
+def test_a_final_clears_the_deadline():
+    s = make()
+    s.receive_text(cmd(type="start"), 0.0)
+    s.receive_text(cmd(type="finalize"), 1.0)
+    s.receive_upstream(s.upstream_epoch, cmd(type="final_transcript", text=""), 2.0)
+    assert s.deadline() is None
+
+
+def test_draining_waits_for_a_pending_finalize():
+    s = make()
+    s.receive_text(cmd(type="start"), 0.0)
+    s.receive_text(cmd(type="finalize"), 1.0)
+    assert s.drain(1.5) == []
+    out = s.receive_upstream(s.upstream_epoch, cmd(type="final_transcript", text="hi"), 2.0)
+    assert types(out) == ["final_transcript", "session_ended"] and close_code(out) == 1001

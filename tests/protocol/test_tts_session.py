@@ -325,3 +325,49 @@ def test_generation_extras_out_of_range_are_refused_before_the_upstream(extra, c
     assert not opened(out)
     ok = s.receive_text(cmd(type="init", top_p=0.9, max_tokens=100, repetition_penalty=1.3), 0.0)
     assert types(ok) == ["ready"]
+
+
+def test_a_provider_quiet_mid_utterance_is_given_up_on_at_the_deadline():
+    s = make()
+    s.receive_text(cmd(type="init"), 0.0)
+    assert s.deadline() is None  # nothing waits on the provider
+    s.receive_text(cmd(type="input_text", text="Hello."), 1.0)
+    s.receive_text(cmd(type="flush"), 2.0)
+    assert s.deadline() == pytest.approx(2.0 + s.provider_timeout_s)
+    s.receive_upstream(s.upstream_epoch, tone(40), 5.0)  # audio moves it
+    assert s.deadline() == pytest.approx(5.0 + s.provider_timeout_s)
+    assert s.on_deadline(10.0) == []  # early: nothing happens
+    epoch = s.upstream_epoch
+    out = s.on_deadline(5.0 + s.provider_timeout_s)
+    events = client_events(out)
+    assert [e["type"] for e in events] == ["error", "audio_end"]
+    assert events[0]["code"] == "provider_error" and events[0]["retryable"] is True
+    assert events[1]["interrupted"] is True
+    assert [c.epoch for c in closed_upstreams(out)] == [epoch]
+    assert close_code(out) is None and s.deadline() is None  # the session goes on
+    # the next flush reopens the upstream and is answered as usual
+    s.receive_text(cmd(type="input_text", text="Again."), 20.0)
+    again = s.receive_text(cmd(type="flush"), 20.0)
+    assert opened(again) and upstream_frames(again)[-1] == '{"type":"control","action":"flush"}'
+    late = s.receive_upstream(epoch, tone(40), 20.5)  # the old upstream's audio is dropped
+    assert late == []
+    done = s.receive_upstream(s.upstream_epoch, '{"type":"flushed"}', 21.0)
+    assert types(done)[-1] == "audio_end" and client_events(done)[-1]["id"] == 2
+
+
+def test_draining_ends_an_idle_session_at_once_and_a_busy_one_after_its_utterances():
+    idle = make()
+    idle.receive_text(cmd(type="init"), 0.0)
+    out = idle.drain(1.0)
+    assert types(out) == ["session_ended"] and close_code(out) == 1001
+    assert client_events(out)[0]["reason"] == "server_shutdown"
+
+    busy = make()
+    busy.receive_text(cmd(type="init"), 0.0)
+    busy.receive_text(cmd(type="input_text", text="Hello."), 0.0)
+    busy.receive_text(cmd(type="flush"), 0.0)
+    assert busy.drain(1.0) == []  # an utterance is in flight
+    out = busy.receive_upstream(busy.upstream_epoch, tone(40), 1.5)
+    assert "session_ended" not in types(out)
+    out = busy.receive_upstream(busy.upstream_epoch, '{"type":"flushed"}', 2.0)
+    assert types(out)[-2:] == ["audio_end", "session_ended"] and close_code(out) == 1001

@@ -78,7 +78,8 @@ class SessionBridge:
                  slow_client_timeout: float = 10.0,
                  take_message: Callable[[float], Awaitable[float]] | None = None,
                  transport: str = "native",
-                 upstream_send_timeout: float = UPSTREAM_SEND_TIMEOUT) -> None:
+                 upstream_send_timeout: float = UPSTREAM_SEND_TIMEOUT,
+                 draining: trio.Event | None = None) -> None:
         self.open_upstream = open_native_upstream if transport == "native" else open_upstream
         # The messages-per-minute check, asked before a text frame reaches the session
         # (it may wait on a shared backend, so not in the session's own step).
@@ -113,6 +114,9 @@ class SessionBridge:
         # same way and runs `session.on_deadline(now)` as the loop's next step.
         self.timer = SessionTimer(session)
         self._deadline_due = False
+        # Draining for a rolling deploy: the session ends once nothing is in flight.
+        self.draining = draining if draining is not None else trio.Event()
+        self._drain_due = False
 
     async def run(self, nursery_for_upstreams: trio.Nursery | None = None) -> None:
         tier = self.session.tier
@@ -123,6 +127,7 @@ class SessionBridge:
             nursery.start_soon(self._after, tier.max_duration_s, ("max_duration",))
             nursery.start_soon(self._heartbeat, tier.heartbeat_s)
             nursery.start_soon(self._watch_shutdown)
+            nursery.start_soon(self._watch_drain)
             nursery.start_soon(self.timer.run, self._deadline_passed)
             interval = getattr(getattr(self.session, "dialect", None), "keepalive_interval", None)
             if interval:
@@ -197,11 +202,15 @@ class SessionBridge:
                     return
                 self._record(session)
                 continue
-            if self._deadline_due:
-                self._deadline_due = False
+            if self._deadline_due or self._drain_due:
                 now = trio.current_time()
                 try:
-                    actions = session.on_deadline(now)
+                    if self._drain_due:
+                        self._drain_due = False
+                        actions = session.drain(now)
+                    else:
+                        self._deadline_due = False
+                        actions = session.on_deadline(now)
                 except Exception as exc:
                     actions = self._fault(exc, now)
                 if await self._execute(actions):
@@ -472,7 +481,7 @@ class SessionBridge:
                 self.nursery.cancel_scope.cancel()
             return []
         if relayed:
-            self.session.credit_relayed(relayed)
+            self.session.credit_relayed(relayed, now)
         if not delivered:
             if await self._client_too_slow():
                 self.nursery.cancel_scope.cancel()
@@ -573,3 +582,9 @@ class SessionBridge:
     async def _watch_shutdown(self) -> None:
         await self.shutdown.wait()
         self.request_end(("shutdown",))
+
+    async def _watch_drain(self) -> None:
+        await self.draining.wait()
+        self._drain_due = True
+        if self._waiting is not None:
+            self._waiting.cancel()

@@ -72,20 +72,34 @@ async def serve_one_worker(config: Config, store: Store, registry: ProviderRegis
                            transport: str, reuse_port: bool, shutdown: trio.Event,
                            worker_id: str,
                            task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """One gateway loop until ``shutdown``; then its sessions end (1001) and it returns."""
+    """One gateway loop until ``shutdown``; then it drains (``drain_s``: no new sessions,
+    the work in flight finishes), its remaining sessions end (1001) and it returns."""
     async with open_limits(redis_url, worker_id, config.lease_ttl_s) as limits:
-        gateway = Gateway(config=config, store=store, registry=registry, limits=limits,
-                          shutdown=shutdown)
+        gateway = Gateway(config=config, store=store, registry=registry, limits=limits)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(lambda task_status: serve_gateway(
                 gateway, config.host, config.port, ssl_context=ssl_context,
                 transport=transport, reuse_port=reuse_port, task_status=task_status))
             task_status.started(port)
             await shutdown.wait()
+            await drain(gateway, config.drain_s)
+            gateway.shutdown.set()
             with trio.move_on_after(config.shutdown_grace_s + 1):
                 while gateway.active:  # noqa: ASYNC110 - polled
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
+
+
+async def drain(gateway: Gateway, seconds: float) -> None:
+    """Stop taking sessions and let those with work in flight finish, ``seconds`` at most
+    (each ends by itself once idle); then the caller ends the rest."""
+    if seconds <= 0:
+        return
+    log.info("draining: no new sessions; %d open, %.0f s to finish", gateway.active, seconds)
+    gateway.draining.set()
+    with trio.move_on_after(seconds):
+        while gateway.active:  # noqa: ASYNC110 - polled
+            await trio.sleep(0.05)
 
 
 async def run_gateway(config: Config, certfile: str | None = None,
@@ -130,7 +144,7 @@ async def run_gateway(config: Config, certfile: str | None = None,
                     log.info("signal %s: shutting down", signal.Signals(signum).name)
                     break
                 shutdown.set()
-                with trio.move_on_after(config.shutdown_grace_s + 5):
+                with trio.move_on_after(config.drain_s + config.shutdown_grace_s + 5):
                     await _wait_idle(nursery, supervisor)
                 nursery.cancel_scope.cancel()
     finally:
@@ -157,7 +171,7 @@ async def run_workers(config: Config, count: int, supervisor: EngineSupervisor, 
     base = [sys.executable, "-m", "slng_fast.gateway.worker", "--host", config.host,
             "--port", str(port), "--data-dir", str(config.data_dir), "--transport", transport,
             "--engine-urls", json.dumps(supervisor.urls), "--engine-info", json.dumps(info),
-            "--parent-pid", str(os.getpid())]
+            "--parent-pid", str(os.getpid()), "--drain-s", str(config.drain_s)]
     if redis_url:
         base += ["--redis", redis_url]
     if config_path:

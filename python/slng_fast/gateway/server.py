@@ -42,6 +42,8 @@ class Gateway:
     registry: reg.ProviderRegistry
     limits: Any = field(default_factory=LocalLimits)  # LocalLimits or SharedLimits
     shutdown: trio.Event = field(default_factory=trio.Event)
+    # Set on SIGTERM with a drain period: no new sessions, those in flight finish.
+    draining: trio.Event = field(default_factory=trio.Event)
     active: int = 0
     idle: trio.Event = field(default_factory=trio.Event)
     metrics: Metrics = field(default_factory=Metrics)
@@ -61,6 +63,9 @@ class Gateway:
             return
         if self.shutdown.is_set():
             await request.reject(503, b'{"error":"server_shutdown"}')
+            return
+        if self.draining.is_set():
+            await request.reject(503, b'{"error":"draining","retry":true}')
             return
         secret, subprotocol = find_key(request.headers, request.subprotocols, route.query)
         key = self.store.authenticate(secret) if secret else None
@@ -129,12 +134,13 @@ class Gateway:
         now = trio.current_time()
         presets = {**route.presets(), "context_id": context_id}
         session: Any
+        timeout = self.config.provider_timeout_s
         if route.kind == "tts":
             session = TtsSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
-                                 defaults=presets)
+                                 defaults=presets, provider_timeout_s=timeout)
         else:
             session = SttSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
-                                 defaults=presets)
+                                 defaults=presets, provider_timeout_s=timeout)
         if route.passthrough is not None:
             path, query = route.passthrough
             try:
@@ -158,7 +164,7 @@ class Gateway:
             await SessionBridge(conn, session, shutdown=self.shutdown, metrics=self.metrics,
                                 slow_client_timeout=self.config.slow_client_timeout_s,
                                 take_message=take_message,
-                                transport=self.transport).run()
+                                transport=self.transport, draining=self.draining).run()
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
@@ -178,8 +184,10 @@ class Gateway:
         """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``."""
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
-            ok = not self.shutdown.is_set()
-            body = {"status": "ok" if ok else "shutting_down", "sessions": self.active,
+            ok = not self.shutdown.is_set() and not self.draining.is_set()
+            status = ("ok" if ok else "shutting_down" if self.shutdown.is_set()
+                      else "draining")
+            body = {"status": status, "sessions": self.active,
                     "pending_connections": self.pending.count,
                     "engines": sorted(self.registry.engine_urls), "pid": os.getpid(),
                     "limits": "ok" if self.limits.healthy else "unreachable"}

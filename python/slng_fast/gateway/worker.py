@@ -25,7 +25,8 @@ log = logging.getLogger("slng_fast.gateway")
 
 
 async def run_worker(args: argparse.Namespace) -> None:
-    config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir)
+    config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir,
+                         drain_s=args.drain_s)
     store = Store(config.data_dir)
     registry = ProviderRegistry(config, json.loads(args.engine_urls), json.loads(args.engine_info))
     shutdown = trio.Event()
@@ -54,7 +55,7 @@ async def run_worker(args: argparse.Namespace) -> None:
 
             nursery.start_soon(stop_on_signal)
             await shutdown.wait()
-            nursery.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s + 3
+            nursery.cancel_scope.deadline = trio.current_time() + config.drain_s + config.shutdown_grace_s + 3
     store.close()
 
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     parser.add_argument("--worker-id", default="w0")
+    parser.add_argument("--drain-s", type=float, default=None)
     parser.add_argument("--parent-pid", type=int, default=0)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ from slng_fast.providers.base import Endpoint
 
 UNIFIED = "unified"
 NATIVE = "native"
+PROVIDER_TIMEOUT_S = 10.0
 
 # `type` values that providers' own protocols use: in a unified session they are
 # `mixed_protocol`, not `unknown_command` (PROTOCOL.md section 3).
@@ -44,7 +45,8 @@ class SessionCore:
 
     def __init__(self, *, endpoint: Endpoint, tier: TierLimits, now: float,
                  context_id: str | None = None,
-                 rate_limit: Callable[[float], float] | None = None) -> None:
+                 rate_limit: Callable[[float], float] | None = None,
+                 provider_timeout_s: float = PROVIDER_TIMEOUT_S) -> None:
         self.endpoint = endpoint
         self.tier = tier
         self.started_at = now
@@ -61,6 +63,11 @@ class SessionCore:
         self.upstream_open = False
         # A drop-in SDK route: native from the first frame, upstream by this request.
         self.passthrough: Any = None
+        # While the client waits on the provider (an utterance, a finalize), a provider
+        # that sends nothing for this long is given up on (`on_deadline`).
+        self.provider_timeout_s = provider_timeout_s
+        self.draining = False
+        self.last_upstream = now  # when the current upstream last sent anything
 
     # -- intake ---------------------------------------------------------------------
     def receive_text(self, frame: str | bytes, now: float,
@@ -186,7 +193,24 @@ class SessionCore:
             passed_on = code if code is not None and code >= 1002 and code != 1005 and code != 1006 else None
             return self.end("upstream_closed", now, close_code=passed_on or errors.CLOSE_NORMAL,
                             close_reason=(reason or "")[:120] if passed_on else "")
-        return self.on_upstream_closed(now, code, reason)
+        return self.on_upstream_closed(now, code, reason) + self._ended_if_drained(now)
+
+    # -- draining (a rolling deploy) -------------------------------------------------------
+    def drain(self, now: float) -> list[Action]:
+        """The gateway is draining: end now if nothing is in flight, else once the work in
+        flight is done (`_ended_if_drained` after each step that may finish it). A native
+        session's state is the provider's, so it runs until the drain's deadline."""
+        self.draining = True
+        return self._ended_if_drained(now)
+
+    def in_flight(self) -> bool:
+        """Work the client waits for (an utterance, a finalize); native mode: always."""
+        return self.mode == NATIVE
+
+    def _ended_if_drained(self, now: float) -> list[Action]:
+        if not self.draining or self.ended or self.in_flight():
+            return []
+        return self.end("server_shutdown", now, close_code=errors.CLOSE_GOING_AWAY)
 
     # -- ending --------------------------------------------------------------------------
     def end(self, reason: str, now: float, *, close_code: int = errors.CLOSE_NORMAL,

@@ -17,7 +17,7 @@ from slng_fast.protocol import commands as cmd
 from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioIn
-from slng_fast.protocol.session import NATIVE, UNIFIED, SessionCore
+from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, UNIFIED, SessionCore
 from slng_fast.providers.base import (
     Endpoint,
     FinalTranscript,
@@ -33,10 +33,13 @@ class SttSession(SessionCore):
 
     def __init__(self, *, endpoint: Endpoint, dialect: Any, tier: TierLimits, now: float,
                  defaults: dict[str, Any] | None = None,
-                 rate_limit: Callable[[float], float] | None = None) -> None:
+                 rate_limit: Callable[[float], float] | None = None,
+                 provider_timeout_s: float = PROVIDER_TIMEOUT_S) -> None:
         defaults = dict(defaults or {})
         super().__init__(endpoint=endpoint, tier=tier, now=now,
-                         context_id=defaults.pop("context_id", None), rate_limit=rate_limit)
+                         context_id=defaults.pop("context_id", None), rate_limit=rate_limit,
+                         provider_timeout_s=provider_timeout_s)
+        self.finalize_waiting_since: float | None = None
         self.dialect = dialect
         self.defaults = defaults
         self.started = False
@@ -62,6 +65,8 @@ class SttSession(SessionCore):
         if not self.started:
             raise GatewayError(errors.INVALID_MESSAGE, f"send 'start' before {name!r}")
         if isinstance(command, cmd.Finalize):
+            if not self.finalizes_pending:
+                self.finalize_waiting_since = now
             self.finalizes_pending += 1
             return [SendUpstream(f) for f in self.dialect.finalize(now)]
         if isinstance(command, cmd.Stop):
@@ -103,6 +108,7 @@ class SttSession(SessionCore):
     def receive_upstream(self, epoch: int, frame: Frame, now: float) -> list[Action]:
         if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
             return []
+        self.last_upstream = now
         if self.mode == NATIVE:
             return [SendClient(frame)]
         return self._upstream_events(self.dialect.receive(frame), now)
@@ -125,21 +131,39 @@ class SttSession(SessionCore):
                 actions += self.fail(err, now) if event.fatal else [self._error(err)]
             elif isinstance(event, Reply):
                 actions += [SendUpstream(f) for f in event.frames]
-        return actions
+        return actions + self._ended_if_drained(now)
+
+    def in_flight(self) -> bool:
+        return self.mode == NATIVE or self.finalizes_pending > 0
 
     def deadline(self) -> float | None:
-        """The dialect's own deadline (WhisperLive: a finalize that only time can settle,
-        since its server sends nothing for silence), or None."""
-        timer = getattr(self.dialect, "deadline", None)
-        if timer is None or self.ended or not self.upstream_open or self.mode != UNIFIED:
+        """The dialect's own deadline when it has one (WhisperLive: a finalize that only
+        time can settle, since its server sends nothing for silence); else, while a
+        finalize waits, when a provider that has sent nothing since is given up on."""
+        if self.ended or not self.upstream_open or self.mode != UNIFIED:
             return None
-        deadline: float | None = timer()
-        return deadline
+        timer = getattr(self.dialect, "deadline", None)
+        own = timer() if timer is not None else None
+        return own if own is not None else self._quiet_deadline()
+
+    def _quiet_deadline(self) -> float | None:
+        if not self.finalizes_pending or self.finalize_waiting_since is None:
+            return None
+        return max(self.last_upstream, self.finalize_waiting_since) + self.provider_timeout_s
 
     def on_deadline(self, now: float) -> list[Action]:
-        if self.deadline() is None:
-            return []
-        return self._upstream_events(self.dialect.on_deadline(now), now)
+        timer = getattr(self.dialect, "deadline", None)
+        if timer is not None and timer() is not None:
+            return self._upstream_events(self.dialect.on_deadline(now), now)
+        quiet = self._quiet_deadline()
+        if quiet is not None and now >= quiet and self.upstream_open and not self.ended:
+            # The audio already sent is the provider's now: it cannot be replayed to a new
+            # connection, so the session ends (the client may retry).
+            err = GatewayError(errors.PROVIDER_UNAVAILABLE,
+                               f"the speech model sent nothing for {self.provider_timeout_s:g} s "
+                               "after finalize")
+            return self._fatal(err, errors.CLOSE_TRY_AGAIN_LATER, now, reason="error")
+        return []
 
     def keepalive(self, now: float) -> list[Action]:
         """Called by the I/O layer every ``dialect.keepalive_interval`` seconds."""
@@ -151,6 +175,7 @@ class SttSession(SessionCore):
         if self.finalizes_pending == 0:
             return []
         self.finalizes_pending -= 1
+        self.finalize_waiting_since = now if self.finalizes_pending else None
         received = self.audio.received_seconds if self.audio else 0.0
         seconds = received - self.seconds_at_last_final
         self.seconds_at_last_final = received

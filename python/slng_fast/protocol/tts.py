@@ -19,7 +19,7 @@ from slng_fast.protocol import commands as cmd
 from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioOut
-from slng_fast.protocol.session import NATIVE, SessionCore
+from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, SessionCore
 from slng_fast.providers.base import (
     Audio,
     Endpoint,
@@ -44,10 +44,12 @@ class TtsSession(SessionCore):
 
     def __init__(self, *, endpoint: Endpoint, dialect: Any, tier: TierLimits, now: float,
                  defaults: dict[str, Any] | None = None, voices: tuple[str, ...] | None = None,
-                 rate_limit: Callable[[float], float] | None = None) -> None:
+                 rate_limit: Callable[[float], float] | None = None,
+                 provider_timeout_s: float = PROVIDER_TIMEOUT_S) -> None:
         defaults = dict(defaults or {})
         super().__init__(endpoint=endpoint, tier=tier, now=now,
-                         context_id=defaults.pop("context_id", None), rate_limit=rate_limit)
+                         context_id=defaults.pop("context_id", None), rate_limit=rate_limit,
+                         provider_timeout_s=provider_timeout_s)
         self.dialect = dialect
         self.voices = voices if voices is not None else endpoint.voices
         self.defaults = defaults  # query parameters: preset init fields
@@ -78,7 +80,7 @@ class TtsSession(SessionCore):
         if isinstance(command, cmd.Flush):
             return actions + self._flush(now)
         if isinstance(command, cmd.Stop):
-            return actions + self._stop()
+            return actions + self._stop() + self._ended_if_drained(now)
         if isinstance(command, cmd.Clear):
             return actions + [SendUpstream(f) for f in self.dialect.clear()]
         if isinstance(command, cmd.Configure):
@@ -217,6 +219,7 @@ class TtsSession(SessionCore):
     def receive_upstream(self, epoch: int, frame: Frame, now: float) -> list[Action]:
         if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
             return []  # late audio from a stopped upstream is dropped
+        self.last_upstream = now
         if self.mode == NATIVE:
             if isinstance(frame, bytes):
                 self.usage.audio_ms += len(frame) / (self.dialect.sample_rate * 2 / 1000.0)
@@ -224,7 +227,10 @@ class TtsSession(SessionCore):
         actions: list[Action] = []
         for event in self.dialect.receive(frame):
             actions += self._on_event(event, now)
-        return actions
+        return actions + self._ended_if_drained(now)
+
+    def in_flight(self) -> bool:
+        return self.mode == NATIVE or bool(self.pending)
 
     def relay_chunker(self, epoch: int) -> Any:
         """The chunker for relaying this upstream's binary frames straight to the client
@@ -239,9 +245,10 @@ class TtsSession(SessionCore):
             return None
         return self.audio.relay_chunker(self.dialect.sample_rate)
 
-    def credit_relayed(self, nbytes: int) -> None:
+    def credit_relayed(self, nbytes: int, now: float) -> None:
         """Count audio that `relay_chunker`'s chunker sent for the current utterance."""
         assert self.audio is not None
+        self.last_upstream = now
         ms = self.audio.credit(nbytes)
         self.pending[0].audio_ms += ms
         self.usage.audio_ms += ms
@@ -294,6 +301,27 @@ class TtsSession(SessionCore):
         return SendClient(events.audio_end(self.context_id, utterance.id, utterance.audio_ms,
                                            interrupted))
 
+    def deadline(self) -> float | None:
+        """While utterances wait on an open upstream (unified mode): when a provider that
+        has sent nothing since is given up on."""
+        if (self.ended or self.mode == NATIVE or not self.upstream_open or not self.pending
+                or all(u.empty for u in self.pending)):
+            return None
+        waiting_since = max(self.last_upstream, self.pending[0].flushed_at)
+        return waiting_since + self.provider_timeout_s
+
+    def on_deadline(self, now: float) -> list[Action]:
+        """The provider went quiet mid-utterance: as if it had closed the connection (a
+        retryable `provider_error`, the utterances end interrupted), and the upstream is
+        closed, to be reopened at the next flush."""
+        deadline = self.deadline()
+        if deadline is None or now < deadline:
+            return []
+        err = GatewayError(errors.PROVIDER_ERROR,
+                           f"the provider sent nothing for {self.provider_timeout_s:g} s "
+                           "mid-utterance", retryable=True)
+        return self._close_upstream() + self._interrupt_pending(err) + self._ended_if_drained(now)
+
     def on_upstream_closed(self, now: float, code: int | None = None,
                            reason: str | None = None) -> list[Action]:
         """The upstream went away by itself. Idle: reopen lazily, unseen. Mid-utterance:
@@ -310,6 +338,9 @@ class TtsSession(SessionCore):
             err = GatewayError(errors.PROVIDER_ERROR,
                                "the provider closed the connection mid-utterance",
                                retryable=True)
+        return self._interrupt_pending(err)
+
+    def _interrupt_pending(self, err: GatewayError) -> list[Action]:
         actions: list[Action] = [self._error(err)]
         if self.audio is not None:
             self.audio.drop()
