@@ -218,7 +218,10 @@ class TtsSession(SessionCore):
         if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
             return []  # late audio from a stopped upstream is dropped
         if self.mode == NATIVE:
-            if isinstance(frame, bytes):
+            measure = getattr(self.dialect, "native_audio_ms", None)
+            if measure is not None:  # the dialect knows its own frames (JSON with base64)
+                self.usage.audio_ms += measure(frame)
+            elif isinstance(frame, bytes):
                 self.usage.audio_ms += len(frame) / (self.dialect.sample_rate * 2 / 1000.0)
             return [SendClient(frame)]
         actions: list[Action] = []
@@ -329,8 +332,9 @@ class TtsSession(SessionCore):
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, str):
             self.usage.characters += len(frame)
-        elif isinstance(frame, bytes):
-            pass
+        watch = getattr(self.dialect, "native_client_frame", None)
+        if watch is not None:
+            watch(frame)
         if not self.upstream_open:
             return []
         return [SendUpstream(frame)]
