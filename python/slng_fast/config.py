@@ -67,7 +67,11 @@ class Config:
     # bounded meanwhile: the session stops reading its upstream).
     slow_client_timeout_s: float = 10.0
     # With Redis: how long a dead worker's connection slots stay taken (renewed every third).
+    # Also the ledger's: open sessions' usage is saved every third of it, and the rows of a
+    # worker that stopped saving for this long are closed (`worker_lost`).
     lease_ttl_s: float = 15.0
+    # How often each worker asks the key store for revoked keys among its open sessions'.
+    revocation_check_s: float = 1.0
 
 
 def default_data_dir() -> Path:
@@ -119,7 +123,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         "tiers": tiers,
         "providers": providers,
     }
-    for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s"):
+    for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
+                "revocation_check_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

@@ -56,12 +56,27 @@ class UpstreamLink:
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
+@dataclass
+class OutsideEnd:
+    """Ends a running session from outside it (its key was revoked): the session then
+    fails with ``error`` as if one of its own steps had raised it."""
+
+    error: GatewayError | None = None
+    event: trio.Event = field(default_factory=trio.Event)
+
+    def end(self, error: GatewayError) -> None:
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
+
+
 class SessionBridge:
     def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
                  slow_client_timeout: float = 10.0,
                  take_message: Callable[[float], Awaitable[float]] | None = None,
-                 transport: str = "native") -> None:
+                 transport: str = "native", outside_end: OutsideEnd | None = None) -> None:
+        self.outside_end = outside_end
         self.open_upstream = open_native_upstream if transport == "native" else open_upstream
         # The messages-per-minute check, asked before a text frame reaches the session
         # (it may wait on a shared backend, so not in the session's own step).
@@ -94,6 +109,8 @@ class SessionBridge:
             nursery.start_soon(self._after, tier.max_duration_s, ("max_duration",))
             nursery.start_soon(self._heartbeat, tier.heartbeat_s)
             nursery.start_soon(self._watch_shutdown)
+            if self.outside_end is not None:
+                nursery.start_soon(self._watch_outside_end, self.outside_end)
             interval = getattr(getattr(self.session, "dialect", None), "keepalive_interval", None)
             if interval:
                 nursery.start_soon(self._every, interval, ("keepalive",))
@@ -142,6 +159,8 @@ class SessionBridge:
                 elif kind == "shutdown":
                     actions = session.end("server_shutdown", now,
                                           close_code=errors.CLOSE_GOING_AWAY)
+                elif kind == "outside_end":
+                    actions = session.fail(item[1], now)
                 else:
                     actions = []
             except Exception as exc:
@@ -424,3 +443,7 @@ class SessionBridge:
     async def _watch_shutdown(self) -> None:
         await self.shutdown.wait()
         await self.inbox_send.send(("shutdown",))
+
+    async def _watch_outside_end(self, end: OutsideEnd) -> None:
+        await end.event.wait()
+        await self.inbox_send.send(("outside_end", end.error))
