@@ -1,7 +1,8 @@
 """`slng-fast serve --workers 2 --redis URL`: two worker processes on one port share the
 engines, the keys and, through a real redis-server, the limits: the free tier's single
-connection holds across workers, a worker killed with -9 leaks no slot, and with Redis
-gone new sessions are refused with 1013 while open ones go on."""
+connection holds across workers, a worker killed with -9 leaks no slot and its ledger rows
+are closed with their saved usage, a revocation ends the key's sessions on every worker, and
+with Redis gone new sessions are refused with 1013 while open ones go on."""
 
 from __future__ import annotations
 
