@@ -47,13 +47,18 @@ def data_dir_of(args: argparse.Namespace) -> Path:
 
 
 def ensure_dev_key(store: Store, data_dir: Path) -> str | None:
-    """On a first start with no keys, make a `pro` development key; return it once."""
+    """On a first start with no keys, make a `pro` development key; return it once.
+    Its file is created private (0600), never readable by others even for a moment;
+    a file of that name left from an older key store is replaced, not reused."""
     if store.has_keys():
         return None
     _, secret = store.create_key("pro", "development")
     path = data_dir / DEV_KEY_FILE
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secret + "\n")
     return secret
 
 
@@ -113,12 +118,43 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
                 print(f"{key.id}  {key.tier:<10} {state:<8} {created}  {key.name}")
         elif args.keys_command == "revoke":
-            if not store.revoke_key(args.id):
-                print(f"slng-fast: no active key {args.id!r}", file=sys.stderr)
-                return 1
-            print(f"revoked key {args.id}")
+            return revoke_key(store, args.id, args.redis)
     finally:
         store.close()
+    return 0
+
+
+def revoke_key(store: Store, key_id: str, redis_url: str | None) -> int:
+    """Revoke in the key store (the workers of this host end the key's open sessions
+    within seconds and publish it to Redis); with ``redis_url``, publish it to every
+    host at once too. A key revoked earlier is published again with ``--redis``."""
+    revoked_at = store.revoke_key(key_id)
+    if revoked_at is None:
+        revoked_at = store.revoked_at(key_id) if redis_url else None
+        if revoked_at is None:
+            print(f"slng-fast: no active key {key_id!r}", file=sys.stderr)
+            return 1
+        print(f"key {key_id} was already revoked")
+    else:
+        print(f"revoked key {key_id}")
+    if not redis_url:
+        return 0
+    import trio
+
+    from slng_fast.gateway.redis_client import RedisUnavailable, open_redis
+    from slng_fast.gateway.shared_limits import RedisLimits
+
+    async def publish() -> None:
+        async with open_redis(redis_url) as redis:
+            await RedisLimits(redis).revoke(key_id, revoked_at)
+
+    try:
+        trio.run(publish)
+    except (RedisUnavailable, ValueError) as exc:
+        print(f"slng-fast: could not publish the revocation to Redis ({exc}); the gateway's "
+              "workers on this host publish it within seconds", file=sys.stderr)
+        return 1
+    print(f"published the revocation to {redis_url.split('@')[-1]}")
     return 0
 
 
@@ -207,8 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tier", choices=TIER_NAMES, required=True)
     create.add_argument("--name", default="")
     keys_sub.add_parser("list", help="list keys")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id; open sessions end (4000)")
     revoke.add_argument("id")
+    revoke.add_argument("--redis", help="also publish it to this Redis (the URL the gateways "
+                        "use), so every host ends the key's sessions at once")
     keys.set_defaults(func=cmd_keys)
 
     def client_options(p: argparse.ArgumentParser) -> None:

@@ -67,6 +67,8 @@ class Config:
     # bounded meanwhile: the session stops reading its upstream).
     slow_client_timeout_s: float = 10.0
     # With Redis: how long a dead worker's connection slots stay taken (renewed every third).
+    # Also the ledger's: open sessions' usage is saved every third of it, and the rows of a
+    # worker that stopped saving for this long are closed (`worker_lost`).
     lease_ttl_s: float = 15.0
     # Connections not answered yet (request head not in, key not checked), per worker: in
     # total and per client address; past either, a new connection gets 503 at once.
@@ -80,6 +82,8 @@ class Config:
     # On SIGTERM: stop taking new sessions and let utterances in flight finish for up to
     # this many seconds before ending the rest (0: end them at once, as before).
     drain_s: float = 0.0
+    # How often each worker asks the key store for revoked keys among its open sessions'.
+    revocation_check_s: float = 1.0
 
 
 def default_data_dir() -> Path:
@@ -133,7 +137,7 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     }
     for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
-                "drain_s", "provider_timeout_s"):
+                "drain_s", "provider_timeout_s", "revocation_check_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

@@ -15,6 +15,8 @@ class LocalLimits:
     Redis one); here they never wait."""
 
     healthy = True
+    # Set by the gateway; a shared backend calls it with keys other processes revoked.
+    on_revoked: Callable[[set[str]], None] | None = None
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, int], _native.TokenBuckets] = {}
@@ -36,6 +38,9 @@ class LocalLimits:
 
     async def is_revoked(self, key_id: str) -> bool:
         return False  # the key store says so; nothing shared to ask
+
+    async def revoke(self, key_id: str, revoked_at: float) -> None:
+        """Nothing to publish: the key store is all there is."""
 
     def acquire_connection(self, key_id: str, tier: TierLimits) -> bool:
         return self._connections.acquire(key_id, tier.max_connections)

@@ -185,10 +185,14 @@ def test_ledger_rows_of_a_killed_gateway_are_closed_as_crashed(served, tmp_path)
     trio.run(main)
     (row,) = Store(tmp_path).usage_rows()
     assert row["ended_at"] is None
+    restarted_at = time.time()
     again = Served(tmp_path)
     try:
         (row,) = Store(tmp_path).usage_rows()
         assert row["reason"] == "crashed" and row["context_id"] == "doomed"
+        # It ends at the last moment its usage is known (its last save, or its start),
+        # not at the restart.
+        assert row["ended_at"] == (row["saved_at"] or row["started_at"]) < restarted_at
     finally:
         assert again.stop() == 0
 

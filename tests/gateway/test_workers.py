@@ -1,7 +1,8 @@
 """`slng-fast serve --workers 2 --redis URL`: two worker processes on one port share the
 engines, the keys and, through a real redis-server, the limits: the free tier's single
-connection holds across workers, a worker killed with -9 leaks no slot, and with Redis
-gone new sessions are refused with 1013 while open ones go on."""
+connection holds across workers, a worker killed with -9 leaks no slot and its ledger rows
+are closed with their saved usage, a revocation ends the key's sessions on every worker, and
+with Redis gone new sessions are refused with 1013 while open ones go on."""
 
 from __future__ import annotations
 
@@ -139,3 +140,79 @@ def test_several_workers_need_redis(tmp_path):
     result = subprocess.run(CLI + ["serve", "--workers", "2"], env=env, capture_output=True,
                             text=True, timeout=30)
     assert result.returncode == 2 and "--redis" in result.stderr
+
+
+def cli(tmp_path, *args: str) -> str:
+    env = {**os.environ, "SLNG_FAST_HOME": str(tmp_path / "data")}
+    return subprocess.run(CLI + list(args), env=env, check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+async def sessions_on_both_workers(nursery, url: str, key: str) -> list:
+    """Open sessions until each worker holds at least one (the kernel picks the worker)."""
+    opened = []
+    for _ in range(40):
+        ws = await open_tts(nursery, url, key)
+        await send(ws, type="ping")
+        assert (await recv(ws))["type"] == "pong"
+        opened.append(ws)
+        busy = await pids_and_sessions(url, tries=20)
+        if len(busy) == 2 and all(busy.values()):
+            return opened
+    raise AssertionError("the sessions all went to one worker")
+
+
+async def test_revocation_ends_open_sessions_on_every_worker(workers, redis_server, tmp_path):
+    proc, url, _ = workers
+    key = cli(tmp_path, "keys", "create", "--tier", "enterprise", "--name", "doomed")
+    secret = key.strip().splitlines()[-1]
+    key_id = [line.split()[0] for line in cli(tmp_path, "keys", "list").splitlines()
+              if line.endswith("doomed")][0]
+    async with trio.open_nursery() as nursery:
+        opened = await sessions_on_both_workers(nursery, url, secret)
+        cli(tmp_path, "keys", "revoke", key_id)  # the key store only, no --redis
+        with trio.fail_after(20):
+            for ws in opened:
+                events = []
+                while not events or events[-1]["type"] != "session_ended":
+                    events.append(await recv(ws))
+                assert events[-2]["code"] == "auth_failed"
+                assert await closed_code(ws) == 4000
+        nursery.cancel_scope.cancel()
+    from slng_fast.gateway.redis_client import open_redis
+
+    async with open_redis(redis_server.url) as redis:  # published for the other hosts
+        assert await redis.execute("HEXISTS", "slng:revoked", key_id) == 1
+
+
+async def test_a_killed_workers_usage_rows_are_closed_with_their_saved_totals(
+        workers, tmp_path):
+    from slng_fast.store import Store
+
+    proc, url, free = workers
+    text = "Counted before the crash."
+    async with trio.open_nursery() as nursery:
+        ws = await open_tts(nursery, url, free)
+        await send(ws, type="init")
+        await recv(ws)
+        await send(ws, type="input_text", text=text)
+        await send(ws, type="flush")
+        while (event := await recv(ws))["type"] != "audio_end":
+            pass
+        spoken = event["total_duration_ms"]
+        store = Store(tmp_path / "data")
+        with trio.fail_after(20):  # saved every lease_ttl_s / 3 (2 s here) while it runs
+            while not (round((row := store.usage_rows()[-1])["audio_ms"], 3) >= spoken
+                       and row["characters"] == len(text)):
+                await trio.sleep(0.1)
+        assert row["ended_at"] is None
+        busy = [pid for pid, n in (await pids_and_sessions(url)).items() if n == 1]
+        assert len(busy) == 1 and row["worker"].endswith(f"-{busy[0]}")
+        os.kill(busy[0], signal.SIGKILL)
+        with trio.fail_after(30):  # closed by a live worker once the TTL has passed
+            while (row := store.usage_rows()[-1])["ended_at"] is None:
+                await trio.sleep(0.1)
+        assert row["reason"] == "worker_lost" and row["ended_at"] == row["saved_at"]
+        assert row["characters"] == len(text) and round(row["audio_ms"], 3) >= spoken
+        store.close()
+        nursery.cancel_scope.cancel()

@@ -437,6 +437,27 @@ def test_native_mode_opens_the_same_websocket_and_relays_frames_unchanged():
     assert [a.frame for a in s.receive_upstream(s.upstream_epoch, answer, 0.1)] == [answer]
 
 
+def test_native_usage_counts_each_contexts_audio_in_the_format_it_asked_for():
+    s = make()
+
+    def request(context_id: str, encoding: str, rate: int, container: str = "raw",
+                **extra) -> str:
+        return orjson.dumps({"model_id": "sonic-3", "transcript": "Hi", "context_id": context_id,
+                             "voice": {"mode": "id", "id": "v"}, "continue": False,
+                             "output_format": {"container": container, "encoding": encoding,
+                                               "sample_rate": rate, **extra}}).decode()
+
+    s.receive_text(request("a", "pcm_s16le", 16000), 0.0)
+    s.receive_text(request("b", "pcm_f32le", 44100), 0.0)
+    s.receive_text(request("c", "pcm_mulaw", 8000), 0.0)
+    s.receive_text(request("d", "mp3", 44100, container="mp3", bit_rate=128000), 0.0)
+    up(s, chunk("a", bytes(3200)), chunk("b", bytes(4 * 4410)), chunk("c", bytes(800)),
+       chunk("d", bytes(1600)), done("a"), '{"type":"timestamps","context_id":"a"}')
+    assert s.usage.audio_ms == pytest.approx(100.0 * 3 + 100.0)
+    up(s, chunk("unnamed-context", bytes(1600)))  # the latest format asked for
+    assert s.usage.audio_ms == pytest.approx(500.0)
+
+
 def test_passthrough_request_keeps_the_query_but_not_the_client_credential():
     d = CartesiaDialect(CARTESIA, BASE, "sk-provider")
     req = d.passthrough_request("/tts/websocket",

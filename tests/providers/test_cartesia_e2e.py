@@ -143,13 +143,28 @@ async def test_native_mode_relays_cartesia_s_own_answers(provider_gateway, nurse
         messages.append(orjson.loads(await ws.get_message()))
     assert {m["context_id"] for m in messages} == {"n1"}
     assert {m["type"] for m in messages} == {"chunk", "done"}
-    assert b"".join(base64.b64decode(m["data"]) for m in messages if m["type"] == "chunk")
+    pcm = b"".join(base64.b64decode(m["data"]) for m in messages if m["type"] == "chunk")
+    assert pcm
     # a bad request is Cartesia's own error, and the session stays open
     await ws.send_message(orjson.dumps({**request, "context_id": "n2",
                                         "model_id": "nope"}).decode())
     err = orjson.loads(await ws.get_message())
     assert err["type"] == "error" and err["context_id"] == "n2"
+    # another context in another format: 8 kHz mu-law
+    mulaw = {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000}
+    await ws.send_message(orjson.dumps({**request, "context_id": "n3",
+                                        "output_format": mulaw}).decode())
+    messages = []
+    while not messages or messages[-1]["type"] != "done":
+        messages.append(orjson.loads(await ws.get_message()))
+    g711 = b"".join(base64.b64decode(m["data"]) for m in messages if m["type"] == "chunk")
+    assert g711
     await ws.aclose()
+    # The ledger counts the base64 audio inside the JSON, each context in its own format.
+    with trio.fail_after(10):
+        while not (rows := [r for r in gw.store.usage_rows() if r["ended_at"] is not None]):
+            await trio.sleep(0.05)
+    assert rows[-1]["audio_ms"] == pytest.approx(len(pcm) / 48 + len(g711) / 8, abs=0.01)
 
 
 async def test_upstream_drop_between_utterances_is_invisible(provider_gateway, nursery,

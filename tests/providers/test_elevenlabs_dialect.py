@@ -373,6 +373,26 @@ def test_native_mode_opens_stream_input_and_relays_frames_unchanged():
     assert frames_json(s.keepalive(15.0)) == [{"text": " "}]
 
 
+def test_native_usage_counts_the_base64_audio_in_the_connections_format():
+    s = make()
+    s.receive_text('{"text": " "}', 0.0)  # native, on the gateway's own pcm_24000
+    s.receive_upstream(s.upstream_epoch, audio_msg(tone(250, 24000), "x"), 0.1)
+    s.receive_upstream(s.upstream_epoch, '{"isFinal": true}', 0.2)
+    assert s.usage.audio_ms == pytest.approx(250.0)
+    # The SDK route: the SDK's own output_format, else ElevenLabs' default mp3_44100_128.
+    for query, payload, ms in (("output_format=ulaw_8000", bytes(800), 100.0),
+                               ("output_format=pcm_16000", bytes(3200), 100.0),
+                               ("", bytes(16000), 1000.0),  # 128 kbit/s
+                               ("output_format=opus_48000_64", bytes(8000), 1000.0),
+                               ("output_format=wav_unknown", bytes(100), 0.0)):
+        s = make()
+        s.passthrough = s.dialect.passthrough_request(
+            "/v1/text-to-speech/V/stream-input", query, None)
+        s.receive_text('{"text": " "}', 0.0)
+        s.receive_upstream(s.upstream_epoch, audio_msg(payload, "x"), 0.1)
+        assert s.usage.audio_ms == pytest.approx(ms), query
+
+
 def test_passthrough_request_maps_the_sdk_path_onto_the_upstream():
     d = ElevenLabsDialect(ELEVENLABS, "ws://127.0.0.1:9/", KEY)
     req = d.passthrough_request("/v1/text-to-speech/VOICE/stream-input",

@@ -104,6 +104,19 @@ async def test_native_mode_relays_the_providers_own_answers(provider_gateway, nu
     spoken = [a for a in answers if a.get("audio")]
     assert spoken and all("alignment" in a and "type" not in a for a in spoken)
     assert await closed_code(ws) == 1000  # the provider ended the stream
+    # The ledger counts the base64 audio inside the JSON: PCM16 at 24 kHz here.
+    pcm = b"".join(base64.b64decode(a["audio"]) for a in spoken)
+    row = await ended_row(gw)
+    assert row["audio_ms"] == pytest.approx(len(pcm) / 48, abs=0.01) and row["audio_ms"] > 500
+
+
+async def ended_row(gw) -> dict:
+    with trio.fail_after(10):
+        while True:
+            rows = [r for r in gw.store.usage_rows() if r["ended_at"] is not None]
+            if rows:
+                return rows[-1]
+            await trio.sleep(0.05)
 
 
 async def test_an_idle_upstream_drop_is_invisible(provider_gateway, nursery, autojump_clock,

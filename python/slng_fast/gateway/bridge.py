@@ -72,6 +72,20 @@ class UpstreamLink:
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
+@dataclass
+class OutsideEnd:
+    """Ends a running session from outside it (its key was revoked): the session then
+    fails with ``error`` as if one of its own steps had raised it."""
+
+    error: GatewayError | None = None
+    event: trio.Event = field(default_factory=trio.Event)
+
+    def end(self, error: GatewayError) -> None:
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
+
+
 class SessionBridge:
     def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
@@ -79,7 +93,9 @@ class SessionBridge:
                  take_message: Callable[[float], Awaitable[float]] | None = None,
                  transport: str = "native",
                  upstream_send_timeout: float = UPSTREAM_SEND_TIMEOUT,
-                 draining: trio.Event | None = None) -> None:
+                 draining: trio.Event | None = None,
+                 outside_end: OutsideEnd | None = None) -> None:
+        self.outside_end = outside_end
         self.open_upstream = open_native_upstream if transport == "native" else open_upstream
         # The messages-per-minute check, asked before a text frame reaches the session
         # (it may wait on a shared backend, so not in the session's own step).
@@ -129,6 +145,8 @@ class SessionBridge:
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._watch_drain)
             nursery.start_soon(self.timer.run, self._deadline_passed)
+            if self.outside_end is not None:
+                nursery.start_soon(self._watch_outside_end, self.outside_end)
             interval = getattr(getattr(self.session, "dialect", None), "keepalive_interval", None)
             if interval:
                 nursery.start_soon(self._every, interval, ("keepalive",))
@@ -189,6 +207,8 @@ class SessionBridge:
             return session.end("idle_timeout", now, close_reason="no pong")
         if kind == "shutdown":
             return session.end("server_shutdown", now, close_code=errors.CLOSE_GOING_AWAY)
+        if kind == "outside_end":  # e.g. the key was revoked
+            return session.fail(item[1], now)
         return session.end(kind, now)
 
     async def _loop(self) -> None:
@@ -588,3 +608,7 @@ class SessionBridge:
         self._drain_due = True
         if self._waiting is not None:
             self._waiting.cancel()
+
+    async def _watch_outside_end(self, end: OutsideEnd) -> None:
+        await end.event.wait()
+        self.request_end(("outside_end", end.error))

@@ -60,8 +60,8 @@ async def open_limits(redis_url: str | None, worker_id: str,
             await limits.check()
         except RedisUnavailable:
             pass  # logged; new sessions get 1013 until Redis answers
-        await nursery.start(LeaseKeeper(limits).run)
         shared = SharedLimits(limits, worker_id)
+        await nursery.start(LeaseKeeper(limits, on_revoked=shared.revoked_seen).run)
         await nursery.start(shared.run_releases)
         yield shared
         nursery.cancel_scope.cancel()
@@ -75,7 +75,8 @@ async def serve_one_worker(config: Config, store: Store, registry: ProviderRegis
     """One gateway loop until ``shutdown``; then it drains (``drain_s``: no new sessions,
     the work in flight finishes), its remaining sessions end (1001) and it returns."""
     async with open_limits(redis_url, worker_id, config.lease_ttl_s) as limits:
-        gateway = Gateway(config=config, store=store, registry=registry, limits=limits)
+        gateway = Gateway(config=config, store=store, registry=registry, limits=limits,
+                          worker_id=worker_id)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(lambda task_status: serve_gateway(
                 gateway, config.host, config.port, ssl_context=ssl_context,

@@ -1,10 +1,12 @@
 """The gateway service: route and authenticate each WebSocket, enforce the per-key
-connection limit, write the usage ledger, run the session, and shut down gracefully."""
+connection limit, write the usage ledger, run the session, end the sessions of revoked
+keys, and shut down gracefully."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import ssl
 import time
 import uuid
@@ -19,7 +21,9 @@ from slng_fast.config import Config
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
+from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.native_transport import serve_native_websocket
+from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import find_key, parse_path, redact
 from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
 from slng_fast.limits import LocalLimits
@@ -49,6 +53,28 @@ class Gateway:
     metrics: Metrics = field(default_factory=Metrics)
     transport: str = "native"  # the frame layer of upstream connections too
     pending: PendingConnections = field(default_factory=PendingConnections)
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    ledger: Ledger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
+        self.limits.on_revoked = self.end_revoked  # revocations other hosts published
+
+    def end_revoked(self, key_ids: set[str]) -> None:
+        """End the open sessions of these keys: `error` auth_failed, close 4000."""
+        for opened in list(self.ledger.sessions.values()):
+            if opened.key_id in key_ids:
+                opened.end.end(GatewayError(errors.AUTH_FAILED, "the API key was revoked"))
+
+    async def run_ledger(self, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The ledger's saves and the revocation checks, until cancelled."""
+        watch = RevocationWatch(self.ledger, self.limits, self.end_revoked,
+                                self.config.revocation_check_s)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.ledger.run)
+            await nursery.start(watch.run)
+            task_status.started()
 
     async def handle(self, request: IncomingRequest) -> None:
         if not request.is_websocket:
@@ -68,7 +94,11 @@ class Gateway:
             await request.reject(503, b'{"error":"draining","retry":true}')
             return
         secret, subprotocol = find_key(request.headers, request.subprotocols, route.query)
-        key = self.store.authenticate(secret) if secret else None
+        try:
+            key = await self.ledger.call(self.store.authenticate, secret) if secret else None
+            store_error = None
+        except sqlite3.Error as exc:
+            key, store_error = None, exc
         # The frame layer refuses messages over the key's tier from their header; a
         # connection without a valid key gets the smallest tier's limit for its refusal.
         limits = self.config.tiers[key.tier] if key is not None else min(
@@ -78,6 +108,9 @@ class Gateway:
             max_message_bytes=max(limits.max_message_bytes, limits.max_audio_chunk_bytes),
             send_timeout=self.config.slow_client_timeout_s)
         context_id = route.query.get("context_id") or str(uuid.uuid4())
+        if store_error is not None:
+            await self._store_failed(conn, context_id, store_error)
+            return
         if key is None:
             what = "no API key presented" if secret is None else "unknown or revoked API key"
             self.metrics.error(errors.AUTH_FAILED.code)
@@ -149,9 +182,11 @@ class Gateway:
                 await refuse(conn, context_id, GatewayError(
                     errors.PROVIDER_UNAVAILABLE, f"no drop-in route {path!r}: {exc}"))
                 return
-        started = time.time()
-        self.store.open_session(session.session_id, key.id, session.context_id, endpoint.name,
-                                started)
+        try:
+            opened = await self.ledger.open(session, key.id, endpoint.name, time.time())
+        except sqlite3.Error as exc:
+            await self._store_failed(conn, session.context_id, exc, with_session_ended=True)
+            return
         log.info("session start", extra={"context_id": session.context_id,
                                           "provider": endpoint.name, "tier": tier.name})
         labels = {"provider": endpoint.name, "tier": tier.name}
@@ -163,22 +198,27 @@ class Gateway:
 
             await SessionBridge(conn, session, shutdown=self.shutdown, metrics=self.metrics,
                                 slow_client_timeout=self.config.slow_client_timeout_s,
-                                take_message=take_message,
-                                transport=self.transport, draining=self.draining).run()
+                                take_message=take_message, transport=self.transport,
+                                draining=self.draining, outside_end=opened.end).run()
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
             self.metrics.inc("slng_audio_seconds_total", usage.audio_ms / 1000.0,
                              provider=endpoint.name)
             self.metrics.inc("slng_characters_total", usage.characters, provider=endpoint.name)
-            self.store.close_session(
-                session.session_id, context_id=session.context_id,
-                characters=usage.characters, audio_ms=usage.audio_ms,
-                messages=usage.messages, ended_at=time.time(),
-                reason=session.ended or "error")
+            await self.ledger.close(opened, session.ended or "error")
             log.info("session end", extra={"context_id": session.context_id,
                                             "reason": session.ended})
 
+    async def _store_failed(self, conn: Connection, context_id: str, exc: sqlite3.Error, *,
+                            with_session_ended: bool = False) -> None:
+        """The key store failed (locked too long, disk full, ...): no session, 1011."""
+        log.error("refusing a session: the key store failed (%s)", exc,
+                  extra={"context_id": context_id})
+        self.metrics.error(errors.INTERNAL_ERROR.code)
+        await refuse(conn, context_id, GatewayError(
+            errors.INTERNAL_ERROR, "the gateway's key store failed; try again"),
+            with_session_ended=with_session_ended)
 
     async def _http(self, request: IncomingRequest) -> None:
         """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``."""
@@ -243,6 +283,7 @@ async def serve_gateway(gateway: Gateway, host: str, port: int, *,
 
     gateway.transport = transport
     async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.run_ledger)
         bound = await nursery.start(serve)
         task_status.started(bound)
         await gateway.shutdown.wait()

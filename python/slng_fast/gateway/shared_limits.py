@@ -9,10 +9,12 @@ Keys (all under `prefix`, default "slng:"):
 * `bucket:{key_id}`: hash {tokens, ts}: the messages-per-minute token bucket, capacity =
   the per-minute number, refilled at per_minute / 60 per second. It expires once it
   would be full again, so idle keys cost nothing.
-* `revoked`: hash key_id -> revoked_at (unix seconds). Checked by `revoked()` when a
-  session starts, and by every renewal for the keys of open sessions, so each worker
-  sees a revocation at the next session start and ends open sessions within one
-  renewal interval (no pub/sub connection to keep alive).
+* `revoked`: hash key_id -> revoked_at (unix seconds). Written by `slng-fast keys revoke
+  --redis` and by every worker that finds a revocation in its host's key store
+  (`gateway/revocation.py`). Checked by `revoked()` when a session starts, and by every
+  renewal for the keys of open sessions, so each worker sees a revocation at the next
+  session start and ends open sessions within one renewal interval (LeaseKeeper's
+  `on_revoked`; no pub/sub connection to keep alive).
 
 Every script reads the clock with Redis `TIME`, so the hosts' clocks do not matter:
 one clock, the server's, decides expiries and refills. Scripts are atomic, so the
@@ -265,12 +267,19 @@ class SharedLimits:
         # Slots given back synchronously (`release_soon`), returned to Redis in order by
         # `run_releases`; one that is never sent (Redis down, shutdown) expires by itself.
         self._releases_in, self._releases = trio.open_memory_channel[tuple[str, str]](10_000)
+        # Set by the gateway: ends the open sessions of these keys.
+        self.on_revoked: Callable[[set[str]], None] | None = None
 
     async def run_releases(self, *,
                            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async for key_id, lease in self._releases:
             await self.limits.release_connection(key_id, lease)
+
+    def revoked_seen(self, key_ids: set[str]) -> None:
+        """LeaseKeeper's ``on_revoked``: keys of open sessions that some process revoked."""
+        if self.on_revoked is not None:
+            self.on_revoked(key_ids)
 
     @property
     def healthy(self) -> bool:
@@ -297,6 +306,10 @@ class SharedLimits:
 
     async def is_revoked(self, key_id: str) -> bool:
         return await self.limits.revoked(key_id)
+
+    async def revoke(self, key_id: str, revoked_at: float) -> None:
+        """Publish a revocation to every worker and host (raises RedisUnavailable)."""
+        await self.limits.revoke(key_id, revoked_at)
 
     def connections(self, key_id: str) -> int:
         return sum(1 for k in self.limits.leases.values() if k == key_id)

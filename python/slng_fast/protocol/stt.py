@@ -152,11 +152,13 @@ class SttSession(SessionCore):
         return max(self.last_upstream, self.finalize_waiting_since) + self.provider_timeout_s
 
     def on_deadline(self, now: float) -> list[Action]:
+        if self.ended or not self.upstream_open or self.mode != UNIFIED:
+            return []
         timer = getattr(self.dialect, "deadline", None)
         if timer is not None and timer() is not None:
             return self._upstream_events(self.dialect.on_deadline(now), now)
         quiet = self._quiet_deadline()
-        if quiet is not None and now >= quiet and self.upstream_open and not self.ended:
+        if quiet is not None and now >= quiet:
             # The audio already sent is the provider's now: it cannot be replayed to a new
             # connection, so the session ends (the client may retry).
             err = GatewayError(errors.PROVIDER_UNAVAILABLE,

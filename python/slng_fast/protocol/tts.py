@@ -221,7 +221,10 @@ class TtsSession(SessionCore):
             return []  # late audio from a stopped upstream is dropped
         self.last_upstream = now
         if self.mode == NATIVE:
-            if isinstance(frame, bytes):
+            measure = getattr(self.dialect, "native_audio_ms", None)
+            if measure is not None:  # the dialect knows its own frames (JSON with base64)
+                self.usage.audio_ms += measure(frame)
+            elif isinstance(frame, bytes):
                 self.usage.audio_ms += len(frame) / (self.dialect.sample_rate * 2 / 1000.0)
             return [SendClient(frame)]
         actions: list[Action] = []
@@ -360,8 +363,9 @@ class TtsSession(SessionCore):
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, str):
             self.usage.characters += len(frame)
-        elif isinstance(frame, bytes):
-            pass
+        watch = getattr(self.dialect, "native_client_frame", None)
+        if watch is not None:
+            watch(frame)
         if not self.upstream_open:
             return []
         return [SendUpstream(frame)]

@@ -46,6 +46,11 @@ def json_object(frame: str) -> dict[str, Any] | None:
     return message if isinstance(message, dict) else None
 
 
+def base64_size(text: str) -> int:
+    """Bytes that base64 ``text`` decodes to, without decoding it (usage counting)."""
+    return len(text.rstrip("=")) * 3 // 4
+
+
 class HeldText:
     """Text held by the gateway until ``flush`` (the providers whose own buffer cannot be
     cleared): ``clear`` is then exact, and nothing half-written sits upstream."""
@@ -164,7 +169,10 @@ class TtsDialect(Protocol):
     ``init``: ask the provider for PCM at the client's rate), ``configure_needs_reconnect(
     settings)`` (a setting that lives in the URL), ``close_error(code, reason)`` (an
     ``UpstreamError`` for the provider's close frame) and, for the drop-in SDK routes,
-    ``passthrough_request(path, query, api_key)``."""
+    ``passthrough_request(path, query, api_key)``. For usage in native mode:
+    ``native_audio_ms(frame)`` (milliseconds of audio in a provider's frame; without it,
+    binary frames count as PCM16 at ``sample_rate``) and ``native_client_frame(frame)``
+    (sees the client's frames, for a provider whose requests name their audio format)."""
 
     capabilities: Capabilities
     stop_by_reconnect: bool

@@ -23,6 +23,9 @@ How the unified session maps onto that:
   returns).
 - Settings travel with every request, so ``configure`` needs no frames and no
   reconnect: the next context uses them.
+- Native mode relays frames as they are; its audio is counted from each ``chunk``'s
+  base64 ``data`` in the ``output_format`` that the client's request for that context
+  named (``native_client_frame`` sees the requests).
 - Cartesia closes a socket after about five minutes without traffic. There is no
   harmless keep-alive message, so none is sent: the session reopens the upstream
   lazily, and ``open_frames`` re-sends the text of the unflushed context that the old
@@ -54,6 +57,7 @@ from slng_fast.providers.base import (
     UpstreamRequest,
     UtteranceDone,
     Words,
+    base64_size,
     json_object,
 )
 
@@ -76,6 +80,25 @@ RETRYABLE_WORDS = ("rate limit", "rate-limit", "ratelimit", "rate_limit", "overl
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
 # Query parameters of the passthrough route that carry the client's gateway credential.
 CLIENT_CREDENTIALS = ("api_key", "access_token")
+
+# Bytes per sample of the raw encodings.
+SAMPLE_WIDTHS = {"pcm_s16le": 2, "pcm_f32le": 4, "pcm_mulaw": 1, "pcm_alaw": 1}
+NATIVE_CONTEXTS = 256  # output formats remembered by context id in native mode
+
+
+def ms_per_byte(output_format: Any) -> float:
+    """Milliseconds of audio in one byte of an ``output_format``: raw (or wav) by its
+    encoding and rate, mp3 by its ``bit_rate``; 0 for one this does not know."""
+    if not isinstance(output_format, dict):
+        return 0.0
+    rate, bit_rate = output_format.get("sample_rate"), output_format.get("bit_rate")
+    if output_format.get("container") == "mp3":
+        return 8000.0 / bit_rate if isinstance(bit_rate, int) and bit_rate > 0 else 0.0
+    width = SAMPLE_WIDTHS.get(str(output_format.get("encoding")))
+    if width is None or not isinstance(rate, int) or rate <= 0:
+        return 0.0
+    return 1000.0 / (width * rate)
+
 
 CAPABILITIES = Capabilities(
     supports_stop=True, supports_clear=True, supports_configure=True,
@@ -115,6 +138,9 @@ class CartesiaDialect:
         self._cancelled: dict[str, None] = {}     # late frames of these are dropped
         self._outbox: list[Frame] = []           # cancels waiting for the next frames
         self._in_hand: tuple[_Context, str] | None = None  # see open_frames
+        # Native mode: ms per byte of each context's output format, and of the latest.
+        self._native_formats: dict[str, float] = {}
+        self._native_latest = 0.0
 
     # -- opening ------------------------------------------------------------------
     def _ws_url(self, path: str = PATH, query: str = "") -> str:
@@ -280,6 +306,36 @@ class CartesiaDialect:
     def keepalive(self) -> list[Frame]:
         self._in_hand = None
         return self._take_outbox()
+
+    # -- native mode usage -------------------------------------------------------------
+    def native_client_frame(self, frame: Frame) -> None:
+        """A client's native request: remember the output format its context asked for."""
+        if not isinstance(frame, str) or '"output_format"' not in frame:
+            return
+        message = json_object(frame)
+        if message is None or "output_format" not in message:
+            return
+        per_byte = ms_per_byte(message["output_format"])
+        self._native_latest = per_byte
+        context_id = message.get("context_id")
+        if isinstance(context_id, str):
+            if len(self._native_formats) >= NATIVE_CONTEXTS:
+                del self._native_formats[next(iter(self._native_formats))]
+            self._native_formats[context_id] = per_byte
+
+    def native_audio_ms(self, frame: Frame) -> float:
+        """Milliseconds of audio in a native-mode frame (a ``chunk``'s base64 ``data``)."""
+        if not isinstance(frame, str) or '"data"' not in frame:
+            return 0.0
+        message = json_object(frame)
+        if message is None or message.get("type") != "chunk":
+            return 0.0
+        data, context_id = message.get("data"), message.get("context_id")
+        if not isinstance(data, str):
+            return 0.0
+        per_byte = self._native_formats.get(context_id, self._native_latest) if isinstance(
+            context_id, str) else self._native_latest
+        return base64_size(data) * per_byte
 
     # -- frames -> events -------------------------------------------------------------
     def receive(self, frame: Frame) -> list[UpstreamEvent]:

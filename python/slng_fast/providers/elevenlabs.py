@@ -24,7 +24,9 @@ into ``Words`` timed from the start of the utterance.
 
 Keep-alive: ``{"text": " "}`` every 15 s, inside the provider's 20 s inactivity timeout.
 Native mode uses the single-context ``stream-input`` endpoint and relays frames as they
-are; ``passthrough_request`` maps the SDK's own paths onto the upstream."""
+are; ``passthrough_request`` maps the SDK's own paths onto the upstream. Native audio is
+counted from the base64 in ``{"audio": ...}`` and the connection's ``output_format``
+(the SDK's own, else ElevenLabs' default ``mp3_44100_128``)."""
 
 from __future__ import annotations
 
@@ -50,11 +52,13 @@ from slng_fast.providers.base import (
     UpstreamRequest,
     UtteranceDone,
     Words,
+    base64_size,
     json_object,
 )
 
 PCM_RATES = (16000, 22050, 24000, 44100)
 DEFAULT_RATE = 24000
+DEFAULT_OUTPUT_FORMAT = "mp3_44100_128"  # ElevenLabs' when a request names none
 KEEPALIVE_INTERVAL = 15.0  # the provider closes after 20 s without input
 # ElevenLabs allows 5 live contexts a connection; one is left for the default context
 # that the keep-alive touches. Further utterances wait here for a free one.
@@ -90,6 +94,22 @@ def ws_base(url: str) -> str:
     elif url.startswith("http://"):
         url = "ws://" + url[len("http://"):]
     return url.rstrip("/")
+
+
+def ms_per_byte(output_format: str) -> float:
+    """Milliseconds of audio in one byte of an ``output_format``: ``pcm_<rate>``,
+    ``ulaw_8000``/``alaw_8000``, or a compressed ``<codec>_<rate>_<kbit/s>`` (``mp3_44100_128``,
+    ``opus_48000_64``: counted at its bit rate). 0 for a format this does not know."""
+    codec, *rest = output_format.split("_")
+    if not rest or not all(part.isdigit() and int(part) > 0 for part in rest):
+        return 0.0
+    if len(rest) == 2:
+        return 8.0 / int(rest[1])
+    if len(rest) == 1 and codec == "pcm":
+        return 1000.0 / (2 * int(rest[0]))
+    if len(rest) == 1 and codec in ("ulaw", "alaw"):
+        return 1000.0 / int(rest[0])
+    return 0.0
 
 
 def classify_error(message: dict[str, Any]) -> tuple[str, bool]:
@@ -137,6 +157,7 @@ class ElevenLabsDialect(HeldText):
         self._counter = 0
         self._flushed_since_request = False
         self._native = False
+        self._native_ms_per_byte = 0.0  # of the native connection's output_format
 
     # -- opening ------------------------------------------------------------------
     def prefer_output(self, sample_rate: int) -> None:
@@ -182,6 +203,7 @@ class ElevenLabsDialect(HeldText):
     def native_request(self, settings: Settings) -> UpstreamRequest:
         """Native mode: the single-context endpoint that clients of the seeds speak."""
         self._native = True
+        self._native_ms_per_byte = ms_per_byte(f"pcm_{self.sample_rate}")
         return UpstreamRequest(url=self._url(settings, "stream-input", multi=False),
                                headers=self._headers())
 
@@ -194,6 +216,8 @@ class ElevenLabsDialect(HeldText):
             raise ValueError(f"not an ElevenLabs text-to-speech socket: {path!r}")
         params = [(k, v) for k, v in parse_qsl(query.lstrip("?"), keep_blank_values=True)
                   if k.lower() not in SECRET_PARAMS]
+        self._native_ms_per_byte = ms_per_byte(
+            dict(params).get("output_format") or DEFAULT_OUTPUT_FORMAT)
         url = self.url + path + (f"?{urlencode(params)}" if params else "")
         return UpstreamRequest(url=url, headers=self._headers(api_key))
 
@@ -274,6 +298,14 @@ class ElevenLabsDialect(HeldText):
         # (An empty text would end a stream-input socket; on a context it could reopen
         # a context we closed.)
         return [_json({"text": " "})]
+
+    def native_audio_ms(self, frame: Frame) -> float:
+        """Milliseconds of audio in a native-mode frame (``{"audio": base64, ...}``)."""
+        if not isinstance(frame, str) or '"audio"' not in frame:
+            return 0.0
+        message = json_object(frame)
+        audio = message.get("audio") if message is not None else None
+        return base64_size(audio) * self._native_ms_per_byte if isinstance(audio, str) else 0.0
 
     # -- frames -> events -------------------------------------------------------------
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
