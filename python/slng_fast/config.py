@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 KB = 1024
+# The Redis URL may hold a password: it can come from here rather than a command line
+# (`ps` shows those to every user), and the gateway hands it to its workers this way.
+REDIS_URL_ENV = "SLNG_FAST_REDIS_URL"
 
 
 @dataclass(frozen=True)
