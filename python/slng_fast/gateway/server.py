@@ -3,6 +3,7 @@ connection limit, write the usage ledger, run the session, and shut down gracefu
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import ssl
@@ -156,9 +157,14 @@ class Gateway:
 
 
     async def _http(self, request: IncomingRequest) -> None:
-        """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``."""
+        """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``, open
+        unless the config gives them a key (``metrics_key``, ``healthz_needs_key``)."""
         path = request.path.split("?", 1)[0]
-        if path == "/healthz":
+        if self._needs_key(path) and not self._has_metrics_key(request.headers):
+            await request.reject(401, orjson.dumps({
+                "error": "unauthorized", "message": f"{path} needs Authorization: Bearer "
+                "<the gateway's metrics_key>"}))
+        elif path == "/healthz":
             ok = not self.shutdown.is_set()
             body = {"status": "ok" if ok else "shutting_down", "sessions": self.active,
                     "engines": sorted(self.registry.engine_urls), "pid": os.getpid(),
@@ -169,6 +175,22 @@ class Gateway:
                                  "text/plain; version=0.0.4; charset=utf-8")
         else:
             await request.reject(404, orjson.dumps({"error": "not_found", "path": path}))
+
+
+    def _needs_key(self, path: str) -> bool:
+        if self.config.metrics_key is None:
+            return False
+        return path == "/metrics" or (path == "/healthz" and self.config.healthz_needs_key)
+
+    def _has_metrics_key(self, headers: list[tuple[str, str]]) -> bool:
+        expected = (self.config.metrics_key or "").encode()
+        for name, value in headers:
+            if name.lower() == "authorization":
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() == "bearer" and expected \
+                        and hmac.compare_digest(token.strip().encode(), expected):
+                    return True
+        return False
 
 
 async def refuse(conn: Connection, context_id: str, err: GatewayError, *,
