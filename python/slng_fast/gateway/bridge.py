@@ -23,6 +23,7 @@ import trio
 import trio_websocket
 
 from slng_fast import errors
+from slng_fast._native import PanicException
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
 from slng_fast.gateway.transport import (
@@ -144,7 +145,7 @@ class SessionBridge:
                                           close_code=errors.CLOSE_GOING_AWAY)
                 else:
                     actions = []
-            except Exception as exc:
+            except (Exception, PanicException) as exc:
                 actions = self._fault(exc, now)
             sent = await self._execute(actions)
             if kind == "upstream" or kind == "actions":
@@ -155,11 +156,13 @@ class SessionBridge:
             if sent:
                 return
 
-    def _fault(self, exc: Exception, now: float) -> list[Action]:
-        """A session step raised: it fails this session only (call from the except block,
-        so an unexpected fault is logged with its traceback)."""
+    def _fault(self, exc: BaseException, now: float) -> list[Action]:
+        """A session step raised, or a native call in it panicked: it fails this session
+        only (call from the except block, so an unexpected fault is logged with its
+        traceback)."""
         if not isinstance(exc, GatewayError):
-            log.exception("session fault", extra={"context_id": self.session.context_id})
+            what = "native panic" if isinstance(exc, PanicException) else "session fault"
+            log.exception(what, extra={"context_id": self.session.context_id})
             exc = GatewayError(errors.INTERNAL_ERROR, "internal error in the gateway")
         return self.session.fail(exc, now)
 
@@ -359,7 +362,7 @@ class SessionBridge:
         session = self.session
         try:
             actions = session.receive_upstream(epoch, frame, now)
-        except Exception as exc:
+        except (Exception, PanicException) as exc:
             actions = self._fault(exc, now)
         to_client = False
         for action in actions:

@@ -41,6 +41,7 @@ from slng_fast.gateway.transport import (
     Handler,
     IncomingRequest,
     UpstreamRejected,
+    only_failures,
 )
 
 log = logging.getLogger(__name__)
@@ -439,12 +440,16 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler, max_messa
         incoming = NativeIncomingRequest(
             request.path, request.headers, request.subprotocols, accept, reject,
             is_websocket=request.is_websocket, method=request.method)
+        code, reason = 1000, ""
         try:
             await handler(incoming)
+        except* _native.PanicException:
+            code, reason = 1011, "internal error"
+            raise
         finally:
             if connection is not None:
                 try:
-                    await connection.close(1000, "")
+                    await connection.close(code, reason)
                 except _OK_ERRORS:
                     pass
             elif not answered:
@@ -528,16 +533,19 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
                                  reuse_port: bool = False,
                                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve forever; reports the bound port through `task_status`. A handler's
-    exception is logged and ends its own connection only."""
+    exception, or a panic in a native call (a BaseException), is logged and ends its own
+    connection only (closed with 1011 if it was a WebSocket)."""
 
     async def on_stream(stream: trio.abc.Stream) -> None:
         try:
             await _serve_connection(stream, handler, max_message_bytes)
         except _OK_ERRORS:
             pass
-        except Exception as exc:  # one connection's failure must not stop the server
+        except BaseException as exc:  # one connection's failure must not stop the server
+            if not only_failures(exc):
+                raise  # cancellation (and KeyboardInterrupt, SystemExit) go on
             if not _only_ok_errors(exc):
-                log.exception("native WebSocket connection failed")
+                log.error("native WebSocket connection failed", exc_info=exc)
         finally:
             await trio.aclose_forcefully(stream)
 
