@@ -60,9 +60,25 @@ api_key = "secret"
     ("[tiers.free]\nmax_widgets = 1\n", "unknown limit"),
     ("[tiers.free]\nmax_connections = -1\n", "positive"),
     ("[tiers.free\n", "cannot read config"),
+    ("[gateway]\nmetrics_key = \"\"\n", "metrics_key"),
+    ("[gateway]\nhealthz_needs_key = true\n", "needs metrics_key"),
+    ("[gateway]\nmetrics_key = \"k\"\nhealthz_needs_key = \"yes\"\n", "true or false"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, body, message):
     path = tmp_path / "bad.toml"
     path.write_text(body)
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_metrics_key_from_the_file_or_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLNG_FAST_METRICS_KEY", raising=False)
+    path = tmp_path / "gateway.toml"
+    path.write_text("[gateway]\nport = 9000\n")
+    config = load_config(path)
+    assert config.metrics_key is None and config.healthz_needs_key is False  # open
+    monkeypatch.setenv("SLNG_FAST_METRICS_KEY", "from-env")
+    assert load_config(path).metrics_key == "from-env"
+    path.write_text("[gateway]\nmetrics_key = \"from-file\"\nhealthz_needs_key = true\n")
+    config = load_config(path)
+    assert config.metrics_key == "from-file" and config.healthz_needs_key is True

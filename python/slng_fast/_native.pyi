@@ -10,6 +10,8 @@ __all__ = [
     "UnsupportedFormatError",
     "PartialSampleError",
     "InvalidArgumentError",
+    "PanicException",
+    "_panic_for_tests",
     "AudioChunker",
     "audio_chunk_frame",
     "pcm16_to_mulaw",
@@ -42,6 +44,14 @@ class UnsupportedRateError(NativeError): ...
 class UnsupportedFormatError(NativeError): ...
 class PartialSampleError(NativeError): ...
 class InvalidArgumentError(NativeError): ...
+
+class PanicException(BaseException):
+    """What a panic in any native call raises (PyO3's ``pyo3_runtime.PanicException``):
+    a bug in the native core. A BaseException, so ``except Exception`` lets it through;
+    the gateway ends the one session or connection it happened in."""
+
+def _panic_for_tests(message: str) -> None:
+    """For the tests only: panic with ``message``, as a bug in the native core would."""
 
 # ---- resampling (rust/src/resample.rs) ---------------------------------------
 

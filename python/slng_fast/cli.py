@@ -13,7 +13,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from slng_fast.config import TIER_NAMES, ConfigError, default_data_dir, load_config
+from slng_fast.config import (
+    REDIS_URL_ENV,
+    TIER_NAMES,
+    ConfigError,
+    default_data_dir,
+    load_config,
+)
 from slng_fast.store import Store
 
 DEV_KEY_FILE = "dev-key"
@@ -90,7 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("slng-fast: --workers must be at least 1", file=sys.stderr)
         return 2
-    if args.workers > 1 and not args.redis:
+    redis_url = args.redis or os.environ.get(REDIS_URL_ENV) or None
+    if args.workers > 1 and not redis_url:
         print("slng-fast: several workers share their limits through Redis: give --redis URL "
               "(for example redis://127.0.0.1:6379/0)", file=sys.stderr)
         return 2
@@ -100,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     tune_collector()
     trio.run(partial(run_gateway, config, args.certfile, args.keyfile, transport=args.transport,
-                     workers=args.workers, redis_url=args.redis, config_path=args.config))
+                     workers=args.workers, redis_url=redis_url, config_path=args.config))
     return 0
 
 
@@ -232,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="worker processes on the one port (SO_REUSEPORT); more than one "
                        "needs --redis")
-    serve.add_argument("--redis", help="Redis URL for limits shared by every worker and host")
+    serve.add_argument("--redis", help="Redis URL (redis:// or rediss://) for limits shared by "
+                       f"every worker and host (default ${REDIS_URL_ENV}: keeps a password "
+                       "off the command line)")
     data_dir_option(serve)
     serve.set_defaults(func=cmd_serve)
 

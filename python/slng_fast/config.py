@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 KB = 1024
+# The Redis URL may hold a password: it can come from here rather than a command line
+# (`ps` shows those to every user), and the gateway hands it to its workers this way.
+REDIS_URL_ENV = "SLNG_FAST_REDIS_URL"
+# The key that `/metrics` (and, if asked, `/healthz`) require, when the config has none.
+METRICS_KEY_ENV = "SLNG_FAST_METRICS_KEY"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,11 @@ class Config:
     drain_s: float = 0.0
     # How often each worker asks the key store for revoked keys among its open sessions'.
     revocation_check_s: float = 1.0
+    # When set, `GET /metrics` needs `Authorization: Bearer <metrics_key>`; so does
+    # `GET /healthz` if `healthz_needs_key`. Unset (the default), both are open: load
+    # balancers probe /healthz without credentials.
+    metrics_key: str | None = None
+    healthz_needs_key: bool = False
 
 
 def default_data_dir() -> Path:
@@ -144,6 +154,17 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         values["data_dir"] = Path(gateway["data_dir"]).expanduser()
     if "engines" in gateway:
         values["engines"] = tuple(gateway["engines"])
+    metrics_key = gateway.get("metrics_key", os.environ.get(METRICS_KEY_ENV) or None)
+    if metrics_key is not None and (not isinstance(metrics_key, str) or not metrics_key.strip()):
+        raise ConfigError("[gateway] metrics_key must be a non-empty string")
+    values["metrics_key"] = metrics_key
+    healthz_needs_key = gateway.get("healthz_needs_key", False)
+    if not isinstance(healthz_needs_key, bool):
+        raise ConfigError("[gateway] healthz_needs_key must be true or false")
+    if healthz_needs_key and metrics_key is None:
+        raise ConfigError("[gateway] healthz_needs_key needs metrics_key (or "
+                          f"${METRICS_KEY_ENV})")
+    values["healthz_needs_key"] = healthz_needs_key
     for key, value in overrides.items():
         if value is not None:
             values[key] = Path(value) if key == "data_dir" else value

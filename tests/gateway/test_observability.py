@@ -9,16 +9,20 @@ import orjson
 import pytest
 import trio
 
-from harness import make_gateway
+from harness import make_gateway, start_gateway
+from slng_fast.config import Config
 from slng_fast.gateway.server import serve_gateway
 from slng_fast.metrics import Metrics
 from wsclient import closed_code, connect, recv, recv_until, send
 
 
-async def http_get(url: str, path: str) -> tuple[int, dict[str, str], bytes]:
+async def http_get(url: str, path: str,
+                   token: str | None = None) -> tuple[int, dict[str, str], bytes]:
     host, port = url.removeprefix("ws://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
-    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+                          .encode())
     data = b""
     with trio.fail_after(10):
         while chunk := await stream.receive_some(65536):
@@ -37,6 +41,25 @@ async def test_healthz(gw):
     assert health["status"] == "ok" and set(health["engines"]) == {"espeak", "pocketsphinx"}
     status, _, _ = await http_get(gw.url, "/nosuch")
     assert status == 404
+
+
+async def test_metrics_and_healthz_can_require_a_key(nursery, tmp_path, engines):
+    urls, info = engines
+    config = Config(data_dir=tmp_path, metrics_key="scrape-secret")
+    gw = await start_gateway(nursery, make_gateway(tmp_path, urls, info, config=config))
+    for token in (None, "wrong", gw.keys["enterprise"]):  # a gateway key is not the key
+        status, _, body = await http_get(gw.url, "/metrics", token)
+        assert status == 401 and orjson.loads(body)["error"] == "unauthorized"
+    status, _, _ = await http_get(gw.url, "/metrics", "scrape-secret")
+    assert status == 200
+    status, _, _ = await http_get(gw.url, "/healthz")  # load balancers probe without one
+    assert status == 200
+
+    both = Config(data_dir=tmp_path / "2", metrics_key="scrape-secret", healthz_needs_key=True)
+    gw2 = await start_gateway(nursery, make_gateway(tmp_path / "2", urls, info, config=both))
+    assert (await http_get(gw2.url, "/healthz"))[0] == 401
+    status, _, body = await http_get(gw2.url, "/healthz", "scrape-secret")
+    assert status == 200 and orjson.loads(body)["status"] == "ok"
 
 
 def sample(text: str, name: str, **labels: str) -> float:

@@ -130,8 +130,51 @@ async def test_unreachable_is_redis_unavailable():
         with pytest.raises(RedisUnavailable, match="cannot connect"):
             await redis.execute("PING")
     with pytest.raises(ValueError):
-        async with open_redis("rediss://example"):
+        async with open_redis("http://example"):
             pass
+
+
+async def test_username_and_password_from_url(tmp_path):
+    server = RedisServer(tmp_path, "--user", "default", "off", "--user", "gateway", "on",
+                         ">p@ss:word", "~*", "&*", "+@all")
+    server.start()
+    try:
+        async with open_redis(f"redis://gateway:p%40ss%3Aword@127.0.0.1:{server.port}") as redis:
+            assert await redis.execute("ACL", "WHOAMI") == b"gateway"
+        async with open_redis(f"redis://gateway:wrong@127.0.0.1:{server.port}") as redis:
+            with pytest.raises(RedisUnavailable, match="AUTH"):
+                await redis.execute("PING")
+    finally:
+        server.stop()
+
+
+async def test_rediss_is_redis_over_tls_verified_by_the_default_context(tmp_path, monkeypatch):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    tls_port = free_port()
+    server = RedisServer(tmp_path, "--tls-port", str(tls_port),
+                         "--tls-cert-file", str(tmp_path / "server.pem"),
+                         "--tls-key-file", str(tmp_path / "server.pem"),
+                         "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+                         "--tls-auth-clients", "no", "--requirepass", "s3cret")
+    server.start()
+    try:
+        # Not trusted yet: the certificate is refused, as Redis being unreachable.
+        async with open_redis(f"rediss://:s3cret@127.0.0.1:{tls_port}/1") as redis:
+            with pytest.raises(RedisUnavailable, match="rediss://127.0.0.1"):
+                await redis.execute("PING")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        async with open_redis(f"rediss://:s3cret@127.0.0.1:{tls_port}/1") as redis:
+            assert await redis.execute("SET", "k", "over-tls") == "OK"
+            info = await redis.execute("CLIENT", "INFO")
+            assert b"db=1" in info
+        async with open_redis(f"redis://:s3cret@127.0.0.1:{server.port}/1") as redis:
+            assert await redis.execute("GET", "k") == b"over-tls"  # the same server
+    finally:
+        server.stop()
 
 
 # -- connection leases --------------------------------------------------------------

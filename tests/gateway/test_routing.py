@@ -26,6 +26,24 @@ def test_drop_in_routes_keep_the_providers_path_without_the_gateway_key():
     assert parse_path("/deepgram/") is None
 
 
+def test_drop_in_routes_allow_exactly_the_sdk_sockets_after_percent_decoding():
+    for path in ("/elevenlabs/v1/text-to-speech/%2e%2e/%2e%2e/v1/user/stream-input",
+                 "/elevenlabs/v1/text-to-speech/V%2F..%2F..%2Fuser/stream-input",
+                 "/elevenlabs/v1/text-to-speech/../../v1/user/stream-input",
+                 "/elevenlabs/v1/voices", "/elevenlabs/v1/text-to-speech/V/stream-input/x",
+                 "/elevenlabs/v1/speech-to-text/realtime",
+                 "/cartesia/tts/bytes", "/cartesia/voices", "/cartesia/tts/websocket/..",
+                 "/cartesia/tts/websocket%2F..%2F..%2Fapi-keys",
+                 "/deepgram/v1/listen", "/deepgram/v1/projects", "/deepgram/v1/speak/x",
+                 "/deepgram/v1/speak%3Fx=1", "/deepgram/v1/%73peak/../manage"):
+        assert parse_path(path) is None, path
+    route = parse_path("/cartesia/tts/%77ebsocket?cartesia_version=2025-04-16")
+    assert route.passthrough == ("/tts/websocket", "cartesia_version=2025-04-16")
+    route = parse_path("/elevenlabs/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream-input")
+    assert route.passthrough == ("/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream-input", "")
+    assert parse_path("/v1/tts/%6Frpheus-websocket-stream").name == "orpheus"
+
+
 def test_keys_wherever_clients_and_sdks_put_them():
     assert find_key([("Authorization", "Bearer k1")], [], {}) == ("k1", None)
     assert find_key([("authorization", "Token k2")], [], {}) == ("k2", None)  # Deepgram SDK

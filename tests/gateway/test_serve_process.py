@@ -21,6 +21,7 @@ from engines.engine_audio import (
     SYNTHESIS_ROUND_TRIP_MIN_HITS,
     recognised,
 )
+from harness import engine_pids
 from slng_fast.store import Store
 from slng_fast.wavfile import read_wav, write_wav
 from wsclient import closed_code, recv, send
@@ -195,21 +196,6 @@ def test_ledger_rows_of_a_killed_gateway_are_closed_as_crashed(served, tmp_path)
         assert row["ended_at"] == (row["saved_at"] or row["started_at"]) < restarted_at
     finally:
         assert again.stop() == 0
-
-
-def engine_pids(gateway_pid: int) -> dict[str, int]:
-    """The gateway's engine children, by engine name, from /proc."""
-    out = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == gateway_pid and b"slng_fast.engines" in cmdline:
-            out[cmdline[cmdline.index(b"slng_fast.engines") + 1].decode()] = int(proc.name)
-    return out
 
 
 def test_a_killed_engine_is_restarted_and_serves_again(served, tmp_path):

@@ -2,24 +2,28 @@
 engines, the keys and, through a real redis-server, the limits: the free tier's single
 connection holds across workers, a worker killed with -9 leaks no slot and its ledger rows
 are closed with their saved usage, a revocation ends the key's sessions on every worker, and
-with Redis gone new sessions are refused with 1013 while open ones go on."""
+with Redis gone new sessions are refused with 1013 while open ones go on. An engine killed
+with -9 comes back where the workers reach it (its old port, or a new one they are told of),
+and the Redis password is on no command line."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import orjson
 import pytest
 import trio
 import trio_websocket
 
-from harness import RedisServer
-from wsclient import closed_code, recv, send
+from harness import RedisServer, engine_pids, listening_ports
+from wsclient import auth, closed_code, recv, send
 
 CLI = [sys.executable, "-m", "slng_fast"]
 
@@ -32,15 +36,18 @@ def redis_server(tmp_path):
     server.stop()
 
 
-@pytest.fixture
-def workers(tmp_path, redis_server):
-    env = {**os.environ, "SLNG_FAST_HOME": str(tmp_path / "data")}
+def start_workers(tmp_path: Path, redis_url: str | None,
+                  extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, str]:
+    """`serve --workers 2` (the Redis URL on its command line if given); the process, its
+    URL and a free-tier key."""
+    env = {**os.environ, "SLNG_FAST_HOME": str(tmp_path / "data"), **(extra_env or {})}
     config = tmp_path / "gateway.toml"
-    config.write_text("[gateway]\nlease_ttl_s = 2.0\n")
-    free = subprocess.run(CLI + ["keys", "create", "--tier", "free"], env=env, check=True,
-                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    proc = subprocess.Popen(CLI + ["serve", "--port", "0", "--workers", "2", "--redis",
-                                   redis_server.url, "--config", str(config)],
+    # The pro tier is for the tests that open many sessions one after the other.
+    config.write_text("[gateway]\nlease_ttl_s = 2.0\n[tiers.pro]\nmessages_per_minute = 6000\n"
+                      "max_connections = 50\n")
+    free = create_key(tmp_path, "free")
+    proc = subprocess.Popen(CLI + ["serve", "--port", "0", "--workers", "2", "--config",
+                                   str(config)] + (["--redis", redis_url] if redis_url else []),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env)
     assert proc.stdout is not None
@@ -50,13 +57,29 @@ def workers(tmp_path, redis_server):
         match = re.search(r"listening on (ws://\S+)", proc.stdout.readline())
         url = match.group(1) if match else None
     assert url, "the gateway did not start"
-    yield proc, url, free
+    return proc, url, free
+
+
+def create_key(tmp_path: Path, tier: str) -> str:
+    env = {**os.environ, "SLNG_FAST_HOME": str(tmp_path / "data")}
+    return subprocess.run(CLI + ["keys", "create", "--tier", tier], env=env, check=True,
+                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
+
+
+def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def workers(tmp_path, redis_server):
+    proc, url, free = start_workers(tmp_path, redis_server.url)
+    yield proc, url, free
+    stop(proc)
 
 
 async def healthz(url: str) -> dict:
@@ -216,3 +239,143 @@ async def test_a_killed_workers_usage_rows_are_closed_with_their_saved_totals(
         assert row["characters"] == len(text) and round(row["audio_ms"], 3) >= spoken
         store.close()
         nursery.cancel_scope.cancel()
+
+
+def worker_pids(gateway_pid: int) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == gateway_pid \
+                and b"slng_fast.gateway.worker" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+async def speaks(url: str, key: str) -> bool:
+    """Whether a new espeak session through the gateway says a sentence to its end."""
+    try:
+        with trio.fail_after(20):
+            async with trio_websocket.open_websocket_url(
+                    f"{url}/v1/tts/espeak-websocket-stream", extra_headers=auth(key)) as ws:
+                await send(ws, type="init")
+                await send(ws, type="input_text", text="One two three.")
+                await send(ws, type="flush")
+                while True:
+                    event = await recv(ws)
+                    if event["type"] == "error":
+                        return False
+                    if event["type"] == "audio_end":
+                        return event["total_duration_ms"] > 0 and not event["interrupted"]
+    except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+            trio.TooSlowError):
+        return False
+
+
+async def speaks_again(url: str, key: str, in_a_row: int = 6) -> bool:
+    """Whether, within the deadline, `in_a_row` new sessions one after the other all work
+    (the kernel spreads them over both workers)."""
+    with trio.move_on_after(60):
+        good = 0
+        while good < in_a_row:
+            good = good + 1 if await speaks(url, key) else 0
+            await trio.sleep(0 if good else 0.2)
+        return True
+    return False
+
+
+async def restarted(gateway_pid: int, name: str, old_pid: int) -> int:
+    """The pid of engine `name` once it has been restarted and listens."""
+    with trio.fail_after(60):
+        while True:
+            pid = engine_pids(gateway_pid).get(name)
+            if pid not in (None, old_pid) and listening_ports(pid):
+                return pid
+            await trio.sleep(0.1)
+
+
+async def test_workers_reach_an_engine_restarted_after_kill_9_on_its_old_port(workers,
+                                                                              tmp_path):
+    proc, url, _ = workers
+    key = create_key(tmp_path, "pro")
+    assert await speaks(url, key)
+    old = engine_pids(proc.pid)["espeak"]
+    ports = listening_ports(old)
+    os.kill(old, signal.SIGKILL)
+    new = await restarted(proc.pid, "espeak", old)
+    assert listening_ports(new) == ports
+    assert await speaks_again(url, key)
+
+
+async def test_workers_follow_an_engine_that_comes_back_on_a_new_port(workers, tmp_path):
+    proc, url, _ = workers
+    key = create_key(tmp_path, "pro")
+    old = engine_pids(proc.pid)["espeak"]
+    (port,) = listening_ports(old)
+    os.kill(old, signal.SIGKILL)
+    # Someone else listens on the engine's port before it is back: it takes another.
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        with trio.fail_after(10):
+            while True:
+                try:
+                    squatter.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    await trio.sleep(0.01)
+        squatter.listen(8)
+        new = await restarted(proc.pid, "espeak", old)
+        assert port not in listening_ports(new)
+        assert await speaks_again(url, key)
+    finally:
+        squatter.close()
+
+
+PASSWORD = "not-for-ps-9f3c"
+
+
+@pytest.fixture
+def redis_with_password(tmp_path):
+    server = RedisServer(tmp_path, "--requirepass", PASSWORD)
+    server.start()
+    server.url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+    yield server
+    server.stop()
+
+
+async def test_the_redis_password_reaches_the_workers_but_not_their_command_line(
+        tmp_path, redis_with_password):
+    proc, url, free = start_workers(tmp_path, redis_with_password.url)
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):  # sessions need Redis: the workers got the password
+                ws = await open_tts(nursery, url, free)
+                await send(ws, type="ping")
+                assert (await recv(ws))["type"] == "pong"
+                await ws.aclose()
+                await trio.sleep(0.1)
+        pids = worker_pids(proc.pid)
+        assert len(pids) == 2
+        for pid in pids:
+            assert PASSWORD.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    finally:
+        stop(proc)
+
+
+async def test_serve_takes_the_redis_url_from_the_environment(tmp_path, redis_with_password):
+    proc, url, free = start_workers(tmp_path, None,
+                                    {"SLNG_FAST_REDIS_URL": redis_with_password.url})
+    try:
+        async with trio.open_nursery() as nursery:
+            ws = await open_tts(nursery, url, free)
+            await send(ws, type="ping")
+            assert (await recv(ws))["type"] == "pong"
+            await ws.aclose()
+        for pid in [proc.pid, *worker_pids(proc.pid)]:
+            assert PASSWORD.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    finally:
+        stop(proc)

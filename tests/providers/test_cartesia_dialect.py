@@ -468,3 +468,7 @@ def test_passthrough_request_keeps_the_query_but_not_the_client_credential():
     other = d.passthrough_request("/tts/websocket", "", "sk-other")
     assert other.url == "wss://api.cartesia.ai/tts/websocket"
     assert dict(other.headers)["X-API-Key"] == "sk-other"
+    for bad in ("/voices", "/tts/bytes", "/tts/websocket/../../api-keys",
+                "/tts/websocket%2F..%2F..%2Fapi-keys"):
+        with pytest.raises(ValueError):
+            d.passthrough_request(bad, "", None)

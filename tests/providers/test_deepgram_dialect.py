@@ -395,8 +395,9 @@ def test_passthrough_request_puts_the_sdk_path_and_query_on_the_base_url():
     assert d.sample_rate == 48000
     bare = d.passthrough_request("v1/speak", "", None)
     assert bare.url == "ws://127.0.0.1:9999/v1/speak" and bare.headers == ()
-    with pytest.raises(ValueError):
-        d.passthrough_request("/v1/listen", "", "k")
+    for bad in ("/v1/listen", "/v1/speak/", "/v1/speak%2F..%2Fprojects", "/v1/projects"):
+        with pytest.raises(ValueError):
+            d.passthrough_request(bad, "", "k")
 
 
 def test_a_flush_refused_over_the_limit_is_answered_by_the_next_flushed():

@@ -8,10 +8,12 @@ import ssl
 
 import pytest
 import trio
+import trio_websocket
 
 from harness import EMULATOR_KEY, make_gateway, start_emulator
 from slng_fast.config import ProviderConfig
 from slng_fast.gateway.server import serve_gateway
+from wsclient import auth
 
 
 async def gateway_for(nursery, tmp_path, engines, name: str, ssl_context=None):
@@ -140,3 +142,21 @@ async def test_cartesia_sdk_through_the_gateway(nursery, tmp_path, engines):
     assert kinds[-1] == "done" and "chunk" in kinds and "timestamps" in kinds
     assert len(audio) > 24000
     await wait_for_ledger(running, "cartesia")
+
+
+@pytest.mark.parametrize("name, path", [
+    ("cartesia", "/cartesia/voices"),
+    ("cartesia", "/cartesia/tts/websocket%2F..%2F..%2Fapi-keys"),
+    ("elevenlabs", "/elevenlabs/v1/text-to-speech/%2e%2e/%2e%2e/v1/user/stream-input"),
+    ("elevenlabs", "/elevenlabs/v1/user"),
+    ("deepgram", "/deepgram/v1/listen"),
+])
+async def test_other_paths_under_a_drop_in_route_are_refused_at_the_handshake(
+        nursery, tmp_path, engines, name, path):
+    running, port = await gateway_for(nursery, tmp_path, engines, name)
+    with pytest.raises(trio_websocket.HandshakeError) as refused:
+        async with trio_websocket.open_websocket_url(
+                f"ws://127.0.0.1:{port}{path}", extra_headers=auth(running.keys["pro"])):
+            pass
+    assert refused.value.status_code == 404  # as an unknown endpoint; nothing went upstream
+    assert usage_of(running, name) == []

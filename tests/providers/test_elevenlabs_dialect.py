@@ -405,7 +405,9 @@ def test_passthrough_request_maps_the_sdk_path_onto_the_upstream():
     https = ElevenLabsDialect(ELEVENLABS, "https://api.elevenlabs.io", KEY)
     assert https.passthrough_request("/v1/text-to-speech/V/stream-input", "", None).url \
         == "wss://api.elevenlabs.io/v1/text-to-speech/V/stream-input"
-    for bad in ("/v1/voices", "/v1/text-to-speech/../../admin/stream-input"):
+    for bad in ("/v1/voices", "/v1/text-to-speech/../../admin/stream-input",
+                "/v1/text-to-speech/%2e%2e/%2e%2e/v1/user/stream-input",
+                "/v1/text-to-speech/V/x/stream-input", "/v1/text-to-speech/V/stream-inputs"):
         with pytest.raises(ValueError):
             d.passthrough_request(bad, "", None)
 

@@ -23,6 +23,7 @@ import trio
 import trio_websocket
 
 from slng_fast import errors
+from slng_fast._native import PanicException
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
 from slng_fast.gateway.queues import ByteBoundedQueue
@@ -265,7 +266,7 @@ class SessionBridge:
                     actions = session.keepalive(now)
                 else:
                     actions = self._end_actions(item, now)
-            except Exception as exc:
+            except (Exception, PanicException) as exc:
                 actions = self._fault(exc, now)
             if kind == "upstream" or kind == "actions":
                 self.deferred -= 1
@@ -278,11 +279,13 @@ class SessionBridge:
                 return
             self.timer.check()
 
-    def _fault(self, exc: Exception, now: float) -> list[Action]:
-        """A session step raised: it fails this session only (call from the except block,
-        so an unexpected fault is logged with its traceback)."""
+    def _fault(self, exc: BaseException, now: float) -> list[Action]:
+        """A session step raised, or a native call in it panicked: it fails this session
+        only (call from the except block, so an unexpected fault is logged with its
+        traceback)."""
         if not isinstance(exc, GatewayError):
-            log.exception("session fault", extra={"context_id": self.session.context_id})
+            what = "native panic" if isinstance(exc, PanicException) else "session fault"
+            log.exception(what, extra={"context_id": self.session.context_id})
             exc = GatewayError(errors.INTERNAL_ERROR, "internal error in the gateway")
         return self.session.fail(exc, now)
 
@@ -520,7 +523,7 @@ class SessionBridge:
         session = self.session
         try:
             actions = session.receive_upstream(epoch, frame, now)
-        except Exception as exc:
+        except (Exception, PanicException) as exc:
             actions = self._fault(exc, now)
         to_client = False
         for action in actions:

@@ -45,6 +45,7 @@ from slng_fast.gateway.transport import (
     IncomingRequest,
     MessageTooLarge,
     UpstreamRejected,
+    only_failures,
 )
 
 log = logging.getLogger(__name__)
@@ -526,14 +527,18 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
         incoming = NativeIncomingRequest(
             request.path, request.headers, request.subprotocols, accept, reject,
             is_websocket=request.is_websocket, method=request.method)
+        code, reason = 1000, ""
         try:
             await handler(incoming)
+        except* _native.PanicException:
+            code, reason = 1011, "internal error"
+            raise
         finally:
             if connection is not None:
-                # A message over the limit that the handler did not answer: 1009.
-                code = 1009 if connection._too_large is not None else 1000
+                if connection._too_large is not None and code == 1000:
+                    code = 1009  # a message over the limit that the handler did not answer
                 try:
-                    await connection.close(code, "")
+                    await connection.close(code, reason)
                 except _OK_ERRORS:
                     pass
             elif not answered:
@@ -619,7 +624,8 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
                                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
                                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve forever; reports the bound port through `task_status`. A handler's
-    exception is logged and ends its own connection only. ``pending`` bounds the
+    exception, or a panic in a native call (a BaseException), is logged and ends its own
+    connection only (closed with 1011 if it was a WebSocket). ``pending`` bounds the
     connections not answered yet (in total and per client address): past it, a new
     connection gets 503 at once."""
     pending = pending if pending is not None else PendingConnections()
@@ -647,9 +653,11 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
                                     handshake_timeout=handshake_timeout)
         except _OK_ERRORS:
             pass
-        except Exception as exc:  # one connection's failure must not stop the server
+        except BaseException as exc:  # one connection's failure must not stop the server
+            if not only_failures(exc):
+                raise  # cancellation (and KeyboardInterrupt, SystemExit) go on
             if not _only_ok_errors(exc):
-                log.exception("native WebSocket connection failed")
+                log.error("native WebSocket connection failed", exc_info=exc)
         finally:
             leave()
             await trio.aclose_forcefully(stream)

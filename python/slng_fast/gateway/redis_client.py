@@ -1,11 +1,13 @@
-"""A small Redis client over one trio TCP stream: enough for the shared limits (commands,
-pipelines, Lua scripts), nothing more. Many tasks share the connection: requests are
-written under a lock and replies matched to them in FIFO order, which is how Redis
-answers. Any failure to reach Redis is `RedisUnavailable`; the next call reconnects."""
+"""A small Redis client over one trio TCP stream (TLS for ``rediss://``): enough for the
+shared limits (commands, pipelines, Lua scripts), nothing more. Many tasks share the
+connection: requests are written under a lock and replies matched to them in FIFO
+order, which is how Redis answers. Any failure to reach Redis is `RedisUnavailable`;
+the next call reconnects."""
 
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -32,13 +34,16 @@ class RedisAddress:
     db: int = 0
     username: str | None = None
     password: str | None = None
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> RedisAddress:
-        """`redis://[[user]:password@]host[:port][/db]`."""
+        """`redis[s]://[[user]:password@]host[:port][/db]`; ``rediss`` is Redis over TLS,
+        verified against the system's trusted certificates."""
         parts = urlsplit(url)
-        if parts.scheme != "redis":
-            raise ValueError(f"only redis:// URLs are supported, not {url.split(':')[0]!r}")
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"a Redis URL starts with redis:// or rediss://, not "
+                             f"{url.split(':')[0]!r}")
         path = parts.path.strip("/")
         if path and not path.isdigit():
             raise ValueError(f"the path of a Redis URL is the database number, not {path!r}")
@@ -52,10 +57,11 @@ class RedisAddress:
             db=int(path) if path else 0,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
+            tls=parts.scheme == "rediss",
         )
 
     def __str__(self) -> str:  # never shows the password (it goes to logs)
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
 class Script:
@@ -222,7 +228,22 @@ class RedisClient:
             if self._conn is not None and not self._conn.closed:
                 return self._conn
             try:
-                stream = await trio.open_tcp_stream(self.address.host, self.address.port)
+                stream: trio.abc.Stream
+                if self.address.tls:
+                    tls = await trio.open_ssl_over_tcp_stream(
+                        self.address.host, self.address.port,
+                        ssl_context=ssl.create_default_context())
+                    stream = tls
+                    try:  # here, so a refused certificate says so
+                        await tls.do_handshake()
+                    except BaseException:
+                        await trio.aclose_forcefully(tls)
+                        raise
+                else:
+                    stream = await trio.open_tcp_stream(self.address.host, self.address.port)
+            except trio.BrokenResourceError as exc:
+                reason = exc.__cause__ or exc
+                raise RedisUnavailable(f"cannot connect to {self.address}: {reason}") from exc
             except OSError as exc:
                 raise RedisUnavailable(f"cannot connect to {self.address}: {exc}") from exc
             conn = _Connection(stream, self.address)

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 _PATH = re.compile(r"^/v1/(tts|stt)/([a-z0-9][a-z0-9-]*?)-websocket-stream/?$")
 # Drop-in routes: a provider's own paths under /<provider>/, for its official SDK with only
-# the base URL and key changed. The rest of the path goes upstream as it is.
-DROP_IN = {"elevenlabs": "tts", "deepgram": "tts", "cartesia": "tts"}
+# the base URL and key changed. Only the streaming sockets the gateway relays, path for
+# path as the SDKs request them: the rest of the path goes upstream with the operator's
+# provider key, so nothing else may.
+DROP_IN: dict[str, tuple[str, re.Pattern[str]]] = {
+    "elevenlabs": ("tts", re.compile(r"/v1/text-to-speech/[A-Za-z0-9_-]+/(multi-)?stream-input")),
+    "deepgram": ("tts", re.compile(r"/v1/speak")),
+    "cartesia": ("tts", re.compile(r"/tts/websocket")),
+}
 # Where each SDK puts its API key, besides Authorization and the query (PROTOCOL.md 2).
 KEY_HEADERS = ("xi-api-key", "x-api-key", "cartesia-api-key", "kyutai-api-key")
 PRESET_FIELDS = ("voice_id", "voice", "language", "codec", "encoding", "sample_rate_hz",
@@ -35,14 +41,19 @@ class Route:
 
 
 def parse_path(path: str) -> Route | None:
+    """The route a request path names, or None (an unknown endpoint). The path is
+    percent-decoded before it is matched, so an encoded ``..`` or ``/`` is seen as one."""
     parts = urlsplit(path)
-    match = _PATH.match(parts.path)
+    decoded = unquote(parts.path)
+    match = _PATH.match(decoded)
     if match:
         return Route(match.group(1), match.group(2), dict(parse_qsl(parts.query)))
-    provider, sep, rest = parts.path.lstrip("/").partition("/")
-    if provider in DROP_IN and sep and rest:
-        return Route(DROP_IN[provider], provider, dict(parse_qsl(parts.query)),
-                     ("/" + rest, strip_query(parts.query, ("api_key",))))
+    provider, sep, rest = decoded.lstrip("/").partition("/")
+    if provider in DROP_IN and sep:
+        kind, allowed = DROP_IN[provider]
+        if allowed.fullmatch("/" + rest):
+            return Route(kind, provider, dict(parse_qsl(parts.query)),
+                         ("/" + rest, strip_query(parts.query, ("api_key",))))
     return None
 
 

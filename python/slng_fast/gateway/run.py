@@ -3,7 +3,9 @@
 One worker serves in this process. With ``--workers N`` this process keeps the engines
 and N worker processes (``python -m slng_fast.gateway.worker``), each one trio loop,
 listen on the same port (SO_REUSEPORT); they share the engines, the key store (SQLite in
-the data directory) and, through Redis (``--redis``, required then), the limits."""
+the data directory) and, through Redis (``--redis``, required then), the limits.
+Workers learn of engine restarts on their stdin (``engine_feed``) and get the Redis URL
+in their environment."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from typing import Any
 import trio
 
 from slng_fast.cli import ensure_dev_key
-from slng_fast.config import Config
+from slng_fast.config import REDIS_URL_ENV, Config
+from slng_fast.gateway.engine_feed import feed_engines
 from slng_fast.gateway.engines import EngineSupervisor
 from slng_fast.gateway.native_transport import open_reuse_port_listener
 from slng_fast.gateway.server import Gateway, serve_gateway
@@ -168,24 +171,30 @@ async def run_workers(config: Config, count: int, supervisor: EngineSupervisor, 
     holder = await open_reuse_port_listener(config.host, config.port)
     port = holder.socket.getsockname()[1]
     holder.socket.close()  # bound with SO_REUSEPORT, it only kept the number for us
-    info = {name: data for name, data in supervisor.info.items()}
     base = [sys.executable, "-m", "slng_fast.gateway.worker", "--host", config.host,
             "--port", str(port), "--data-dir", str(config.data_dir), "--transport", transport,
-            "--engine-urls", json.dumps(supervisor.urls), "--engine-info", json.dumps(info),
             "--parent-pid", str(os.getpid()), "--drain-s", str(config.drain_s)]
-    if redis_url:
-        base += ["--redis", redis_url]
     if config_path:
         base += ["--config", config_path]
     if certfile:
         base += ["--certfile", certfile] + (["--keyfile", keyfile] if keyfile else [])
+    # Secrets go through the environment, which only this user can read (not `ps`).
+    env = {name: value for name, value in os.environ.items() if name != REDIS_URL_ENV}
+    if redis_url:
+        env[REDIS_URL_ENV] = redis_url
+
+    def command(n: int) -> list[str]:
+        # The engines as they are now; later changes reach the worker on its stdin.
+        state = supervisor.snapshot()
+        return base + ["--worker-id", f"w{n}", "--engine-urls", json.dumps(state["urls"]),
+                       "--engine-info", json.dumps(state["info"])]
 
     async def keep_worker(n: int, task_status: trio.TaskStatus[None]) -> None:
         first = True
         while not shutdown.is_set():
             process = await trio.lowlevel.open_process(
-                base + ["--worker-id", f"w{n}"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-            assert process.stdout is not None
+                command(n), stdout=subprocess.PIPE, stdin=subprocess.PIPE, env=env)
+            assert process.stdout is not None and process.stdin is not None
             line = b""
             with trio.move_on_after(60):
                 while b"\n" not in line:
@@ -203,11 +212,14 @@ async def run_workers(config: Config, count: int, supervisor: EngineSupervisor, 
                         await shutdown.wait()
                         process.send_signal(signal.SIGTERM)
                     inner.start_soon(stop_on_shutdown)
+                    inner.start_soon(feed_engines, supervisor, process.stdin)
                     await process.wait()
                     inner.cancel_scope.cancel()
             finally:
                 if process.returncode is None:
                     process.kill()
+                for pipe in (process.stdin, process.stdout):
+                    await trio.aclose_forcefully(pipe)
             if not shutdown.is_set():
                 log.warning("worker w%d exited with %s; restarting", n, process.returncode)
                 await trio.sleep(WORKER_RESTART_DELAY)

@@ -4,6 +4,7 @@ keys, and shut down gracefully."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import sqlite3
@@ -221,9 +222,14 @@ class Gateway:
             with_session_ended=with_session_ended)
 
     async def _http(self, request: IncomingRequest) -> None:
-        """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``."""
+        """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``, open
+        unless the config gives them a key (``metrics_key``, ``healthz_needs_key``)."""
         path = request.path.split("?", 1)[0]
-        if path == "/healthz":
+        if self._needs_key(path) and not self._has_metrics_key(request.headers):
+            await request.reject(401, orjson.dumps({
+                "error": "unauthorized", "message": f"{path} needs Authorization: Bearer "
+                "<the gateway's metrics_key>"}))
+        elif path == "/healthz":
             ok = not self.shutdown.is_set() and not self.draining.is_set()
             status = ("ok" if ok else "shutting_down" if self.shutdown.is_set()
                       else "draining")
@@ -237,6 +243,22 @@ class Gateway:
                                  "text/plain; version=0.0.4; charset=utf-8")
         else:
             await request.reject(404, orjson.dumps({"error": "not_found", "path": path}))
+
+
+    def _needs_key(self, path: str) -> bool:
+        if self.config.metrics_key is None:
+            return False
+        return path == "/metrics" or (path == "/healthz" and self.config.healthz_needs_key)
+
+    def _has_metrics_key(self, headers: list[tuple[str, str]]) -> bool:
+        expected = (self.config.metrics_key or "").encode()
+        for name, value in headers:
+            if name.lower() == "authorization":
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() == "bearer" and expected \
+                        and hmac.compare_digest(token.strip().encode(), expected):
+                    return True
+        return False
 
 
 async def refuse(conn: Connection, context_id: str, err: GatewayError, *,

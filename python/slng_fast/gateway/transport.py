@@ -15,6 +15,8 @@ import trio
 import trio_websocket
 from wsproto.frame_protocol import Frame, MessageDecoder, Opcode, ParseFailed
 
+from slng_fast import _native
+
 # The reason of a ConnectionClosed when we dropped a peer that took nothing we wrote
 # (a pong, a ping, a close) within the send timeout: a slow client, not a closed one.
 PEER_NOT_READING = "peer not reading"
@@ -189,8 +191,10 @@ async def serve_trio_websocket(handler: Handler, host: str, port: int, *,
         try:
             await handler(IncomingRequest(request.path, headers,
                                           list(request.proposed_subprotocols), accept, reject))
-        except Exception:  # one connection's fault must not stop the server
-            log.exception("connection handler failed")
+        except BaseException as exc:  # one connection's fault must not stop the server
+            if not only_failures(exc):
+                raise  # cancellation goes on
+            log.error("connection handler failed", exc_info=exc)
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: trio_websocket.serve_websocket(
@@ -216,3 +220,11 @@ async def open_upstream(url: str, headers: list[tuple[str, str]], subprotocols: 
     except trio.TooSlowError as exc:
         raise OSError("upstream did not answer in time") from exc
     return TrioWebsocketConnection(ws)
+
+
+def only_failures(exc: BaseException) -> bool:
+    """Whether ``exc`` holds only errors and native panics (PanicException is a
+    BaseException), nothing that must go on up such as trio's Cancelled."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only_failures(e) for e in exc.exceptions)
+    return isinstance(exc, (Exception, _native.PanicException))

@@ -1,7 +1,9 @@
 """One worker process of ``slng-fast serve --workers N``: a gateway loop on the shared
-port (SO_REUSEPORT), reaching the engines the parent started, with Redis-backed limits.
-Prints ``READY`` once it listens; SIGTERM ends its sessions (1001) and exits 0; it also
-stops if the parent dies."""
+port (SO_REUSEPORT), reaching the engines the parent started, with Redis-backed limits
+(the URL in ``$SLNG_FAST_REDIS_URL``, never on the command line: it may hold a password).
+Prints ``READY`` once it listens; reads the engines' new URLs on stdin when the parent
+restarts one; SIGTERM ends its sessions (1001) and exits 0; it also stops if the parent
+dies."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import sys
 import trio
 
 from slng_fast.cli import setup_logging
-from slng_fast.config import ConfigError, load_config
+from slng_fast.config import REDIS_URL_ENV, ConfigError, load_config
 from slng_fast.gateway.collector import tune_collector
+from slng_fast.gateway.engine_feed import follow_engines
 from slng_fast.gateway.run import make_ssl_context, serve_one_worker
 from slng_fast.providers.registry import ProviderRegistry
 from slng_fast.store import Store
@@ -29,15 +32,20 @@ async def run_worker(args: argparse.Namespace) -> None:
                          drain_s=args.drain_s)
     store = Store(config.data_dir)
     registry = ProviderRegistry(config, json.loads(args.engine_urls), json.loads(args.engine_info))
+    redis_url = os.environ.get(REDIS_URL_ENV) or None
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(lambda task_status: serve_one_worker(
-                config, store, registry, redis_url=args.redis,
+                config, store, registry, redis_url=redis_url,
                 ssl_context=make_ssl_context(args.certfile, args.keyfile),
                 transport=args.transport, reuse_port=True, shutdown=shutdown,
                 worker_id=f"{args.worker_id}-{os.getpid()}", task_status=task_status))
             print("READY", flush=True)
+            feed = _parent_pipe()
+            if feed is not None:
+                nursery.start_soon(follow_engines, feed, registry.engine_urls,
+                                   registry.engine_info)
 
             async def stop_when_orphaned() -> None:
                 while os.getppid() == args.parent_pid:  # noqa: ASYNC110 - polled
@@ -59,6 +67,14 @@ async def run_worker(args: argparse.Namespace) -> None:
     store.close()
 
 
+def _parent_pipe() -> trio.lowlevel.FdStream | None:
+    """Stdin, where the parent writes the engines' state; None when run by hand."""
+    try:
+        return None if os.isatty(0) else trio.lowlevel.FdStream(os.dup(0))
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slng_fast.gateway.worker")
     parser.add_argument("--host", default="127.0.0.1")
@@ -66,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--config")
     parser.add_argument("--transport", default="native")
-    parser.add_argument("--redis")
     parser.add_argument("--engine-urls", default="{}")
     parser.add_argument("--engine-info", default="{}")
     parser.add_argument("--certfile")

@@ -41,7 +41,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 
@@ -166,12 +166,14 @@ class CartesiaDialect:
         return UpstreamRequest(url=self._ws_url(), headers=self._headers(self.api_key))
 
     def passthrough_request(self, path: str, query: str, api_key: str | None) -> UpstreamRequest:
-        """The upstream for the drop-in SDK route: the client's path and query (minus
-        its gateway credential) with the provider's key (``api_key`` if given, else
-        this dialect's)."""
+        """The upstream for the drop-in SDK route: the TTS socket (the only path
+        allowed, after percent-decoding) and the client's query (minus its gateway
+        credential) with the provider's key (``api_key`` if given, else this dialect's)."""
+        if unquote(path or PATH) != PATH:
+            raise ValueError(f"not Cartesia's TTS socket {PATH}: {path!r}")
         kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
                 if k not in CLIENT_CREDENTIALS]
-        return UpstreamRequest(url=self._ws_url(path or PATH, urlencode(kept)),
+        return UpstreamRequest(url=self._ws_url(PATH, urlencode(kept)),
                                headers=self._headers(api_key or self.api_key))
 
     def open_frames(self, settings: Settings) -> list[Frame]:

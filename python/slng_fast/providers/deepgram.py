@@ -53,7 +53,7 @@ Decisions (the unified side is PROTOCOL.md section 4):
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 
@@ -174,8 +174,8 @@ class DeepgramDialect(HeldText):
         its own path (``/v1/speak``) and query on the configured base URL, with the
         provider credential. The gateway's own ``api_key`` query parameter is not passed
         on. The rate in the query becomes ``sample_rate`` (used to count audio)."""
-        path = "/" + path.lstrip("/")
-        if path.rstrip("/") != SPEAK_PATH:
+        path = "/" + unquote(path).lstrip("/")
+        if path != SPEAK_PATH:
             raise ValueError(f"{path!r} is not Deepgram's speak endpoint {SPEAK_PATH}")
         pairs = [(k, v) for k, v in parse_qsl(query.lstrip("?"), keep_blank_values=True)
                  if k != "api_key"]

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import orjson
 
@@ -69,6 +70,9 @@ QUERY_EXTRAS = ("model_id", "inactivity_timeout", "apply_text_normalization", "s
                 "enable_ssml_parsing", "enable_logging", "auto_mode")
 CONTEXT_EXTRAS = ("generation_config", "pronunciation_dictionary_locators")
 # Query parameters a client must not smuggle to the provider (credentials).
+# The sockets an ElevenLabs SDK opens on the drop-in route, exactly (the voice id is
+# alphanumeric): anything else would reach the provider with the operator's key.
+PASSTHROUGH_PATH = re.compile(r"/v1/text-to-speech/[A-Za-z0-9_-]+/(multi-)?stream-input")
 SECRET_PARAMS = {"xi_api_key", "xi-api-key", "api_key", "authorization", "single_use_token"}
 
 # Provider error words: non-retryable ones win (checked first).
@@ -210,9 +214,10 @@ class ElevenLabsDialect(HeldText):
     def passthrough_request(self, path: str, query: str, api_key: str | None) -> UpstreamRequest:
         """The gateway's drop-in SDK routes: the SDK's own path and query on the upstream,
         with the provider credential (``api_key``, else the configured one). Credentials
-        in the client's query are dropped; only the text-to-speech sockets are allowed."""
-        if not path.startswith("/v1/text-to-speech/") or not path.endswith("stream-input") \
-                or ".." in path:
+        in the client's query are dropped; only the text-to-speech sockets are allowed,
+        matched after percent-decoding (``%2e%2e`` is ``..``)."""
+        path = unquote(path)
+        if not PASSTHROUGH_PATH.fullmatch(path):
             raise ValueError(f"not an ElevenLabs text-to-speech socket: {path!r}")
         params = [(k, v) for k, v in parse_qsl(query.lstrip("?"), keep_blank_values=True)
                   if k.lower() not in SECRET_PARAMS]

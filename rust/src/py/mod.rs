@@ -43,11 +43,27 @@ impl From<Error> for PyErr {
     }
 }
 
+/// For the tests only: panics with `message`, as a bug in the native core would. The
+/// panic unwinds (the release profile does not abort) and reaches Python as
+/// `PanicException`, which the gateway turns into the end of one session, not the
+/// worker. Nothing outside the tests calls it.
+#[pyfunction]
+#[pyo3(name = "_panic_for_tests")]
+fn panic_for_tests(message: &str) {
+    panic!("{message}");
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // What a panic in any native call raises (a BaseException, like SystemExit).
+    m.add(
+        "PanicException",
+        py.get_type::<pyo3::panic::PanicException>(),
+    )?;
+    m.add_function(wrap_pyfunction!(panic_for_tests, m)?)?;
     m.add("NativeError", py.get_type::<NativeError>())?;
     m.add(
         "UnsupportedRateError",
