@@ -126,7 +126,7 @@ def main() -> int:
                           f"max_pending_per_address = {n + 100}\n"
                           f"[tiers.enterprise]\nmax_connections = {n + 100}\n")
         env = {**os.environ, "SLNG_FAST_HOME": str(data)}
-        log = open(Path(tmp) / "gateway.log", "w")  # noqa: SIM115 - read on failure
+        log = open(Path(tmp) / "gateway.log", "w")
         gateway = subprocess.Popen(CLI + ["serve", "--port", "0", "--config", str(config)],
                                    stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         baseline = subprocess.Popen([sys.executable, "-c", BASELINE], stdout=subprocess.PIPE,
