@@ -14,7 +14,7 @@ from harness import (
     start_engines,
     start_gateway,
 )
-from slng_fast.config import ProviderConfig
+from slng_fast.config import Config, ProviderConfig
 
 
 @pytest.fixture
@@ -26,11 +26,11 @@ async def engines(nursery):
 def provider_gateway(nursery, tmp_path, engines):
     """``await provider_gateway("elevenlabs")``: a gateway fronting that emulator."""
 
-    async def start(name: str, api_key: str | None = EMULATOR_KEY) -> Running:
+    async def start(name: str, api_key: str | None = EMULATOR_KEY, **settings) -> Running:
         urls, info = engines
         base = await start_emulator(nursery, name, urls)
         providers = {name: ProviderConfig(url=base, api_key=api_key)}
-        return await start_gateway(nursery, make_gateway(tmp_path, urls, info,
-                                                         providers=providers))
+        config = Config(data_dir=tmp_path, providers=providers, **settings)
+        return await start_gateway(nursery, make_gateway(tmp_path, urls, info, config=config))
 
     return start

@@ -12,8 +12,8 @@ import trio
 from wsclient import closed_code, connect, recv, recv_until, send
 
 
-async def open_session(provider_gateway, nursery, **init):
-    gw = await provider_gateway("elevenlabs")
+async def open_session(provider_gateway, nursery, gateway_settings=None, **init):
+    gw = await provider_gateway("elevenlabs", **(gateway_settings or {}))
     ws = await connect(gw.tts("elevenlabs"), gw.keys["pro"], nursery=nursery)
     await send(ws, type="init", **init)
     ready = await recv(ws)
@@ -133,7 +133,9 @@ async def test_an_idle_upstream_drop_is_invisible(provider_gateway, nursery, aut
         await real_run(self)
 
     monkeypatch.setattr(emulator.Connection, "run", counted)
-    ws, _ = await open_session(provider_gateway, nursery, inactivity_timeout=5)
+    # The fake clock jumps while the real engine speaks: no provider deadline in this test.
+    ws, _ = await open_session(provider_gateway, nursery, inactivity_timeout=5,
+                               gateway_settings={"provider_timeout_s": 3600.0})
     first = await utterance(ws, "Before the drop.")
     assert first[-1]["interrupted"] is False
     await trio.sleep(30)
