@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slng_fast.cli import DEV_KEY_FILE, ensure_dev_key
-from slng_fast.store import Store
+from slng_fast.store import DEV_KEY_FILE, Store, ensure_dev_key
 
 _watched: dict[str, object] = {"path": None, "modes": [], "busy": False}
 

@@ -4,14 +4,11 @@ any client would (``say``, ``transcribe``)."""
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from slng_fast.config import (
     REDIS_URL_ENV,
@@ -20,52 +17,12 @@ from slng_fast.config import (
     default_data_dir,
     load_config,
 )
-from slng_fast.store import Store
-
-DEV_KEY_FILE = "dev-key"
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object a line; carries context_id when a record has one, never keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                                 "logger": record.name, "msg": record.getMessage()}
-        for name in ("context_id", "provider", "tier", "reason"):
-            if hasattr(record, name):
-                entry[name] = getattr(record, name)
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("trio-websocket").setLevel(logging.WARNING)
+from slng_fast.logs import setup_logging
+from slng_fast.store import DEV_KEY_FILE, Store
 
 
 def data_dir_of(args: argparse.Namespace) -> Path:
     return Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else default_data_dir()
-
-
-def ensure_dev_key(store: Store, data_dir: Path) -> str | None:
-    """On a first start with no keys, make a `pro` development key; return it once.
-    Its file is created private (0600), never readable by others even for a moment;
-    a file of that name left from an older key store is replaced, not reused."""
-    if store.has_keys():
-        return None
-    _, secret = store.create_key("pro", "development")
-    path = data_dir / DEV_KEY_FILE
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(secret + "\n")
-    return secret
 
 
 def default_key(args: argparse.Namespace) -> str:

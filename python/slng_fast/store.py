@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -255,3 +256,22 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     except BaseException:
         db.rollback()
         raise
+
+
+DEV_KEY_FILE = "dev-key"
+
+
+def ensure_dev_key(store: Store, data_dir: Path) -> str | None:
+    """On a first start with no keys, make a `pro` development key; return it once.
+    Its file is created private (0600), never readable by others even for a moment;
+    a file of that name left from an older key store is replaced, not reused."""
+    if store.has_keys():
+        return None
+    _, secret = store.create_key("pro", "development")
+    path = data_dir / DEV_KEY_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secret + "\n")
+    return secret

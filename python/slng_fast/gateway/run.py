@@ -23,15 +23,14 @@ from typing import Any
 
 import trio
 
-from slng_fast.cli import ensure_dev_key
 from slng_fast.config import REDIS_URL_ENV, Config
+from slng_fast.engines.supervisor import EngineSupervisor
 from slng_fast.gateway.engine_feed import feed_engines
-from slng_fast.gateway.engines import EngineSupervisor
 from slng_fast.gateway.native_transport import open_reuse_port_listener
 from slng_fast.gateway.server import Gateway, serve_gateway
 from slng_fast.limits import LocalLimits
 from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.store import Store
+from slng_fast.store import Store, ensure_dev_key
 
 log = logging.getLogger("slng_fast.gateway")
 

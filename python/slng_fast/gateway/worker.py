@@ -16,11 +16,11 @@ import sys
 
 import trio
 
-from slng_fast.cli import setup_logging
 from slng_fast.config import REDIS_URL_ENV, ConfigError, load_config
 from slng_fast.gateway.collector import tune_collector
 from slng_fast.gateway.engine_feed import follow_engines
 from slng_fast.gateway.run import make_ssl_context, serve_one_worker
+from slng_fast.logs import setup_logging
 from slng_fast.providers.registry import ProviderRegistry
 from slng_fast.store import Store
 
