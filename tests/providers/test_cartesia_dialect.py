@@ -21,9 +21,9 @@ from protocol.helpers import (
     upstream_frames,
 )
 from slng_fast.protocol.tts import TtsSession
-from slng_fast.providers.base import Audio, UpstreamError, UtteranceDone, Words
 from slng_fast.providers.cartesia import CARTESIA_VERSION, CartesiaDialect
 from slng_fast.providers.registry import ENDPOINTS
+from slng_fast.vocabulary import Audio, UpstreamError, UtteranceDone, Words
 
 CARTESIA = ENDPOINTS["cartesia"]
 BASE = "wss://api.cartesia.ai"

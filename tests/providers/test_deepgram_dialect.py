@@ -13,11 +13,17 @@ import pytest
 
 from slng_fast.config import DEFAULT_TIERS
 from slng_fast.protocol.actions import CloseUpstream, OpenUpstream, SendClient, SendUpstream
-from slng_fast.protocol.commands import Settings
 from slng_fast.protocol.tts import TtsSession
-from slng_fast.providers.base import Audio, Ignored, UpstreamError, UpstreamReady, UtteranceDone
 from slng_fast.providers.deepgram import MAX_SPEAK_CHARS, DeepgramDialect, close_error, split_text
 from slng_fast.providers.registry import ENDPOINTS
+from slng_fast.vocabulary import (
+    Audio,
+    Ignored,
+    Settings,
+    UpstreamError,
+    UpstreamReady,
+    UtteranceDone,
+)
 
 PRO = DEFAULT_TIERS["pro"]
 DEEPGRAM = ENDPOINTS["deepgram"]

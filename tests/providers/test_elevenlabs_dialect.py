@@ -22,11 +22,10 @@ from protocol.helpers import (
     types,
     upstream_frames,
 )
-from slng_fast.protocol.commands import Settings
 from slng_fast.protocol.tts import TtsSession
-from slng_fast.providers.base import Audio, UpstreamError, Words
 from slng_fast.providers.elevenlabs import ElevenLabsDialect, classify_error
 from slng_fast.providers.registry import ENDPOINTS
+from slng_fast.vocabulary import Audio, Settings, UpstreamError, Words
 
 ELEVENLABS = ENDPOINTS["elevenlabs"]
 BASE = "wss://api.elevenlabs.invalid"

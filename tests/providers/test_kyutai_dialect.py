@@ -10,14 +10,6 @@ from protocol.helpers import PRO, client_events, cmd, opened, upstream_frames
 from slng_fast import _native
 from slng_fast.protocol.actions import SendClient, SendUpstream
 from slng_fast.protocol.stt import SttSession
-from slng_fast.providers.base import (
-    FinalTranscript,
-    Ignored,
-    Reply,
-    Transcript,
-    UpstreamError,
-    UpstreamReady,
-)
 from slng_fast.providers.kyutai import (
     FRAME_SAMPLES,
     PAUSE_STEPS,
@@ -26,6 +18,14 @@ from slng_fast.providers.kyutai import (
     KyutaiDialect,
 )
 from slng_fast.providers.registry import ENDPOINTS
+from slng_fast.vocabulary import (
+    FinalTranscript,
+    Ignored,
+    Reply,
+    Transcript,
+    UpstreamError,
+    UpstreamReady,
+)
 
 KYUTAI = ENDPOINTS["kyutai"]
 pack = _native.msgpack_encode

@@ -12,7 +12,9 @@ import pytest
 from protocol.helpers import PRO, client_events, close_code, cmd, types, upstream_frames
 from slng_fast.config import Config, ProviderConfig
 from slng_fast.protocol.stt import SttSession
-from slng_fast.providers.base import (
+from slng_fast.providers.registry import ENDPOINTS, ProviderRegistry
+from slng_fast.providers.whisper import FINALIZE_GRACE_S, FINALIZE_SILENCE_S, WhisperDialect
+from slng_fast.vocabulary import (
     FinalTranscript,
     Ignored,
     Reply,
@@ -20,8 +22,6 @@ from slng_fast.providers.base import (
     UpstreamError,
     UpstreamReady,
 )
-from slng_fast.providers.registry import ENDPOINTS, ProviderRegistry
-from slng_fast.providers.whisper import FINALIZE_GRACE_S, FINALIZE_SILENCE_S, WhisperDialect
 
 WHISPER = ENDPOINTS["whisper"]
 UID = "test-uid"

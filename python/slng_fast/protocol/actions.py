@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slng_fast.providers.base import Frame, UpstreamRequest
+from slng_fast.vocabulary import Frame, UpstreamRequest
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from slng_fast import errors
 from slng_fast.errors import GatewayError
+from slng_fast.vocabulary import Settings
 
 CODECS = {"pcm16": "pcm16", "linear16": "pcm16", "pcm_s16le": "pcm16",
           "mulaw": "mulaw", "ulaw": "mulaw", "pcm_mulaw": "mulaw",
@@ -77,24 +78,6 @@ def parse_rate(value: Any, allowed: tuple[int, ...]) -> int | None:
     if value not in allowed:
         raise bad_value(f"sample rate {value} Hz is not supported; use one of {list(allowed)}")
     return value
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What `init` and `configure` set: the gateway's own fields and provider extras."""
-
-    voice_id: str | None = None
-    language: str | None = None
-    style: dict[str, Any] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def merged(self, newer: Settings) -> Settings:
-        return Settings(
-            voice_id=newer.voice_id if newer.voice_id is not None else self.voice_id,
-            language=newer.language if newer.language is not None else self.language,
-            style=newer.style if newer.style is not None else self.style,
-            extras={**self.extras, **newer.extras},
-        )
 
 
 # The SLNG family's generation extras and the values a model server accepts; checked here

@@ -13,7 +13,7 @@ from slng_fast.config import TierLimits
 from slng_fast.errors import GatewayError
 from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, CloseClient, CloseUpstream, SendClient
-from slng_fast.providers.base import Endpoint
+from slng_fast.vocabulary import Endpoint
 
 UNIFIED = "unified"
 NATIVE = "native"

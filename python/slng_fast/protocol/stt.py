@@ -18,14 +18,7 @@ from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, UNIFIED, SessionCore
-from slng_fast.providers.base import (
-    Endpoint,
-    FinalTranscript,
-    Frame,
-    Reply,
-    Transcript,
-    UpstreamError,
-)
+from slng_fast.vocabulary import Endpoint, FinalTranscript, Frame, Reply, Transcript, UpstreamError
 
 
 class SttSession(SessionCore):

@@ -20,11 +20,12 @@ from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioOut
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, SessionCore
-from slng_fast.providers.base import (
+from slng_fast.vocabulary import (
     Audio,
     Endpoint,
     Frame,
     Reply,
+    Settings,
     UpstreamError,
     UtteranceDone,
     Words,
@@ -54,7 +55,7 @@ class TtsSession(SessionCore):
         self.voices = voices if voices is not None else endpoint.voices
         self.defaults = defaults  # query parameters: preset init fields
         self.initialized = False
-        self.settings = cmd.Settings()
+        self.settings = Settings()
         self.codec = "pcm16"
         self.sample_rate = 24000
         self.word_timestamps = False
@@ -172,7 +173,7 @@ class TtsSession(SessionCore):
             actions.append(self._audio_end(self.pending.popleft(), interrupted=True))
         return actions
 
-    def _configure(self, settings: cmd.Settings) -> list[Action]:
+    def _configure(self, settings: Settings) -> list[Action]:
         if settings.voice_id is not None:
             self._check_voice(settings.voice_id)
         self._check_language(settings.language)
@@ -355,7 +356,7 @@ class TtsSession(SessionCore):
     def start_native(self, now: float) -> list[Action]:
         self.upstream_epoch += 1
         self.upstream_open = True
-        settings = cmd.Settings(voice_id=self.defaults.get("voice_id"),
+        settings = Settings(voice_id=self.defaults.get("voice_id"),
                                 language=self.defaults.get("language"))
         request = self.passthrough or self.dialect.native_request(settings)
         return [OpenUpstream(self.upstream_epoch, request)]

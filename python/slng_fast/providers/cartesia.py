@@ -45,20 +45,19 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 
-from slng_fast.protocol.commands import Settings
-from slng_fast.providers.base import (
+from slng_fast.providers.base import base64_size, json_object
+from slng_fast.vocabulary import (
     Audio,
     Capabilities,
     Endpoint,
     Frame,
     Ignored,
+    Settings,
     UpstreamError,
     UpstreamEvent,
     UpstreamRequest,
     UtteranceDone,
     Words,
-    base64_size,
-    json_object,
 )
 
 # The API version this dialect was written against (the one the official Python SDK,

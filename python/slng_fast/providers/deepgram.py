@@ -57,20 +57,19 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 
-from slng_fast.protocol.commands import Settings
-from slng_fast.providers.base import (
+from slng_fast.providers.base import HeldText, json_object
+from slng_fast.vocabulary import (
     Audio,
     Capabilities,
     Endpoint,
     Frame,
-    HeldText,
     Ignored,
+    Settings,
     UpstreamError,
     UpstreamEvent,
     UpstreamReady,
     UpstreamRequest,
     UtteranceDone,
-    json_object,
 )
 
 SPEAK_PATH = "/v1/speak"

@@ -39,22 +39,20 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import orjson
 
-from slng_fast.protocol.commands import Settings
-from slng_fast.providers.base import (
+from slng_fast.providers.base import HeldText, base64_size, json_object
+from slng_fast.vocabulary import (
     Audio,
     Capabilities,
     Endpoint,
     Frame,
-    HeldText,
     Ignored,
     Reply,
+    Settings,
     UpstreamError,
     UpstreamEvent,
     UpstreamRequest,
     UtteranceDone,
     Words,
-    base64_size,
-    json_object,
 )
 
 PCM_RATES = (16000, 22050, 24000, 44100)

@@ -38,7 +38,7 @@ from collections import deque
 from typing import Any
 
 from slng_fast import _native
-from slng_fast.providers.base import (
+from slng_fast.vocabulary import (
     Endpoint,
     FinalTranscript,
     Frame,

@@ -12,7 +12,8 @@ from typing import Any
 from slng_fast import errors
 from slng_fast.config import Config
 from slng_fast.errors import GatewayError
-from slng_fast.providers.base import Endpoint, voice_ids
+from slng_fast.providers.base import voice_ids
+from slng_fast.vocabulary import Endpoint
 
 # Dialect name -> "module:class"; imported when first used, one module per dialect.
 DIALECTS: dict[str, str] = {

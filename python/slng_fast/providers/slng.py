@@ -17,21 +17,19 @@ from urllib.parse import urlencode
 
 import orjson
 
-from slng_fast.protocol.commands import Settings
-from slng_fast.providers.base import (
+from slng_fast.providers.base import HeldText, json_object, voice_ids
+from slng_fast.vocabulary import (
     Audio,
     Capabilities,
     Endpoint,
     Frame,
-    HeldText,
     Ignored,
+    Settings,
     UpstreamError,
     UpstreamEvent,
     UpstreamReady,
     UpstreamRequest,
     UtteranceDone,
-    json_object,
-    voice_ids,
 )
 
 FLUSH = orjson.dumps({"type": "control", "action": "flush"}).decode()

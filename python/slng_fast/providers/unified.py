@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from slng_fast.providers.base import (
+from slng_fast.providers.base import json_object
+from slng_fast.vocabulary import (
     Endpoint,
     FinalTranscript,
     Frame,
@@ -18,7 +19,6 @@ from slng_fast.providers.base import (
     UpstreamEvent,
     UpstreamReady,
     UpstreamRequest,
-    json_object,
 )
 
 

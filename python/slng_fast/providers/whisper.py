@@ -90,7 +90,8 @@ from typing import Any
 
 import orjson
 
-from slng_fast.providers.base import (
+from slng_fast.providers.base import json_object
+from slng_fast.vocabulary import (
     Endpoint,
     FinalTranscript,
     Frame,
@@ -101,7 +102,6 @@ from slng_fast.providers.base import (
     UpstreamEvent,
     UpstreamReady,
     UpstreamRequest,
-    json_object,
 )
 
 MODEL_RATE = 16000
