@@ -16,8 +16,9 @@ import pytest
 import trio
 
 from slng_fast.config import Config, ProviderConfig
-from slng_fast.gateway.engine_server import serve_espeak_engine, serve_sphinx_engine
-from slng_fast.gateway.engines import _engine_info
+from slng_fast.engines.espeak_server import serve_espeak_engine
+from slng_fast.engines.sphinx_server import serve_sphinx_engine
+from slng_fast.engines.supervisor import _engine_info
 from slng_fast.gateway.server import Gateway, serve_gateway
 from slng_fast.providers.registry import ProviderRegistry
 from slng_fast.store import Store

@@ -20,12 +20,12 @@ from engine_audio import (
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from slng_fast.engines.espeak import EspeakSynth, SynthesisResult
-from slng_fast.engines.sphinx import SphinxRecognizer
-from slng_fast.gateway.engine_server import (
+from slng_fast.engines.espeak_server import (
     MAX_AUDIO_FRAME,
     MAX_BUFFERED_CHARS,
     serve_espeak_engine,
 )
+from slng_fast.engines.sphinx import SphinxRecognizer
 
 LONG_TEXT = "This sentence is repeated to make a long text for the engine. " * 60
 HANG_GUARD = 30  # seconds; only stops a broken test from hanging, never a threshold

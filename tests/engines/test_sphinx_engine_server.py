@@ -19,7 +19,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from slng_fast.engines.espeak import EspeakSynth
 from slng_fast.engines.sphinx import RecognizerPool
-from slng_fast.gateway.engine_server import serve_sphinx_engine
+from slng_fast.engines.sphinx_server import serve_sphinx_engine
 
 HANG_GUARD = 30  # seconds; only stops a broken test from hanging, never a threshold
 START = {"type": "start", "sample_rate": 16000, "encoding": "pcm16", "language": "en"}

@@ -9,26 +9,81 @@ this way and reads that line.
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
+import os
+import signal
 import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import trio
 
 from slng_fast.engines import ENGINES
+from slng_fast.logs import setup_logging
+
+log = logging.getLogger("slng_fast.engines")
+
+# Each engine's server, imported only in the process that runs it: importing this module
+# (as the gateway's supervisor or a test might) loads neither engine.
+_SERVERS = {
+    "espeak": ("slng_fast.engines.espeak_server", "serve_espeak_engine"),
+    "pocketsphinx": ("slng_fast.engines.sphinx_server", "serve_sphinx_engine"),
+}
 
 
-class _JsonLines(logging.Formatter):
-    """One JSON object per log line."""
+async def _wait_for_parent_exit(parent_pid: int) -> None:
+    """Return once the process that started us is gone (we are re-parented).
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+    Polling is used rather than PR_SET_PDEATHSIG, which fires when the *thread* that
+    forked us exits: trio starts processes from worker threads that end when idle."""
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - nothing to wait on but the pid
+        await trio.sleep(0.5)
+
+
+def run_engine(name: str, host: str, port: int, parent_pid: int | None = None) -> int:
+    """Run engine ``name`` until SIGTERM or SIGINT (or until ``parent_pid`` dies);
+    the process's main.
+
+    Prints ``READY <port>`` on stdout (one line, flushed) once listening. Returns
+    the process exit status: 0 after a signal.
+    """
+    module, function = _SERVERS[name]
+    serve: Callable[..., Any] = getattr(importlib.import_module(module), function)
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("engine %s stopping on signal %s", name, signum)
+                    shutdown.set()
+                    return
+
+            async def stop_when_orphaned(pid: int) -> None:
+                await _wait_for_parent_exit(pid)
+                log.warning("engine %s: the gateway (pid %d) is gone; stopping", name, pid)
+                shutdown.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stop_on_signal)
+                if parent_pid is not None:
+                    nursery.start_soon(stop_when_orphaned, parent_pid)
+                # Graceful: on shutdown clients get 1001 and the server returns once they
+                # are closed; then the watchers above are cancelled.
+                async with trio.open_nursery() as server:
+                    bound = await server.start(partial(serve, shutdown=shutdown), host, port)
+                    print(f"READY {bound}", flush=True)
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:  # a signal that arrived before the receiver was open
+        return 0
+    sys.stdout.flush()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is outside 0..65535")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLines())
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-
-    from slng_fast.gateway.engine_server import run_engine
+    setup_logging(args.log_level)
 
     return run_engine(args.engine, args.host, args.port, args.parent_pid)
 

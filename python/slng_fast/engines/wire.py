@@ -1,7 +1,7 @@
 """The engines' wire formats as plain data: parse client frames, build server events.
 
 No I/O and no clock reads (times are arguments); the trio servers in
-``slng_fast.gateway.engine_server`` do the sockets.
+``slng_fast.engines.espeak_server`` and ``sphinx_server`` do the sockets.
 
 Two protocols live here:
 

@@ -8,7 +8,7 @@ import signal
 
 import trio
 
-from slng_fast.gateway.engines import EngineSupervisor
+from slng_fast.engines.supervisor import EngineSupervisor
 
 
 async def run_emulator(name: str, host: str, port: int, api_key: str | None) -> None:

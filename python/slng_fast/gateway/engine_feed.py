@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import trio
 
-from slng_fast.gateway.engines import EngineSupervisor
+from slng_fast.engines.supervisor import EngineSupervisor
 
 log = logging.getLogger("slng_fast.gateway")
 
