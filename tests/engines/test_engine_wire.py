@@ -5,7 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from slng_fast import errors
 from slng_fast.engines import wire
+from slng_fast.errors import GatewayError
+from slng_fast.protocol import commands, events
 
 
 @pytest.mark.parametrize(
@@ -82,14 +85,22 @@ def test_tts_events() -> None:
     ],
 )
 def test_stt_bad_text(frame: str, code: str) -> None:
-    result = wire.parse_stt_text(frame)
-    assert isinstance(result, wire.SttError) and result.code == code
+    with pytest.raises(GatewayError) as refused:
+        wire.parse_stt_text(frame)
+    assert refused.value.code == code
 
 
-def test_stt_commands() -> None:
-    for kind in ("start", "finalize", "stop", "ping"):
-        cmd = wire.parse_stt_text(orjson.dumps({"type": kind}).decode())
-        assert isinstance(cmd, wire.SttCommand) and cmd.type == kind
+def test_stt_commands_are_the_gateways_own() -> None:
+    expected = {"start": commands.Start, "finalize": commands.Finalize,
+                "stop": commands.Stop, "ping": commands.Ping}
+    for kind, cls in expected.items():
+        assert isinstance(wire.parse_stt_text(orjson.dumps({"type": kind}).decode()), cls)
+
+
+def start(body: dict[str, object]) -> commands.Start:
+    command = wire.parse_stt_text(orjson.dumps({"type": "start", **body}).decode())
+    assert isinstance(command, commands.Start)
+    return command
 
 
 @pytest.mark.parametrize(
@@ -102,9 +113,7 @@ def test_stt_commands() -> None:
     ],
 )
 def test_stt_start_accepted(body: dict[str, object]) -> None:
-    params = wire.parse_start(body)
-    assert isinstance(params, wire.StartParams)
-    assert (params.sample_rate, params.encoding, params.language) == (16000, "pcm16", "en")
+    wire.check_start(start(body))
 
 
 @pytest.mark.parametrize(
@@ -115,18 +124,19 @@ def test_stt_start_accepted(body: dict[str, object]) -> None:
         ({"encoding": "mulaw"}, "invalid_parameter"),
         ({"codec": "alaw"}, "invalid_parameter"),
         ({"language": "de"}, "invalid_parameter"),
-        ({"sample_rate": "16000"}, "invalid_message"),
+        ({"sample_rate": "fast"}, "invalid_message"),
         ({"language": 5}, "invalid_message"),
         ({"context_id": 5}, "invalid_message"),
     ],
 )
 def test_stt_start_refused(body: dict[str, object], code: str) -> None:
-    result = wire.parse_start(body)
-    assert isinstance(result, wire.SttError) and result.code == code
+    with pytest.raises(GatewayError) as refused:
+        wire.check_start(start(body))
+    assert refused.value.code == code
 
 
 def test_stt_events() -> None:
-    ready = wire.stt_ready(model_id="m", context_id="c")
+    ready = orjson.loads(wire.stt_ready(model_id="m", context_id="c"))
     assert {k: ready[k] for k in ("model_id", "sample_rate", "encoding", "context_id")} == {
         "model_id": "m",
         "sample_rate": 16000,
@@ -136,7 +146,7 @@ def test_stt_events() -> None:
     t = wire.stt_transcript(
         text="hi", is_final=True, confidence=0.51234, start=1.0, end=2.0, context_id="c", now=5.0
     )
-    assert t == {
+    assert orjson.loads(t) == {
         "type": "transcript",
         "text": "hi",
         "is_final": True,
@@ -146,12 +156,13 @@ def test_stt_events() -> None:
         "end": 2.0,
         "context_id": "c",
     }
-    f = wire.stt_final_transcript(text="hi", audio_duration_seconds=1.23456, context_id="c", now=5.0)
-    assert f["type"] == "final_transcript" and f["audio_duration_seconds"] == 1.235
-    e = wire.stt_error("invalid_parameter", "no", context_id=None)
-    assert e == {"type": "error", "code": "invalid_parameter", "message": "no", "retryable": False}
-    assert wire.stt_pong(now=1.0, context_id="c") == {"type": "pong", "timestamp": 1.0, "context_id": "c"}
-    ended = wire.stt_session_ended(
+    ended = orjson.loads(wire.stt_session_ended(
         reason="client_closed", audio_seconds=1.5, duration_seconds=2.0, messages=3, context_id="c"
-    )
+    ))
     assert ended["usage"] == {"audio_ms": 1500, "messages": 3, "duration_ms": 2000}
+
+
+def test_events_before_a_session_has_an_id_leave_it_out() -> None:
+    err = orjson.loads(events.error(None, GatewayError(errors.INVALID_PARAMETER, "no")))
+    assert err == {"type": "error", "code": "invalid_parameter", "message": "no", "retryable": False}
+    assert orjson.loads(events.pong("c", 1.0)) == {"type": "pong", "timestamp": 1.0, "context_id": "c"}

@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
+from slng_fast import errors
 from slng_fast.engines import wire
 from slng_fast.engines.server import Connections, serve
+from slng_fast.errors import GatewayError
+from slng_fast.protocol import commands, events
 
 if TYPE_CHECKING:
     from slng_fast.engines.sphinx import RecognizerPool, SphinxRecognizer
@@ -49,21 +52,21 @@ class _SphinxSession:
         self.opened = time.monotonic()
         self.messages = 0
 
-    async def send(self, event: dict[str, Any]) -> None:
-        await self.ws.send_message(wire.dumps(event))
+    async def send(self, event: str) -> None:
+        await self.ws.send_message(event)
 
-    async def error(self, code: str, message: str) -> None:
-        await self.send(wire.stt_error(code, message, context_id=self.context_id))
+    async def error(self, err: GatewayError) -> None:
+        await self.send(events.error(self.context_id, err))
 
-    async def start(self, params: wire.StartParams) -> SphinxRecognizer:
+    async def start(self, params: commands.Start) -> SphinxRecognizer:
         rec = await trio.to_thread.run_sync(self.engine.pool.acquire)
         self.recognizer = rec
         self.context_id = params.context_id or uuid.uuid4().hex
         await self.send(wire.stt_ready(model_id=rec.model_id, context_id=self.context_id))
         return rec
 
-    async def send_transcripts(self, events: list[Any]) -> None:
-        for t in events:
+    async def send_transcripts(self, heard: list[Any]) -> None:
+        for t in heard:
             await self.send(
                 wire.stt_transcript(
                     text=t.text,
@@ -78,19 +81,14 @@ class _SphinxSession:
 
     async def finalize(self, rec: SphinxRecognizer) -> None:
         def work() -> tuple[list[Any], float, str]:
-            events = rec.end_segment()
+            segments = rec.end_segment()
             duration = rec.seconds_since_finalize
-            return events, duration, rec.finalize()
+            return segments, duration, rec.finalize()
 
-        events, duration, text = await trio.to_thread.run_sync(work)
-        await self.send_transcripts(events)
+        heard, duration, text = await trio.to_thread.run_sync(work)
+        await self.send_transcripts(heard)
         await self.send(
-            wire.stt_final_transcript(
-                text=text,
-                audio_duration_seconds=duration,
-                context_id=self.context_id or "",
-                now=time.time(),
-            )
+            events.final_transcript(self.context_id or "", text, duration, time.time())
         )
 
     async def run(self) -> None:
@@ -102,35 +100,33 @@ class _SphinxSession:
             rec = self.recognizer
             if isinstance(message, bytes):
                 if rec is None:
-                    rec = await self.start(wire.StartParams())  # audio first: implied start
+                    rec = await self.start(commands.Start())  # audio first: implied start
                 if message:
-                    events = await trio.to_thread.run_sync(rec.feed, message)
-                    await self.send_transcripts(events)
+                    heard = await trio.to_thread.run_sync(rec.feed, message)
+                    await self.send_transcripts(heard)
                 continue
 
             self.messages += 1
-            command = wire.parse_stt_text(message)
-            if isinstance(command, wire.SttError):
-                await self.error(command.code, command.message)
+            try:
+                command = wire.parse_stt_text(message)
+                if isinstance(command, commands.Start):
+                    if rec is not None:
+                        raise GatewayError(errors.ALREADY_INITIALIZED,
+                                           "the session has already started")
+                    wire.check_start(command)
+                elif isinstance(command, commands.Finalize) and rec is None:
+                    raise GatewayError(errors.INVALID_MESSAGE, "finalize before start")
+            except GatewayError as err:
+                await self.error(err)
                 continue
-            kind = command.type
-            if kind == "ping":
-                await self.send(wire.stt_pong(now=time.time(), context_id=self.context_id))
-            elif kind == "start":
-                if rec is not None:
-                    await self.error("already_initialized", "the session has already started")
-                    continue
-                params = wire.parse_start(command.body)
-                if isinstance(params, wire.SttError):
-                    await self.error(params.code, params.message)
-                    continue
-                await self.start(params)
-            elif kind == "finalize":
-                if rec is None:
-                    await self.error("invalid_message", "finalize before start")
-                    continue
+            if isinstance(command, commands.Ping):
+                await self.send(events.pong(self.context_id, time.time()))
+            elif isinstance(command, commands.Start):
+                await self.start(command)
+            elif isinstance(command, commands.Finalize):
+                assert rec is not None
                 await self.finalize(rec)
-            elif kind == "stop":
+            elif isinstance(command, commands.Stop):
                 # End of session: whatever was heard since the last finalize is
                 # finalized first, so no words are lost; then session_ended, close 1000.
                 audio = 0.0

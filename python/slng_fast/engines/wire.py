@@ -8,7 +8,8 @@ Two protocols live here:
 - the SLNG model-server dialect spoken by the espeak engine (PROTOCOL.md section 8):
   a JSON settings object, plain-text frames, ``{"type":"control","action":...}``,
   the text ``__END__``;
-- the unified STT protocol spoken by the pocketsphinx engine (PROTOCOL.md section 5).
+- the unified STT protocol spoken by the pocketsphinx engine (PROTOCOL.md section 5), read
+  and written with the gateway's own ``slng_fast.protocol`` commands and events.
 """
 
 from __future__ import annotations
@@ -19,26 +20,24 @@ from typing import Any
 
 import orjson
 
+from slng_fast import errors
+from slng_fast.errors import GatewayError
+from slng_fast.protocol import commands, events
+
 __all__ = [
     "END_OF_INPUT",
     "Control",
     "EndOfInput",
     "InvalidFrame",
     "SettingsError",
-    "StartParams",
-    "SttCommand",
-    "SttError",
     "TextChunk",
     "TtsSettings",
     "TtsSettingsFrame",
     "dumps",
-    "parse_start",
+    "check_start",
     "parse_stt_text",
     "parse_tts_frame",
     "parse_tts_settings",
-    "stt_error",
-    "stt_final_transcript",
-    "stt_pong",
     "stt_ready",
     "stt_session_ended",
     "stt_transcript",
@@ -208,179 +207,72 @@ def tts_error(message: str, *, code: str = "invalid_parameter") -> dict[str, Any
     return {"type": "error", "code": code, "message": message}
 
 
-# -- unified STT protocol ------------------------------------------------------------------
+# -- unified STT protocol: the gateway's own parser and events (slng_fast.protocol) -------
 
 STT_SAMPLE_RATE = 16000
 STT_ENCODING = "pcm16"
 STT_LANGUAGES = ("en",)
-
-
-@dataclass(frozen=True)
-class SttError:
-    """A client frame the STT server refuses (non-fatal)."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class SttCommand:
-    type: str
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StartParams:
-    sample_rate: int = STT_SAMPLE_RATE
-    encoding: str = STT_ENCODING
-    language: str = "en"
-    context_id: str | None = None
-
-
+STT_CAPABILITIES = {
+    "partial_transcripts": True,
+    "finalize": True,
+    "word_timestamps": False,
+    "languages": list(STT_LANGUAGES),
+    "sample_rates": [STT_SAMPLE_RATE],
+    "encodings": [STT_ENCODING],
+}
 _STT_COMMANDS = ("start", "finalize", "stop", "ping")
 
 
-def parse_stt_text(text: str) -> SttCommand | SttError:
-    """Parse a text frame of the unified STT protocol into a command or an error."""
+def parse_stt_text(text: str) -> commands.SttCommand:
+    """A text frame of the unified STT protocol as the gateway's own command. Raises
+    ``GatewayError`` (never fatal: the engine answers with an error event) for a frame it
+    refuses: not a JSON object, no string ``type``, a command STT does not have, a field
+    of the wrong type."""
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return SttError("invalid_message", "text frames must be JSON objects")
+        obj = None
     if not isinstance(obj, dict):
-        return SttError("invalid_message", "text frames must be JSON objects")
+        raise GatewayError(errors.INVALID_MESSAGE, "text frames must be JSON objects")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        return SttError("invalid_message", "a command needs a string type")
+        raise GatewayError(errors.INVALID_MESSAGE, "a command needs a string type")
     if kind not in _STT_COMMANDS:
-        return SttError("unknown_command", f"unknown command type {kind!r}")
-    return SttCommand(kind, obj)
+        raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command type {kind!r}")
+    return commands.parse_stt(kind, obj)
 
 
-def parse_start(body: dict[str, Any]) -> StartParams | SttError:
-    """Validate a ``start`` command for this engine (16 kHz pcm16, English only).
-
-    ``sample_rate_hz``/``codec`` are accepted for ``sample_rate``/``encoding``.
-    Missing fields take the defaults.
-    """
-    rate = body.get("sample_rate", body.get("sample_rate_hz"))
-    if rate is None:
-        rate = STT_SAMPLE_RATE
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-        return SttError("invalid_message", f"sample_rate must be a number, got {rate!r}")
-    if rate != STT_SAMPLE_RATE:
-        return SttError(
-            "invalid_parameter",
-            f"sample_rate {rate} is not supported: this engine takes {STT_SAMPLE_RATE} Hz only",
-        )
-    encoding = body.get("encoding", body.get("codec"))
-    if encoding is None:
-        encoding = STT_ENCODING
-    if not isinstance(encoding, str):
-        return SttError("invalid_message", f"encoding must be a string, got {encoding!r}")
-    if encoding.lower() != STT_ENCODING:
-        return SttError(
-            "invalid_parameter",
-            f"encoding {encoding!r} is not supported: this engine takes {STT_ENCODING} only",
-        )
-    language = body.get("language")
-    if language is None:
-        language = "en"
-    if not isinstance(language, str):
-        return SttError("invalid_message", f"language must be a string, got {language!r}")
-    primary = language.strip().lower().replace("_", "-").split("-")[0]
-    if primary not in STT_LANGUAGES:
-        return SttError(
-            "invalid_parameter",
-            f"language {language!r} is not supported: this engine recognises English (en) only",
-        )
-    context_id = body.get("context_id")
-    if context_id is not None and not isinstance(context_id, str):
-        return SttError("invalid_message", f"context_id must be a string, got {context_id!r}")
-    return StartParams(STT_SAMPLE_RATE, STT_ENCODING, "en", context_id)
+def check_start(start: commands.Start) -> None:
+    """What this engine takes of a valid ``start``: 16 kHz PCM16, English. Missing fields
+    take those values; others are ``invalid_parameter``."""
+    if start.sample_rate_hz not in (None, STT_SAMPLE_RATE):
+        raise GatewayError(errors.INVALID_PARAMETER,
+                           f"sample_rate {start.sample_rate_hz} is not supported: "
+                           f"this engine takes {STT_SAMPLE_RATE} Hz only")
+    if start.codec not in (None, STT_ENCODING):
+        raise GatewayError(errors.INVALID_PARAMETER, f"encoding {start.codec!r} is not "
+                           f"supported: this engine takes {STT_ENCODING} only")
+    language = start.language or "en"
+    if language.strip().lower().replace("_", "-").split("-")[0] not in STT_LANGUAGES:
+        raise GatewayError(errors.INVALID_PARAMETER, f"language {language!r} is not "
+                           "supported: this engine recognises English (en) only")
 
 
-def stt_ready(*, model_id: str, context_id: str) -> dict[str, Any]:
-    return {
-        "type": "ready",
-        "model_id": model_id,
-        "sample_rate": STT_SAMPLE_RATE,
-        "encoding": STT_ENCODING,
-        "language": "en",
-        "context_id": context_id,
-        "capabilities": {
-            "partial_transcripts": True,
-            "finalize": True,
-            "word_timestamps": False,
-            "languages": list(STT_LANGUAGES),
-            "sample_rates": [STT_SAMPLE_RATE],
-            "encodings": [STT_ENCODING],
-        },
-    }
+def stt_ready(*, model_id: str, context_id: str) -> str:
+    return events.ready_stt(context_id, model_id, STT_SAMPLE_RATE, STT_ENCODING,
+                            {"language": "en", "capabilities": STT_CAPABILITIES})
 
 
-def stt_transcript(
-    *,
-    text: str,
-    is_final: bool,
-    confidence: float,
-    start: float,
-    end: float,
-    context_id: str,
-    now: float,
-) -> dict[str, Any]:
-    """A partial or segment-final transcript. ``timestamp`` is the wall clock (Unix
-    seconds) when it was produced; ``start``/``end`` are seconds into the session's
-    audio."""
-    return {
-        "type": "transcript",
-        "text": text,
-        "is_final": is_final,
-        "confidence": round(confidence, 4),
-        "timestamp": now,
-        "start": round(start, 3),
-        "end": round(end, 3),
-        "context_id": context_id,
-    }
+def stt_transcript(*, text: str, is_final: bool, confidence: float, start: float, end: float,
+                   context_id: str, now: float) -> str:
+    """A partial or segment-final transcript. ``now`` is the wall clock (Unix seconds)
+    when it was produced; ``start``/``end`` are seconds into the session's audio."""
+    return events.transcript(context_id, text, is_final, round(confidence, 4), now,
+                             start=round(start, 3), end=round(end, 3))
 
 
-def stt_final_transcript(
-    *, text: str, audio_duration_seconds: float, context_id: str, now: float
-) -> dict[str, Any]:
-    return {
-        "type": "final_transcript",
-        "text": text,
-        "audio_duration_seconds": round(audio_duration_seconds, 3),
-        "timestamp": now,
-        "context_id": context_id,
-    }
-
-
-def stt_error(code: str, message: str, *, context_id: str | None) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "error", "code": code, "message": message, "retryable": False}
-    if context_id is not None:
-        event["context_id"] = context_id
-    return event
-
-
-def stt_pong(*, now: float, context_id: str | None) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "pong", "timestamp": now}
-    if context_id is not None:
-        event["context_id"] = context_id
-    return event
-
-
-def stt_session_ended(
-    *, reason: str, audio_seconds: float, duration_seconds: float, messages: int, context_id: str | None
-) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "session_ended",
-        "reason": reason,
-        "usage": {
-            "audio_ms": int(round(audio_seconds * 1000)),
-            "messages": messages,
-            "duration_ms": int(round(duration_seconds * 1000)),
-        },
-    }
-    if context_id is not None:
-        event["context_id"] = context_id
-    return event
+def stt_session_ended(*, reason: str, audio_seconds: float, duration_seconds: float,
+                      messages: int, context_id: str | None) -> str:
+    usage = {"audio_ms": int(round(audio_seconds * 1000)), "messages": messages,
+             "duration_ms": int(round(duration_seconds * 1000))}
+    return events.session_ended(context_id, reason, usage)

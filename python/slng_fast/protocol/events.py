@@ -36,12 +36,20 @@ def audio_end(context_id: str, utterance_id: int, total_duration_ms: float,
                    "interrupted": interrupted, "context_id": context_id})
 
 
-def error(context_id: str, err: GatewayError) -> str:
-    return encode({"type": "error", **err.event_fields(), "context_id": context_id})
+def _with_context(event: dict[str, Any], context_id: str | None) -> str:
+    """Every event names its session; one answered before a session has an id (an
+    engine's reply to a frame ahead of ``start``) leaves the field out."""
+    if context_id is not None:
+        event["context_id"] = context_id
+    return encode(event)
 
 
-def pong(context_id: str, timestamp: float) -> str:
-    return encode({"type": "pong", "timestamp": timestamp, "context_id": context_id})
+def error(context_id: str | None, err: GatewayError) -> str:
+    return _with_context({"type": "error", **err.event_fields()}, context_id)
+
+
+def pong(context_id: str | None, timestamp: float) -> str:
+    return _with_context({"type": "pong", "timestamp": timestamp}, context_id)
 
 
 def word_timestamps(context_id: str, words: list[str], start_ms: list[float],
@@ -51,10 +59,14 @@ def word_timestamps(context_id: str, words: list[str], start_ms: list[float],
 
 
 def transcript(context_id: str, text: str, is_final: bool, confidence: float | None,
-               timestamp: float) -> str:
-    return encode({"type": "transcript", "text": text, "is_final": is_final,
-                   "confidence": confidence, "timestamp": timestamp,
-                   "context_id": context_id})
+               timestamp: float, *, start: float | None = None,
+               end: float | None = None) -> str:
+    """``start``/``end`` (seconds into the session's audio) where the recogniser knows them."""
+    event: dict[str, Any] = {"type": "transcript", "text": text, "is_final": is_final,
+                             "confidence": confidence, "timestamp": timestamp}
+    if start is not None:
+        event["start"], event["end"] = start, end
+    return _with_context(event, context_id)
 
 
 def final_transcript(context_id: str, text: str, audio_duration_seconds: float,
@@ -64,6 +76,5 @@ def final_transcript(context_id: str, text: str, audio_duration_seconds: float,
                    "timestamp": timestamp, "context_id": context_id})
 
 
-def session_ended(context_id: str, reason: str, usage: dict[str, Any]) -> str:
-    return encode({"type": "session_ended", "reason": reason, "usage": usage,
-                   "context_id": context_id})
+def session_ended(context_id: str | None, reason: str, usage: dict[str, Any]) -> str:
+    return _with_context({"type": "session_ended", "reason": reason, "usage": usage}, context_id)
