@@ -5,8 +5,9 @@ from upstream frames, and what a session needs of a dialect. It sits at the bott
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 Frame = str | bytes  # a WebSocket message: text (str) or binary (bytes)
 
@@ -141,7 +142,7 @@ UpstreamEvent = (UpstreamReady | Audio | UtteranceDone | Words | Transcript
                  | FinalTranscript | UpstreamError | Reply | Ignored)
 
 
-class TtsDialect(Protocol):
+class TtsDialect(ABC):
     """What a TTS session needs of a dialect (``SlngDialect`` is the reference).
 
     Events come out of ``receive`` in utterance order: one ``UtteranceDone`` per flush
@@ -152,35 +153,71 @@ class TtsDialect(Protocol):
     with the frames it returns. ``keepalive_interval`` (seconds, or None) is how long the
     upstream may stay quiet before ``keepalive()`` frames are sent.
 
-    Optional, asked for only where a dialect has them: ``prefer_output(sample_rate)`` (at
-    ``init``: ask the provider for PCM at the client's rate), ``configure_needs_reconnect(
-    settings)`` (a setting that lives in the URL), ``close_error(code, reason)`` (an
-    ``UpstreamError`` for the provider's close frame) and, for the drop-in SDK routes,
-    ``passthrough_request(path, query, api_key)``. For usage in native mode:
-    ``native_audio_ms(frame)`` (milliseconds of audio in a provider's frame; without it,
-    binary frames count as PCM16 at ``sample_rate``) and ``native_client_frame(frame)``
-    (sees the client's frames, for a provider whose requests name their audio format)."""
+    The optional capabilities are the methods and flags below with a body: their
+    defaults are what a dialect without the capability does, so a session calls them
+    unconditionally and never asks whether a dialect has them."""
 
     capabilities: Capabilities
     stop_by_reconnect: bool
     sample_rate: int
     keepalive_interval: float | None
+    api_key: str | None = None
+    binary_is_pcm16: bool = False
+    """Upstream binary frames are PCM16 at ``sample_rate`` and nothing else: the
+    transport may chunk them for the client without the session looking at each one."""
 
-    def request(self, settings: Any) -> UpstreamRequest: ...
-    def native_request(self, settings: Any) -> UpstreamRequest: ...
-    def open_frames(self, settings: Any) -> list[Frame]: ...
+    @abstractmethod
+    def request(self, settings: Settings) -> UpstreamRequest: ...
+    @abstractmethod
+    def native_request(self, settings: Settings) -> UpstreamRequest: ...
+    @abstractmethod
+    def open_frames(self, settings: Settings) -> list[Frame]: ...
+    @abstractmethod
     def input_text(self, text: str) -> list[Frame]: ...
     @property
+    @abstractmethod
     def has_buffered_text(self) -> bool: ...
+    @abstractmethod
     def flush(self) -> list[Frame]: ...
+    @abstractmethod
     def clear(self) -> list[Frame]: ...
+    @abstractmethod
     def stop(self) -> list[Frame]: ...
-    def configure(self, settings: Any) -> list[Frame]: ...
+    @abstractmethod
+    def configure(self, settings: Settings) -> list[Frame]: ...
+    @abstractmethod
     def keepalive(self) -> list[Frame]: ...
+    @abstractmethod
     def receive(self, frame: Frame) -> list[UpstreamEvent]: ...
 
+    def prefer_output(self, sample_rate: int) -> None:
+        """At ``init``: ask the provider for PCM at the client's rate, where it can."""
+        return None
 
-class SttDialect(Protocol):
+    def configure_needs_reconnect(self, settings: Settings) -> bool:
+        """True when a setting lives in the provider's URL, so changing it reconnects even
+        on a dialect that otherwise configures in place."""
+        return False
+
+    def close_error(self, code: int | None, reason: str | None = None) -> UpstreamError | None:
+        """The provider's close frame read as an error, where its close codes say one."""
+        return None
+
+    def passthrough_request(self, path: str, query: str, api_key: str | None) -> UpstreamRequest:
+        """The upstream for a drop-in SDK route (the provider's own path and query)."""
+        raise LookupError(f"{type(self).__name__} has no drop-in route")
+
+    def native_audio_ms(self, frame: Frame) -> float:
+        """Milliseconds of audio in a provider's frame, in native mode (usage)."""
+        return len(frame) / (self.sample_rate * 2 / 1000.0) if isinstance(frame, bytes) else 0.0
+
+    def native_client_frame(self, frame: Frame) -> None:
+        """Sees the client's frames in native mode (a provider whose requests name their
+        audio format)."""
+        return None
+
+
+class SttDialect(ABC):
     """What an STT session needs of a dialect (``UnifiedSttDialect`` is the reference).
     ``audio`` takes PCM already converted to ``model_rate`` and ``model_format``
     ("pcm16" or "f32"); ``finalize`` answers, through ``receive``, with exactly one
@@ -188,20 +225,44 @@ class SttDialect(Protocol):
     segments it saw since the previous one), covering all the audio sent before it however
     fast it came. ``now`` is the time the audio or the finalize is sent.
 
-    Optional: ``deadline()`` and ``on_deadline(now)`` (a dialect that needs the clock,
-    such as WhisperLive's, whose finalize only time can settle when the server is silent:
-    the session calls ``on_deadline`` once the time ``deadline()`` gave has passed, and it
-    may answer with a ``FinalTranscript``), ``is_native_frame(frame)`` (a first binary
-    frame in the provider's own format makes the session native) and
-    ``native_audio_ms(frame)`` (usage of a native frame)."""
+    Optional capabilities, with the defaults of a dialect that lacks them: ``deadline()``
+    and ``on_deadline(now)`` (a dialect that needs the clock, such as WhisperLive's, whose
+    finalize only time can settle when the server is silent), ``is_native_frame(frame)``
+    and ``native_audio_ms(frame)``."""
 
     model_rate: int
     model_format: str
     keepalive_interval: float | None
 
+    @abstractmethod
     def request(self) -> UpstreamRequest: ...
+    @abstractmethod
     def open_frames(self, language: str | None, extras: dict[str, Any]) -> list[Frame]: ...
+    @abstractmethod
     def audio(self, pcm: bytes, now: float) -> list[Frame]: ...
+    @abstractmethod
     def finalize(self, now: float) -> list[Frame]: ...
+    @abstractmethod
     def keepalive(self) -> list[Frame]: ...
+    @abstractmethod
     def receive(self, frame: Frame) -> list[UpstreamEvent]: ...
+
+    def deadline(self) -> float | None:
+        """When the dialect next needs ``on_deadline``; None while it needs no clock."""
+        return None
+
+    def on_deadline(self, now: float) -> list[UpstreamEvent]:
+        """Called once the time ``deadline()`` gave has passed; may answer with a
+        ``FinalTranscript``."""
+        return []
+
+    def is_native_frame(self, frame: bytes) -> bool:
+        """A first binary frame in the provider's own format makes the session native."""
+        return False
+
+    def native_audio_ms(self, frame: bytes) -> float:
+        """Milliseconds of audio in a native frame (usage): PCM16 at 16 kHz by default."""
+        return len(frame) / 32.0
+
+
+Dialect = TtsDialect | SttDialect

@@ -18,13 +18,21 @@ from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, UNIFIED, SessionCore
-from slng_fast.vocabulary import Endpoint, FinalTranscript, Frame, Reply, Transcript, UpstreamError
+from slng_fast.vocabulary import (
+    Endpoint,
+    FinalTranscript,
+    Frame,
+    Reply,
+    SttDialect,
+    Transcript,
+    UpstreamError,
+)
 
 
 class SttSession(SessionCore):
     endpoint_kind = "stt"
 
-    def __init__(self, *, endpoint: Endpoint, dialect: Any, tier: TierLimits, now: float,
+    def __init__(self, *, endpoint: Endpoint, dialect: SttDialect, tier: TierLimits, now: float,
                  defaults: dict[str, Any] | None = None,
                  rate_limit: Callable[[float], float] | None = None,
                  provider_timeout_s: float = PROVIDER_TIMEOUT_S) -> None:
@@ -44,8 +52,7 @@ class SttSession(SessionCore):
     def mode_for_first_binary(self, frame: bytes) -> str:
         """Binary audio implies ``start``, unless it is the provider's own frame (Kyutai's
         MessagePack), which makes the session native."""
-        is_native = getattr(self.dialect, "is_native_frame", None)
-        return NATIVE if is_native is not None and is_native(frame) else UNIFIED
+        return NATIVE if self.dialect.is_native_frame(frame) else UNIFIED
 
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
         command = cmd.parse_stt(name, {**self.defaults, **fields} if name == "start" else fields)
@@ -135,8 +142,7 @@ class SttSession(SessionCore):
         finalize waits, when a provider that has sent nothing since is given up on."""
         if self.ended or not self.upstream_open or self.mode != UNIFIED:
             return None
-        timer = getattr(self.dialect, "deadline", None)
-        own = timer() if timer is not None else None
+        own = self.dialect.deadline()
         return own if own is not None else self._quiet_deadline()
 
     def _quiet_deadline(self) -> float | None:
@@ -147,8 +153,7 @@ class SttSession(SessionCore):
     def on_deadline(self, now: float) -> list[Action]:
         if self.ended or not self.upstream_open or self.mode != UNIFIED:
             return []
-        timer = getattr(self.dialect, "deadline", None)
-        if timer is not None and timer() is not None:
+        if self.dialect.deadline() is not None:
             return self._upstream_events(self.dialect.on_deadline(now), now)
         quiet = self._quiet_deadline()
         if quiet is not None and now >= quiet:
@@ -190,7 +195,5 @@ class SttSession(SessionCore):
 
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, bytes):
-            measure = getattr(self.dialect, "native_audio_ms", None)
-            # The dialect knows its own frames; otherwise 16 kHz PCM16 is assumed.
-            self.usage.audio_ms += measure(frame) if measure is not None else len(frame) / 32.0
+            self.usage.audio_ms += self.dialect.native_audio_ms(frame)
         return [SendUpstream(frame)] if self.upstream_open else []

@@ -26,6 +26,7 @@ from slng_fast.vocabulary import (
     Frame,
     Reply,
     Settings,
+    TtsDialect,
     UpstreamError,
     UtteranceDone,
     Words,
@@ -43,7 +44,7 @@ class Utterance:
 class TtsSession(SessionCore):
     endpoint_kind = "tts"
 
-    def __init__(self, *, endpoint: Endpoint, dialect: Any, tier: TierLimits, now: float,
+    def __init__(self, *, endpoint: Endpoint, dialect: TtsDialect, tier: TierLimits, now: float,
                  defaults: dict[str, Any] | None = None, voices: tuple[str, ...] | None = None,
                  rate_limit: Callable[[float], float] | None = None,
                  provider_timeout_s: float = PROVIDER_TIMEOUT_S) -> None:
@@ -99,9 +100,7 @@ class TtsSession(SessionCore):
         self.codec = init.codec or "pcm16"
         self.sample_rate = init.sample_rate_hz or 24000
         self.word_timestamps = init.word_timestamps
-        prefer = getattr(self.dialect, "prefer_output", None)
-        if prefer is not None:  # let the provider send PCM at the client's rate if it can
-            prefer(self.sample_rate)
+        self.dialect.prefer_output(self.sample_rate)  # PCM at the client's rate if it can
         self.audio = AudioOut(codec=self.codec, sample_rate=self.sample_rate,
                               max_chunk_bytes=self.tier.max_audio_chunk_bytes,
                               context_id=self.context_id)
@@ -182,9 +181,8 @@ class TtsSession(SessionCore):
             return []
         # Some settings live in a provider's URL (ElevenLabs' voice and model): those
         # changes reconnect even on a dialect that otherwise configures in place.
-        needs_reconnect = getattr(self.dialect, "configure_needs_reconnect", None)
-        if not self.dialect.capabilities.configure_reconnects and not (
-                needs_reconnect is not None and needs_reconnect(self.settings)):
+        if (not self.dialect.capabilities.configure_reconnects
+                and not self.dialect.configure_needs_reconnect(self.settings)):
             return [SendUpstream(f) for f in self.dialect.configure(self.settings)]
         if self.pending:
             self.reconnect_when_idle = True
@@ -222,11 +220,7 @@ class TtsSession(SessionCore):
             return []  # late audio from a stopped upstream is dropped
         self.last_upstream = now
         if self.mode == NATIVE:
-            measure = getattr(self.dialect, "native_audio_ms", None)
-            if measure is not None:  # the dialect knows its own frames (JSON with base64)
-                self.usage.audio_ms += measure(frame)
-            elif isinstance(frame, bytes):
-                self.usage.audio_ms += len(frame) / (self.dialect.sample_rate * 2 / 1000.0)
+            self.usage.audio_ms += self.dialect.native_audio_ms(frame)
             return [SendClient(frame)]
         actions: list[Action] = []
         for event in self.dialect.receive(frame):
@@ -245,7 +239,7 @@ class TtsSession(SessionCore):
         if (self.ended or epoch != self.upstream_epoch or not self.upstream_open
                 or self.mode == NATIVE or self.audio is None or not self.pending
                 or self.pending[0].audio_ms == 0
-                or not getattr(self.dialect, "binary_is_pcm16", False)):
+                or not self.dialect.binary_is_pcm16):
             return None
         return self.audio.relay_chunker(self.dialect.sample_rate)
 
@@ -334,8 +328,7 @@ class TtsSession(SessionCore):
         self.upstream_epoch += 1
         if not self.pending:
             return []
-        read = getattr(self.dialect, "close_error", None)
-        event = read(code, reason) if read is not None else None
+        event = self.dialect.close_error(code, reason)
         if isinstance(event, UpstreamError):
             err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
         else:
@@ -364,9 +357,7 @@ class TtsSession(SessionCore):
     def native_from_client(self, frame: str | bytes, now: float) -> list[Action]:
         if isinstance(frame, str):
             self.usage.characters += len(frame)
-        watch = getattr(self.dialect, "native_client_frame", None)
-        if watch is not None:
-            watch(frame)
+        self.dialect.native_client_frame(frame)
         if not self.upstream_open:
             return []
         return [SendUpstream(frame)]

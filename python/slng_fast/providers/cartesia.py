@@ -53,6 +53,7 @@ from slng_fast.vocabulary import (
     Frame,
     Ignored,
     Settings,
+    TtsDialect,
     UpstreamError,
     UpstreamEvent,
     UpstreamRequest,
@@ -116,7 +117,7 @@ class _Context:
     held: list[UpstreamEvent] = field(default_factory=list)
 
 
-class CartesiaDialect:
+class CartesiaDialect(TtsDialect):
     """Sans-I/O translation between unified commands and Cartesia's TTS WebSocket."""
 
     capabilities = CAPABILITIES

@@ -65,6 +65,7 @@ from slng_fast.vocabulary import (
     Frame,
     Ignored,
     Settings,
+    TtsDialect,
     UpstreamError,
     UpstreamEvent,
     UpstreamReady,
@@ -116,7 +117,7 @@ def split_text(text: str, limit: int = MAX_SPEAK_CHARS) -> list[str]:
     return pieces
 
 
-class DeepgramDialect(HeldText):
+class DeepgramDialect(HeldText, TtsDialect):
     """Sans-I/O translation between unified commands and Deepgram's speak WebSocket."""
 
     capabilities = CAPABILITIES

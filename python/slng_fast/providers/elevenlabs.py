@@ -48,6 +48,7 @@ from slng_fast.vocabulary import (
     Ignored,
     Reply,
     Settings,
+    TtsDialect,
     UpstreamError,
     UpstreamEvent,
     UpstreamRequest,
@@ -139,7 +140,7 @@ class _Context:
     word_end: float = 0.0
 
 
-class ElevenLabsDialect(HeldText):
+class ElevenLabsDialect(HeldText, TtsDialect):
     """Sans-I/O translation between unified commands and ElevenLabs' WebSocket API."""
 
     capabilities = CAPABILITIES

@@ -44,6 +44,7 @@ from slng_fast.vocabulary import (
     Frame,
     Ignored,
     Reply,
+    SttDialect,
     Transcript,
     UpstreamError,
     UpstreamEvent,
@@ -78,7 +79,7 @@ def upstream_url(base: str) -> str:
     return base if base.endswith(PATH) else base + PATH
 
 
-class KyutaiDialect:
+class KyutaiDialect(SttDialect):
     model_rate = SAMPLE_RATE
     model_format = "f32"
     keepalive_interval: float | None = 5.0

@@ -25,6 +25,7 @@ from slng_fast.vocabulary import (
     Frame,
     Ignored,
     Settings,
+    TtsDialect,
     UpstreamError,
     UpstreamEvent,
     UpstreamReady,
@@ -43,7 +44,7 @@ CAPABILITIES = Capabilities(
 )
 
 
-class SlngDialect(HeldText):
+class SlngDialect(HeldText, TtsDialect):
     """Sans-I/O translation between unified commands and an SLNG model server."""
 
     capabilities = CAPABILITIES

@@ -14,6 +14,7 @@ from slng_fast.vocabulary import (
     FinalTranscript,
     Frame,
     Ignored,
+    SttDialect,
     Transcript,
     UpstreamError,
     UpstreamEvent,
@@ -22,7 +23,7 @@ from slng_fast.vocabulary import (
 )
 
 
-class UnifiedSttDialect:
+class UnifiedSttDialect(SttDialect):
     model_format = "pcm16"
     keepalive_interval: float | None = None
 

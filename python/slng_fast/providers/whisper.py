@@ -97,6 +97,7 @@ from slng_fast.vocabulary import (
     Frame,
     Ignored,
     Reply,
+    SttDialect,
     Transcript,
     UpstreamError,
     UpstreamEvent,
@@ -162,7 +163,7 @@ class _Finalize:
     overdue: bool = False  # the deadline has passed
 
 
-class WhisperDialect:
+class WhisperDialect(SttDialect):
     model_rate = MODEL_RATE
     model_format = "f32"
     keepalive_interval: float | None = None
