@@ -25,7 +25,7 @@ import trio_websocket
 from slng_fast import errors
 from slng_fast._native import PanicException
 from slng_fast.errors import GatewayError
-from slng_fast.gateway.native_transport import NativeWebSocketConnection, open_native_upstream
+from slng_fast.gateway.native_transport import open_native_upstream
 from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.session_timer import SessionTimer
 from slng_fast.gateway.transport import (
@@ -45,6 +45,8 @@ from slng_fast.protocol.actions import (
     SendClient,
     SendUpstream,
 )
+from slng_fast.protocol.stt import SttSession
+from slng_fast.protocol.tts import TtsSession
 
 log = logging.getLogger("slng_fast.session")
 
@@ -88,7 +90,7 @@ class OutsideEnd:
 
 
 class SessionBridge:
-    def __init__(self, conn: Connection, session: Any, *, shutdown: trio.Event,
+    def __init__(self, conn: Connection, session: TtsSession | SttSession, *, shutdown: trio.Event,
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
                  slow_client_timeout: float = 10.0,
                  take_message: Callable[[float], Awaitable[float]] | None = None,
@@ -148,7 +150,7 @@ class SessionBridge:
             nursery.start_soon(self.timer.run, self._deadline_passed)
             if self.outside_end is not None:
                 nursery.start_soon(self._watch_outside_end, self.outside_end)
-            interval = getattr(getattr(self.session, "dialect", None), "keepalive_interval", None)
+            interval = self.session.dialect.keepalive_interval
             if interval:
                 nursery.start_soon(self._every, interval, ("keepalive",))
             try:
@@ -475,36 +477,31 @@ class SessionBridge:
 
     async def _read_upstream(self, epoch: int, conn: Connection) -> None:
         sink = partial(self._on_upstream, epoch)
-        pump = getattr(conn, "pump", None)  # the native transport's: no queue in between
-        if (hasattr(self.session, "relay_chunker")
-                and isinstance(conn, NativeWebSocketConnection) and conn.direct
-                and isinstance(self.conn, NativeWebSocketConnection) and self.conn.direct):
-            conn.set_receive_hook(partial(self._relay, epoch, conn))
+        if isinstance(self.session, TtsSession) and conn.direct and self.conn.direct:
+            conn.set_receive_hook(partial(self._relay, epoch, self.session, conn))
         try:
-            if pump is not None:
-                await pump(sink)
-            while True:
-                await sink(await conn.receive())
+            await conn.pump(sink)
         except ConnectionClosed as exc:
             await self.inbox.put(("upstream_closed", epoch, exc.code, exc.reason))
 
-    async def _relay(self, epoch: int, upstream: NativeWebSocketConnection, data: bytes) -> list[Any]:
+    async def _relay(self, epoch: int, session: TtsSession, upstream: Connection,
+                     data: bytes) -> list[Any]:
         """The hottest path: while an utterance streams and its audio needs only cutting
         and wrapping, a read from the upstream goes to the client in one native call and
         one write; whatever else the read holds is left to `_on_upstream`, in order."""
-        chunker = None if self.deferred or self.client_gone else self.session.relay_chunker(epoch)
+        chunker = None if self.deferred or self.client_gone else session.relay_chunker(epoch)
         if chunker is None:
             return upstream.framing.receive_data(data)
         now = trio.current_time()
         try:
-            rest, relayed, delivered = await self.conn.relay_audio(  # type: ignore[attr-defined]
+            rest, relayed, delivered = await self.conn.relay_audio(
                 upstream, data, chunker, self.slow_client_timeout)
         except ConnectionClosed:
             if await self._client_lost():
                 self.nursery.cancel_scope.cancel()
             return []
         if relayed:
-            self.session.credit_relayed(relayed, now)
+            session.credit_relayed(relayed, now)
         if not delivered:
             if await self._client_too_slow():
                 self.nursery.cancel_scope.cancel()

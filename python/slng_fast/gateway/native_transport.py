@@ -75,7 +75,7 @@ def _content_type(body: bytes) -> str:
     return "application/json" if body.lstrip()[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
 
 
-class NativeWebSocketConnection:
+class NativeWebSocketConnection(Connection):
     """An accepted WebSocket: the `transport.Connection` interface."""
 
     def __init__(self, stream: trio.abc.Stream, ws: _native.WsConnection,
@@ -157,7 +157,7 @@ class NativeWebSocketConnection:
         this connection's ordinary handling, in order."""
         self._receive_hook = hook
 
-    async def relay_audio(self, upstream: NativeWebSocketConnection, data: bytes,
+    async def relay_audio(self, upstream: Connection, data: bytes,
                           chunker: _native.AudioChunker, timeout: float) -> tuple[list[Any], int, bool]:
         """Send the binary PCM at the head of ``data`` (read from ``upstream``) to this
         connection as ``audio_chunk`` frames cut by ``chunker``, in one native call and
@@ -165,6 +165,7 @@ class NativeWebSocketConnection:
         whether the frames were written within ``timeout``)."""
         if self._close_code is not None or self._ws.close_sent:
             raise ConnectionClosed(self._close_code, self._close_reason)
+        assert isinstance(upstream, NativeWebSocketConnection)  # direct connections are
         out, relayed, rest = _native.ws_relay_audio(upstream._ws, data, chunker, self._ws)
         delivered = await self._write(out, timeout) if out else True
         return rest, relayed, delivered

@@ -9,7 +9,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 import trio_websocket
@@ -51,21 +51,58 @@ class UpstreamRejected(OSError):
 
 
 class Connection(Protocol):
+    """One accepted or opened WebSocket, as the bridge uses it: every method it calls is
+    here. Transports subclass it explicitly, so the bodies below are the defaults of a
+    transport without the capability."""
+
     # Called once, synchronously, as soon as the peer is closing or gone (before our
     # answer to its close frame is written); a transport that cannot tell leaves it be.
     on_closing: Callable[[], None] | None
 
     async def receive(self) -> str | bytes:
         """The next message; raises ConnectionClosed, or MessageTooLarge once."""
-    async def send(self, frame: str | bytes) -> None: ...
+        raise NotImplementedError
+    async def send(self, frame: str | bytes) -> None:
+        raise NotImplementedError
     async def send_within(self, frame: str | bytes, timeout: float, *, text: bool = False) -> bool:
         """Send one message (``text``: UTF-8 bytes as a text message); False if it was not
         written within ``timeout`` s, after which the connection must be aborted."""
+        raise NotImplementedError
     async def ping(self) -> None:
         """Send a ping and return when its pong arrives."""
-    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+        raise NotImplementedError
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        raise NotImplementedError
     async def abort(self) -> None:
         """Drop the connection now, without a close handshake (a peer that reads nothing)."""
+        raise NotImplementedError
+
+    async def pump(self, sink: Callable[[str | bytes], Awaitable[None]]) -> None:
+        """Hand every message to ``sink`` until the connection ends, then raise
+        ConnectionClosed. A transport with its own reader does it from that task."""
+        while True:
+            await sink(await self.receive())
+
+    @property
+    def direct(self) -> bool:
+        """True for a connection that reads and writes its own descriptor: only such a
+        pair (client and upstream) carries the audio relay below."""
+        return False
+
+    @property
+    def framing(self) -> _native.WsConnection:
+        """The native framing state of a direct connection, for a receive hook."""
+        raise NotImplementedError(f"{type(self).__name__} is not direct")
+
+    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[Any]]] | None) -> None:
+        """Let ``hook(data)`` parse every read of this (direct) connection itself."""
+        raise NotImplementedError(f"{type(self).__name__} is not direct")
+
+    async def relay_audio(self, upstream: Connection, data: bytes, chunker: _native.AudioChunker,
+                          timeout: float) -> tuple[list[Any], int, bool]:
+        """Send the PCM at the head of ``data``, read from the (direct) ``upstream``, to
+        this (direct) connection as ``audio_chunk`` frames; see the native transport."""
+        raise NotImplementedError(f"{type(self).__name__} is not direct")
 
 
 @dataclass
@@ -123,7 +160,7 @@ class _LenientTextDecoder(MessageDecoder):
         return out
 
 
-class TrioWebsocketConnection:
+class TrioWebsocketConnection(Connection):
     def __init__(self, ws: trio_websocket.WebSocketConnection, *, lenient_text: bool = False) -> None:
         self.ws = ws
         self.on_closing: Callable[[], None] | None = None  # not called: no such hook here
