@@ -208,7 +208,7 @@ def test_bad_input_is_a_non_fatal_error(frame, code):
 def test_bad_init_values(init, code):
     s = make()
     (err,) = client_events(s.receive_text(cmd(type="init", **init), 0.0))
-    assert err["code"] == code and not s.initialized
+    assert err["code"] == code and not s.opened
 
 
 def test_legacy_aliases_are_accepted():

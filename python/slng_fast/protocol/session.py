@@ -13,6 +13,7 @@ from slng_fast.config import TierLimits
 from slng_fast.errors import GatewayError
 from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, CloseClient, CloseUpstream, SendClient
+from slng_fast.protocol.state import SessionEvent, SessionMachine, SessionState
 from slng_fast.vocabulary import Endpoint
 
 UNIFIED = "unified"
@@ -42,6 +43,36 @@ class SessionCore:
     """Shared intake and lifecycle; subclasses handle commands and upstream events."""
 
     endpoint_kind = "tts"
+    opened_word = "initialized"  # what the open command did, for messages
+
+    # -- where the session is: read from its machine ------------------------------------
+    @property
+    def state(self) -> SessionState:
+        return self.machine.state
+
+    @property
+    def mode(self) -> str | None:
+        """The protocol the first frame chose: UNIFIED, NATIVE, or None before it."""
+        state = self.machine.state
+        if state is SessionState.NATIVE:
+            return NATIVE
+        if state in (SessionState.AWAITING_OPEN, SessionState.OPEN):
+            return UNIFIED
+        return self._mode_at_end if state is SessionState.ENDED else None
+
+    @property
+    def ended(self) -> str | None:
+        """Why the session ended (the ``session_ended`` reason), or None while it runs."""
+        return self._end_reason
+
+    @property
+    def opened(self) -> bool:
+        """``init`` (TTS) or ``start`` (STT) was taken, explicitly or implied."""
+        return self.machine.state is SessionState.OPEN
+
+    def _choose_mode(self, mode: str) -> None:
+        self.machine.move(SessionEvent.NATIVE_FRAME if mode == NATIVE
+                          else SessionEvent.UNIFIED_FRAME)
 
     def __init__(self, *, endpoint: Endpoint, tier: TierLimits, now: float,
                  context_id: str | None = None,
@@ -52,12 +83,13 @@ class SessionCore:
         self.started_at = now
         self.context_id = context_id or str(uuid.uuid4())
         self.session_id = str(uuid.uuid4())
-        self.mode: str | None = None
+        self.machine = SessionMachine(self.opened_word)
+        self._mode_at_end: str | None = None
+        self._end_reason: str | None = None
         self.usage = Usage()
         # What happened, for the I/O layer's metrics: ("error", code), ("first_audio",
         # seconds). The I/O layer drains it after every step.
         self.observations: list[tuple[str, Any]] = []
-        self.ended: str | None = None
         self._rate_limit = rate_limit
         self.upstream_epoch = 0
         self.upstream_open = False
@@ -97,7 +129,8 @@ class SessionCore:
                 return [self._error(err)]
         self.usage.messages += 1
         if self.mode is None:
-            self.mode = UNIFIED if kind == "command" and self.passthrough is None else NATIVE
+            self._choose_mode(UNIFIED if kind == "command" and self.passthrough is None
+                              else NATIVE)
             if self.mode == NATIVE:
                 return self.start_native(now) + self.native_from_client(frame, now)
         if self.mode == NATIVE:
@@ -106,6 +139,8 @@ class SessionCore:
             try:
                 return self.on_command(str(name), payload, now)  # type: ignore[arg-type]
             except GatewayError as err:
+                if err.fatal_close_code is not None:  # an impossible move: not the client's
+                    return self.fail(err, now)
                 return [self._error(err)]
         if kind == "invalid":
             return [self._error(GatewayError(errors.INVALID_MESSAGE, str(payload)))]
@@ -137,7 +172,8 @@ class SessionCore:
                                f"{self.tier.max_audio_chunk_bytes}-byte audio frame limit")
             return self._fatal(err, errors.CLOSE_MESSAGE_TOO_LARGE, now, reason="error")
         if self.mode is None:
-            self.mode = NATIVE if self.passthrough is not None else self.mode_for_first_binary(frame)
+            self._choose_mode(NATIVE if self.passthrough is not None
+                              else self.mode_for_first_binary(frame))
             if self.mode == NATIVE:
                 return self.start_native(now) + self.native_from_client(frame, now)
         if self.mode == NATIVE:
@@ -218,7 +254,9 @@ class SessionCore:
         """End the session: `session_ended` (unified only), close upstream and client."""
         if self.ended:
             return []
-        self.ended = reason
+        self._mode_at_end = self.mode
+        self._end_reason = reason
+        self.machine.move(SessionEvent.END)
         actions: list[Action] = []
         if self.mode != NATIVE:
             actions.append(SendClient(events.session_ended(

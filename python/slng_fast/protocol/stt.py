@@ -18,6 +18,7 @@ from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, UNIFIED, SessionCore
+from slng_fast.protocol.state import SessionEvent, SessionState
 from slng_fast.vocabulary import (
     Endpoint,
     FinalTranscript,
@@ -31,6 +32,7 @@ from slng_fast.vocabulary import (
 
 class SttSession(SessionCore):
     endpoint_kind = "stt"
+    opened_word = "started"
 
     def __init__(self, *, endpoint: Endpoint, dialect: SttDialect, tier: TierLimits, now: float,
                  defaults: dict[str, Any] | None = None,
@@ -43,7 +45,6 @@ class SttSession(SessionCore):
         self.finalize_waiting_since: float | None = None
         self.dialect = dialect
         self.defaults = defaults
-        self.started = False
         self.audio: AudioIn | None = None
         self.finalizes_pending = 0
         self.segments: list[str] = []  # final segments since the last finalize
@@ -59,11 +60,9 @@ class SttSession(SessionCore):
         if isinstance(command, cmd.Ping):
             return [SendClient(events.pong(self.context_id, now))]
         if isinstance(command, cmd.Start):
-            if self.started:
-                raise GatewayError(errors.ALREADY_INITIALIZED, "the stream is already started")
+            self.machine.check(SessionEvent.OPEN)
             return self._start(command)
-        if not self.started:
-            raise GatewayError(errors.INVALID_MESSAGE, f"send 'start' before {name!r}")
+        self.machine.require(SessionState.OPEN, command=name, first="start")
         if isinstance(command, cmd.Finalize):
             if not self.finalizes_pending:
                 self.finalize_waiting_since = now
@@ -79,7 +78,7 @@ class SttSession(SessionCore):
             raise GatewayError(errors.INVALID_PARAMETER,
                                f"language {start.language!r} is not offered by "
                                f"{self.endpoint.name}; languages: {', '.join(languages)}")
-        self.started = True
+        self.machine.move(SessionEvent.OPEN)
         if start.context_id:
             self.context_id = start.context_id
         rate = start.sample_rate_hz or 16000
@@ -97,7 +96,7 @@ class SttSession(SessionCore):
 
     def on_audio(self, frame: bytes, now: float) -> list[Action]:
         actions: list[Action] = []
-        if not self.started:
+        if not self.opened:
             actions += self._start(cmd.parse_stt("start", self.defaults))
         assert self.audio is not None
         before = self.audio.received_seconds

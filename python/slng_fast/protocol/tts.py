@@ -20,6 +20,7 @@ from slng_fast.protocol import events
 from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioOut
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, SessionCore
+from slng_fast.protocol.state import SessionEvent
 from slng_fast.vocabulary import (
     Audio,
     Endpoint,
@@ -55,7 +56,6 @@ class TtsSession(SessionCore):
         self.dialect = dialect
         self.voices = voices if voices is not None else endpoint.voices
         self.defaults = defaults  # query parameters: preset init fields
-        self.initialized = False
         self.settings = Settings()
         self.codec = "pcm16"
         self.sample_rate = 24000
@@ -68,14 +68,13 @@ class TtsSession(SessionCore):
     # -- commands ---------------------------------------------------------------------
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
         if name == "init":
-            if self.initialized:
-                raise GatewayError(errors.ALREADY_INITIALIZED, "the session is already initialized")
+            self.machine.check(SessionEvent.OPEN)
             return self._init(cmd.parse_tts(name, {**self.defaults, **fields}))
         command = cmd.parse_tts(name, fields)
         if isinstance(command, cmd.Ping):  # a keep-alive opens nothing
             return [SendClient(events.pong(self.context_id, now))]
         actions: list[Action] = []
-        if not self.initialized:
+        if not self.opened:  # any command but ping opens with the defaults
             actions += self._init(cmd.parse_tts("init", self.defaults))
         if isinstance(command, cmd.InputText):
             return actions + self._input_text(command.text)
@@ -93,7 +92,7 @@ class TtsSession(SessionCore):
         voice = init.settings.voice_id or self.endpoint.default_voice
         self._check_voice(voice)
         self._check_language(init.settings.language)
-        self.initialized = True
+        self.machine.move(SessionEvent.OPEN)
         if init.context_id:
             self.context_id = init.context_id
         self.settings = init.settings
