@@ -25,6 +25,18 @@ import trio_websocket
 from slng_fast import errors
 from slng_fast._native import PanicException
 from slng_fast.errors import GatewayError
+from slng_fast.gateway.inbox import (
+    ClientTooLarge,
+    Deferred,
+    EndRequested,
+    FromClient,
+    FromUpstream,
+    InboxItem,
+    KeepaliveDue,
+    UpstreamClosed,
+    UpstreamFailed,
+    item_size,
+)
 from slng_fast.gateway.native_transport import open_native_upstream
 from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.session_timer import SessionTimer
@@ -58,14 +70,6 @@ CLOSE_TIMEOUT = 2.0
 RECONNECT_BACKOFF = (0.25, 0.5, 1.0)
 # Seconds an upstream may take to accept one frame of ours before it counts as stalled.
 UPSTREAM_SEND_TIMEOUT = 10.0
-
-
-def _item_size(item: tuple[Any, ...]) -> int:
-    """Bytes an inbox item holds: its frame, if it carries one."""
-    for value in item[1:3]:
-        if isinstance(value, (str, bytes)):
-            return len(value) + 64
-    return 64
 
 
 @dataclass
@@ -115,7 +119,7 @@ class SessionBridge:
         self.opened_upstreams = 0
         self.shutdown = shutdown
         self.connect_timeout = connect_timeout
-        self.inbox = ByteBoundedQueue[tuple[Any, ...]](INBOX_SIZE, INBOX_BYTES, size=_item_size)
+        self.inbox = ByteBoundedQueue[InboxItem](INBOX_SIZE, INBOX_BYTES, size=item_size)
         self.links: dict[int, UpstreamLink] = {}
         self.last_client = trio.current_time()
         self.client_gone = False
@@ -126,7 +130,7 @@ class SessionBridge:
         # gone while the inbox was full: it ends the session without waiting in the
         # inbox, and interrupts whatever the loop is waiting for (an inbox item, room in
         # a slow upstream's outbox), so no deadline depends on a queue being read.
-        self._end: tuple[Any, ...] | None = None
+        self._end: EndRequested | None = None
         self._waiting: trio.CancelScope | None = None
         self._loop_task: trio.lowlevel.Task | None = None
         # The session's own deadline (`session.deadline()`), which interrupts the loop the
@@ -143,7 +147,7 @@ class SessionBridge:
             self.nursery = nursery
             nursery.start_soon(self._read_client)
             nursery.start_soon(self._watch_idle, tier.idle_timeout_s)
-            nursery.start_soon(self._after, tier.max_duration_s, ("max_duration",))
+            nursery.start_soon(self._after, tier.max_duration_s, EndRequested("max_duration"))
             nursery.start_soon(self._heartbeat, tier.heartbeat_s)
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._watch_drain)
@@ -152,7 +156,7 @@ class SessionBridge:
                 nursery.start_soon(self._watch_outside_end, self.outside_end)
             interval = self.session.dialect.keepalive_interval
             if interval:
-                nursery.start_soon(self._every, interval, ("keepalive",))
+                nursery.start_soon(self._every, interval, KeepaliveDue())
             try:
                 self._loop_task = trio.lowlevel.current_task()
                 await self._loop()
@@ -171,9 +175,9 @@ class SessionBridge:
         if self._waiting is not None:
             self._waiting.cancel()
 
-    def request_end(self, item: tuple[Any, ...]) -> None:
-        """End the session for ``item`` (("max_duration",), ("shutdown",), ...) as soon
-        as the loop can, without queueing behind anything."""
+    def request_end(self, item: EndRequested) -> None:
+        """End the session for ``item`` as soon as the loop can, without queueing behind
+        anything."""
         if self._end is None:
             self._end = item
         if self._waiting is not None:
@@ -196,9 +200,9 @@ class SessionBridge:
             return False, None
         return True, result
 
-    def _end_actions(self, item: tuple[Any, ...], now: float) -> list[Action]:
+    def _end_actions(self, item: EndRequested, now: float) -> list[Action]:
         session = self.session
-        kind = item[0]
+        kind = item.reason
         if kind == "client_closed":
             self.client_gone = True
             return session.end("client_closed", now)
@@ -210,8 +214,8 @@ class SessionBridge:
             return session.end("idle_timeout", now, close_reason="no pong")
         if kind == "shutdown":
             return session.end("server_shutdown", now, close_code=errors.CLOSE_GOING_AWAY)
-        if kind == "outside_end":  # e.g. the key was revoked
-            return session.fail(item[1], now)
+        if kind == "outside_end" and item.error is not None:  # e.g. the key was revoked
+            return session.fail(item.error, now)
         return session.end(kind, now)
 
     async def _loop(self) -> None:
@@ -245,41 +249,42 @@ class SessionBridge:
             if not got:
                 continue
             now = trio.current_time()
-            kind = item[0]
             try:
-                if kind == "client":
-                    frame = item[1]
-                    if isinstance(frame, str):
-                        actions = session.receive_text(frame, now, rate_wait=item[2])
-                    else:
-                        actions = session.receive_binary(frame, now)
-                elif kind == "upstream":
-                    actions = session.receive_upstream(item[1], item[2], now)
-                elif kind == "actions":  # what the hot path could not carry out itself
-                    actions = item[1]
-                elif kind == "upstream_failed":
-                    actions = session.upstream_failed(item[1], item[2], now)
-                elif kind == "upstream_closed":
-                    self._forget_link(item[1])
-                    actions = session.upstream_closed(item[1], now, *item[2:])
-                elif kind == "too_large":
-                    actions = session.message_too_large(item[1], now)
-                elif kind == "keepalive":
-                    actions = session.keepalive(now)
-                else:
-                    actions = self._end_actions(item, now)
+                actions = self._step(item, now)
             except (Exception, PanicException) as exc:
                 actions = self._fault(exc, now)
-            if kind == "upstream" or kind == "actions":
+            from_upstream = isinstance(item, (FromUpstream, Deferred))
+            if from_upstream:
                 self.deferred -= 1
             sent = await self._execute(actions)
-            if (kind == "upstream" or kind == "actions") and any(
-                    isinstance(a, SendClient) for a in actions):
-                self.added_latency.observe(trio.current_time() - item[-1])
+            if from_upstream and any(isinstance(a, SendClient) for a in actions):
+                self.added_latency.observe(trio.current_time() - item.received_at)
             self._record(session)
             if sent:
                 return
             self.timer.check()
+
+    def _step(self, item: InboxItem, now: float) -> list[Action]:
+        """Hand one inbox item to the session; the actions it answers."""
+        session = self.session
+        if isinstance(item, FromClient):
+            if isinstance(item.frame, str):
+                return session.receive_text(item.frame, now, rate_wait=item.rate_wait)
+            return session.receive_binary(item.frame, now)
+        if isinstance(item, FromUpstream):
+            return session.receive_upstream(item.epoch, item.frame, now)
+        if isinstance(item, Deferred):
+            return item.actions
+        if isinstance(item, UpstreamFailed):
+            return session.upstream_failed(item.epoch, item.message, now)
+        if isinstance(item, UpstreamClosed):
+            self._forget_link(item.epoch)
+            return session.upstream_closed(item.epoch, now, item.code, item.reason)
+        if isinstance(item, ClientTooLarge):
+            return session.message_too_large(item.reason, now)
+        if isinstance(item, KeepaliveDue):
+            return session.keepalive(now)
+        return self._end_actions(item, now)
 
     def _fault(self, exc: BaseException, now: float) -> list[Action]:
         """A session step raised, or a native call in it panicked: it fails this session
@@ -405,8 +410,8 @@ class SessionBridge:
         except* (trio_websocket.HandshakeError, OSError) as group:
             # trio-websocket raises a refused handshake from its own background task.
             link.outbox.close()
-            await self.inbox.put(("upstream_failed", link.epoch,
-                                  f"cannot reach the provider: {group.exceptions[0]}"))
+            await self.inbox.put(UpstreamFailed(
+                link.epoch, f"cannot reach the provider: {group.exceptions[0]}"))
         finally:
             # Whoever waits for room in the outbox stops waiting: nothing reads it now.
             link.outbox.close()
@@ -420,15 +425,15 @@ class SessionBridge:
                     conn = await self._open_with_backoff(request, nursery)
                 except OSError as exc:
                     outbox.close()
-                    await self.inbox.put(("upstream_failed", link.epoch,
-                                          f"cannot reach the provider: {exc}"))
+                    await self.inbox.put(UpstreamFailed(
+                        link.epoch, f"cannot reach the provider: {exc}"))
                     return
                 except Exception as exc:  # a fault here must end this session only, cleanly
                     log.exception("opening the upstream failed",
                                   extra={"context_id": self.session.context_id})
                     outbox.close()
-                    await self.inbox.put(("upstream_failed", link.epoch,
-                                          f"cannot reach the provider: {exc}"))
+                    await self.inbox.put(UpstreamFailed(
+                        link.epoch, f"cannot reach the provider: {exc}"))
                     return
                 nursery.start_soon(self._read_upstream, link.epoch, conn)
                 while True:
@@ -443,8 +448,8 @@ class SessionBridge:
                     if not delivered:  # the provider has stopped reading: it is stalled
                         outbox.close()
                         await conn.abort()
-                        await self.inbox.put((
-                            "upstream_failed", link.epoch,
+                        await self.inbox.put(UpstreamFailed(
+                            link.epoch,
                             f"the provider took no data for {self.upstream_send_timeout:g} s"))
                         nursery.cancel_scope.cancel()
                         return
@@ -482,7 +487,7 @@ class SessionBridge:
         try:
             await conn.pump(sink)
         except ConnectionClosed as exc:
-            await self.inbox.put(("upstream_closed", epoch, exc.code, exc.reason))
+            await self.inbox.put(UpstreamClosed(epoch, exc.code, exc.reason))
 
     async def _relay(self, epoch: int, session: TtsSession, upstream: Connection,
                      data: bytes) -> list[Any]:
@@ -515,7 +520,7 @@ class SessionBridge:
         now = trio.current_time()
         if self.deferred:
             self.deferred += 1
-            await self.inbox.put(("upstream", epoch, frame, now))
+            await self.inbox.put(FromUpstream(epoch, frame, now))
             return
         session = self.session
         try:
@@ -528,7 +533,7 @@ class SessionBridge:
                 to_client = True
             elif not isinstance(action, SendUpstream):
                 self.deferred += 1
-                await self.inbox.put(("actions", actions, now))
+                await self.inbox.put(Deferred(actions, now))
                 return
         over = await self._execute(actions) if actions else False
         if to_client:
@@ -546,40 +551,40 @@ class SessionBridge:
             except ConnectionClosed as exc:
                 if exc.reason == PEER_NOT_READING:
                     self._log_too_slow()
-                    self.request_end(("slow_client",))
+                    self.request_end(EndRequested("slow_client"))
                 else:
                     self._client_closed()
                 return
             except MessageTooLarge as exc:
-                await self.inbox.put(("too_large", exc.reason))
+                await self.inbox.put(ClientTooLarge(exc.reason))
                 return
             self.last_client = trio.current_time()
             wait = None
             if isinstance(frame, str) and self.take_message is not None:
                 wait = await self.take_message(self.last_client)
-            await self.inbox.put(("client", frame, wait))
+            await self.inbox.put(FromClient(frame, wait))
 
     def _client_closed(self) -> None:
         # In order behind what the client sent before, when there is room; else at once.
         try:
-            self.inbox.put_nowait(("client_closed",))
+            self.inbox.put_nowait(EndRequested("client_closed"))
         except (trio.WouldBlock, trio.ClosedResourceError):
-            self.request_end(("client_closed",))
+            self.request_end(EndRequested("client_closed"))
 
     async def _watch_idle(self, idle_s: float) -> None:
         while True:
             deadline = self.last_client + idle_s
             await trio.sleep_until(deadline)
             if trio.current_time() >= self.last_client + idle_s:
-                self.request_end(("idle_timeout",))
+                self.request_end(EndRequested("idle_timeout"))
                 return
 
-    async def _after(self, seconds: float, item: tuple[Any, ...]) -> None:
+    async def _after(self, seconds: float, item: EndRequested) -> None:
         if math.isfinite(seconds):
             await trio.sleep(seconds)
             self.request_end(item)
 
-    async def _every(self, seconds: float, item: tuple[Any, ...]) -> None:
+    async def _every(self, seconds: float, item: InboxItem) -> None:
         while True:
             await trio.sleep(seconds)
             try:  # a keep-alive is only needed while nothing else flows
@@ -596,12 +601,12 @@ class SessionBridge:
                 except ConnectionClosed:
                     return
                 continue
-            self.request_end(("heartbeat_timeout",))
+            self.request_end(EndRequested("heartbeat_timeout"))
             return
 
     async def _watch_shutdown(self) -> None:
         await self.shutdown.wait()
-        self.request_end(("shutdown",))
+        self.request_end(EndRequested("shutdown"))
 
     async def _watch_drain(self) -> None:
         await self.draining.wait()
@@ -611,4 +616,4 @@ class SessionBridge:
 
     async def _watch_outside_end(self, end: OutsideEnd) -> None:
         await end.event.wait()
-        self.request_end(("outside_end", end.error))
+        self.request_end(EndRequested("outside_end", end.error))
