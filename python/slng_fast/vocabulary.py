@@ -12,14 +12,14 @@ from typing import Any
 Frame = str | bytes  # a WebSocket message: text (str) or binary (bytes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     subprotocols: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     supports_stop: bool
     supports_clear: bool
@@ -37,7 +37,7 @@ class Capabilities:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Settings:
     """What `init` and `configure` set: the gateway's own fields and provider extras."""
 
@@ -55,7 +55,7 @@ class Settings:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """A registry entry: which dialect serves an endpoint name, with its defaults."""
 
@@ -76,46 +76,46 @@ class Endpoint:
 
 # ---- events a dialect reports from upstream frames ---------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamReady:
     sample_rate: int | None = None
     voices: tuple[str, ...] | None = None
     languages: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Audio:
     data: bytes
     sample_rate: int
     sample_format: str = "pcm16"  # or "f32"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UtteranceDone:
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Words:
     words: tuple[str, ...]
     start_ms: tuple[float, ...]
     end_ms: tuple[float, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transcript:
     text: str
     is_final: bool
     confidence: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FinalTranscript:
     text: str
     audio_duration_seconds: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpstreamError:
     message: str
     retryable: bool = False
@@ -123,7 +123,7 @@ class UpstreamError:
     code: str = "provider_error"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
     """Frames the dialect wants sent upstream in answer to a frame (e.g. Kyutai's silence
     while a Marker is outstanding). The session sends them on the current upstream."""
@@ -131,7 +131,7 @@ class Reply:
     frames: tuple[Frame, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ignored:
     """A frame the dialect understood and has nothing to report for (e.g. a pong)."""
 

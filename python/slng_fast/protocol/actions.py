@@ -9,30 +9,30 @@ from dataclasses import dataclass
 from slng_fast.vocabulary import Frame, UpstreamRequest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendClient:
     frame: Frame
     # bytes that are UTF-8 JSON text (audio_chunk frames from the native core).
     text: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OpenUpstream:
     epoch: int
     request: UpstreamRequest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendUpstream:
     frame: Frame
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CloseUpstream:
     epoch: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CloseClient:
     code: int
     reason: str
