@@ -32,6 +32,7 @@ cargo fmt --check
 cargo clippy --locked --quiet --all-targets -- -D warnings
 cargo clippy --locked --quiet --all-targets --features python -- -D warnings
 ruff check python tests bench loadtest scripts
+mypy  # strict on python/slng_fast (pyproject.toml [tool.mypy])
 
 echo "== cargo test"
 cargo test --locked --quiet

@@ -221,7 +221,7 @@ async def _handle(request: WebSocketRequest, engine_url: str, api_key: str | Non
         return
     if api_key is not None:
         given = _header(request, "kyutai-api-key") or \
-            (parse_qs(url.query).get("auth_id") or [None])[0]
+            (parse_qs(url.query).get("auth_id") or [""])[0]
         if given != api_key:
             await request.reject(401, body=b"invalid api key")
             return

@@ -278,6 +278,7 @@ class NativeWebSocketConnection(Connection):
                 else:
                     scope.relative_deadline = timeout
                 if self._sock is None:
+                    assert rest is not None
                     await self._stream.send_all(rest)
                 else:
                     while rest is not None:
@@ -683,7 +684,7 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
 
 def _peer_address(stream: trio.abc.Stream) -> str:
     """The client's IP address (the one bound that counts per address)."""
-    inner = getattr(stream, "transport_stream", stream)
+    inner: Any = getattr(stream, "transport_stream", stream)
     try:
         return str(inner.socket.getpeername()[0])
     except (AttributeError, OSError):

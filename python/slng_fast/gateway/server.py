@@ -26,6 +26,7 @@ from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.native_transport import serve_native_websocket
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import find_key, parse_path, redact
+from slng_fast.gateway.shared_limits import SharedLimits
 from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
 from slng_fast.limits import LocalLimits
 from slng_fast.metrics import Metrics
@@ -45,7 +46,7 @@ class Gateway:
     config: Config
     store: Store
     registry: reg.ProviderRegistry
-    limits: Any = field(default_factory=LocalLimits)  # LocalLimits or SharedLimits
+    limits: LocalLimits | SharedLimits = field(default_factory=LocalLimits)
     shutdown: trio.Event = field(default_factory=trio.Event)
     # Set on SIGTERM with a drain period: no new sessions, those in flight finish.
     draining: trio.Event = field(default_factory=trio.Event)

@@ -9,7 +9,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 import trio_websocket
@@ -50,10 +50,10 @@ class UpstreamRejected(OSError):
         self.status = status
 
 
-class Connection(Protocol):
+class Connection:
     """One accepted or opened WebSocket, as the bridge uses it: every method it calls is
-    here. Transports subclass it explicitly, so the bodies below are the defaults of a
-    transport without the capability."""
+    here. Transports subclass it; the bodies of the last five are the defaults of a
+    transport that is not direct."""
 
     # Called once, synchronously, as soon as the peer is closing or gone (before our
     # answer to its close frame is written); a transport that cannot tell leaves it be.
@@ -150,14 +150,22 @@ class _LenientTextDecoder(MessageDecoder):
             if frame.opcode is Opcode.TEXT:
                 self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         finished = frame.frame_finished and frame.message_finished
-        data: bytes | str = frame.payload
+        payload = frame.payload
+        assert not isinstance(payload, tuple)  # a close frame's (code, reason) is not data
+        data: bytes | str = payload
         if self.decoder is not None:
-            data = self.decoder.decode(bytes(frame.payload), finished)
+            data = self.decoder.decode(bytes(payload) if isinstance(payload, (bytes, bytearray))
+                                       else payload.encode("utf-8", "surrogateescape"), finished)
         out = Frame(self.opcode, data, frame.frame_finished, finished)
         if finished:
             self.opcode = None
             self.decoder = None
         return out
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+    reason = exc.reason
+    return ConnectionClosed(reason.code if reason else None, reason.reason if reason else None)
 
 
 class TrioWebsocketConnection(Connection):
@@ -180,13 +188,13 @@ class TrioWebsocketConnection(Connection):
         try:
             return await self.ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(exc.reason.code, exc.reason.reason) from None
+            raise _closed(exc) from None
 
     async def send(self, frame: str | bytes) -> None:
         try:
             await self.ws.send_message(frame)
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(exc.reason.code, exc.reason.reason) from None
+            raise _closed(exc) from None
 
     async def send_within(self, frame: str | bytes, timeout: float, *, text: bool = False) -> bool:
         if text and isinstance(frame, bytes):
@@ -199,7 +207,7 @@ class TrioWebsocketConnection(Connection):
         try:
             await self.ws.ping()
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(exc.reason.code, exc.reason.reason) from None
+            raise _closed(exc) from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self.ws.aclose(code, reason)

@@ -193,8 +193,21 @@ def parse_tts(name: str, raw: Mapping[str, Any]) -> TtsCommand:
         if "codec" in fields or "sample_rate_hz" in fields:
             raise bad_value("codec and sample_rate_hz are fixed at init; open a new session")
         return Configure(_settings(fields))
-    simple = {"flush": Flush, "stop": Stop, "clear": Clear, "ping": Ping}
+    simple: dict[str, type[Flush | Stop | Clear | Ping]] = {
+        "flush": Flush, "stop": Stop, "clear": Clear, "ping": Ping}
     return simple[name]()
+
+
+def parse_init(raw: Mapping[str, Any]) -> Init:
+    command = parse_tts("init", raw)
+    assert isinstance(command, Init)
+    return command
+
+
+def parse_start(raw: Mapping[str, Any]) -> Start:
+    command = parse_stt("start", raw)
+    assert isinstance(command, Start)
+    return command
 
 
 def parse_stt(name: str, raw: Mapping[str, Any]) -> SttCommand:
@@ -208,5 +221,6 @@ def parse_stt(name: str, raw: Mapping[str, Any]) -> SttCommand:
             context_id=_opt(fields, "context_id", str),
             extras={k: v for k, v in fields.items() if k not in known},
         )
-    simple = {"finalize": Finalize, "stop": Stop, "ping": Ping}
+    simple: dict[str, type[Finalize | Stop | Ping]] = {
+        "finalize": Finalize, "stop": Stop, "ping": Ping}
     return simple[name]()

@@ -137,7 +137,7 @@ class SessionCore:
             return self.native_from_client(frame, now)
         if kind == "command":
             try:
-                return self.on_command(str(name), payload, now)  # type: ignore[arg-type]
+                return self.on_command(str(name), payload, now)
             except GatewayError as err:
                 if err.fatal_close_code is not None:  # an impossible move: not the client's
                     return self.fail(err, now)

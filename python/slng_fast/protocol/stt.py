@@ -97,7 +97,7 @@ class SttSession(SessionCore):
     def on_audio(self, frame: bytes, now: float) -> list[Action]:
         actions: list[Action] = []
         if not self.opened:
-            actions += self._start(cmd.parse_stt("start", self.defaults))
+            actions += self._start(cmd.parse_start(self.defaults))
         assert self.audio is not None
         before = self.audio.received_seconds
         pcm = self.audio.push(frame)

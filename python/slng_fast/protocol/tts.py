@@ -69,13 +69,13 @@ class TtsSession(SessionCore):
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
         if name == "init":
             self.machine.check(SessionEvent.OPEN)
-            return self._init(cmd.parse_tts(name, {**self.defaults, **fields}))
+            return self._init(cmd.parse_init({**self.defaults, **fields}))
         command = cmd.parse_tts(name, fields)
         if isinstance(command, cmd.Ping):  # a keep-alive opens nothing
             return [SendClient(events.pong(self.context_id, now))]
         actions: list[Action] = []
         if not self.opened:  # any command but ping opens with the defaults
-            actions += self._init(cmd.parse_tts("init", self.defaults))
+            actions += self._init(cmd.parse_init(self.defaults))
         if isinstance(command, cmd.InputText):
             return actions + self._input_text(command.text)
         if isinstance(command, cmd.Flush):

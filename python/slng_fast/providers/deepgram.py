@@ -276,7 +276,7 @@ def warning_error(message: dict[str, Any]) -> UpstreamError:
 def close_error(code: int | None, reason: str | None = None) -> UpstreamError | None:
     reason = (reason or "").strip()
     if code in ERROR_CLOSES:
-        what, retryable = ERROR_CLOSES[code]  # type: ignore[index]
+        what, retryable = ERROR_CLOSES[code]
         prefix = reason.split(" ", 1)[0].upper()
         if prefix.startswith("NET-"):
             retryable = True
