@@ -18,6 +18,8 @@ Systems, measured in the same run, interleaved level by level:
   trio-websocket  the same gateway with ``--transport trio-websocket``
   websockets      bench/relay_websockets.py, what a user would write (asyncio
                   ``websockets`` + pybase64 + orjson; no auth, no limits: cheaper than a gateway)
+  picows          bench/relay_picows.py, the same relay on picows's callbacks: the cheapest
+                  relay Python can host, the honest upper reference
 
 Then, per system, the largest real-time K: doubling from the largest fixed level that
 passed, then bisecting (bounded in steps), each level streaming ``--seconds``.
@@ -53,9 +55,9 @@ SERVER_CORE = 0
 BENCH_CORE = 1
 GOAL_K = 1000
 P99_LIMIT_MS = 20.0
-SYSTEMS = ("ours", "trio-websocket", "websockets")
+SYSTEMS = ("ours", "trio-websocket", "websockets", "picows")
 LABEL = {"ours": "ours (native)", "trio-websocket": "ours on trio-websocket",
-         "websockets": "websockets relay"}
+         "websockets": "websockets relay", "picows": "picows relay"}
 
 CHILDREN: list[subprocess.Popen] = []
 
@@ -267,8 +269,8 @@ class Bench:
 
     def start_server(self, system: str, upstream_port: int) -> tuple[Proc, int]:
         log = self.tmp / f"{self.run_no:02d}-{system}-server.log"
-        if system == "websockets":
-            argv = [PY, str(HERE / "relay_websockets.py"), "--upstream",
+        if system in ("websockets", "picows"):
+            argv = [PY, str(HERE / f"relay_{system}.py"), "--upstream",
                     f"ws://127.0.0.1:{upstream_port}/"]
         else:
             argv = [PY, "-m", "slng_fast", "serve", "--port", "0", "--data-dir",
