@@ -84,6 +84,11 @@ class Config:
     # While a client waits on its provider (an utterance, a finalize), a provider that sends
     # nothing for this long is given up on.
     provider_timeout_s: float = 10.0
+    # Reaching a provider: the whole budget for its connection and handshake, retries after
+    # a refused or failed connection included (then provider_unavailable, 1013).
+    upstream_connect_timeout_s: float = 10.0
+    # Seconds a provider may take to accept one frame of ours before it counts as stalled.
+    upstream_send_timeout_s: float = 10.0
     # On SIGTERM: stop taking new sessions and let utterances in flight finish for up to
     # this many seconds before ending the rest (0: end them at once, as before).
     drain_s: float = 0.0
@@ -147,7 +152,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     }
     for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
-                "drain_s", "provider_timeout_s", "revocation_check_s"):
+                "drain_s", "provider_timeout_s", "revocation_check_s",
+                "upstream_connect_timeout_s", "upstream_send_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

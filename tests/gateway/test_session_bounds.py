@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import replace
+from functools import partial
 
 import orjson
 import trio
@@ -278,3 +279,31 @@ async def test_a_fragmented_message_over_the_tier_size_is_refused(gw, nursery):
     await recv(ws)
     await ws.send_message("x" * 40_000)
     assert await closed_code(ws) == 4002
+
+
+# ---- reaching a provider has one budget ---------------------------------------------------
+
+async def test_a_provider_that_never_answers_the_handshake_is_given_up_on_in_one_budget(
+        nursery, tmp_path, engines):
+    """A provider that takes the TCP connection and never answers the upgrade: one attempt
+    uses the whole `upstream_connect_timeout_s` budget (not one budget per retry), then the
+    client gets provider_unavailable and 1013."""
+    urls, info = engines
+    attempts = []
+
+    async def silent(stream: trio.SocketStream) -> None:
+        attempts.append(stream)
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    config = Config(data_dir=tmp_path, upstream_connect_timeout_s=1.0)
+    gw = await start_gateway(nursery, make_gateway(
+        tmp_path, {**urls, "espeak": f"ws://127.0.0.1:{port}/"}, info, config=config))
+    ws = await connect(gw.tts(), gw.keys["free"], nursery=nursery)
+    await send(ws, type="init")
+    with trio.fail_after(30):
+        events = await recv_until(ws, "error")
+        assert events[-1]["code"] == "provider_unavailable"
+        assert await closed_code(ws) == 1013
+    assert len(attempts) == 1

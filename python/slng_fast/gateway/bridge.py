@@ -464,21 +464,26 @@ class SessionBridge:
 
     async def _open_with_backoff(self, request: Any, nursery: trio.Nursery) -> Connection:
         """Open the upstream, retrying a refused or failed connection (not a refused
-        handshake: that is the provider's answer) after 0.25, 0.5 and 1 s."""
-        for delay in RECONNECT_BACKOFF:
+        handshake: that is the provider's answer) after 0.25, 0.5 and 1 s, all within one
+        budget of ``connect_timeout`` seconds: a provider that cannot be reached is given
+        up on in that time, however its attempts fail."""
+        deadline = trio.current_time() + self.connect_timeout
+        for delay in (*RECONNECT_BACKOFF, None):
+            left = deadline - trio.current_time()
             try:
+                if left <= 0:
+                    raise OSError(f"no connection within {self.connect_timeout:g} s")
                 return await self.open_upstream(request.url, list(request.headers),
                                                 list(request.subprotocols), nursery,
-                                                connect_timeout=self.connect_timeout)
+                                                connect_timeout=left)
             except OSError as exc:
-                if isinstance(exc, UpstreamRejected):
+                if isinstance(exc, UpstreamRejected) or delay is None \
+                        or trio.current_time() + delay >= deadline:
                     raise
                 log.warning("upstream connection failed (%s); retrying in %.2f s", exc, delay,
                             extra={"context_id": self.session.context_id})
                 await trio.sleep(delay)
-        return await self.open_upstream(request.url, list(request.headers),
-                                        list(request.subprotocols), nursery,
-                                        connect_timeout=self.connect_timeout)
+        raise AssertionError("unreachable")
 
     async def _read_upstream(self, epoch: int, conn: Connection) -> None:
         sink = partial(self._on_upstream, epoch)

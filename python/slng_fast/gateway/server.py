@@ -200,6 +200,8 @@ class Gateway:
 
             await SessionBridge(conn, session, shutdown=self.shutdown, metrics=self.metrics,
                                 slow_client_timeout=self.config.slow_client_timeout_s,
+                                connect_timeout=self.config.upstream_connect_timeout_s,
+                                upstream_send_timeout=self.config.upstream_send_timeout_s,
                                 take_message=take_message, transport=self.transport,
                                 draining=self.draining, outside_end=opened.end).run()
         finally:
