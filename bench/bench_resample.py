@@ -7,9 +7,11 @@ For each conversion the same PCM16 stream is fed in 20 ms chunks to
 ``soxr.ResampleStream(in, out, 1, dtype="int16", quality="HQ")`` (int16 arrays
 in and out, which spares soxr the bytes conversions), alternating the two in
 each repetition. Reported: microseconds of CPU per second of audio (best and
-median of the repetitions) and their ratio; how much audio each holds back
-while streaming; and quality figures measured on PCM16 in and out (least-squares
-sine fits over one second, 50 ms skipped at each end).
+median of the repetitions) and their ratio; the latency each adds (the audio
+held back while streaming, plus the largest group delay over the pass band,
+measured from the phases of tone pairs); and quality figures measured on PCM16
+in and out (least-squares sine fits over one second, 50 ms skipped at each end).
+It also measures the latency of every supported conversion (``--no-all-pairs`` skips it).
 
 ``run()`` returns the same figures as a list of dicts, for other bench drivers.
 """
@@ -30,7 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import soxr  # type: ignore[import-untyped]
 
-from slng_fast._native import Resampler
+from slng_fast._native import SUPPORTED_RATES, Resampler
 
 CONVERSIONS = [(24000, 16000), (16000, 24000), (22050, 24000), (24000, 8000)]
 CHUNK_SECONDS = 0.02
@@ -189,6 +191,55 @@ def quality(convert: Convert, in_rate: int, out_rate: int) -> dict[str, float]:
     return {"passband_dev_db": passband, "worst_spur_db": worst_spur, "thd_n_db": thd_n}
 
 
+def _phase(y: np.ndarray, rate: int, freq: float) -> float:
+    skip = int(SKIP_SECONDS * rate)
+    t = (np.arange(skip, y.size - skip)) / rate
+    basis = np.column_stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)])
+    (s, c), *_ = np.linalg.lstsq(basis, y[skip : y.size - skip], rcond=None)
+    return math.atan2(c, s)
+
+
+def group_delay_ms(convert: Convert, in_rate: int, out_rate: int, step: float = 20.0) -> float:
+    """Largest group delay (ms) over the pass band (to 0.9 of the lower Nyquist),
+    relative to the output's own time: from the phases of tones `step` Hz apart."""
+    low = min(in_rate, out_rate) / 2
+    worst = 0.0
+    for frac in np.linspace(0.02, 0.9, 12):
+        f = frac * low - step
+        phases = []
+        for g in (f, f + step):
+            y = np.frombuffer(convert(in_rate, out_rate, _tone(in_rate, g, 16384.0, False)), dtype="<i2")
+            phases.append(_phase(y.astype(np.float64), out_rate, g))
+        turn = (phases[0] - phases[1] + math.pi) % (2 * math.pi) - math.pi
+        worst = max(worst, 1000 * turn / (2 * math.pi * step))
+    return worst
+
+
+def held_back_ms(in_rate: int, out_rate: int) -> float:
+    """Audio held back at most while streaming 20 ms chunks of silence (ms)."""
+    r = Resampler(in_rate, out_rate)
+    n = int(in_rate * CHUNK_SECONDS)
+    fed = emitted = 0
+    worst = 0.0
+    for _ in range(10):
+        fed += n
+        emitted += len(r.process(bytes(2 * n))) // 2
+        worst = max(worst, 1000 * (fed / in_rate - emitted / out_rate))
+    return worst
+
+
+def all_pairs_latency() -> dict[tuple[int, int], tuple[float, float]]:
+    """Per supported conversion: measured latency (held back plus largest pass-band
+    group delay) and the design latency the resampler declares, in ms."""
+    out = {}
+    for i in SUPPORTED_RATES:
+        for o in SUPPORTED_RATES:
+            if i != o:
+                measured = held_back_ms(i, o) + group_delay_ms(ours_whole, i, o)
+                out[i, o] = (measured, 1000 * Resampler(i, o).latency_seconds)
+    return out
+
+
 # ---- driver -----------------------------------------------------------------------
 
 
@@ -223,16 +274,22 @@ def run(seconds: float = 5.0, repeats: int = 7) -> list[dict[str, object]]:
         )
     for row, key in zip(results, CONVERSIONS):
         row.update(latency(*key, streams[key][:25]))
+        row["ours_group_delay_ms"] = group_delay_ms(ours_whole, *key)
+        row["soxr_group_delay_ms"] = group_delay_ms(soxr_whole, *key)
+        row["ours_design_latency_ms"] = 1000 * Resampler(*key).latency_seconds
         row.update({f"ours_{k}": v for k, v in quality(ours_whole, *key).items()})
         row.update({f"soxr_{k}": v for k, v in quality(soxr_whole, *key).items()})
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="audio per timed run")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per resampler")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--no-all-pairs", dest="all_pairs", action="store_false", help="skip the latency of every conversion"
+    )
+    args = parser.parse_args(argv)
     rows = run(args.seconds, args.repeats)
     print(f"20 ms PCM16 chunks, {args.seconds:g} s of audio per run, {args.repeats} runs; us per second of audio")
     print(f"{'conversion':<14}{'ours best/med':>16}{'soxr HQ best/med':>19}{'speedup b/m':>14}")
@@ -243,11 +300,18 @@ def main() -> None:
             f"{r['soxr_hq_us_per_s_best']:>11.0f}/{r['soxr_hq_us_per_s_median']:<7.0f}"
             f"{r['speedup_best']:>8.2f}/{r['speedup_median']:<5.2f}"
         )
-    print("\nheld back while streaming (ms): after the first chunk / at most later")
+    print(
+        "\nlatency (ms): held back while streaming, after the first chunk / at most later;"
+        " + largest pass-band group delay = latency (ours: design latency)"
+    )
     for r in rows:
+        ours = r["ours_held_max_ms"] + r["ours_group_delay_ms"]
+        sx = r["soxr_held_max_ms"] + r["soxr_group_delay_ms"]
         print(
-            f"{r['conversion']:<14} ours {r['ours_held_first_ms']:5.1f} / {r['ours_held_max_ms']:4.1f}"
-            f"   soxr HQ {r['soxr_held_first_ms']:5.1f} / {r['soxr_held_max_ms']:4.1f}"
+            f"{r['conversion']:<14} ours {r['ours_held_first_ms']:4.2f} / {r['ours_held_max_ms']:4.2f}"
+            f" + {r['ours_group_delay_ms']:4.2f} = {ours:4.2f} ({r['ours_design_latency_ms']:4.2f})"
+            f"   soxr HQ {r['soxr_held_first_ms']:4.1f} / {r['soxr_held_max_ms']:4.1f}"
+            f" + {r['soxr_group_delay_ms']:4.2f} = {sx:4.1f}"
         )
     print("\nquality, PCM16 in/out: passband deviation (dB) | worst alias/image (dB) | THD+N 1 kHz -1 dBFS (dB)")
     for r in rows:
@@ -256,6 +320,16 @@ def main() -> None:
             f" {r['ours_thd_n_db']:6.1f}    soxr HQ {r['soxr_passband_dev_db']:.4f} |"
             f" {r['soxr_worst_spur_db']:6.1f} | {r['soxr_thd_n_db']:6.1f}"
         )
+    if args.all_pairs:
+        lat = all_pairs_latency()
+        print("\nlatency of every conversion (ms): measured (held back + group delay), rows in, columns out")
+        print(f"{'':>7}" + "".join(f"{o:>7}" for o in SUPPORTED_RATES))
+        for i in SUPPORTED_RATES:
+            cells = "".join(f"{lat[i, o][0]:7.2f}" if i != o else f"{'-':>7}" for o in SUPPORTED_RATES)
+            print(f"{i:>7}{cells}")
+        (wi, wo), (m, d) = max(lat.items(), key=lambda kv: kv[1][0])
+        print(f"worst measured {m:.2f} ms ({wi}->{wo}, design {d:.2f}); worst design"
+              f" {max(d for _, d in lat.values()):.2f} ms")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,13 @@ def main(argv: list[str]) -> int:
         if wanted and not any(w in name for w in wanted):
             continue
         print(f"\n## {name}")
-        load(name).main() if hasattr(load(name), "main") else load(name).run()
+        module = load(name)
+        # Each benchmark parses its own options: give it none of ours.
+        saved, sys.argv = sys.argv, [name]
+        try:
+            module.main() if hasattr(module, "main") else module.run()
+        finally:
+            sys.argv = saved
     return 0
 
 

@@ -80,6 +80,9 @@ class Resampler:
     @property
     def delay_input_samples(self) -> int:
         """Input samples held back before the first output (the filter's look-ahead)."""
+    @property
+    def latency_seconds(self) -> float:
+        """Design latency: the look-ahead plus the filters' largest pass-band group delay."""
     def process(self, data: bytes) -> bytes:
         """Resample ``data`` (any number of bytes); returns the output ready so far."""
     def flush(self) -> bytes:

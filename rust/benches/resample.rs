@@ -281,10 +281,11 @@ fn main() {
             let best = t.iter().copied().fold(f64::INFINITY, f64::min);
             let med = median(t);
             let s = make(kind, i, o, chunk);
-            // Delay: rubato's reported output delay; ours holds back its look-ahead.
+            // Delay: rubato's reported output delay; ours its design latency
+            // (look-ahead plus the pass band's largest group delay).
             let delay_ms = if kind == 0 {
                 let r = Resampler::new(i, o, SampleFormat::F32, SampleFormat::F32).unwrap();
-                r.delay_input_samples() as f64 / f64::from(i) * 1e3
+                r.latency_seconds() * 1e3
             } else {
                 s.delay_out() as f64 / f64::from(o) * 1e3
             };

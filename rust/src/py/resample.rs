@@ -68,6 +68,12 @@ impl PyResampler {
         self.inner.delay_input_samples()
     }
 
+    /// Design latency: the look-ahead plus the filters' largest pass-band group delay.
+    #[getter]
+    fn latency_seconds(&self) -> f64 {
+        self.inner.latency_seconds()
+    }
+
     /// Resample ``data`` (any number of bytes); returns the output ready so far.
     fn process<'py>(&mut self, py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
         self.out.clear();
