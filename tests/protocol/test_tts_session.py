@@ -371,3 +371,13 @@ def test_draining_ends_an_idle_session_at_once_and_a_busy_one_after_its_utteranc
     assert "session_ended" not in types(out)
     out = busy.receive_upstream(busy.upstream_epoch, '{"type":"flushed"}', 2.0)
     assert types(out)[-2:] == ["audio_end", "session_ended"] and close_code(out) == 1001
+
+
+def test_prewarm_designs_every_rate_pair_a_session_can_ask_for():
+    """Serving processes design all filters at start (off the loop): every pair of the
+    rates the unified protocol accepts, TTS and STT, in both directions."""
+    from slng_fast.protocol.audio import prewarm_resamplers
+    from slng_fast.protocol.commands import STT_SAMPLE_RATES, TTS_SAMPLE_RATES
+
+    rates = set(TTS_SAMPLE_RATES) | set(STT_SAMPLE_RATES)
+    assert prewarm_resamplers() == len(rates) * (len(rates) - 1)

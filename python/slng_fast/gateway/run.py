@@ -19,6 +19,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -29,6 +30,7 @@ from slng_fast.gateway.engine_feed import feed_engines
 from slng_fast.gateway.native_transport import open_reuse_port_listener
 from slng_fast.gateway.server import Gateway, serve_gateway
 from slng_fast.limits import LocalLimits
+from slng_fast.protocol.audio import prewarm_resamplers
 from slng_fast.providers.registry import ProviderRegistry
 from slng_fast.store import Store, ensure_dev_key
 
@@ -80,6 +82,9 @@ async def serve_one_worker(config: Config, store: Store, registry: ProviderRegis
         gateway = Gateway(config=config, store=store, registry=registry, limits=limits,
                           worker_id=worker_id)
         async with trio.open_nursery() as nursery:
+            # Off the loop: the first session of each rate pair would otherwise wait for it.
+            nursery.start_soon(partial(trio.to_thread.run_sync, prewarm_resamplers,
+                                       abandon_on_cancel=True))
             port = await nursery.start(lambda task_status: serve_gateway(
                 gateway, config.host, config.port, ssl_context=ssl_context,
                 transport=transport, reuse_port=reuse_port, task_status=task_status))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from slng_fast import _native
-from slng_fast.protocol.commands import CODEC_SAMPLE_WIDTH
+from slng_fast.protocol.commands import CODEC_SAMPLE_WIDTH, STT_SAMPLE_RATES, TTS_SAMPLE_RATES
 
 _ENCODERS: dict[str, Callable[[bytes], bytes] | None] = {
     "pcm16": None,
@@ -19,6 +19,19 @@ _DECODERS: dict[str, Callable[[bytes], bytes] | None] = {
     "mulaw": _native.mulaw_to_pcm16,
     "alaw": _native.alaw_to_pcm16,
 }
+
+
+def prewarm_resamplers() -> int:
+    """Design the filters of every rate pair a session can ask for, once per process.
+
+    The native core designs a pair's minimum-phase filters on first use (up to tens of
+    milliseconds) and caches them; a serving process calls this in a worker thread at start
+    so that no session's first conversion stalls the event loop. Returns the pairs built."""
+    rates = sorted(set(TTS_SAMPLE_RATES) | set(STT_SAMPLE_RATES))
+    pairs = [(a, b) for a in rates for b in rates if a != b]
+    for a, b in pairs:
+        _native.Resampler(a, b)
+    return len(pairs)
 
 
 class AudioOut:
