@@ -46,10 +46,14 @@ class Running:
         return f"{self.url}/v1/stt/{model}-websocket-stream{query}"
 
 
-async def start_engines(nursery: trio.Nursery) -> tuple[dict[str, str], dict[str, Any]]:
+async def start_engines(nursery: trio.Nursery, *, sphinx: bool = True
+                        ) -> tuple[dict[str, str], dict[str, Any]]:
+    """The built-in engines' servers (``sphinx=False``: eSpeak only, a second quicker)."""
     espeak = await nursery.start(serve_espeak_engine, "127.0.0.1", 0)
-    sphinx = await nursery.start(serve_sphinx_engine, "127.0.0.1", 0)
-    urls = {"espeak": f"ws://127.0.0.1:{espeak}/", "pocketsphinx": f"ws://127.0.0.1:{sphinx}/"}
+    urls = {"espeak": f"ws://127.0.0.1:{espeak}/"}
+    if sphinx:
+        port = await nursery.start(serve_sphinx_engine, "127.0.0.1", 0)
+        urls["pocketsphinx"] = f"ws://127.0.0.1:{port}/"
     info = {"espeak": await _engine_info("espeak", urls["espeak"])}
     return urls, info
 
