@@ -76,6 +76,18 @@ async def test_tts_provider_error_closes_as_deepgram_documents(faulty, nursery, 
     assert open_after
 
 
+async def test_tts_oversized_message_is_not_blamed_on_the_client(faulty, nursery):
+    """The gateway closes an upstream that sends a message over 4 MiB with 1009; that
+    code is the gateway's, not the provider's (Deepgram's own 1009 means "your message
+    was too large", which is not what happened)."""
+    gw = await faulty("deepgram", garbage="oversized")
+    events, code, open_after = await beside_a_healthy_session(
+        gw, nursery, lambda: tts_cut_short(gw, nursery, "deepgram"))
+    error = assert_interrupted(events, code, retryable=True)
+    assert "refused a message" not in error["message"]
+    assert open_after
+
+
 async def test_tts_provider_stalling_mid_utterance(faulty, nursery):
     gw = await faulty("elevenlabs", stall_after_bytes=1)  # after the first audio message
     events, code, open_after = await beside_a_healthy_session(
