@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio_websocket
 
 from faults.upstream import (
     beside_a_healthy_session,
@@ -16,6 +17,7 @@ from faults.upstream import (
     still_open,
 )
 from harness import Running, free_port
+from wsclient import connect, send
 
 
 @pytest.mark.parametrize("kind", ["malformed-json", "wrong-types", "binary"])
@@ -116,3 +118,24 @@ async def test_tts_provider_that_cannot_be_reached(faulty, nursery, faults):
     [error] = errors_of(events)
     assert error["code"] == "provider_unavailable" and error["retryable"] is True
     assert events[-1]["type"] == "session_ended" and code == 1013
+
+
+async def test_native_session_when_the_provider_breaks_the_protocol(faulty, nursery):
+    """A native (drop-in) session relays the provider's own close codes; a provider the
+    gateway had to drop for a message over 4 MiB is no close of the provider's: the client
+    gets 1011 with the reason, not our 1009 (its message was fine) nor 1000."""
+    gw = await faulty("deepgram", garbage="oversized")
+
+    async def case() -> tuple[int, str]:
+        ws = await connect(gw.url + "/deepgram/v1/speak?encoding=linear16&sample_rate=16000",
+                           gw.keys["pro"], nursery=nursery)
+        await send(ws, type="Speak", text="Hello through the gateway.")
+        await send(ws, type="Flush")
+        try:
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            return exc.reason.code, exc.reason.reason or ""
+
+    code, reason = await beside_a_healthy_session(gw, nursery, case)
+    assert code == 1011 and "protocol" in reason
