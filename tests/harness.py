@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,7 @@ import pytest
 import trio
 
 from slng_fast.config import Config, ProviderConfig
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 from slng_fast.engines.espeak_server import serve_espeak_engine
 from slng_fast.engines.sphinx_server import serve_sphinx_engine
 from slng_fast.engines.supervisor import _engine_info
@@ -41,23 +46,29 @@ class Running:
         return f"{self.url}/v1/stt/{model}-websocket-stream{query}"
 
 
-async def start_engines(nursery: trio.Nursery) -> tuple[dict[str, str], dict[str, Any]]:
+async def start_engines(nursery: trio.Nursery, *, sphinx: bool = True
+                        ) -> tuple[dict[str, str], dict[str, Any]]:
+    """The built-in engines' servers (``sphinx=False``: eSpeak only, a second quicker)."""
     espeak = await nursery.start(serve_espeak_engine, "127.0.0.1", 0)
-    sphinx = await nursery.start(serve_sphinx_engine, "127.0.0.1", 0)
-    urls = {"espeak": f"ws://127.0.0.1:{espeak}/", "pocketsphinx": f"ws://127.0.0.1:{sphinx}/"}
+    urls = {"espeak": f"ws://127.0.0.1:{espeak}/"}
+    if sphinx:
+        port = await nursery.start(serve_sphinx_engine, "127.0.0.1", 0)
+        urls["pocketsphinx"] = f"ws://127.0.0.1:{port}/"
     info = {"espeak": await _engine_info("espeak", urls["espeak"])}
     return urls, info
 
 
 async def start_emulator(nursery: trio.Nursery, name: str, engine_urls: dict[str, str],
-                         api_key: str | None = EMULATOR_KEY) -> str:
-    """Start ``slng_fast.emulators.<name>`` on port 0; its ws:// base URL."""
+                         api_key: str | None = EMULATOR_KEY,
+                         faults: FaultPlan = NO_FAULTS) -> str:
+    """Start ``slng_fast.emulators.<name>`` on port 0 (misbehaving as ``faults`` says);
+    its ws:// base URL."""
     module = importlib.import_module(f"slng_fast.emulators.{name}")
     engine_url = engine_urls[module.ENGINE]
 
     async def serve(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         await module.serve_emulator("127.0.0.1", 0, engine_url=engine_url, api_key=api_key,
-                                    task_status=task_status)
+                                    faults=faults, task_status=task_status)
 
     port = await nursery.start(serve)
     return f"ws://127.0.0.1:{port}"
@@ -166,3 +177,47 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+CLI = [sys.executable, "-m", "slng_fast"]
+
+
+class Served:
+    """`slng-fast serve --port 0` as a user runs it, with its data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        first_start = not (data_dir / "dev-key").exists()
+        env = {**os.environ, "SLNG_FAST_HOME": str(data_dir)}
+        self.proc = subprocess.Popen(CLI + ["serve", "--port", "0"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=env)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 90
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"serve exited: {self.lines}")
+            self.lines.append(line.rstrip("\n"))
+            match = re.search(r"listening on (ws://\S+)", line)
+            if match:
+                self.url = match.group(1)
+                break
+        # the dev key (first start only) follows within three more lines
+        if first_start:
+            for _ in range(3):
+                line = self.proc.stdout.readline().rstrip("\n")
+                self.lines.append(line)
+                if line.startswith("slng_"):
+                    break
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+def run_cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SLNG_FAST_HOME": str(data_dir)}
+    env.pop("SLNG_API_KEY", None)
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env,
+                          timeout=120, check=check)

@@ -166,10 +166,16 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     import trio
 
+    from slng_fast.emulators.faults import FaultPlan
     from slng_fast.gateway.emulate import run_emulator
 
     setup_logging(args.log_level)
-    trio.run(run_emulator, args.provider, args.host, args.port, args.api_key)
+    try:
+        faults = FaultPlan.from_args(args)
+    except ValueError as exc:
+        print(f"slng-fast emulate: {exc}", file=sys.stderr)
+        return 2
+    trio.run(run_emulator, args.provider, args.host, args.port, args.api_key, faults)
     return 0
 
 
@@ -237,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_options(tr)
     tr.set_defaults(func=cmd_transcribe)
     from slng_fast.emulators import EMULATORS
+    from slng_fast.emulators.faults import FaultPlan
 
     emulate = sub.add_parser("emulate", help="run a local emulator of a provider's own protocol")
     emulate.add_argument("provider", choices=EMULATORS)
@@ -245,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--api-key", default=None,
                          help="the credential the emulator demands (default: accept any)")
     emulate.add_argument("--log-level", default="info")
+    FaultPlan.add_arguments(emulate)
     emulate.set_defaults(func=cmd_emulate)
     return parser
 

@@ -6,21 +6,28 @@ provider's official SDK where one exists.
 Each module ``slng_fast.emulators.<name>`` has ``ENGINE`` (``"espeak"`` or
 ``"pocketsphinx"``: the built-in engine it reaches over WebSocket, so eSpeak NG stays in
 its own process) and ``async def serve_emulator(host, port, *, engine_url, api_key=None,
-task_status=...)`` which reports the bound port through ``task_status``."""
+faults=NO_FAULTS, task_status=...)`` which reports the bound port through ``task_status``;
+``faults`` (`slng_fast.emulators.faults.FaultPlan`) makes it misbehave on purpose."""
 
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan, with_faults
 
 log = logging.getLogger("slng_fast.emulators")
 
 EMULATORS = ("elevenlabs", "deepgram", "cartesia", "kyutai", "whisper", "slng")
 
 
-def one_connection_only(handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+def one_connection_only(handler: Callable[[Any], Awaitable[None]],
+                        faults: FaultPlan = NO_FAULTS, *,
+                        stt: bool = False) -> Callable[[Any], Awaitable[None]]:
     """Wrap a trio-websocket request handler so that whatever one client does (going away
     mid-answer, sending garbage) ends its own connection only, never the whole emulator:
-    trio-websocket lets a handler's exception stop the server."""
+    trio-websocket lets a handler's exception stop the server. ``faults`` is applied
+    inside that guard (``stt``: the audio is what the clients send)."""
+    handler = with_faults(handler, faults, stt=stt)
 
     async def guarded(request: Any) -> None:
         try:

@@ -42,6 +42,7 @@ import trio_websocket
 
 from slng_fast import _native
 from slng_fast.emulators import one_connection_only
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 
 ENGINE = "espeak"
 PATH = "/tts/websocket"
@@ -361,6 +362,7 @@ def _presented_key(query: dict[str, str], headers: dict[str, str]) -> str | None
 
 
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
+                         faults: FaultPlan = NO_FAULTS,
                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve Cartesia's TTS WebSocket on ``host:port`` until cancelled."""
 
@@ -392,6 +394,6 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
         await Connection(ws, engine_url).run(IDLE_TIMEOUT)
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(trio_websocket.serve_websocket, one_connection_only(on_request),
+        server = await nursery.start(partial(trio_websocket.serve_websocket, one_connection_only(on_request, faults),
                                              host, port, None))
         task_status.started(server.port)

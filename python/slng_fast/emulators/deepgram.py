@@ -46,6 +46,7 @@ import trio_websocket
 
 from slng_fast import _native
 from slng_fast.emulators import one_connection_only
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 
 ENGINE = "espeak"
 ENGINE_RATE = 22050
@@ -418,6 +419,7 @@ async def _handle(request: trio_websocket.WebSocketRequest, *, engine_url: str,
 
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
                          idle_timeout: float = IDLE_TIMEOUT_S,
+                         faults: FaultPlan = NO_FAULTS,
                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve Deepgram's speak WebSocket on ``host:port`` (0: any free port) until
     cancelled; reports the bound port through ``task_status``."""
@@ -426,7 +428,7 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
                       idle_timeout=idle_timeout, live=live)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(
-            trio_websocket.serve_websocket, one_connection_only(handler), host, port, None,
+            trio_websocket.serve_websocket, one_connection_only(handler, faults), host, port, None,
             max_message_size=4 * 1024 * 1024))
         bound = server.port
         CONNECTIONS[bound] = live

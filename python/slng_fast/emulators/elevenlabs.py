@@ -38,6 +38,7 @@ import trio_websocket
 
 from slng_fast import _native
 from slng_fast.emulators import one_connection_only
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 
 ENGINE = "espeak"
 ENGINE_RATE = 22050
@@ -339,6 +340,7 @@ class Connection:
 
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
                          ssl_context: Any = None,
+                         faults: FaultPlan = NO_FAULTS,
                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the emulator on ``host:port`` (0 picks one) until cancelled; ``task_status``
     gets the bound port. ``ssl_context`` makes it a wss:// server."""
@@ -375,6 +377,6 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(
-            trio_websocket.serve_websocket, one_connection_only(handler), host, port,
+            trio_websocket.serve_websocket, one_connection_only(handler, faults), host, port,
             ssl_context=ssl_context))
         task_status.started(server.port)

@@ -40,6 +40,7 @@ from trio_websocket import (
 
 from slng_fast import _native
 from slng_fast.emulators import one_connection_only
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 
 ENGINE = "pocketsphinx"
 PATH = "/api/asr-streaming"
@@ -252,6 +253,7 @@ async def _handle(request: WebSocketRequest, engine_url: str, api_key: str | Non
 
 
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
+                         faults: FaultPlan = NO_FAULTS,
                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the emulator on ``host:port`` (0 picks one) until cancelled."""
 
@@ -259,5 +261,5 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
         await _handle(request, engine_url, api_key)
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, one_connection_only(handler), host, port, None)
+        server = await nursery.start(serve_websocket, one_connection_only(handler, faults, stt=True), host, port, None)
         task_status.started(server.port)

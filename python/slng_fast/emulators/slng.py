@@ -57,6 +57,7 @@ from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocke
 
 from slng_fast._native import Resampler
 from slng_fast.emulators import one_connection_only
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 
 __all__ = ["ENGINE", "INDIC_LANGUAGES", "MODELS", "RECORDS", "Model", "SessionRecord",
            "serve_emulator"]
@@ -328,6 +329,7 @@ def _authorized(request: WebSocketRequest, api_key: str) -> bool:
 
 
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
+                         faults: FaultPlan = NO_FAULTS,
                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve every SLNG model server on ``host:port`` (0 picks a port) until cancelled;
     ``task_status.started`` gets the bound port."""
@@ -358,7 +360,7 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
                 await ws.aclose(1011, "internal error")
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, one_connection_only(handle), host, port, None)
+        server = await nursery.start(serve_websocket, one_connection_only(handle, faults), host, port, None)
         bound = server.port
         RECORDS[bound] = records
         try:

@@ -55,6 +55,7 @@ from trio_websocket import (
 
 from slng_fast import _native
 from slng_fast.emulators import one_connection_only
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 
 ENGINE = "pocketsphinx"
 BACKEND = "faster_whisper"
@@ -157,6 +158,7 @@ class _Session:
 
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
                          max_clients: int = 4, max_connection_time: float = 600.0,
+                         faults: FaultPlan = NO_FAULTS,
                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     clients = _Clients(max_clients, max_connection_time)
 
@@ -179,7 +181,7 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
                 await ws.aclose()
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, one_connection_only(handler), host, port, None)
+        server = await nursery.start(serve_websocket, one_connection_only(handler, faults, stt=True), host, port, None)
         task_status.started(server.port)
 
 

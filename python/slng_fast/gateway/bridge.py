@@ -492,7 +492,11 @@ class SessionBridge:
         try:
             await conn.pump(sink)
         except ConnectionClosed as exc:
-            await self.inbox.put(UpstreamClosed(epoch, exc.code, exc.reason))
+            if exc.broken:  # the close code is ours, not the provider's: it sent none
+                await self.inbox.put(UpstreamClosed(
+                    epoch, None, f"the provider broke the WebSocket protocol ({exc.reason})"))
+            else:
+                await self.inbox.put(UpstreamClosed(epoch, exc.code, exc.reason))
 
     async def _relay(self, epoch: int, session: TtsSession, upstream: Connection,
                      data: bytes) -> list[Any]:

@@ -8,10 +8,12 @@ import signal
 
 import trio
 
+from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
 from slng_fast.engines.supervisor import EngineSupervisor
 
 
-async def run_emulator(name: str, host: str, port: int, api_key: str | None) -> None:
+async def run_emulator(name: str, host: str, port: int, api_key: str | None,
+                       faults: FaultPlan = NO_FAULTS) -> None:
     module = importlib.import_module(f"slng_fast.emulators.{name}")
     supervisor = EngineSupervisor((module.ENGINE,), host="127.0.0.1")
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -21,7 +23,7 @@ async def run_emulator(name: str, host: str, port: int, api_key: str | None) -> 
 
             async def serve(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
                 await module.serve_emulator(host, port, engine_url=engine_url, api_key=api_key,
-                                            task_status=task_status)
+                                            faults=faults, task_status=task_status)
 
             bound = await nursery.start(serve)
             print(f"{name} emulator listening on ws://{host}:{bound}", flush=True)

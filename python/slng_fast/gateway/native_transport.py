@@ -98,6 +98,7 @@ class NativeWebSocketConnection(Connection):
         self.on_closing: Callable[[], None] | None = None
         self._close_code: int | None = None
         self._close_reason: str | None = None
+        self._broken = False  # we failed the connection: the peer broke the protocol
         self._pings: dict[bytes, trio.Event] = {}
         self._ping_count = 0
         self._done = trio.Event()  # the reader has ended and the stream is closed
@@ -184,7 +185,7 @@ class NativeWebSocketConnection(Connection):
                 break
             await sink(message)
         await self._done.wait()
-        raise ConnectionClosed(self._close_code, self._close_reason)
+        raise ConnectionClosed(self._close_code, self._close_reason, broken=self._broken)
 
     async def ping(self) -> None:
         if self._close_code is not None:
@@ -425,6 +426,7 @@ class NativeWebSocketConnection(Connection):
                                 return
                             else:  # protocol_error: fail the connection with its code
                                 reason = event[2]  # type: ignore[misc]
+                                self._broken = self._close_code is None
                                 self._peer_closing()
                                 self._set_closed(value, reason)
                                 await self._write(ws.send_close(value, reason), self.send_timeout)

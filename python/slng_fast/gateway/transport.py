@@ -23,12 +23,16 @@ PEER_NOT_READING = "peer not reading"
 
 
 class ConnectionClosed(Exception):
-    """The peer is gone; `code` is the close code it sent (or 1006)."""
+    """The peer is gone; `code` is the close code it sent (or 1006). ``broken``: we
+    failed the connection because the peer broke the WebSocket protocol (a message over
+    the size limit, a malformed frame); `code` is then the one we sent, the peer sent none."""
 
-    def __init__(self, code: int | None, reason: str | None = None) -> None:
+    def __init__(self, code: int | None, reason: str | None = None, *,
+                 broken: bool = False) -> None:
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
+        self.broken = broken
 
 
 class MessageTooLarge(Exception):

@@ -220,11 +220,15 @@ class SessionCore:
 
     def upstream_closed(self, epoch: int, now: float, code: int | None = None,
                         reason: str | None = None) -> list[Action]:
-        """The upstream went away (``code``/``reason``: its close frame, when it sent one)."""
+        """The upstream went away (``code``/``reason``: its close frame, when it sent one;
+        no code but a reason: the gateway dropped it, and the reason says why)."""
         if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
             return []
         self.upstream_open = False
         if self.mode == NATIVE:
+            if code is None and reason:  # the gateway dropped it (it broke the protocol)
+                return self.end("upstream_closed", now, close_code=errors.CLOSE_INTERNAL_ERROR,
+                                close_reason=reason[:120])
             # A provider's error close (1003, 1008, 1009, 1011, ...) is passed on as it is.
             passed_on = code if code is not None and code >= 1002 and code != 1005 and code != 1006 else None
             return self.end("upstream_closed", now, close_code=passed_on or errors.CLOSE_NORMAL,

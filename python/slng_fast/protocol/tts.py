@@ -323,7 +323,8 @@ class TtsSession(SessionCore):
                            reason: str | None = None) -> list[Action]:
         """The upstream went away by itself. Idle: reopen lazily, unseen. Mid-utterance:
         the open utterances end interrupted, with an error (the dialect's reading of the
-        close code when it has one, else retryable)."""
+        close code when it has one, else retryable). No code but a reason: the gateway
+        ended the connection, and the reason says why."""
         self.upstream_epoch += 1
         if not self.pending:
             return []
@@ -331,9 +332,9 @@ class TtsSession(SessionCore):
         if isinstance(event, UpstreamError):
             err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
         else:
-            err = GatewayError(errors.PROVIDER_ERROR,
-                               "the provider closed the connection mid-utterance",
-                               retryable=True)
+            what = reason if code is None and reason \
+                else "the provider closed the connection"
+            err = GatewayError(errors.PROVIDER_ERROR, f"{what} mid-utterance", retryable=True)
         return self._interrupt_pending(err)
 
     def _interrupt_pending(self, err: GatewayError) -> list[Action]:
