@@ -352,6 +352,19 @@ async def open_sessions_of_every_kind(nursery, gw: GatewayProcess, key: str) -> 
 CONTEXTS = {"idle", "speaking", "spoke", "listening"}
 
 
+async def last_event_and_code(context_id: str, ws, ended: dict) -> None:
+    """Read `ws` until the gateway closes it; note its last event and the close code."""
+    events = []
+    with trio.fail_after(30):
+        try:
+            while True:
+                message = await ws.get_message()
+                if isinstance(message, str):
+                    events.append(orjson.loads(message))
+        except trio_websocket.ConnectionClosed as exc:
+            ended[context_id] = (events[-1] if events else {}, exc.reason.code)
+
+
 async def test_gateway_killed_with_open_sessions_closes_every_row_on_restart(tmp_path):
     gw = GatewayProcess(tmp_path, "").start()
     try:
@@ -387,24 +400,13 @@ async def test_sigterm_under_load_ends_every_session_and_flushes_the_rows(tmp_pa
         key_id, key = gw.key("enterprise", "shutdown")
         ended: dict[str, tuple[dict, int]] = {}
 
-        async def until_closed(context_id: str, ws) -> None:
-            events = []
-            with trio.fail_after(30):
-                try:
-                    while True:
-                        message = await ws.get_message()
-                        if isinstance(message, str):
-                            events.append(orjson.loads(message))
-                except trio_websocket.ConnectionClosed as exc:
-                    ended[context_id] = (events[-1] if events else {}, exc.reason.code)
-
         async with trio.open_nursery() as nursery:
             sessions = await open_sessions_of_every_kind(nursery, gw, key)
             stalled = await stalled_client(gw, key, "stalled")
             gw.signal(signal.SIGTERM)
             async with trio.open_nursery() as readers:
                 for context_id, ws in sessions.items():
-                    readers.start_soon(until_closed, context_id, ws)
+                    readers.start_soon(last_event_and_code, context_id, ws, ended)
             nursery.cancel_scope.cancel()
         assert gw.wait() == 0
         stalled.close()
@@ -425,6 +427,50 @@ async def test_sigterm_under_load_ends_every_session_and_flushes_the_rows(tmp_pa
         assert rows["speaking"]["audio_ms"] > 0
         assert rows["listening"]["audio_ms"] == pytest.approx(1000)
         assert rows["idle"]["characters"] == 0 and rows["idle"]["audio_ms"] == 0
+    finally:
+        gw.stop()
+    assert gw.unexpected_log_lines() == []
+
+
+async def test_sigterm_with_workers_ends_every_session_and_exits_once_they_are_over(
+        tmp_path, redis_server):
+    """With workers, each worker ends its sessions and exits as soon as they are over,
+    not after the longest grace it might have needed (here a minute: the hang guard
+    below is half that)."""
+    config = WORKERS_CONFIG.replace("[gateway]\n", "[gateway]\nshutdown_grace_s = 60.0\n")
+    gw = GatewayProcess(tmp_path, config, workers=2, redis_url=redis_server.url).start()
+    try:
+        key_id, key = gw.key("enterprise", "shutdown")
+        ended: dict[str, tuple[dict, int]] = {}
+        async with trio.open_nursery() as nursery:
+            sessions = {}
+            for n in range(6):  # the kernel spreads them over both workers
+                ws = await open_ws(nursery, gw.tts(f"?context_id=w{n}"), key)
+                await send(ws, type="init")
+                assert (await recv(ws))["type"] == "ready"
+                sessions[f"w{n}"] = ws
+            await send(sessions["w0"], type="input_text", text=LONG_TEXT)
+            await send(sessions["w0"], type="flush")
+            await recv_until(sessions["w0"], "audio_chunk")
+            gw.signal(signal.SIGTERM)
+            async with trio.open_nursery() as readers:
+                for context_id, ws in sessions.items():
+                    readers.start_soon(last_event_and_code, context_id, ws, ended)
+            nursery.cancel_scope.cancel()
+        assert await trio.to_thread.run_sync(gw.wait, 30) == 0
+        assert ended.keys() == sessions.keys()
+        for context_id, (last, code) in ended.items():
+            assert last.get("type") == "session_ended", (context_id, last)
+            assert last["reason"] == "server_shutdown" and code == 1001, (context_id, last)
+        rows = await ended_rows(gw, key_id)
+        assert sorted(r["context_id"] for r in rows) == sorted(sessions)
+        assert all(r["reason"] == "server_shutdown" for r in rows)
+        assert next(r for r in rows if r["context_id"] == "w0")["characters"] == len(LONG_TEXT)
+        async with open_redis(redis_server.url) as redis:  # no lease outlives its session
+            limits = RedisLimits(redis)
+            with trio.fail_after(30):
+                while await limits.connections(key_id):
+                    await trio.sleep(0.1)
     finally:
         gw.stop()
     assert gw.unexpected_log_lines() == []
