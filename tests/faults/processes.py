@@ -284,3 +284,25 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def worker_pids(gateway_pid: int) -> list[int]:
+    """The gateway's worker processes, from /proc."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == gateway_pid \
+                and b"slng_fast.gateway.worker" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

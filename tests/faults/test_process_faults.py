@@ -15,7 +15,15 @@ import pytest
 import trio
 import trio_websocket
 
-from faults.processes import GatewayProcess, RawClient, accepted_again, first_event, open_ws
+from faults.processes import (
+    GatewayProcess,
+    RawClient,
+    accepted_again,
+    first_event,
+    open_ws,
+    worker_pids,
+    zombie,
+)
 from harness import RedisServer
 from slng_fast.gateway.redis_client import open_redis
 from slng_fast.gateway.shared_limits import RedisLimits
@@ -317,7 +325,9 @@ async def test_a_silent_client_is_ended_by_the_heartbeat_and_its_slot_freed(
             frames.append(await client.frame())
     opcodes = [opcode for opcode, _ in frames]
     assert 0x9 in opcodes and opcodes[-1] == 0x8, frames
-    assert b"no pong" in frames[-1][1]
+    events = [orjson.loads(payload) for opcode, payload in frames if opcode == 0x1]
+    assert (events[-1]["type"], events[-1]["reason"]) == ("session_ended", "idle_timeout")
+    assert frames[-1][1] == (1000).to_bytes(2, "big") + b"no pong"
     client.close()
 
 
@@ -471,6 +481,49 @@ async def test_sigterm_with_workers_ends_every_session_and_exits_once_they_are_o
             with trio.fail_after(30):
                 while await limits.connections(key_id):
                     await trio.sleep(0.1)
+    finally:
+        gw.stop()
+    assert gw.unexpected_log_lines() == []
+
+
+async def test_the_parent_killed_with_workers_serving_ends_their_sessions_cleanly(
+        tmp_path, redis_server):
+    """kill -9 of the parent: the orphaned workers notice, end their sessions as on
+    SIGTERM, close the rows and release the leases, and exit."""
+    gw = GatewayProcess(tmp_path, WORKERS_CONFIG, workers=2, redis_url=redis_server.url).start()
+    try:
+        key_id, key = gw.key("enterprise", "orphaned")
+        workers = worker_pids(gw.proc.pid)
+        assert len(workers) == 2
+        ended: dict[str, tuple[dict, int]] = {}
+        async with trio.open_nursery() as nursery:
+            sessions = {}
+            for n in range(4):
+                ws = await open_ws(nursery, gw.tts(f"?context_id=o{n}"), key)
+                await send(ws, type="init")
+                assert (await recv(ws))["type"] == "ready"
+                sessions[f"o{n}"] = ws
+            gw.signal(signal.SIGKILL)
+            gw.wait()
+            async with trio.open_nursery() as readers:
+                for context_id, ws in sessions.items():
+                    readers.start_soon(last_event_and_code, context_id, ws, ended)
+            nursery.cancel_scope.cancel()
+        for context_id, (last, code) in ended.items():
+            assert last.get("type") == "session_ended", (context_id, last)
+            assert last["reason"] == "server_shutdown" and code == 1001, (context_id, last)
+        assert ended.keys() == sessions.keys()
+        rows = await ended_rows(gw, key_id)
+        assert sorted(r["context_id"] for r in rows) == sorted(sessions)
+        assert all(r["reason"] == "server_shutdown" for r in rows)
+        async with open_redis(redis_server.url) as redis:
+            limits = RedisLimits(redis)
+            with trio.fail_after(30):
+                while await limits.connections(key_id):
+                    await trio.sleep(0.1)
+        with trio.fail_after(30):
+            while any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in workers):
+                await trio.sleep(0.1)
     finally:
         gw.stop()
     assert gw.unexpected_log_lines() == []
