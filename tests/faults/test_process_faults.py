@@ -7,6 +7,7 @@ outcome is a row of docs/decisions.md ("Processes, Redis and clients")."""
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -277,16 +278,20 @@ async def test_a_client_that_stops_reading_is_dropped_its_slot_freed_others_go_o
     stalled.close()
 
 
+@pytest.mark.parametrize("how", ["reset", "fin"])
 @pytest.mark.parametrize("when", ["mid_utterance", "idle"])
-async def test_a_client_reset_ends_the_session_and_frees_the_slot(clients_gateway, nursery,
-                                                                   when):
+async def test_a_connection_gone_without_a_close_frame_ends_the_session_and_frees_the_slot(
+        clients_gateway, nursery, when, how):
+    """`reset`: SO_LINGER 0, the kernel sends RST. `fin`: the client shuts down its
+    sending side (EOF, no close frame) and stays connected without reading."""
     gw = clients_gateway
     _, key = gw.key("pro", "reset")  # one connection
     _, other_key = gw.key("enterprise", "beside-reset")
     other = await open_ws(nursery, gw.tts(), other_key)
     await send(other, type="init")
     assert (await recv(other))["type"] == "ready"
-    client = await RawClient.connect(gw.url, f"{TTS_PATH}?context_id=reset-{when}", key)
+    context_id = f"{how}-{when}"
+    client = await RawClient.connect(gw.url, f"{TTS_PATH}?context_id={context_id}", key)
     client.send_json(type="init")
     assert (await client.event())["type"] == "ready"
     text = ""
@@ -295,15 +300,19 @@ async def test_a_client_reset_ends_the_session_and_frees_the_slot(clients_gatewa
         client.send_json(type="input_text", text=text)
         client.send_json(type="flush")
         await audio_arrives(client)
-    client.reset()  # RST, no close frame
+    if how == "reset":
+        client.reset()
+    else:
+        client.sock.shutdown(socket.SHUT_WR)
     with trio.fail_after(30):
         refusals = await accepted_again(nursery, gw.tts(), key)
     assert set(refusals) <= {"too_many_connections"}
-    row = await row_of(gw, f"reset-{when}")
+    row = await row_of(gw, context_id)
     assert row["reason"] == "client_closed" and row["characters"] == len(text)
     await send(other, type="ping")
     assert (await recv(other))["type"] == "pong"
     await other.aclose()
+    client.close()
 
 
 async def test_a_silent_client_is_ended_by_the_heartbeat_and_its_slot_freed(
