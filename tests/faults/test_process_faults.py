@@ -211,13 +211,14 @@ async def test_a_limit_holds_while_redis_comes_back_empty(tmp_path, redis_server
             redis_server.stop()
             redis_server.start()  # empty
             seen: list[tuple[str, int | None]] = []
-            # Past two lease TTLs (2 s here): the renewals are long done by then.
-            with trio.move_on_after(4.5):
-                while True:
+            # For two lease TTLs (2 s here), when the renewals are long done, and on
+            # until the key is found full.
+            watch_until = trio.current_time() + 4.0
+            with trio.fail_after(60):
+                while trio.current_time() < watch_until or seen[-1][1] != 4001:
                     event, code = await first_event(nursery, gw.tts(), one_key)
                     seen.append((event.get("code", event["type"]), code))
-            assert seen and all(code in (1013, 4001) for _, code in seen), seen
-            assert seen[-1] == ("too_many_connections", 4001)
+                    assert code in (1013, 4001), seen
             await send(held, type="ping")  # the held session went on throughout
             assert (await recv(held))["type"] == "pong"
             await held.aclose()
@@ -271,14 +272,15 @@ async def audio_arrives(client: RawClient) -> None:
 
 
 async def stalled_client(gw: GatewayProcess, key: str, context_id: str,
-                         text: str = LONG_TEXT) -> RawClient:
+                         texts: tuple[str, ...] = (LONG_TEXT,)) -> RawClient:
     """A session asked for much speech by a client with a small receive buffer that
     then reads nothing."""
     client = await RawClient.connect(gw.url, f"{TTS_PATH}?context_id={context_id}", key,
                                      rcvbuf=4096)
     client.send_json(type="init", sample_rate_hz=48000)
     assert (await client.event())["type"] == "ready"
-    client.send_json(type="input_text", text=text)
+    for text in texts:
+        client.send_json(type="input_text", text=text)
     client.send_json(type="flush")
     with trio.fail_after(30):
         await client.stalled()
@@ -290,8 +292,9 @@ async def test_a_client_that_stops_reading_is_dropped_its_slot_freed_others_go_o
     gw = clients_gateway
     stalled_id, stalled_key = gw.key("pro", "stalled")  # one connection
     _, other_key = gw.key("enterprise", "others")
-    text = ("This sentence is long enough to take a while to say out loud. " * 40)[:1900]
-    stalled = await stalled_client(gw, stalled_key, "stalled", text)  # 2 minutes of speech
+    # About eight minutes of speech, in four messages (the pro tier's 2,000 characters).
+    texts = (("This sentence is long enough to take a while to say out loud. " * 40)[:1900],) * 4
+    stalled = await stalled_client(gw, stalled_key, "stalled", texts)
     pinging = await open_ws(nursery, gw.tts(), other_key)
     speaking = await open_ws(nursery, gw.tts(), other_key)
     for ws in (pinging, speaking):
@@ -310,9 +313,9 @@ async def test_a_client_that_stops_reading_is_dropped_its_slot_freed_others_go_o
             await trio.sleep(0.2)
     row = await row_of(gw, "stalled")
     assert answered >= 1
-    assert row["reason"] == "slow_client" and row["characters"] == len(text)
+    assert row["reason"] == "slow_client" and row["characters"] == 4 * 1900
     # What it took from the engine is bounded: far less than the speech it asked for.
-    assert row["audio_ms"] < 60_000
+    assert row["audio_ms"] < 240_000
     # Its one slot is free again.
     event, code = await first_event(nursery, gw.tts(), stalled_key)
     assert event["type"] == "ready", (event, code)
