@@ -192,6 +192,11 @@ async def test_redis_killed_and_restarted_under_load(tmp_path, redis_server):
         assert left["reason"] == "client_closed"
         assert all(r["reason"] == "client_closed" and r["characters"] >= 3 * len(SENTENCE)
                    for r in streamed.values())
+        # The log says why once per worker, not once per refused session.
+        errors = [line for line in gw.log.read_text().splitlines()
+                  if '"level": "error"' in line]
+        assert len(errors) <= 2 and all("limits backend unreachable" in e for e in errors), \
+            errors[:3]
     finally:
         gw.stop()
     assert gw.unexpected_log_lines() == []
