@@ -1,8 +1,10 @@
 """Faults of the processes around a session, and of its client: Redis killed and
-restarted under load, the gateway killed with -9 or stopped with SIGTERM while sessions
-are open, a client that stops reading, one whose connection is reset, one that goes
-silent. Real `slng-fast serve` processes, a real redis-server, real sockets; each case's
-outcome is a row of docs/decisions.md ("Processes, Redis and clients")."""
+restarted under load, or restarted empty under a full key; the gateway killed with -9 or
+stopped with SIGTERM while sessions are open (one process, or workers, or the parent of
+workers killed); a client that stops reading, one whose connection is reset or
+half-closed without a close frame, one that goes silent. Real `slng-fast serve`
+processes, a real redis-server, real sockets; each case's outcome is a row of
+docs/decisions.md ("Processes, Redis and clients")."""
 
 from __future__ import annotations
 
