@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from slng_fast import _native as native
-from slng_fast.gateway.native_transport import NativeIncomingRequest, serve_native_websocket
+from slng_fast.gateway.native_transport import (
+    NativeIncomingRequest,
+    open_native_upstream,
+    serve_native_websocket,
+)
 from slng_fast.gateway.transport import ConnectionClosed, IncomingRequest, MessageTooLarge
 
 MAX = 64 * 1024
@@ -382,3 +387,28 @@ async def test_many_connections_at_once(server, nursery):
         for i in range(20):
             inner.start_soon(one, i)
     assert sorted(results) == sorted(f"{i}:{j}".encode() for i in range(20) for j in range(20))
+
+
+# ---- teardown ------------------------------------------------------------------------
+
+async def test_a_reader_cancelled_from_outside_still_ends_the_connection(server):
+    """A session's teardown cancels its upstream's reader (the link's nursery) while the
+    link is closing that upstream. The reader must still mark the connection ended, or
+    the close waits its whole timeout for a close frame nobody is left to read (every
+    such session then ended, and wrote its usage row, seconds late)."""
+    port, _ = server
+    async with trio.open_nursery() as link:
+        conn = await open_native_upstream(f"ws://127.0.0.1:{port}/", [], [], link)
+        await conn.send("hello")
+        assert await conn.receive() == "hello"
+        link.cancel_scope.cancel()  # the reader is cancelled while it waits to read
+    closed = trio.Event()
+
+    async def close() -> None:
+        await conn.close(1000, "")
+        closed.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close)
+        await trio.testing.wait_all_tasks_blocked()
+        assert closed.is_set(), "close() waits for a reader that is gone"

@@ -334,7 +334,7 @@ async def test_redis_down_is_unhealthy_then_recovers(redis_server, caplog):
     caplog.set_level(logging.WARNING, logger="slng_fast.limits")
     tier = replace(PRO, max_connections=2, messages_per_minute=3)
     async with open_redis(redis_server.url, timeout=1.0) as redis:
-        limits = RedisLimits(redis, lease_ttl_s=15, retry_s=0.1)
+        limits = RedisLimits(redis, lease_ttl_s=1.5, retry_s=0.1)  # restore_s: 0.6 s
         await limits.check()
         assert await limits.acquire_connection("k", tier, "open-session")
         redis_server.stop()
@@ -357,11 +357,26 @@ async def test_redis_down_is_unhealthy_then_recovers(redis_server, caplog):
         assert "reachable again" in caplog.text
         # The restarted Redis lost the lease; the renewal put the open session back.
         assert await limits.connections("k") == 1
-        assert await limits.acquire_connection("k", tier, "new-session")
+        # It lost the epoch marker too: new sessions wait while every worker restores
+        # its leases (one renewal interval and a retry), then the limit is exact.
+        with pytest.raises(RedisUnavailable, match="restoring"):
+            await limits.acquire_connection("k", tier, "new-session")
+        assert "lost its data" in caplog.text and limits.healthy
+        async with trio.open_nursery() as nursery:  # renewed as a running worker does
+            nursery.start_soon(LeaseKeeper(limits, interval_s=0.2).run)
+            await eventually(lambda: _acquired(limits, "k", tier, "new-session"), within_s=30)
+            nursery.cancel_scope.cancel()
         assert not await limits.acquire_connection("k", tier, "third")
         await limits.release_connection("k", "new-session")
         await limits.release_connection("k", "open-session")
         assert await limits.connections("k") == 0
+
+
+async def _acquired(limits: RedisLimits, key: str, tier, lease: str) -> bool:
+    try:
+        return await limits.acquire_connection(key, tier, lease)
+    except RedisUnavailable:
+        return False
 
 
 async def _healthy(limits: RedisLimits) -> bool:

@@ -1,9 +1,9 @@
 """`slng-fast serve` as a user runs it: a real process with its engine processes, the
-client commands, keys, graceful shutdown and the ledger after a crash."""
+client commands and keys. Graceful shutdown and the ledger after a crash are cases of
+tests/faults/test_process_faults.py."""
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -18,7 +18,6 @@ from engines.engine_audio import (
     recognised,
 )
 from harness import Served, engine_pids, run_cli
-from slng_fast.store import Store
 from slng_fast.wavfile import read_wav, write_wav
 from wsclient import closed_code, recv, send
 
@@ -95,62 +94,6 @@ def test_keys_create_list_revoke_seen_by_running_gateway(served, tmp_path):
     assert "revoked" in run_cli("keys", "list", data_dir=tmp_path).stdout
 
 
-def test_sigterm_ends_sessions_with_server_shutdown_and_exits_0(served, tmp_path):
-    key = (tmp_path / "dev-key").read_text().strip()
-    seen: dict[str, object] = {}
-
-    async def client() -> None:
-        async with trio_websocket.open_websocket_url(
-                f"{served.url}/v1/tts/espeak-websocket-stream",
-                extra_headers=[(b"authorization", f"Bearer {key}".encode())]) as ws:
-            await send(ws, type="init")
-            await recv(ws)
-            served.proc.send_signal(signal.SIGTERM)
-            seen["event"] = await recv(ws)
-            seen["code"] = await closed_code(ws)
-
-    trio.run(client)
-    assert seen["event"]["type"] == "session_ended"
-    assert seen["event"]["reason"] == "server_shutdown"
-    assert seen["code"] == 1001
-    assert served.proc.wait(timeout=10) == 0
-    rows = Store(tmp_path).usage_rows()
-    assert rows and rows[-1]["reason"] == "server_shutdown"
-
-
-def test_ledger_rows_of_a_killed_gateway_are_closed_as_crashed(served, tmp_path):
-    key = (tmp_path / "dev-key").read_text().strip()
-
-    async def open_session() -> None:
-        ws = await trio_websocket.connect_websocket_url(
-            nursery_holder[0], f"{served.url}/v1/tts/espeak-websocket-stream?context_id=doomed", None,
-            extra_headers=[(b"authorization", f"Bearer {key}".encode())])
-        await send(ws, type="init")
-        await recv(ws)
-        served.proc.kill()
-        served.proc.wait()
-
-    nursery_holder: list[trio.Nursery] = []
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery_holder.append(nursery)
-            await open_session()
-            nursery.cancel_scope.cancel()
-
-    trio.run(main)
-    (row,) = Store(tmp_path).usage_rows()
-    assert row["ended_at"] is None
-    restarted_at = time.time()
-    again = Served(tmp_path)
-    try:
-        (row,) = Store(tmp_path).usage_rows()
-        assert row["reason"] == "crashed" and row["context_id"] == "doomed"
-        # It ends at the last moment its usage is known (its last save, or its start),
-        # not at the restart.
-        assert row["ended_at"] == (row["saved_at"] or row["started_at"]) < restarted_at
-    finally:
-        assert again.stop() == 0
 
 
 def test_engines_stop_with_the_gateway(served):

@@ -1,8 +1,8 @@
 """`slng-fast serve --workers 2 --redis URL`: two worker processes on one port share the
 engines, the keys and, through a real redis-server, the limits: the free tier's single
 connection holds across workers, a worker killed with -9 leaks no slot and its ledger rows
-are closed with their saved usage, a revocation ends the key's sessions on every worker, and
-with Redis gone new sessions are refused with 1013 while open ones go on. An engine killed
+are closed with their saved usage, and a revocation ends the key's sessions on every worker
+(Redis killed and restarted under load is a case of tests/faults/). An engine killed
 with -9 comes back where the workers reach it (its old port, or a new one they are told of),
 and the Redis password is on no command line."""
 
@@ -136,25 +136,6 @@ async def test_limits_hold_across_workers_and_survive_kill_9(workers, redis_serv
                 if event.get("type") == "pong":
                     break
         assert event.get("type") == "pong", event
-        nursery.cancel_scope.cancel()
-
-
-async def test_redis_gone_refuses_new_sessions_with_1013_and_open_ones_go_on(workers,
-                                                                            redis_server):
-    proc, url, free = workers
-    async with trio.open_nursery() as nursery:
-        ws = await open_tts(nursery, url, free)
-        await send(ws, type="ping")
-        assert (await recv(ws))["type"] == "pong"
-        redis_server.stop()
-        await trio.sleep(0.5)
-        await send(ws, type="ping")  # the open session goes on (its bucket falls back locally)
-        assert (await recv(ws))["type"] == "pong"
-        refused = await open_tts(nursery, url, free)
-        event = await recv(refused)
-        assert event["type"] == "error" and event["retryable"] is True
-        assert await closed_code(refused) == 1013
-        await ws.aclose()
         nursery.cancel_scope.cancel()
 
 

@@ -446,8 +446,13 @@ class NativeWebSocketConnection(Connection):
                 self._queue.close()
                 for answered in self._pings.values():
                     answered.set()
-                await trio.aclose_forcefully(self._stream)
-                self._done.set()
+                # A reader cancelled from outside (a session's teardown) gets Cancelled
+                # again at this await: `_done` must still be set, or a close() in
+                # progress waits its whole timeout for a reader that is gone.
+                try:
+                    await trio.aclose_forcefully(self._stream)
+                finally:
+                    self._done.set()
 
 
 async def _read_request(stream: trio.abc.Stream, timeout: float = HANDSHAKE_TIMEOUT

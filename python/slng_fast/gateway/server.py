@@ -123,7 +123,10 @@ class Gateway:
             revoked = await self.limits.is_revoked(key.id)
             lease = None if revoked else await self.limits.open_connection(key.id, tier)
         except OSError as exc:  # the shared limits backend is unreachable: no session
-            log.error("refusing a session: the limits backend is unreachable (%s)", exc)
+            # The limits say why at error level once per outage; each refusal is info.
+            log.info("refusing a session: the limits backend is unavailable (%s)", exc,
+                     extra={"context_id": context_id})
+            self.metrics.error(errors.INTERNAL_ERROR.code)
             await refuse(conn, context_id, GatewayError(
                 errors.INTERNAL_ERROR, "the limits backend is unavailable; try again later",
                 close_code=errors.CLOSE_TRY_AGAIN_LATER))

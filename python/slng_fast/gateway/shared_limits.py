@@ -9,6 +9,11 @@ Keys (all under `prefix`, default "slng:"):
 * `bucket:{key_id}`: hash {tokens, ts}: the messages-per-minute token bucket, capacity =
   the per-minute number, refilled at per_minute / 60 per second. It expires once it
   would be full again, so idle keys cost nothing.
+* `epoch`: a random token, set by the first worker that finds none. A Redis that
+  restarted empty (or was flushed) has lost it along with every lease: the first
+  `acquire_connection` that notices refuses new sessions of its worker for one renewal
+  interval and a retry (`restore_s`), by which every live worker has renewed its open
+  sessions' leases into it, so no key is given more than its limit meanwhile.
 * `revoked`: hash key_id -> revoked_at (unix seconds). Written by `slng-fast keys revoke
   --redis` and by every worker that finds a revocation in its host's key store
   (`gateway/revocation.py`). Checked by `revoked()` when a session starts, and by every
@@ -47,8 +52,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] lease set; ARGV: max connections, lease id, ttl ms. 1 = acquired.
+# KEYS[1] lease set, KEYS[2] the epoch marker; ARGV: max connections, lease id, ttl ms,
+# the marker this worker knows. 1 = acquired, 0 = the key is full, -1 = the marker is not
+# the one we know (Redis lost its data): nothing is done.
 ACQUIRE = Script(_NOW_MS + """
+if redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
 local ttl = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
@@ -96,6 +104,12 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 1000)
 return wait
 """)
 
+# KEYS[1] the epoch marker; ARGV[1] a new token. The marker (ours if there was none).
+EPOCH = Script("""
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+""")
+
 # KEYS[1] lease set. Live leases now.
 COUNT = Script(_NOW_MS + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')")
 
@@ -114,6 +128,12 @@ class RedisLimits:
         self.healthy = True
         self._failed_at = 0.0
         self._leases: dict[str, str] = {}  # lease id -> key id, held by this worker
+        # The epoch marker as this worker knows it: a Redis that restarted empty (or was
+        # flushed) no longer has it, and has none of the open sessions' leases until
+        # every worker's next renewal. Until then (`_admit_after`), no new session.
+        self._epoch_key = prefix + "epoch"
+        self._epoch: str | None = None
+        self._admit_after = 0.0
         self._renew_lock = trio.Lock()  # a release never races a renewal's snapshot
         self._fallback: dict[int, _native.TokenBuckets] = {}
 
@@ -145,15 +165,50 @@ class RedisLimits:
         return result
 
     async def check(self) -> None:
-        """PING; raises RedisUnavailable (and logs) if Redis cannot be reached."""
+        """PING; raises RedisUnavailable (and logs) if Redis cannot be reached. The
+        first that succeeds learns the epoch marker (a worker checks when it starts)."""
         await self._run(lambda: self.redis.execute("PING"))
+        if self._epoch is None:
+            self._epoch = await self._join_epoch()
+
+    @property
+    def restore_s(self) -> float:
+        """How long new sessions wait after Redis is found to have lost its data: one
+        renewal interval and one retry, by which every live worker has put its open
+        sessions' leases back."""
+        return self.renew_interval_s + self.retry_s
+
+    async def _join_epoch(self) -> str:
+        epoch = await self._run(lambda: self.redis.evalsha(
+            EPOCH, [self._epoch_key], [uuid.uuid4().hex]))
+        return bytes(epoch).decode()
 
     async def acquire_connection(self, key_id: str, tier: TierLimits, lease_id: str) -> bool:
         """Take one of the key's `max_connections` slots as `lease_id` (unique per
-        session). Raises RedisUnavailable: the caller refuses with 1013."""
+        session). Raises RedisUnavailable: the caller refuses with 1013; also while
+        the workers restore their leases into a Redis that lost them."""
+        if self._epoch is None:
+            self._epoch = await self._join_epoch()
+        if time.monotonic() < self._admit_after:
+            raise RedisUnavailable("Redis lost its data; the workers are restoring their "
+                                   "leases")
         ok = await self._run(lambda: self.redis.evalsha(
-            ACQUIRE, [self._key("conn", key_id)],
-            [tier.max_connections, lease_id, self.lease_ttl_ms]))
+            ACQUIRE, [self._key("conn", key_id), self._epoch_key],
+            [tier.max_connections, lease_id, self.lease_ttl_ms, self._epoch]))
+        if ok == -1:
+            # Restarted empty (or flushed): the open sessions of every worker are
+            # missing from it until their renewals. Ours go back now; the others'
+            # within one renewal interval, which new sessions wait out.
+            self._epoch = await self._join_epoch()
+            self._admit_after = time.monotonic() + self.restore_s
+            log.warning("limits backend %s lost its data: new sessions wait %.1f s while the "
+                        "workers restore their leases", self.redis.address, self.restore_s)
+            try:
+                await self.renew()
+            except RedisUnavailable:
+                pass
+            raise RedisUnavailable("Redis lost its data; the workers are restoring their "
+                                   "leases")
         if ok == 1:
             self._leases[lease_id] = key_id
         return bool(ok == 1)

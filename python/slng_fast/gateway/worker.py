@@ -34,13 +34,21 @@ async def run_worker(args: argparse.Namespace) -> None:
     registry = ProviderRegistry(config, json.loads(args.engine_urls), json.loads(args.engine_info))
     redis_url = os.environ.get(REDIS_URL_ENV) or None
     shutdown = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(lambda task_status: serve_one_worker(
+    served = trio.Event()  # the gateway loop has ended its sessions and returned
+
+    async def serve(task_status: trio.TaskStatus[int]) -> None:
+        try:
+            await serve_one_worker(
                 config, store, registry, redis_url=redis_url,
                 ssl_context=make_ssl_context(args.certfile, args.keyfile),
                 transport=args.transport, reuse_port=True, shutdown=shutdown,
-                worker_id=f"{args.worker_id}-{os.getpid()}", task_status=task_status))
+                worker_id=f"{args.worker_id}-{os.getpid()}", task_status=task_status)
+        finally:
+            served.set()
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve)
             print("READY", flush=True)
             feed = _parent_pipe()
             if feed is not None:
@@ -63,7 +71,13 @@ async def run_worker(args: argparse.Namespace) -> None:
 
             nursery.start_soon(stop_on_signal)
             await shutdown.wait()
+            # The engine feed and the orphan watch never end by themselves: once the
+            # gateway loop is done (its sessions ended), stop them rather than waiting
+            # out the longest drain and grace it might have needed. The deadline is
+            # the backstop should the loop itself not end.
             nursery.cancel_scope.deadline = trio.current_time() + config.drain_s + config.shutdown_grace_s + 3
+            await served.wait()
+            nursery.cancel_scope.cancel()
     store.close()
 
 
