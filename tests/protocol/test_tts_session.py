@@ -371,3 +371,35 @@ def test_draining_ends_an_idle_session_at_once_and_a_busy_one_after_its_utteranc
     assert "session_ended" not in types(out)
     out = busy.receive_upstream(busy.upstream_epoch, '{"type":"flushed"}', 2.0)
     assert types(out)[-2:] == ["audio_end", "session_ended"] and close_code(out) == 1001
+
+
+REFUSED_COMMANDS = [
+    '{"type":"input_text","text":"\\udfff"}',  # a lone surrogate escape
+    '{"text":"\\ud800 x","type":"input_text"}',  # the type after the refused value
+    '{"type":"init","style":' + "[" * 70 + "]" * 70 + "}",  # nested deeper than 64
+    '{"type":"init","voice_id":"tara","buffer_size":' + "9" * 700 + "}",  # a huge integer
+]
+
+
+@pytest.mark.parametrize("frame", REFUSED_COMMANDS)
+def test_a_refused_first_command_keeps_the_session_unified(frame):
+    """The classifier refuses the frame, but its `type` names a unified command: the
+    client speaks the unified protocol, so it gets `invalid_message`, not a relay."""
+    s = make()
+    out = s.receive_text(frame, 0.0)
+    (err,) = client_events(out)
+    assert err["type"] == "error" and err["code"] == "invalid_message"
+    assert s.mode == "unified" and not opened(out) and upstream_frames(out) == []
+    assert close_code(out) is None and not s.ended
+    assert types(s.receive_text(cmd(type="init"), 1.0)) == ["ready"]
+
+
+@pytest.mark.parametrize("frame", [
+    '{"text":"\\udfff"}',  # a provider's own message
+    '{"type":"Speak","text":"\\udfff"}',
+    '[' * 70 + ']' * 70,
+])
+def test_a_refused_first_frame_that_names_no_unified_command_is_still_native(frame):
+    s = make(defaults={"voice_id": "tara"})
+    out = s.receive_text(frame, 0.0)
+    assert s.mode == "native" and client_events(out) == [] and upstream_frames(out) == [frame]

@@ -129,8 +129,7 @@ class SessionCore:
                 return [self._error(err)]
         self.usage.messages += 1
         if self.mode is None:
-            self._choose_mode(UNIFIED if kind == "command" and self.passthrough is None
-                              else NATIVE)
+            self._choose_mode(UNIFIED if self._speaks_unified(kind, frame) else NATIVE)
             if self.mode == NATIVE:
                 return self.start_native(now) + self.native_from_client(frame, now)
         if self.mode == NATIVE:
@@ -152,6 +151,17 @@ class SessionCore:
                 f"{what} is the provider's own protocol; this session speaks the unified one"))]
         return [self._error(GatewayError(errors.UNKNOWN_COMMAND,
                                          f"unknown command type {name!r}"))]
+
+    def _speaks_unified(self, kind: str, frame: str | bytes) -> bool:
+        """Whether a first text frame makes the session unified: a unified command,
+        also one the classifier refused for a value in it (a lone surrogate escape,
+        deep nesting, a huge integer), which then gets ``invalid_message``."""
+        if self.passthrough is not None:
+            return False
+        if kind == "command":
+            return True
+        return kind == "invalid" and _native.refused_command(
+            frame, self.endpoint_kind) is not None
 
     def message_too_large(self, what: str, now: float) -> list[Action]:
         """The frame layer refused a message over the tier's size from its header (the
