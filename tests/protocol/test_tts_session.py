@@ -403,3 +403,18 @@ def test_a_refused_first_frame_that_names_no_unified_command_is_still_native(fra
     s = make(defaults={"voice_id": "tara"})
     out = s.receive_text(frame, 0.0)
     assert s.mode == "native" and client_events(out) == [] and upstream_frames(out) == [frame]
+
+
+@pytest.mark.parametrize("init", [
+    '{"type":"init","buffer_size":1' + "0" * 30 + "}",
+    '{"type":"init","style":{"stability":[1' + "0" * 30 + "]}}",
+    '{"type":"init","model_id":-1' + "0" * 30 + "}",
+])
+def test_an_integer_beyond_64_bits_for_the_provider_is_invalid_parameter(init):
+    """Values passed through to the provider must be JSON it can be sent: an integer
+    beyond 64 bits is refused at once, not a gateway fault when the upstream opens."""
+    s = make()
+    out = s.receive_text(init, 0.0)
+    (err,) = client_events(out)
+    assert err["code"] == "invalid_parameter" and close_code(out) is None and not s.opened
+    assert types(s.receive_text(cmd(type="init"), 1.0)) == ["ready"]
