@@ -418,3 +418,17 @@ def test_an_integer_beyond_64_bits_for_the_provider_is_invalid_parameter(init):
     (err,) = client_events(out)
     assert err["code"] == "invalid_parameter" and close_code(out) is None and not s.opened
     assert types(s.receive_text(cmd(type="init"), 1.0)) == ["ready"]
+
+
+def test_a_rate_limited_first_command_still_makes_the_session_unified():
+    """Found by the live fuzzer: the refused `init` got a unified `rate_limited` error,
+    but the mode stayed undecided, so a binary frame next made the session native and
+    the provider's own frames reached a unified client."""
+    waits = iter([2.0, 0.0, 0.0])
+    s = make(rate_limit=lambda now: next(waits))
+    (err,) = client_events(s.receive_text(cmd(type="init"), 0.0))
+    assert err["code"] == "rate_limited" and s.mode == "unified" and not s.opened
+    out = s.receive_binary(b"\x00\x01", 0.1)
+    assert [e["code"] for e in client_events(out)] == ["invalid_message"]
+    assert not opened(out) and upstream_frames(out) == [] and s.mode == "unified"
+    assert types(s.receive_text(cmd(type="init"), 3.0)) == ["ready"]

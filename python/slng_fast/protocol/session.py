@@ -124,7 +124,14 @@ class SessionCore:
                 err = GatewayError(errors.RATE_LIMITED,
                                    f"over {self.tier.messages_per_minute} messages per minute",
                                    retry_after_ms=max(1, int(wait * 1000 + 0.999)))
-                if self.mode == NATIVE or (self.mode is None and kind != "command"):
+                if self.mode is None:
+                    if not self._speaks_unified(kind, frame):
+                        return self._fatal(err, errors.CLOSE_RATE_LIMITED, now,
+                                           reason="error")
+                    # The client heard a unified error: its session is unified, or a
+                    # binary frame next would make it native.
+                    self._choose_mode(UNIFIED)
+                if self.mode == NATIVE:
                     return self._fatal(err, errors.CLOSE_RATE_LIMITED, now, reason="error")
                 return [self._error(err)]
         self.usage.messages += 1
