@@ -21,6 +21,7 @@ __all__ = [
     "pcm16_to_f32",
     "f32_to_pcm16",
     "classify_frame",
+    "refused_command",
     "TokenBuckets",
     "ConnectionCounter",
     "Resampler",
@@ -222,6 +223,18 @@ def classify_frame(
     what ``json.loads`` accepts beyond the standard (``NaN``, ``Infinity``).
     JSON whitespace (space, tab, CR, LF) around the value is allowed; any other
     leading or trailing white space makes the frame plain text.
+    """
+
+def refused_command(frame: str | bytes, endpoint: str = "tts") -> str | None:
+    """The unified command that the top-level ``"type"`` of a frame refused by
+    ``classify_frame`` as ``invalid_message`` names, or None.
+
+    The scan is lenient (values are skipped by counting brackets, not judged), so
+    the mode decision can tell a unified command carrying a refused value (a lone
+    surrogate escape, deep nesting, a huge integer) from a provider's own message.
+    The last ``"type"`` wins; a command name written with escapes is not recognised.
+    Frames that are not UTF-8 give None; any other type than str/bytes raises
+    TypeError, an unknown ``endpoint`` InvalidArgumentError.
     """
 
 # ---- limits (rust/src/ratelimit.rs) ------------------------------------------

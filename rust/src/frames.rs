@@ -324,6 +324,100 @@ fn classify_text<'a, B: Builder>(
     }
 }
 
+/// The unified command a frame that [`classify_str`] refused as
+/// [`InvalidCode::InvalidMessage`] names in its top-level `"type"`, if any.
+///
+/// Why: the first frame decides the session's mode, and a unified client whose first
+/// command carries a refused value (a lone surrogate escape, deep nesting, a huge
+/// integer) must stay unified and hear `invalid_message`, not be relayed to the
+/// provider. The scan is lenient and iterative: it skips values by counting brackets
+/// without judging them, keeps the last `"type"` (as the parser does) and compares
+/// that string as written, so an escaped command name is not recognised here.
+pub fn refused_command(text: &str, endpoint: Endpoint) -> Option<Command> {
+    let bytes = text.as_bytes();
+    let mut i = skip_json_ws(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut kind: Option<&[u8]> = None;
+    loop {
+        i = skip_json_ws(bytes, i);
+        match bytes.get(i)? {
+            b'}' => break,
+            b'"' => {}
+            _ => return None,
+        }
+        let (after_key, key) = raw_string(bytes, i)?;
+        i = skip_json_ws(bytes, after_key);
+        if *bytes.get(i)? != b':' {
+            return None;
+        }
+        i = skip_json_ws(bytes, i + 1);
+        if key == b"type" {
+            kind = None;
+            if bytes.get(i) == Some(&b'"') {
+                let (after, value) = raw_string(bytes, i)?;
+                kind = Some(value);
+                i = after;
+            }
+        }
+        i = skip_json_value(bytes, i)?;
+        i = skip_json_ws(bytes, i);
+        match bytes.get(i)? {
+            b',' => i += 1,
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    endpoint.command(std::str::from_utf8(kind?).ok()?)
+}
+
+fn skip_json_ws(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A string starting at `bytes[i] == b'"'`: the index after its closing quote, and
+/// its content as written (escapes left in).
+fn raw_string(bytes: &[u8], i: usize) -> Option<(usize, &[u8])> {
+    let mut j = i + 1;
+    loop {
+        match bytes.get(j)? {
+            b'"' => return Some((j + 1, &bytes[i + 1..j])),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+}
+
+/// The index just after the value at `i` (or `i` itself when nothing is left of a
+/// value already read): brackets are counted, strings skipped, nothing is judged.
+fn skip_json_value(bytes: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        match bytes.get(i)? {
+            b'"' => i = raw_string(bytes, i)?.0,
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' if depth == 0 => return Some(i),
+            b'}' | b']' => {
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            b',' if depth == 0 => return Some(i),
+            _ => i += 1,
+        }
+    }
+}
+
 /// A builder that builds nothing: used to check that text is JSON.
 struct Validator;
 
@@ -1408,6 +1502,43 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn refused_command_reads_the_top_level_type_of_a_refused_frame() {
+        let deep = format!(
+            "{{\"style\":{}{},\"type\":\"init\"}}",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        let huge = format!("{{\"type\":\"start\",\"sample_rate\":{}}}", "9".repeat(700));
+        for (frame, endpoint, want) in [
+            (
+                r#"{"type":"input_text","text":"\udfff"}"#,
+                Endpoint::Tts,
+                Some(Command::InputText),
+            ),
+            (
+                r#"{"text":"\ud800","type" : "flush" }"#,
+                Endpoint::Tts,
+                Some(Command::Flush),
+            ),
+            (
+                r#"{"type":"init","x":{"type":"stop"},"y":"}"}"#,
+                Endpoint::Tts,
+                Some(Command::Init),
+            ),
+            (r#"{"type":"init","type":"Speak"}"#, Endpoint::Tts, None),
+            (r#"{"type":"start"}"#, Endpoint::Tts, None),
+            (r#"{"type":5}"#, Endpoint::Tts, None),
+            (r#"{"text":"\udfff"}"#, Endpoint::Tts, None),
+            (r#"{"type":"init""#, Endpoint::Tts, None),
+            (r#"["type","init"]"#, Endpoint::Tts, None),
+            (deep.as_str(), Endpoint::Tts, Some(Command::Init)),
+            (huge.as_str(), Endpoint::Stt, Some(Command::Start)),
+        ] {
+            assert_eq!(refused_command(frame, endpoint), want, "{frame}");
         }
     }
 }

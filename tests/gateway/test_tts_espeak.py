@@ -172,6 +172,22 @@ async def test_bad_frames_do_not_end_the_session_or_touch_another(gw, nursery):
     await other.aclose()
 
 
+async def test_a_refused_first_command_keeps_the_session_unified(gw, nursery):
+    """A first `input_text` whose text holds a lone surrogate escape is refused by the
+    classifier; the session stays unified: `invalid_message`, then it speaks as usual
+    (the engine's own `ready` would come first had it been relayed as native)."""
+    ws = await connect(gw.tts(), gw.keys["pro"], nursery=nursery)
+    await ws.send_message('{"type":"input_text","text":"caf\\udfff"}')
+    event = await recv(ws)
+    assert event["type"] == "error" and event["code"] == "invalid_message", event
+    await send(ws, type="init")
+    assert (await recv(ws))["type"] == "ready"
+    await send(ws, type="input_text", text="Hello")
+    await send(ws, type="flush")
+    assert (await recv_until(ws, "audio_end"))[-1]["interrupted"] is False
+    await ws.aclose()
+
+
 async def raw_session(gw, path: str) -> tuple[trio.SocketStream, bytes]:
     """A hand-made client: the handshake, then frames of our choosing. Returns the stream
     and whatever arrived after the handshake's response."""

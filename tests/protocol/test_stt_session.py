@@ -143,3 +143,25 @@ def test_draining_waits_for_a_pending_finalize():
     assert s.drain(1.5) == []
     out = s.receive_upstream(s.upstream_epoch, cmd(type="final_transcript", text="hi"), 2.0)
     assert types(out) == ["final_transcript", "session_ended"] and close_code(out) == 1001
+
+
+@pytest.mark.parametrize("frame", [
+    '{"type":"start","language":"\\udfff"}',
+    '{"language":' + "[" * 70 + "]" * 70 + ',"type":"finalize"}',
+    '{"type":"start","sample_rate":' + "1" * 700 + "}",
+])
+def test_a_refused_first_command_keeps_the_session_unified(frame):
+    s = make()
+    out = s.receive_text(frame, 0.0)
+    (err,) = client_events(out)
+    assert err["code"] == "invalid_message" and s.mode == "unified"
+    assert not opened(out) and close_code(out) is None and not s.ended
+    assert types(s.receive_text(cmd(type="start"), 1.0)) == ["ready"]
+
+
+def test_an_integer_beyond_64_bits_for_the_provider_is_invalid_parameter():
+    s = make()
+    out = s.receive_text('{"type":"start","fallback":1' + "0" * 100 + "}", 0.0)
+    (err,) = client_events(out)
+    assert err["code"] == "invalid_parameter" and close_code(out) is None and not s.opened
+    assert types(s.receive_text(cmd(type="start"), 1.0)) == ["ready"]

@@ -373,6 +373,67 @@ def test_draining_ends_an_idle_session_at_once_and_a_busy_one_after_its_utteranc
     assert types(out)[-2:] == ["audio_end", "session_ended"] and close_code(out) == 1001
 
 
+REFUSED_COMMANDS = [
+    '{"type":"input_text","text":"\\udfff"}',  # a lone surrogate escape
+    '{"text":"\\ud800 x","type":"input_text"}',  # the type after the refused value
+    '{"type":"init","style":' + "[" * 70 + "]" * 70 + "}",  # nested deeper than 64
+    '{"type":"init","voice_id":"tara","buffer_size":' + "9" * 700 + "}",  # a huge integer
+]
+
+
+@pytest.mark.parametrize("frame", REFUSED_COMMANDS)
+def test_a_refused_first_command_keeps_the_session_unified(frame):
+    """The classifier refuses the frame, but its `type` names a unified command: the
+    client speaks the unified protocol, so it gets `invalid_message`, not a relay."""
+    s = make()
+    out = s.receive_text(frame, 0.0)
+    (err,) = client_events(out)
+    assert err["type"] == "error" and err["code"] == "invalid_message"
+    assert s.mode == "unified" and not opened(out) and upstream_frames(out) == []
+    assert close_code(out) is None and not s.ended
+    assert types(s.receive_text(cmd(type="init"), 1.0)) == ["ready"]
+
+
+@pytest.mark.parametrize("frame", [
+    '{"text":"\\udfff"}',  # a provider's own message
+    '{"type":"Speak","text":"\\udfff"}',
+    '[' * 70 + ']' * 70,
+])
+def test_a_refused_first_frame_that_names_no_unified_command_is_still_native(frame):
+    s = make(defaults={"voice_id": "tara"})
+    out = s.receive_text(frame, 0.0)
+    assert s.mode == "native" and client_events(out) == [] and upstream_frames(out) == [frame]
+
+
+@pytest.mark.parametrize("init", [
+    '{"type":"init","buffer_size":1' + "0" * 30 + "}",
+    '{"type":"init","style":{"stability":[1' + "0" * 30 + "]}}",
+    '{"type":"init","model_id":-1' + "0" * 30 + "}",
+])
+def test_an_integer_beyond_64_bits_for_the_provider_is_invalid_parameter(init):
+    """Values passed through to the provider must be JSON it can be sent: an integer
+    beyond 64 bits is refused at once, not a gateway fault when the upstream opens."""
+    s = make()
+    out = s.receive_text(init, 0.0)
+    (err,) = client_events(out)
+    assert err["code"] == "invalid_parameter" and close_code(out) is None and not s.opened
+    assert types(s.receive_text(cmd(type="init"), 1.0)) == ["ready"]
+
+
+def test_a_rate_limited_first_command_still_makes_the_session_unified():
+    """Found by the live fuzzer: the refused `init` got a unified `rate_limited` error,
+    but the mode stayed undecided, so a binary frame next made the session native and
+    the provider's own frames reached a unified client."""
+    waits = iter([2.0, 0.0, 0.0])
+    s = make(rate_limit=lambda now: next(waits))
+    (err,) = client_events(s.receive_text(cmd(type="init"), 0.0))
+    assert err["code"] == "rate_limited" and s.mode == "unified" and not s.opened
+    out = s.receive_binary(b"\x00\x01", 0.1)
+    assert [e["code"] for e in client_events(out)] == ["invalid_message"]
+    assert not opened(out) and upstream_frames(out) == [] and s.mode == "unified"
+    assert types(s.receive_text(cmd(type="init"), 3.0)) == ["ready"]
+
+
 def test_prewarm_designs_every_rate_pair_a_session_can_ask_for():
     """Serving processes design all filters at start (off the loop): every pair of the
     rates the unified protocol accepts, TTS and STT, in both directions."""

@@ -106,8 +106,35 @@ def _check_extras(extras: Mapping[str, Any]) -> None:
             raise bad_value(f"{name} must be {bound}, got {value}")
 
 
+# What a provider can be sent: JSON integers within 64 bits (what orjson writes).
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _check_sendable(name: str, value: Any) -> None:
+    """A value passed through to the provider must be JSON the gateway can write: an
+    integer beyond 64 bits (the classifier takes up to 640 digits) is refused here, as
+    a value out of range, rather than failing when the upstream opens."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, int) and not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+            raise bad_value(f"field {name!r} holds an integer beyond 64 bits, which no "
+                            "provider takes")
+
+
+def _check_passthrough(fields: Mapping[str, Any]) -> None:
+    for name, value in fields.items():
+        _check_sendable(name, value)
+
+
 def _settings(fields: Mapping[str, Any]) -> Settings:
     extras = {k: v for k, v in fields.items() if k not in _GATEWAY_FIELDS}
+    _check_passthrough(extras)
+    _check_sendable("style", fields.get("style"))
     _check_extras(extras)
     return Settings(
         voice_id=_opt(fields, "voice_id", str),
@@ -214,6 +241,7 @@ def parse_stt(name: str, raw: Mapping[str, Any]) -> SttCommand:
     fields = normalise(raw)
     if name == "start":
         known = {"type", "sample_rate_hz", "codec", "language", "context_id"}
+        _check_passthrough({k: v for k, v in fields.items() if k not in known})
         return Start(
             sample_rate_hz=parse_rate(fields.get("sample_rate_hz"), STT_SAMPLE_RATES),
             codec=parse_codec(fields.get("codec")),

@@ -124,13 +124,19 @@ class SessionCore:
                 err = GatewayError(errors.RATE_LIMITED,
                                    f"over {self.tier.messages_per_minute} messages per minute",
                                    retry_after_ms=max(1, int(wait * 1000 + 0.999)))
-                if self.mode == NATIVE or (self.mode is None and kind != "command"):
+                if self.mode is None:
+                    if not self._speaks_unified(kind, frame):
+                        return self._fatal(err, errors.CLOSE_RATE_LIMITED, now,
+                                           reason="error")
+                    # The client heard a unified error: its session is unified, or a
+                    # binary frame next would make it native.
+                    self._choose_mode(UNIFIED)
+                if self.mode == NATIVE:
                     return self._fatal(err, errors.CLOSE_RATE_LIMITED, now, reason="error")
                 return [self._error(err)]
         self.usage.messages += 1
         if self.mode is None:
-            self._choose_mode(UNIFIED if kind == "command" and self.passthrough is None
-                              else NATIVE)
+            self._choose_mode(UNIFIED if self._speaks_unified(kind, frame) else NATIVE)
             if self.mode == NATIVE:
                 return self.start_native(now) + self.native_from_client(frame, now)
         if self.mode == NATIVE:
@@ -152,6 +158,17 @@ class SessionCore:
                 f"{what} is the provider's own protocol; this session speaks the unified one"))]
         return [self._error(GatewayError(errors.UNKNOWN_COMMAND,
                                          f"unknown command type {name!r}"))]
+
+    def _speaks_unified(self, kind: str, frame: str | bytes) -> bool:
+        """Whether a first text frame makes the session unified: a unified command,
+        also one the classifier refused for a value in it (a lone surrogate escape,
+        deep nesting, a huge integer), which then gets ``invalid_message``."""
+        if self.passthrough is not None:
+            return False
+        if kind == "command":
+            return True
+        return kind == "invalid" and _native.refused_command(
+            frame, self.endpoint_kind) is not None
 
     def message_too_large(self, what: str, now: float) -> list[Action]:
         """The frame layer refused a message over the tier's size from its header (the

@@ -7,7 +7,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::frames::{classify_bytes, classify_str, Builder, Command, Endpoint, Frame, InvalidCode};
+use crate::frames::{
+    classify_bytes, classify_str, refused_command as scan_refused_command, Builder, Command,
+    Endpoint, Frame, InvalidCode,
+};
 use crate::Error;
 
 struct PyBuilder<'py> {
@@ -216,7 +219,34 @@ fn classify_frame<'py>(
     PyTuple::new(py, items)
 }
 
+/// The unified command named by the top-level `"type"` of a frame that
+/// `classify_frame` refused as `invalid_message`, or None. See `crate::frames`.
+#[pyfunction]
+#[pyo3(signature = (frame, endpoint = "tts"))]
+fn refused_command<'py>(
+    frame: &Bound<'py, PyAny>,
+    endpoint: &str,
+) -> PyResult<Option<&'static str>> {
+    let endpoint = Endpoint::from_name(endpoint)?;
+    let command = if let Ok(text) = frame.cast::<PyString>() {
+        text.to_str()
+            .ok()
+            .and_then(|t| scan_refused_command(t, endpoint))
+    } else if let Ok(bytes) = frame.cast::<PyBytes>() {
+        std::str::from_utf8(bytes.as_bytes())
+            .ok()
+            .and_then(|t| scan_refused_command(t, endpoint))
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "frame must be str or bytes, not {}",
+            frame.get_type().name()?
+        )));
+    };
+    Ok(command.map(Command::name))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(classify_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(refused_command, m)?)?;
     Ok(())
 }
