@@ -48,7 +48,9 @@ class Connections:
                 raise
             if all(isinstance(e, ConnectionClosed) for e in leaves):
                 return  # the client went away
-            log.error("%s session failed", name, exc_info=exc)
+            # The leaves' names first: a log line cut short still says what failed.
+            log.error("%s session failed (%s)", name,
+                      ", ".join(f"{type(e).__name__}: {e}" for e in leaves), exc_info=exc)
             await close_quietly(ws, 1011, "internal error")
         finally:
             self._open.discard(ws)
