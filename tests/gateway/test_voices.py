@@ -5,11 +5,13 @@ Native transport only: the trio-websocket baseline answers no plain HTTP (its
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import trio
 
 from harness import make_gateway, start_gateway
-from slng_fast.config import Config, ProviderConfig
+from slng_fast.config import DEFAULT_TIERS, Config, ProviderConfig
 from slng_fast.providers.registry import ENDPOINTS
 from wsclient import connect, recv, send
 
@@ -115,3 +117,17 @@ async def test_a_configured_upstream_makes_an_endpoint_available(nursery, tmp_pa
     entries = by_provider((await http_get(gw.url, "/v1/voices", bearer(gw.keys["free"])))[2])
     assert entries["orpheus"]["available"] and entries["elevenlabs"]["available"]
     assert not entries["cartesia"]["available"] and not entries["kyutai"]["available"]
+
+
+async def test_it_costs_a_message_of_the_keys_tier(nursery, tmp_path, engines):
+    urls, info = engines
+    tiers = {**DEFAULT_TIERS, "free": replace(DEFAULT_TIERS["free"], messages_per_minute=1)}
+    gw = await start_gateway(nursery, make_gateway(tmp_path, urls, info,
+                                                   config=Config(data_dir=tmp_path, tiers=tiers)))
+    key = bearer(gw.keys["free"])
+    assert (await http_get(gw.url, "/v1/voices?provider=espeak", key))[0] == 200
+    status, headers, body = await http_get(gw.url, "/v1/voices?provider=espeak", key)
+    answer = orjson.loads(body)
+    assert status == 429 and answer["error"] == "rate_limited"
+    assert int(headers["retry-after"]) >= 1 and answer["retry_after_ms"] > 0
+    assert (await http_get(gw.url, "/v1/voices", bearer(gw.keys["pro"])))[0] == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import sqlite3
 import ssl
@@ -260,6 +261,9 @@ class Gateway:
         try:
             key = await self.ledger.call(self.store.authenticate, secret) if secret else None
             revoked = key is not None and await self.limits.is_revoked(key.id)
+            # A catalogue request costs one message of the key's tier, as a command does.
+            wait = 0.0 if key is None or revoked else await self.limits.take_message(
+                key.id, self.config.tiers[key.tier], trio.current_time())
         except (sqlite3.Error, OSError) as exc:
             log.error("refusing GET /v1/voices: %s", exc)
             await request.reject(503, orjson.dumps({
@@ -273,6 +277,13 @@ class Gateway:
             await request.reject(401, orjson.dumps({
                 "error": errors.AUTH_FAILED.code, "message": f"{what}; send Authorization: "
                 "Bearer <a gateway API key>"}))
+            return
+        if wait > 0:
+            self.metrics.error(errors.RATE_LIMITED.code)
+            await request.reject(429, orjson.dumps({
+                "error": errors.RATE_LIMITED.code, "retry_after_ms": math.ceil(wait * 1000),
+                "message": f"the {key.tier} tier's messages per minute are used up"}),
+                extra_headers=[("Retry-After", str(math.ceil(wait)))])
             return
         registry = self.registry
         endpoints = registry.endpoints()
