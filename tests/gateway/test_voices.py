@@ -16,13 +16,13 @@ from slng_fast.providers.registry import ENDPOINTS
 from wsclient import connect, recv, send
 
 
-async def http_get(url: str, path: str, headers: dict[str, str] | None = None
-                   ) -> tuple[int, dict[str, str], bytes]:
+async def http_get(url: str, path: str, headers: dict[str, str] | None = None,
+                   method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     host, port = url.removeprefix("ws://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
-                          .encode())
+    await stream.send_all(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: 0"
+                          "\r\nConnection: close\r\n\r\n".encode())
     data = b""
     with trio.fail_after(30):
         while chunk := await stream.receive_some(65536):
@@ -131,3 +131,12 @@ async def test_it_costs_a_message_of_the_keys_tier(nursery, tmp_path, engines):
     assert status == 429 and answer["error"] == "rate_limited"
     assert int(headers["retry-after"]) >= 1 and answer["retry_after_ms"] > 0
     assert (await http_get(gw.url, "/v1/voices", bearer(gw.keys["pro"])))[0] == 200
+
+
+async def test_only_get_and_head(gw):
+    key = bearer(gw.keys["pro"])
+    status, headers, body = await http_get(gw.url, "/v1/voices", key, method="POST")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert orjson.loads(body)["error"] == "method_not_allowed"
+    status, headers, body = await http_get(gw.url, "/v1/voices", key, method="HEAD")
+    assert status == 200 and body == b""

@@ -256,6 +256,11 @@ class Gateway:
 
     async def _voices(self, request: IncomingRequest) -> None:
         """``GET /v1/voices[?provider=X]``: the voice catalogue (slng_fast/catalogue.py)."""
+        if request.method not in ("GET", "HEAD"):
+            await request.reject(405, orjson.dumps({
+                "error": "method_not_allowed", "message": "/v1/voices answers GET"}),
+                extra_headers=[("Allow", "GET, HEAD")])
+            return
         query = dict(parse_qsl(urlsplit(request.path).query))
         secret, _ = find_key(request.headers, [], query)
         try:
