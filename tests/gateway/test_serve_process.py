@@ -5,8 +5,10 @@ tests/faults/test_process_faults.py."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 import trio
 import trio_websocket
@@ -42,7 +44,15 @@ def test_first_start_prints_url_and_dev_key_once(served, tmp_path):
         assert again.stop() == 0
 
 
-def test_gateway_process_does_not_load_espeak(served):
+def test_gateway_process_does_not_load_espeak(served, tmp_path):
+    # Not even to list eSpeak's voices: the catalogue reads what the engine process sent.
+    key = (tmp_path / "dev-key").read_text().strip()
+    request = urllib.request.Request(served.url.replace("ws://", "http://") + "/v1/voices",
+                                     headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        entries = {e["provider"]: e for e in orjson.loads(answer.read())["endpoints"]}
+    assert {"en-us", "fr", "de"} <= {v["id"] for v in entries["espeak"]["voices"]}
+    assert entries["espeak"]["available"] and entries["pocketsphinx"]["available"]
     maps = Path(f"/proc/{served.proc.pid}/maps").read_text()
     assert "espeak" not in maps
 

@@ -360,3 +360,24 @@ async def test_serve_takes_the_redis_url_from_the_environment(tmp_path, redis_wi
             assert PASSWORD.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
     finally:
         stop(proc)
+
+
+async def test_every_worker_lists_the_engines_voices(workers):
+    """The workers learn the engines' listings from the parent (engine_feed), so the
+    catalogue is the same whichever worker answers."""
+    _, url, free = workers
+    host, port = url.removeprefix("ws://").split(":")
+    for _ in range(10):
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(f"GET /v1/voices?provider=espeak HTTP/1.1\r\nHost: x\r\n"
+                              f"Authorization: Bearer {free}\r\nConnection: close\r\n\r\n"
+                              .encode())
+        data = b""
+        with trio.fail_after(30):
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        await stream.aclose()
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        [espeak] = orjson.loads(body)["endpoints"]
+        assert espeak["available"] and "en-us" in {v["id"] for v in espeak["voices"]}

@@ -521,7 +521,8 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             nursery.start_soon(connection._reader, leftover)
             return connection
 
-        async def reject(status: int, body: bytes, content_type: str | None = None) -> None:
+        async def reject(status: int, body: bytes, content_type: str | None = None, *,
+                         extra_headers: list[tuple[str, str]] | None = None) -> None:
             nonlocal answered
             if answered:
                 raise RuntimeError("this request was already answered")
@@ -529,6 +530,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             if answered_hook is not None:
                 answered_hook()
             headers = [("Content-Type", content_type or _content_type(body))] if body else []
+            headers += extra_headers or []
             if request.method == "HEAD":
                 body = b""
             await stream.send_all(_native.ws_reject_response(status, body, headers))

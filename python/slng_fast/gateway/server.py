@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import sqlite3
 import ssl
@@ -13,11 +14,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import trio
 
 from slng_fast import errors
+from slng_fast.catalogue import UnknownProvider, catalogue
 from slng_fast.config import Config
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.admission import PendingConnections
@@ -229,9 +232,12 @@ class Gateway:
 
     async def _http(self, request: IncomingRequest) -> None:
         """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``, open
-        unless the config gives them a key (``metrics_key``, ``healthz_needs_key``)."""
+        unless the config gives them a key (``metrics_key``, ``healthz_needs_key``), and
+        ``/v1/voices``, which needs a gateway key like every session."""
         path = request.path.split("?", 1)[0]
-        if self._needs_key(path) and not self._has_metrics_key(request.headers):
+        if path == "/v1/voices":
+            await self._voices(request)
+        elif self._needs_key(path) and not self._has_metrics_key(request.headers):
             await request.reject(401, orjson.dumps({
                 "error": "unauthorized", "message": f"{path} needs Authorization: Bearer "
                 "<the gateway's metrics_key>"}))
@@ -250,6 +256,56 @@ class Gateway:
         else:
             await request.reject(404, orjson.dumps({"error": "not_found", "path": path}))
 
+
+    async def _voices(self, request: IncomingRequest) -> None:
+        """``GET /v1/voices[?provider=X]``: the voice catalogue (slng_fast/catalogue.py)."""
+        if request.method not in ("GET", "HEAD"):
+            await request.reject(405, orjson.dumps({
+                "error": "method_not_allowed", "message": "/v1/voices answers GET"}),
+                extra_headers=[("Allow", "GET, HEAD")])
+            return
+        query = dict(parse_qsl(urlsplit(request.path).query))
+        secret, _ = find_key(request.headers, [], query)
+        try:
+            key = await self.ledger.call(self.store.authenticate, secret) if secret else None
+            revoked = key is not None and await self.limits.is_revoked(key.id)
+            # A catalogue request costs one message of the key's tier, as a command does.
+            wait = 0.0 if key is None or revoked else await self.limits.take_message(
+                key.id, self.config.tiers[key.tier], trio.current_time())
+        except (sqlite3.Error, OSError) as exc:
+            log.error("refusing GET /v1/voices: %s", exc)
+            await request.reject(503, orjson.dumps({
+                "error": errors.INTERNAL_ERROR.code,
+                "message": "the gateway's key store or limits backend failed; try again"}))
+            return
+        if key is None or revoked:
+            self.metrics.error(errors.AUTH_FAILED.code)
+            what = ("no API key presented" if secret is None
+                    else "revoked API key" if revoked else "unknown or revoked API key")
+            await request.reject(401, orjson.dumps({
+                "error": errors.AUTH_FAILED.code, "message": f"{what}; send Authorization: "
+                "Bearer <a gateway API key>"}))
+            return
+        if wait > 0:
+            self.metrics.error(errors.RATE_LIMITED.code)
+            await request.reject(429, orjson.dumps({
+                "error": errors.RATE_LIMITED.code, "retry_after_ms": math.ceil(wait * 1000),
+                "message": f"the {key.tier} tier's messages per minute are used up"}),
+                extra_headers=[("Retry-After", str(math.ceil(wait)))])
+            return
+        registry = self.registry
+        endpoints = registry.endpoints()
+        try:
+            body = catalogue(endpoints, engine_info=registry.engine_info,
+                             capabilities=registry.capabilities(),
+                             available={e.name: registry.available(e) for e in endpoints},
+                             provider=query.get("provider"))
+        except UnknownProvider as exc:
+            await request.reject(404, orjson.dumps({
+                "error": "unknown_provider", "provider": str(exc),
+                "tts": reg.known("tts"), "stt": reg.known("stt")}))
+            return
+        await request.reject(200, orjson.dumps(body))
 
     def _needs_key(self, path: str) -> bool:
         if self.config.metrics_key is None:

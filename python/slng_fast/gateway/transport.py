@@ -117,7 +117,9 @@ class IncomingRequest:
     # accept(subprotocol, *, max_message_bytes=None, send_timeout=...): the limits of the
     # key's tier (a transport may apply only some).
     accept: Callable[..., Awaitable[Connection]]
-    reject: Callable[..., Awaitable[None]]  # (status, body[, content_type])
+    # (status, body[, content_type][, extra_headers=[(name, value)]]); the native transport
+    # takes them all, trio-websocket's only (status, body).
+    reject: Callable[..., Awaitable[None]]
     # False for a plain HTTP request (GET /healthz, /metrics): only `reject` answers it.
     is_websocket: bool = True
     method: str = "GET"

@@ -7,7 +7,7 @@ since the previous one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from slng_fast import errors
@@ -28,6 +28,21 @@ from slng_fast.vocabulary import (
     Transcript,
     UpstreamError,
 )
+
+STT_CODECS = ("pcm16", "mulaw", "alaw")
+
+
+def stt_capabilities(languages: Sequence[str]) -> dict[str, Any]:
+    """What ``start`` accepts on an STT endpoint (the STT ``ready`` carries no such
+    object; the voice catalogue shows this one in its place)."""
+    capabilities: dict[str, Any] = {
+        "codecs": list(STT_CODECS),
+        "sample_rates": list(cmd.STT_SAMPLE_RATES),
+        "finalize": True,
+    }
+    if languages:
+        capabilities["languages"] = list(languages)
+    return capabilities
 
 
 class SttSession(SessionCore):

@@ -8,7 +8,7 @@ settings change that needs a new connection, lazily at the next flush."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, SessionCore
 from slng_fast.protocol.state import SessionEvent
 from slng_fast.vocabulary import (
     Audio,
+    Capabilities,
     Endpoint,
     Frame,
     Reply,
@@ -32,6 +33,23 @@ from slng_fast.vocabulary import (
     UtteranceDone,
     Words,
 )
+
+TTS_CODECS = ("pcm16", "mulaw", "alaw")
+
+
+def tts_capabilities(dialect: Capabilities, voices: Sequence[str],
+                     languages: Sequence[str]) -> dict[str, Any]:
+    """``ready.capabilities`` of a TTS session; the voice catalogue (GET /v1/voices)
+    shows the same object per endpoint, so a client learns it before connecting."""
+    capabilities = {
+        **dialect.as_dict(),
+        "codecs": list(TTS_CODECS),
+        "sample_rates": list(cmd.TTS_SAMPLE_RATES),
+        "voices": list(voices),
+    }
+    if languages:
+        capabilities["languages"] = list(languages)
+    return capabilities
 
 
 @dataclass
@@ -112,14 +130,8 @@ class TtsSession(SessionCore):
             "tier": self.tier.name,
             "limits": self.tier.as_public_dict(),
         }
-        capabilities = {
-            **self.dialect.capabilities.as_dict(),
-            "codecs": ["pcm16", "mulaw", "alaw"],
-            "sample_rates": list(cmd.TTS_SAMPLE_RATES),
-            "voices": list(self.voices),
-        }
-        if self.endpoint.languages:
-            capabilities["languages"] = list(self.endpoint.languages)
+        capabilities = tts_capabilities(self.dialect.capabilities, self.voices,
+                                        self.endpoint.languages)
         actions: list[Action] = [SendClient(events.ready_tts(self.context_id, session, capabilities))]
         return actions + self._open_upstream()
 

@@ -13,7 +13,7 @@ from slng_fast import errors
 from slng_fast.config import Config
 from slng_fast.errors import GatewayError
 from slng_fast.providers.base import voice_ids
-from slng_fast.vocabulary import Endpoint
+from slng_fast.vocabulary import Capabilities, Endpoint
 
 # Dialect name -> "module:class"; imported when first used, one module per dialect.
 DIALECTS: dict[str, str] = {
@@ -103,9 +103,38 @@ class ProviderRegistry:
 
     def dialect(self, endpoint: Endpoint) -> Any:
         url, key = self.upstream(endpoint)
+        return self.dialect_class(endpoint)(endpoint, url, key)
+
+    def dialect_class(self, endpoint: Endpoint) -> Any:
         path = DIALECTS.get(endpoint.dialect)
         if path is None:
             raise GatewayError(errors.PROVIDER_UNAVAILABLE, f"no dialect {endpoint.dialect!r}")
         module, _, name = path.partition(":")
-        cls = getattr(importlib.import_module(module), name)
-        return cls(endpoint, url, key)
+        return getattr(importlib.import_module(module), name)
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every endpoint served, with what the running engines say of themselves."""
+        out = []
+        for name, entry in ENDPOINTS.items():
+            endpoint = self.endpoint(entry.kind, name)
+            assert endpoint is not None
+            out.append(endpoint)
+        return out
+
+    def available(self, endpoint: Endpoint) -> bool:
+        """Whether a session could open now: a built-in engine running, or an upstream
+        (and, for a cloud provider, a credential) configured."""
+        try:
+            self.upstream(endpoint)
+        except GatewayError:
+            return False
+        return True
+
+    def capabilities(self) -> dict[str, Capabilities]:
+        """Each TTS dialect's capabilities, by dialect name (a class attribute: no
+        dialect is made, so no upstream or credential is needed)."""
+        out: dict[str, Capabilities] = {}
+        for endpoint in ENDPOINTS.values():
+            if endpoint.kind == "tts" and endpoint.dialect not in out:
+                out[endpoint.dialect] = self.dialect_class(endpoint).capabilities
+        return out
