@@ -29,50 +29,14 @@
 
 use std::mem::MaybeUninit;
 
+use crate::{Error, Result};
 use rmp::Marker;
-use thiserror::Error;
 
 /// Deepest nesting of arrays and maps accepted; the top-level value is level 1.
 pub const MAX_DEPTH: usize = 64;
 
 /// Samples per 80 ms frame at 24 kHz: what moshi-server's model takes per step.
 pub const KYUTAI_FRAME_SAMPLES: usize = 1920;
-
-/// Why MessagePack data was refused. Offsets are byte offsets into the input.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum MsgpackError {
-    #[error("MessagePack data ends inside a value: {needed} more bytes needed at offset {offset}")]
-    Truncated { offset: usize, needed: usize },
-
-    #[error("{extra} bytes after the MessagePack value, from offset {offset}")]
-    TrailingBytes { offset: usize, extra: usize },
-
-    #[error("byte 0xc1 at offset {offset} is reserved in MessagePack and never valid")]
-    ReservedMarker { offset: usize },
-
-    #[error("MessagePack extension type {ext_type} at offset {offset} is not supported")]
-    UnsupportedExtension { offset: usize, ext_type: i8 },
-
-    #[error("MessagePack string at offset {offset} is not valid UTF-8")]
-    InvalidUtf8 { offset: usize },
-
-    #[error("map key at offset {offset} is an array or a map; keys must be scalars")]
-    UnhashableKey { offset: usize },
-
-    #[error("MessagePack nested deeper than {max} arrays/maps at offset {offset}")]
-    TooDeep { offset: usize, max: usize },
-
-    #[error("empty input: no MessagePack value")]
-    Empty,
-
-    #[error("{what} of length {len} is too long for MessagePack (at most 2**32 - 1)")]
-    TooLong { what: &'static str, len: usize },
-
-    #[error("{0}")]
-    Unencodable(String),
-}
-
-pub type Result<T> = std::result::Result<T, MsgpackError>;
 
 // ---- encoding ------------------------------------------------------------------------
 
@@ -83,7 +47,7 @@ pub struct Encoder {
 }
 
 fn u32_len(what: &'static str, len: usize) -> Result<u32> {
-    u32::try_from(len).map_err(|_| MsgpackError::TooLong { what, len })
+    u32::try_from(len).map_err(|_| Error::TooLong { what, len })
 }
 
 // Writing into a Vec<u8> cannot fail (it only grows), so the writers' errors are
@@ -176,16 +140,16 @@ fn audio_header(samples: usize) -> Result<Vec<u8>> {
 }
 
 /// Length of the `Audio` frame for `len` bytes of float32 audio, or
-/// `crate::Error::PartialSample` unless `len` is a multiple of 4.
-pub fn kyutai_audio_frame_len(len: usize) -> crate::Result<usize> {
+/// `Error::PartialSample` unless `len` is a multiple of 4.
+pub fn kyutai_audio_frame_len(len: usize) -> Result<usize> {
     if len % 4 != 0 {
-        return Err(crate::Error::PartialSample {
+        return Err(Error::PartialSample {
             len,
             sample_width: 4,
         });
     }
     let samples = len / 4;
-    let header = audio_header(samples).map_err(|_| crate::Error::PartialSample {
+    let header = audio_header(samples).map_err(|_| Error::PartialSample {
         len,
         sample_width: 4,
     })?;
@@ -197,7 +161,7 @@ pub fn kyutai_audio_frame_len(len: usize) -> crate::Result<usize> {
 pub fn kyutai_audio_frame_into<'o>(
     pcm: &[u8],
     dst: &'o mut [MaybeUninit<u8>],
-) -> crate::Result<&'o mut [u8]> {
+) -> Result<&'o mut [u8]> {
     let total = kyutai_audio_frame_len(pcm.len())?;
     assert_eq!(
         dst.len(),
@@ -223,7 +187,7 @@ pub fn kyutai_audio_frame_into<'o>(
 }
 
 /// The `Audio` frame of float32 little-endian `pcm`, as a `Vec`.
-pub fn kyutai_audio_frame(pcm: &[u8]) -> crate::Result<Vec<u8>> {
+pub fn kyutai_audio_frame(pcm: &[u8]) -> Result<Vec<u8>> {
     let len = kyutai_audio_frame_len(pcm.len())?;
     let mut out: Vec<u8> = Vec::with_capacity(len);
     let written = kyutai_audio_frame_into(pcm, &mut out.spare_capacity_mut()[..len])?.len();
@@ -250,7 +214,7 @@ pub trait Builder {
     type Value;
     type Array;
     type Map;
-    type Error: From<MsgpackError>;
+    type Error: From<Error>;
 
     fn nil(&mut self) -> std::result::Result<Self::Value, Self::Error>;
     fn boolean(&mut self, value: bool) -> std::result::Result<Self::Value, Self::Error>;
@@ -287,7 +251,7 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let left = self.data.len() - self.pos;
         if n > left {
-            return Err(MsgpackError::Truncated {
+            return Err(Error::Truncated {
                 offset: self.pos,
                 needed: n - left,
             });
@@ -319,7 +283,7 @@ impl<'a> Reader<'a> {
     fn check_items(&self, len: usize) -> Result<()> {
         let left = self.data.len() - self.pos;
         if len > left {
-            return Err(MsgpackError::Truncated {
+            return Err(Error::Truncated {
                 offset: self.pos,
                 needed: len - left,
             });
@@ -331,12 +295,12 @@ impl<'a> Reader<'a> {
 /// Decode the single MessagePack value that fills `data`.
 pub fn decode<B: Builder>(data: &[u8], builder: &mut B) -> std::result::Result<B::Value, B::Error> {
     if data.is_empty() {
-        return Err(MsgpackError::Empty.into());
+        return Err(Error::Empty.into());
     }
     let mut reader = Reader { data, pos: 0 };
     let value = decode_value(&mut reader, builder, 1, false)?;
     if reader.pos != data.len() {
-        return Err(MsgpackError::TrailingBytes {
+        return Err(Error::TrailingBytes {
             offset: reader.pos,
             extra: data.len() - reader.pos,
         }
@@ -355,10 +319,10 @@ fn decode_value<B: Builder>(
     let marker = Marker::from_u8(r.be::<1>()?[0]);
     let container = || -> Result<()> {
         if as_key {
-            return Err(MsgpackError::UnhashableKey { offset });
+            return Err(Error::UnhashableKey { offset });
         }
         if depth > MAX_DEPTH {
-            return Err(MsgpackError::TooDeep {
+            return Err(Error::TooDeep {
                 offset,
                 max: MAX_DEPTH,
             });
@@ -443,7 +407,7 @@ fn decode_value<B: Builder>(
         | Marker::FixExt8
         | Marker::FixExt16 => {
             let ext_type = i8::from_be_bytes(r.be()?);
-            Err(MsgpackError::UnsupportedExtension { offset, ext_type }.into())
+            Err(Error::UnsupportedExtension { offset, ext_type }.into())
         }
         Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
             match marker {
@@ -452,9 +416,9 @@ fn decode_value<B: Builder>(
                 _ => r.len32()?,
             };
             let ext_type = i8::from_be_bytes(r.be()?);
-            Err(MsgpackError::UnsupportedExtension { offset, ext_type }.into())
+            Err(Error::UnsupportedExtension { offset, ext_type }.into())
         }
-        Marker::Reserved => Err(MsgpackError::ReservedMarker { offset }.into()),
+        Marker::Reserved => Err(Error::ReservedMarker { offset }.into()),
     }
 }
 
@@ -467,7 +431,7 @@ fn string<B: Builder>(
     let bytes = r.take(len)?;
     match std::str::from_utf8(bytes) {
         Ok(s) => b.string(s),
-        Err(_) => Err(MsgpackError::InvalidUtf8 { offset }.into()),
+        Err(_) => Err(Error::InvalidUtf8 { offset }.into()),
     }
 }
 
@@ -537,7 +501,7 @@ impl Builder for ValueBuilder {
     type Value = Value;
     type Array = Vec<Value>;
     type Map = Vec<(Value, Value)>;
-    type Error = MsgpackError;
+    type Error = Error;
 
     fn nil(&mut self) -> Result<Value> {
         Ok(Value::Nil)
@@ -664,7 +628,7 @@ mod tests {
     fn audio_frame_needs_whole_samples() {
         assert_eq!(
             kyutai_audio_frame(&[0, 0, 0]),
-            Err(crate::Error::PartialSample {
+            Err(Error::PartialSample {
                 len: 3,
                 sample_width: 4
             })
@@ -741,54 +705,54 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused_with_its_offset() {
-        assert_eq!(decode_value_of(b""), Err(MsgpackError::Empty));
+        assert_eq!(decode_value_of(b""), Err(Error::Empty));
         assert_eq!(
             decode_value_of(&[0xc1]),
-            Err(MsgpackError::ReservedMarker { offset: 0 })
+            Err(Error::ReservedMarker { offset: 0 })
         );
         assert_eq!(
             decode_value_of(&[0x91, 0xc1]),
-            Err(MsgpackError::ReservedMarker { offset: 1 })
+            Err(Error::ReservedMarker { offset: 1 })
         );
         assert_eq!(
             decode_value_of(&[0xc0, 0xc0]),
-            Err(MsgpackError::TrailingBytes {
+            Err(Error::TrailingBytes {
                 offset: 1,
                 extra: 1
             })
         );
         assert_eq!(
             decode_value_of(&[0xa3, b'a']),
-            Err(MsgpackError::Truncated {
+            Err(Error::Truncated {
                 offset: 1,
                 needed: 2
             })
         );
         assert_eq!(
             decode_value_of(&[0xcb, 0, 0]),
-            Err(MsgpackError::Truncated {
+            Err(Error::Truncated {
                 offset: 1,
                 needed: 6
             })
         );
         assert_eq!(
             decode_value_of(&[0xa2, 0xff, 0xfe]),
-            Err(MsgpackError::InvalidUtf8 { offset: 1 })
+            Err(Error::InvalidUtf8 { offset: 1 })
         );
         assert_eq!(
             decode_value_of(&[0x81, 0x90, 0xc0]),
-            Err(MsgpackError::UnhashableKey { offset: 1 })
+            Err(Error::UnhashableKey { offset: 1 })
         );
         assert_eq!(
             decode_value_of(&[0xd4, 0x05, 0x00]),
-            Err(MsgpackError::UnsupportedExtension {
+            Err(Error::UnsupportedExtension {
                 offset: 0,
                 ext_type: 5
             })
         );
         assert_eq!(
             decode_value_of(&[0xc7, 0x01, 0xff, 0x00]),
-            Err(MsgpackError::UnsupportedExtension {
+            Err(Error::UnsupportedExtension {
                 offset: 0,
                 ext_type: -1
             })
@@ -796,14 +760,14 @@ mod tests {
         // an array announcing 2**32 - 1 items in 5 bytes: refused before allocating
         assert_eq!(
             decode_value_of(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
-            Err(MsgpackError::Truncated {
+            Err(Error::Truncated {
                 offset: 5,
                 needed: 0xffff_ffff
             })
         );
         assert!(matches!(
             decode_value_of(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0]),
-            Err(MsgpackError::Truncated { .. })
+            Err(Error::Truncated { .. })
         ));
     }
 
@@ -816,7 +780,7 @@ mod tests {
         let deep = [vec![0x91; MAX_DEPTH + 1], vec![0xc0]].concat();
         assert_eq!(
             decode_value_of(&deep),
-            Err(MsgpackError::TooDeep {
+            Err(Error::TooDeep {
                 offset: MAX_DEPTH,
                 max: MAX_DEPTH
             })
@@ -825,7 +789,7 @@ mod tests {
 
     #[test]
     fn error_messages_are_readable() {
-        let msg = MsgpackError::Truncated {
+        let msg = Error::Truncated {
             offset: 3,
             needed: 2,
         }

@@ -29,6 +29,8 @@ use sha1::{Digest, Sha1};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+use crate::{Error, Result};
+
 /// The GUID of RFC 6455 section 1.3, appended to the key for Sec-WebSocket-Accept.
 pub const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// A request head longer than this is refused (431) instead of waited for.
@@ -70,18 +72,8 @@ impl Request {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HandshakeError {
-    /// The request head has not fully arrived: read more and parse again.
-    #[error("the HTTP request head is incomplete")]
-    Incomplete,
-    /// Not an acceptable request; answer with `status` (see [`reject_response`]).
-    #[error("bad request ({status}): {reason}")]
-    Invalid { status: u16, reason: String },
-}
-
-fn invalid(status: u16, reason: impl Into<String>) -> HandshakeError {
-    HandshakeError::Invalid {
+fn invalid(status: u16, reason: impl Into<String>) -> Error {
+    Error::BadHandshake {
         status,
         reason: reason.into(),
     }
@@ -91,18 +83,20 @@ fn invalid(status: u16, reason: impl Into<String>) -> HandshakeError {
 pub struct ServerHandshake;
 
 impl ServerHandshake {
-    /// Parse the request head at the start of `data` (everything read so far).
-    pub fn parse(data: &[u8]) -> Result<Request, HandshakeError> {
+    /// Parse the request head at the start of `data` (everything read so far):
+    /// `None` while the head has not fully arrived (read more and parse again),
+    /// [`Error::BadHandshake`] for a request to refuse.
+    pub fn parse(data: &[u8]) -> Result<Option<Request>> {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut slots);
         let consumed = match req.parse(data) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
-                return Err(if data.len() > MAX_HANDSHAKE_BYTES {
-                    invalid(431, "request head too large")
+                return if data.len() > MAX_HANDSHAKE_BYTES {
+                    Err(invalid(431, "request head too large"))
                 } else {
-                    HandshakeError::Incomplete
-                });
+                    Ok(None)
+                };
             }
             Err(httparse::Error::TooManyHeaders) => return Err(invalid(431, "too many headers")),
             Err(err) => return Err(invalid(400, format!("malformed HTTP request: {err}"))),
@@ -139,7 +133,7 @@ impl ServerHandshake {
             .iter()
             .any(|(k, v)| k.eq_ignore_ascii_case("upgrade") && has_token(v, "websocket"));
         if !wants_upgrade {
-            return Ok(request);
+            return Ok(Some(request));
         }
         if request.method != "GET" {
             return Err(invalid(405, "a WebSocket handshake must be a GET"));
@@ -170,7 +164,7 @@ impl ServerHandshake {
         }
         request.key = Some(key.to_owned());
         request.is_websocket = true;
-        Ok(request)
+        Ok(Some(request))
     }
 }
 
@@ -340,17 +334,6 @@ pub enum Event {
         close_code: u16,
         reason: String,
     },
-}
-
-/// A `send_*` call that is not allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WsError {
-    #[error("the close frame was already sent; nothing may follow it")]
-    CloseSent,
-    #[error("a control frame payload is at most 125 bytes, got {len}")]
-    ControlTooLong { len: usize },
-    #[error("close code {code} may not be sent")]
-    BadCloseCode { code: u16 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -636,9 +619,9 @@ impl WsConnection {
 
     // ---- sending ----
 
-    fn frame(&self, opcode: u8, payload: &[u8]) -> Result<Vec<u8>, WsError> {
+    fn frame(&self, opcode: u8, payload: &[u8]) -> Result<Vec<u8>> {
         if self.close_sent {
-            return Err(WsError::CloseSent);
+            return Err(Error::CloseSent);
         }
         let mask = if self.client {
             Some(rand::random::<[u8; 4]>())
@@ -648,30 +631,30 @@ impl WsConnection {
         Ok(encode_frame(opcode, payload, true, mask))
     }
 
-    pub fn send_text(&mut self, text: &str) -> Result<Vec<u8>, WsError> {
+    pub fn send_text(&mut self, text: &str) -> Result<Vec<u8>> {
         self.frame(0x1, text.as_bytes())
     }
 
     /// A text frame from bytes the caller knows to be UTF-8 (our own JSON), unchecked.
     #[cfg_attr(not(feature = "python"), allow(dead_code))] // used by the binding only
-    pub(crate) fn send_text_trusted(&mut self, utf8: &[u8]) -> Result<Vec<u8>, WsError> {
+    pub(crate) fn send_text_trusted(&mut self, utf8: &[u8]) -> Result<Vec<u8>> {
         self.frame(0x1, utf8)
     }
 
-    pub fn send_binary(&mut self, data: &[u8]) -> Result<Vec<u8>, WsError> {
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         self.frame(0x2, data)
     }
 
-    pub fn send_ping(&mut self, payload: &[u8]) -> Result<Vec<u8>, WsError> {
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<Vec<u8>> {
         if payload.len() > MAX_CONTROL_PAYLOAD {
-            return Err(WsError::ControlTooLong { len: payload.len() });
+            return Err(Error::ControlTooLong { len: payload.len() });
         }
         self.frame(0x9, payload)
     }
 
-    pub fn send_pong(&mut self, payload: &[u8]) -> Result<Vec<u8>, WsError> {
+    pub fn send_pong(&mut self, payload: &[u8]) -> Result<Vec<u8>> {
         if payload.len() > MAX_CONTROL_PAYLOAD {
-            return Err(WsError::ControlTooLong { len: payload.len() });
+            return Err(Error::ControlTooLong { len: payload.len() });
         }
         self.frame(0xA, payload)
     }
@@ -680,7 +663,7 @@ impl WsConnection {
     /// The reason is cut to fit 123 bytes at a character boundary. Once the close
     /// frame was produced, this returns an empty `Vec` (the handshake sends one
     /// close frame per side); nothing else may be sent after it.
-    pub fn send_close(&mut self, code: Option<u16>, reason: &str) -> Result<Vec<u8>, WsError> {
+    pub fn send_close(&mut self, code: Option<u16>, reason: &str) -> Result<Vec<u8>> {
         if self.close_sent {
             return Ok(Vec::new());
         }
@@ -688,7 +671,7 @@ impl WsConnection {
             None | Some(1005) => Vec::new(),
             Some(code) => {
                 if !CloseCode::from(code).is_allowed() {
-                    return Err(WsError::BadCloseCode { code });
+                    return Err(Error::BadCloseCode { code });
                 }
                 let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
                 while !reason.is_char_boundary(cut) {
@@ -761,7 +744,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
     fn parses_an_upgrade_request() {
         let mut data = UPGRADE.to_vec();
         data.extend_from_slice(b"\x81");
-        let req = ServerHandshake::parse(&data).unwrap();
+        let req = ServerHandshake::parse(&data).unwrap().unwrap();
         assert!(req.is_websocket);
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/v1/tts?x=1");
@@ -770,19 +753,20 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         assert_eq!(req.consumed, UPGRADE.len());
         assert_eq!(req.header("HOST"), Some("a"));
         for cut in 0..UPGRADE.len() {
-            assert_eq!(
-                ServerHandshake::parse(&UPGRADE[..cut]),
-                Err(HandshakeError::Incomplete)
-            );
+            assert_eq!(ServerHandshake::parse(&UPGRADE[..cut]), Ok(None));
         }
     }
 
     #[test]
     fn plain_http_is_not_websocket() {
-        let req = ServerHandshake::parse(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let req = ServerHandshake::parse(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!req.is_websocket);
         assert_eq!(req.path, "/healthz");
-        let req = ServerHandshake::parse(b"POST /x HTTP/1.0\r\n\r\n").unwrap();
+        let req = ServerHandshake::parse(b"POST /x HTTP/1.0\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(req.method, "POST");
         assert!(!req.is_websocket);
     }
@@ -790,7 +774,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
     #[test]
     fn bad_handshakes() {
         let status = |data: &[u8]| match ServerHandshake::parse(data) {
-            Err(HandshakeError::Invalid { status, .. }) => status,
+            Err(Error::BadHandshake { status, .. }) => status,
             other => panic!("{other:?}"),
         };
         let text = std::str::from_utf8(UPGRADE).unwrap();
@@ -1016,7 +1000,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         let reply = conn.send_close(Some(1000), "bye").unwrap();
         assert_eq!(reply, encode_frame(8, &close, true, None));
         assert_eq!(conn.send_close(Some(1000), "").unwrap(), Vec::<u8>::new());
-        assert_eq!(conn.send_text("x"), Err(WsError::CloseSent));
+        assert_eq!(conn.send_text("x"), Err(Error::CloseSent));
         // A close without a code is reported as 1005 and answered without one.
         let mut conn = server();
         assert_eq!(
@@ -1034,7 +1018,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         let mut conn = server();
         let ours = conn.send_close(Some(4001), &"é".repeat(100)).unwrap();
         assert_eq!(ours.len(), 2 + 2 + 122); // 123 bytes would cut an "é"
-        assert_eq!(conn.send_ping(b""), Err(WsError::CloseSent));
+        assert_eq!(conn.send_ping(b""), Err(Error::CloseSent));
         // The peer's messages before its close frame are still read.
         let data = [
             encode_frame(2, b"x", true, MASK),
@@ -1054,7 +1038,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a, b\r\nSec-WebSocket-Proto
         assert!(server().send_close(Some(1006), "").is_err());
         assert_eq!(
             server().send_ping(&[0; 126]),
-            Err(WsError::ControlTooLong { len: 126 })
+            Err(Error::ControlTooLong { len: 126 })
         );
     }
 

@@ -1,7 +1,6 @@
 //! Python bindings for `crate::msgpack`: the Kyutai frames, a general encoder and a
 //! decoder that builds the Python objects directly while the data is read.
 
-use pyo3::create_exception;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -9,21 +8,8 @@ use pyo3::types::{
 };
 
 use super::codec::bytes_with;
-use super::NativeError;
-use crate::msgpack::{self, Builder, Encoder, MsgpackError as CoreError, MAX_DEPTH};
-
-create_exception!(
-    slng_fast._native,
-    MsgpackError,
-    NativeError,
-    "MessagePack that cannot be decoded (or a value that cannot be encoded)."
-);
-
-impl From<CoreError> for PyErr {
-    fn from(err: CoreError) -> PyErr {
-        MsgpackError::new_err(err.to_string())
-    }
-}
+use crate::msgpack::{self, Builder, Encoder, MAX_DEPTH};
+use crate::Error;
 
 struct PyBuilder<'py> {
     py: Python<'py>,
@@ -107,7 +93,7 @@ fn encode_into(
         } else if let Ok(u) = v.extract::<u64>() {
             enc.uint(u);
         } else {
-            return Err(CoreError::Unencodable(format!(
+            return Err(Error::Unencodable(format!(
                 "int {} does not fit in 64 bits",
                 v.str()?.to_str()?
             ))
@@ -121,7 +107,7 @@ fn encode_into(
         }
     } else if let Ok(v) = obj.cast::<PyString>() {
         let s = v.to_str().map_err(|_| {
-            CoreError::Unencodable("str with lone surrogates has no UTF-8 form".to_owned())
+            Error::Unencodable("str with lone surrogates has no UTF-8 form".to_owned())
         })?;
         enc.str(s)?;
     } else if let Ok(v) = obj.cast::<PyBytes>() {
@@ -133,10 +119,9 @@ fn encode_into(
         || obj.cast::<PyDict>().is_ok()
     {
         if depth > MAX_DEPTH {
-            return Err(CoreError::Unencodable(format!(
-                "nested deeper than {MAX_DEPTH} lists/dicts"
-            ))
-            .into());
+            return Err(
+                Error::Unencodable(format!("nested deeper than {MAX_DEPTH} lists/dicts")).into(),
+            );
         }
         if let Ok(v) = obj.cast::<PyDict>() {
             enc.map_len(v.len())?;
@@ -194,7 +179,6 @@ fn kyutai_marker_frame<'py>(py: Python<'py>, id: i64) -> Bound<'py, PyBytes> {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("MsgpackError", m.py().get_type::<MsgpackError>())?;
     m.add("KYUTAI_FRAME_SAMPLES", msgpack::KYUTAI_FRAME_SAMPLES)?;
     m.add_function(wrap_pyfunction!(msgpack_decode, m)?)?;
     m.add_function(wrap_pyfunction!(msgpack_encode, m)?)?;
