@@ -42,6 +42,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 
+use crate::builder::Builder;
 use crate::{Error, Result};
 
 /// Deepest nesting of arrays and objects accepted; the top-level object is level 1.
@@ -171,47 +172,6 @@ pub enum Frame<'a, V> {
     Invalid { code: InvalidCode, message: String },
 }
 
-/// Receives the values of a JSON text as the parser meets them, innermost first.
-///
-/// `Key` is made before the key's value is parsed, so the parser can reuse its
-/// buffer for unescaping. Errors stop the parse and come back to the caller as is.
-pub trait Builder {
-    type Value;
-    type Key;
-    type Array;
-    type Object;
-    type Error;
-
-    fn null(&mut self) -> std::result::Result<Self::Value, Self::Error>;
-    fn boolean(&mut self, value: bool) -> std::result::Result<Self::Value, Self::Error>;
-    fn int(&mut self, value: i64) -> std::result::Result<Self::Value, Self::Error>;
-    /// Only for integers above `i64::MAX` that fit a `u64`.
-    fn uint(&mut self, value: u64) -> std::result::Result<Self::Value, Self::Error>;
-    /// An integer beyond `i64`/`u64`, as its literal: an optional `-` then at most
-    /// [`MAX_INT_DIGITS`] decimal digits without leading zeros.
-    fn big_int(&mut self, literal: &str) -> std::result::Result<Self::Value, Self::Error>;
-    fn float(&mut self, value: f64) -> std::result::Result<Self::Value, Self::Error>;
-    fn string(&mut self, value: &str) -> std::result::Result<Self::Value, Self::Error>;
-    fn key(&mut self, key: &str) -> std::result::Result<Self::Key, Self::Error>;
-    fn begin_array(&mut self) -> std::result::Result<Self::Array, Self::Error>;
-    fn push(
-        &mut self,
-        array: &mut Self::Array,
-        value: Self::Value,
-    ) -> std::result::Result<(), Self::Error>;
-    fn end_array(&mut self, array: Self::Array) -> std::result::Result<Self::Value, Self::Error>;
-    fn begin_object(&mut self) -> std::result::Result<Self::Object, Self::Error>;
-    /// Insert or replace (a duplicate key's last value wins).
-    fn insert(
-        &mut self,
-        object: &mut Self::Object,
-        key: Self::Key,
-        value: Self::Value,
-    ) -> std::result::Result<(), Self::Error>;
-    fn end_object(&mut self, object: Self::Object)
-        -> std::result::Result<Self::Value, Self::Error>;
-}
-
 /// Classify a frame given as text (already known to be UTF-8).
 pub fn classify_str<'a, B: Builder>(
     frame: &'a str,
@@ -331,7 +291,7 @@ impl Builder for Validator {
     type Value = ();
     type Key = ();
     type Array = ();
-    type Object = ();
+    type Map = ();
     type Error = Infallible;
 
     fn null(&mut self) -> std::result::Result<(), Infallible> {
@@ -349,16 +309,22 @@ impl Builder for Validator {
     fn big_int(&mut self, _: &str) -> std::result::Result<(), Infallible> {
         Ok(())
     }
-    fn float(&mut self, _: f64) -> std::result::Result<(), Infallible> {
+    fn f64(&mut self, _: f64) -> std::result::Result<(), Infallible> {
         Ok(())
     }
     fn string(&mut self, _: &str) -> std::result::Result<(), Infallible> {
         Ok(())
     }
+    fn binary(&mut self, _: &[u8]) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
     fn key(&mut self, _: &str) -> std::result::Result<(), Infallible> {
         Ok(())
     }
-    fn begin_array(&mut self) -> std::result::Result<(), Infallible> {
+    fn value_key(&mut self, _: ()) -> std::result::Result<(), Infallible> {
+        Ok(())
+    }
+    fn begin_array(&mut self, _: usize) -> std::result::Result<(), Infallible> {
         Ok(())
     }
     fn push(&mut self, _: &mut (), _: ()) -> std::result::Result<(), Infallible> {
@@ -367,13 +333,13 @@ impl Builder for Validator {
     fn end_array(&mut self, _: ()) -> std::result::Result<(), Infallible> {
         Ok(())
     }
-    fn begin_object(&mut self) -> std::result::Result<(), Infallible> {
+    fn begin_map(&mut self, _: usize) -> std::result::Result<(), Infallible> {
         Ok(())
     }
     fn insert(&mut self, _: &mut (), _: (), _: ()) -> std::result::Result<(), Infallible> {
         Ok(())
     }
-    fn end_object(&mut self, _: ()) -> std::result::Result<(), Infallible> {
+    fn end_map(&mut self, _: ()) -> std::result::Result<(), Infallible> {
         Ok(())
     }
 }
@@ -491,7 +457,7 @@ impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
             return Err(Self::too_deep());
         }
         self.pos += 1;
-        let mut array = self.builder.begin_array().map_err(Fail::Build)?;
+        let mut array = self.builder.begin_array(0).map_err(Fail::Build)?;
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.pos += 1;
@@ -523,11 +489,11 @@ impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
             return Err(Self::too_deep());
         }
         self.pos += 1;
-        let mut object = self.builder.begin_object().map_err(Fail::Build)?;
+        let mut object = self.builder.begin_map(0).map_err(Fail::Build)?;
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return self.builder.end_object(object).map_err(Fail::Build);
+            return self.builder.end_map(object).map_err(Fail::Build);
         }
         loop {
             self.skip_ws();
@@ -574,7 +540,7 @@ impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    return self.builder.end_object(object).map_err(Fail::Build);
+                    return self.builder.end_map(object).map_err(Fail::Build);
                 }
                 _ => return Err(Fail::Syntax),
             }
@@ -722,7 +688,7 @@ impl<'a, 'b, B: Builder> Parser<'a, 'b, B> {
             // The grammar above is a subset of what `f64::from_str` accepts; it
             // rounds correctly, like Python's float().
             let value: f64 = literal.parse().map_err(|_| Fail::Syntax)?;
-            return self.builder.float(value).map_err(Fail::Build);
+            return self.builder.f64(value).map_err(Fail::Build);
         }
         let digits = int_end - int_start;
         if digits <= 18 {
@@ -855,7 +821,7 @@ mod tests {
         type Value = J;
         type Key = String;
         type Array = Vec<J>;
-        type Object = Vec<(String, J)>;
+        type Map = Vec<(String, J)>;
         type Error = Infallible;
 
         fn null(&mut self) -> std::result::Result<J, Infallible> {
@@ -873,8 +839,11 @@ mod tests {
         fn big_int(&mut self, v: &str) -> std::result::Result<J, Infallible> {
             Ok(J::Big(v.to_owned()))
         }
-        fn float(&mut self, v: f64) -> std::result::Result<J, Infallible> {
+        fn f64(&mut self, v: f64) -> std::result::Result<J, Infallible> {
             Ok(J::Float(v))
+        }
+        fn binary(&mut self, _: &[u8]) -> std::result::Result<J, Infallible> {
+            unreachable!("JSON has no binary values")
         }
         fn string(&mut self, v: &str) -> std::result::Result<J, Infallible> {
             Ok(J::Str(v.to_owned()))
@@ -882,7 +851,10 @@ mod tests {
         fn key(&mut self, k: &str) -> std::result::Result<String, Infallible> {
             Ok(k.to_owned())
         }
-        fn begin_array(&mut self) -> std::result::Result<Vec<J>, Infallible> {
+        fn value_key(&mut self, _: J) -> std::result::Result<String, Infallible> {
+            unreachable!("JSON keys are strings")
+        }
+        fn begin_array(&mut self, _: usize) -> std::result::Result<Vec<J>, Infallible> {
             Ok(Vec::new())
         }
         fn push(&mut self, a: &mut Vec<J>, v: J) -> std::result::Result<(), Infallible> {
@@ -892,7 +864,7 @@ mod tests {
         fn end_array(&mut self, a: Vec<J>) -> std::result::Result<J, Infallible> {
             Ok(J::Arr(a))
         }
-        fn begin_object(&mut self) -> std::result::Result<Vec<(String, J)>, Infallible> {
+        fn begin_map(&mut self, _: usize) -> std::result::Result<Vec<(String, J)>, Infallible> {
             Ok(Vec::new())
         }
         fn insert(
@@ -907,7 +879,7 @@ mod tests {
             }
             Ok(())
         }
-        fn end_object(&mut self, o: Vec<(String, J)>) -> std::result::Result<J, Infallible> {
+        fn end_map(&mut self, o: Vec<(String, J)>) -> std::result::Result<J, Infallible> {
             Ok(J::Obj(o))
         }
     }

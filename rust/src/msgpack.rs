@@ -29,6 +29,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::builder::Builder;
 use crate::{Error, Result};
 use rmp::Marker;
 
@@ -209,39 +210,6 @@ pub fn kyutai_marker_frame(id: i64) -> Vec<u8> {
 
 // ---- decoding ------------------------------------------------------------------------
 
-/// Receives the decoded values, innermost first.
-pub trait Builder {
-    type Value;
-    type Array;
-    type Map;
-    type Error: From<Error>;
-
-    fn nil(&mut self) -> std::result::Result<Self::Value, Self::Error>;
-    fn boolean(&mut self, value: bool) -> std::result::Result<Self::Value, Self::Error>;
-    fn int(&mut self, value: i64) -> std::result::Result<Self::Value, Self::Error>;
-    fn uint(&mut self, value: u64) -> std::result::Result<Self::Value, Self::Error>;
-    fn f32(&mut self, value: f32) -> std::result::Result<Self::Value, Self::Error>;
-    fn f64(&mut self, value: f64) -> std::result::Result<Self::Value, Self::Error>;
-    fn string(&mut self, value: &str) -> std::result::Result<Self::Value, Self::Error>;
-    fn binary(&mut self, value: &[u8]) -> std::result::Result<Self::Value, Self::Error>;
-    /// `len` is the announced length, already checked against the bytes left.
-    fn begin_array(&mut self, len: usize) -> std::result::Result<Self::Array, Self::Error>;
-    fn push(
-        &mut self,
-        array: &mut Self::Array,
-        value: Self::Value,
-    ) -> std::result::Result<(), Self::Error>;
-    fn end_array(&mut self, array: Self::Array) -> std::result::Result<Self::Value, Self::Error>;
-    fn begin_map(&mut self, len: usize) -> std::result::Result<Self::Map, Self::Error>;
-    fn insert(
-        &mut self,
-        map: &mut Self::Map,
-        key: Self::Value,
-        value: Self::Value,
-    ) -> std::result::Result<(), Self::Error>;
-    fn end_map(&mut self, map: Self::Map) -> std::result::Result<Self::Value, Self::Error>;
-}
-
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -293,7 +261,10 @@ impl<'a> Reader<'a> {
 }
 
 /// Decode the single MessagePack value that fills `data`.
-pub fn decode<B: Builder>(data: &[u8], builder: &mut B) -> std::result::Result<B::Value, B::Error> {
+pub fn decode<B: Builder>(data: &[u8], builder: &mut B) -> std::result::Result<B::Value, B::Error>
+where
+    B::Error: From<Error>,
+{
     if data.is_empty() {
         return Err(Error::Empty.into());
     }
@@ -314,7 +285,10 @@ fn decode_value<B: Builder>(
     b: &mut B,
     depth: usize,
     as_key: bool,
-) -> std::result::Result<B::Value, B::Error> {
+) -> std::result::Result<B::Value, B::Error>
+where
+    B::Error: From<Error>,
+{
     let offset = r.pos;
     let marker = Marker::from_u8(r.be::<1>()?[0]);
     let container = || -> Result<()> {
@@ -330,7 +304,7 @@ fn decode_value<B: Builder>(
         Ok(())
     };
     match marker {
-        Marker::Null => b.nil(),
+        Marker::Null => b.null(),
         Marker::True => b.boolean(true),
         Marker::False => b.boolean(false),
         Marker::FixPos(v) => b.uint(v as u64),
@@ -396,6 +370,7 @@ fn decode_value<B: Builder>(
             let mut map = b.begin_map(len)?;
             for _ in 0..len {
                 let key = decode_value(r, b, depth + 1, true)?;
+                let key = b.value_key(key)?;
                 let value = decode_value(r, b, depth + 1, false)?;
                 b.insert(&mut map, key, value)?;
             }
@@ -426,7 +401,10 @@ fn string<B: Builder>(
     r: &mut Reader<'_>,
     b: &mut B,
     len: usize,
-) -> std::result::Result<B::Value, B::Error> {
+) -> std::result::Result<B::Value, B::Error>
+where
+    B::Error: From<Error>,
+{
     let offset = r.pos;
     let bytes = r.take(len)?;
     match std::str::from_utf8(bytes) {
@@ -499,11 +477,12 @@ pub struct ValueBuilder;
 
 impl Builder for ValueBuilder {
     type Value = Value;
+    type Key = Value;
     type Array = Vec<Value>;
     type Map = Vec<(Value, Value)>;
     type Error = Error;
 
-    fn nil(&mut self) -> Result<Value> {
+    fn null(&mut self) -> Result<Value> {
         Ok(Value::Nil)
     }
     fn boolean(&mut self, value: bool) -> Result<Value> {
@@ -519,6 +498,9 @@ impl Builder for ValueBuilder {
     fn uint(&mut self, value: u64) -> Result<Value> {
         Ok(Value::UInt(value))
     }
+    fn big_int(&mut self, _: &str) -> Result<Value> {
+        unreachable!("MessagePack has no integers beyond 64 bits")
+    }
     fn f32(&mut self, value: f32) -> Result<Value> {
         Ok(Value::F32(value))
     }
@@ -530,6 +512,12 @@ impl Builder for ValueBuilder {
     }
     fn binary(&mut self, value: &[u8]) -> Result<Value> {
         Ok(Value::Bin(value.to_vec()))
+    }
+    fn key(&mut self, key: &str) -> Result<Value> {
+        Ok(Value::Str(key.to_owned()))
+    }
+    fn value_key(&mut self, key: Value) -> Result<Value> {
+        Ok(key)
     }
     fn begin_array(&mut self, len: usize) -> Result<Vec<Value>> {
         Ok(Vec::with_capacity(len))

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use crate::Error;
 
+mod builder;
 mod chunker;
 mod codec;
 mod frames;

@@ -1,5 +1,6 @@
 //! Python bindings for `crate::msgpack`: the Kyutai frames, a general encoder and a
-//! decoder that builds the Python objects directly while the data is read.
+//! decoder that builds the Python objects directly while the data is read
+//! (`super::builder::PyBuilder`).
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -7,69 +8,10 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
 
+use super::builder::PyBuilder;
 use super::codec::bytes_with;
-use crate::msgpack::{self, Builder, Encoder, MAX_DEPTH};
+use crate::msgpack::{self, Encoder, MAX_DEPTH};
 use crate::Error;
-
-struct PyBuilder<'py> {
-    py: Python<'py>,
-}
-
-impl<'py> Builder for PyBuilder<'py> {
-    type Value = Bound<'py, PyAny>;
-    type Array = Vec<Bound<'py, PyAny>>;
-    type Map = Bound<'py, PyDict>;
-    type Error = PyErr;
-
-    fn nil(&mut self) -> PyResult<Self::Value> {
-        Ok(self.py.None().into_bound(self.py))
-    }
-    fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
-        Ok(PyBool::new(self.py, value).to_owned().into_any())
-    }
-    fn int(&mut self, value: i64) -> PyResult<Self::Value> {
-        Ok(value.into_pyobject(self.py)?.into_any())
-    }
-    fn uint(&mut self, value: u64) -> PyResult<Self::Value> {
-        Ok(value.into_pyobject(self.py)?.into_any())
-    }
-    fn f32(&mut self, value: f32) -> PyResult<Self::Value> {
-        Ok(PyFloat::new(self.py, value as f64).into_any())
-    }
-    fn f64(&mut self, value: f64) -> PyResult<Self::Value> {
-        Ok(PyFloat::new(self.py, value).into_any())
-    }
-    fn string(&mut self, value: &str) -> PyResult<Self::Value> {
-        Ok(PyString::new(self.py, value).into_any())
-    }
-    fn binary(&mut self, value: &[u8]) -> PyResult<Self::Value> {
-        Ok(PyBytes::new(self.py, value).into_any())
-    }
-    fn begin_array(&mut self, len: usize) -> PyResult<Self::Array> {
-        Ok(Vec::with_capacity(len))
-    }
-    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> PyResult<()> {
-        array.push(value);
-        Ok(())
-    }
-    fn end_array(&mut self, array: Self::Array) -> PyResult<Self::Value> {
-        Ok(PyList::new(self.py, array)?.into_any())
-    }
-    fn begin_map(&mut self, _len: usize) -> PyResult<Self::Map> {
-        Ok(PyDict::new(self.py))
-    }
-    fn insert(
-        &mut self,
-        map: &mut Self::Map,
-        key: Self::Value,
-        value: Self::Value,
-    ) -> PyResult<()> {
-        map.set_item(key, value)
-    }
-    fn end_map(&mut self, map: Self::Map) -> PyResult<Self::Value> {
-        Ok(map.into_any())
-    }
-}
 
 /// The Python object of the one MessagePack value that fills ``data``.
 #[pyfunction]
