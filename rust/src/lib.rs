@@ -2,6 +2,7 @@
 //! classification and rate limiting. Everything here is plain Rust over bytes;
 //! only `py.rs` (behind the `python` feature) knows about Python.
 
+pub mod buf;
 pub mod builder;
 pub mod chunker;
 pub mod codec;

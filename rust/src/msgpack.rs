@@ -29,6 +29,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::buf::{assume_init, vec_with};
 use crate::builder::Builder;
 use crate::{Error, Result};
 use rmp::Marker;
@@ -184,17 +185,14 @@ pub fn kyutai_audio_frame_into<'o>(
     }
     // SAFETY: the header loop wrote all of `head` (same length as `header`) and the
     // sample loop all of `body` (exactly 5 bytes per 4-byte sample).
-    Ok(unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) })
+    Ok(unsafe { assume_init(dst) })
 }
 
 /// The `Audio` frame of float32 little-endian `pcm`, as a `Vec`.
 pub fn kyutai_audio_frame(pcm: &[u8]) -> Result<Vec<u8>> {
-    let len = kyutai_audio_frame_len(pcm.len())?;
-    let mut out: Vec<u8> = Vec::with_capacity(len);
-    let written = kyutai_audio_frame_into(pcm, &mut out.spare_capacity_mut()[..len])?.len();
-    // SAFETY: kyutai_audio_frame_into initialised the first `len` bytes.
-    unsafe { out.set_len(written) };
-    Ok(out)
+    vec_with(kyutai_audio_frame_len(pcm.len())?, |dst| {
+        kyutai_audio_frame_into(pcm, dst)
+    })
 }
 
 /// `{"type":"Marker","id":id}`.

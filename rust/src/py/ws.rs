@@ -1,10 +1,13 @@
 //! Python bindings for `crate::ws`: the sans-I/O `WsConnection` (one call per read
 //! returns every complete event as a tuple) and the handshake helpers.
 
+use std::convert::Infallible;
+
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+use crate::buf::extend_with;
 use crate::ws::{self, Event};
 use crate::Error;
 
@@ -300,13 +303,10 @@ fn ws_relay_audio<'py>(
                 for chunk in chunks {
                     let frame = inner.frame(&chunk);
                     json.clear();
-                    json.reserve(frame.len());
-                    let len = frame.len();
-                    let written = frame
-                        .write_into(&mut json.spare_capacity_mut()[..len])
-                        .len();
-                    // SAFETY: write_into initialised the first `written` bytes.
-                    unsafe { json.set_len(written) };
+                    extend_with(&mut json, frame.len(), |dst| {
+                        Ok::<_, Infallible>(frame.write_into(dst))
+                    })
+                    .unwrap_or_else(|never| match never {});
                     out.extend(client.0.send_text_trusted(&json)?);
                 }
             }
