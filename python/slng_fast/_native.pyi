@@ -177,7 +177,7 @@ def audio_chunk_frame(
     ``context_id`` with a lone surrogate is an InvalidArgumentError.
     """
 
-# ---- client frames (rust/src/frames.rs) --------------------------------------
+# ---- client frames (rust/src/frames/) ----------------------------------------
 
 def classify_frame(
     frame: str | bytes, max_bytes: int, endpoint: str = "tts"
@@ -319,7 +319,7 @@ def kyutai_audio_frame(pcm_f32: bytes) -> bytes:
 def kyutai_marker_frame(id: int) -> bytes:
     """``{"type":"Marker","id":id}`` (``id`` a signed 64-bit integer)."""
 
-# ---- WebSocket framing (rust/src/ws.rs) --------------------------------------
+# ---- WebSocket framing (rust/src/ws/) ----------------------------------------
 #
 # Sans-I/O RFC 6455: bytes read go in, events come out; messages go in, the bytes
 # to write come out. python/slng_fast/gateway/native_transport.py does the I/O.

@@ -1,4 +1,4 @@
-"""The native WebSocket frame layer (rust/src/ws.rs): frames, masking, fragmentation,
+"""The native WebSocket frame layer (rust/src/ws/): frames, masking, fragmentation,
 control frames, close codes, size limits, UTF-8 and the handshake, checked against a
 small pure-Python reference encoder written from RFC 6455."""
 

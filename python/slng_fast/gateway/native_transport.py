@@ -1,4 +1,4 @@
-"""The WebSocket transport on the native frame codec (rust/src/ws.rs) over trio
+"""The WebSocket transport on the native frame codec (rust/src/ws/) over trio
 streams: the same contract as `transport.serve_trio_websocket`, at about a third of
 its CPU per message.
 
