@@ -15,6 +15,7 @@ mod msgpack;
 mod ratelimit;
 mod resample;
 mod ws;
+mod ws_events;
 
 create_exception!(
     slng_fast._native,
@@ -122,5 +123,6 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     resample::register(m)?;
     ws::register(m)?;
+    ws_events::register(m)?;
     Ok(())
 }

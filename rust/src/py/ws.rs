@@ -1,11 +1,13 @@
 //! Python bindings for `crate::ws`: the sans-I/O `WsConnection` (one call per read
-//! returns every complete event as a tuple) and the handshake helpers.
+//! returns every complete event, as the classes of `super::ws_events`) and the
+//! handshake helpers.
 
 use std::convert::Infallible;
 
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList};
+
+use super::ws_events;
 
 use crate::buf::extend_with;
 use crate::ws::{self, Event};
@@ -14,50 +16,6 @@ use crate::Error;
 /// One WebSocket connection's framing; see `crate::ws::WsConnection` and `_native.pyi`.
 #[pyclass(module = "slng_fast._native", name = "WsConnection")]
 struct WsConnection(ws::WsConnection);
-
-fn event_tuple<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyTuple>> {
-    Ok(match event {
-        Event::Text(text) => PyTuple::new(
-            py,
-            [
-                intern!(py, "text").as_any(),
-                PyString::new(py, &text).as_any(),
-            ],
-        )?,
-        Event::Binary(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "binary").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::InvalidText(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "invalid_text").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::Ping(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "ping").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::Pong(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "pong").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::Close { code, reason } => (intern!(py, "close"), code, reason).into_pyobject(py)?,
-        Event::ProtocolError { close_code, reason } => {
-            (intern!(py, "protocol_error"), close_code, reason).into_pyobject(py)?
-        }
-    })
-}
 
 #[pymethods]
 impl WsConnection {
@@ -112,7 +70,7 @@ impl WsConnection {
         self.0.receive_data(data);
         let list = PyList::empty(py);
         while let Some(event) = self.0.next_event() {
-            list.append(event_tuple(py, event)?)?;
+            list.append(ws_events::to_python(py, event)?)?;
         }
         Ok(list)
     }
@@ -310,7 +268,7 @@ fn ws_relay_audio<'py>(
                     out.extend(client.0.send_text_trusted(&json)?);
                 }
             }
-            other => rest.append(event_tuple(py, other)?)?,
+            other => rest.append(ws_events::to_python(py, other)?)?,
         }
     }
     Ok((PyBytes::new(py, &out), relayed, rest))
