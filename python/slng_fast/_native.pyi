@@ -347,16 +347,16 @@ __all__ += [
 ]
 
 # The events of ``WsConnection.receive_data`` (rust/src/py/ws_events.rs): frozen,
-# compared by value, matched by class (``case TextMessage(text):``).
+# compared by value, matched by class (``case Close(code, reason):``).
 
 @final
 class TextMessage:
-    """A complete text message."""
-    __match_args__: ClassVar[tuple[str]] = ("text",)
+    """A complete text message (``data`` is a str, as in wsproto)."""
+    __match_args__: ClassVar[tuple[str]] = ("data",)
     __hash__: ClassVar[None]  # type: ignore[assignment]
-    def __new__(cls, text: str) -> TextMessage: ...
+    def __new__(cls, data: str) -> TextMessage: ...
     @property
-    def text(self) -> str: ...
+    def data(self) -> str: ...
 
 @final
 class BinaryMessage:

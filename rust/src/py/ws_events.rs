@@ -1,6 +1,6 @@
 //! The events `WsConnection.receive_data` (and `ws_relay_audio`) hand to Python: one
 //! frozen class per kind of `crate::ws::Event`, so the transport matches on
-//! classes (`case TextMessage(text):`) instead of string tags. Each holds the
+//! classes (`case Ping(payload):`) instead of string tags. Each holds the
 //! Python objects it was made with (built once, from the bytes read), compares by
 //! value and has a repr that shows them.
 
@@ -73,8 +73,8 @@ macro_rules! event_class {
 }
 
 event_class! {
-    /// A complete text message.
-    TextMessage { text: Py<PyString> }
+    /// A complete text message (``data`` is a str, as in wsproto).
+    TextMessage { data: Py<PyString> }
 }
 
 event_class! {
@@ -115,7 +115,7 @@ pub(super) fn to_python(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAn
         Event::Text(text) => Bound::new(
             py,
             TextMessage {
-                text: PyString::new(py, &text).unbind(),
+                data: PyString::new(py, &text).unbind(),
             },
         )?
         .into_any(),
