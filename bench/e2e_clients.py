@@ -97,30 +97,29 @@ class ClientConn(asyncio.Protocol):
                 return
         times = self.times
         for event in self.ws.receive_data(data):
-            kind = event[0]
-            if kind == "text":
-                text = event[1]
-                message = orjson.loads(text)
-                if text.startswith(AUDIO_PREFIX):
-                    if message["sequence"] != len(times):
-                        self.stats.out_of_order += 1
-                    if len(message["data"]) != 2560:  # base64 of 1920 bytes
-                        self.stats.bad_size += 1
-                    times.append(now)
-                    continue
-                kind = message.get("type")
-                if kind == "ready":
-                    if not self.ready.done():
-                        self.ready.set_result(True)
-                elif kind == "audio_end":
-                    self.end()
-                elif kind == "error":
-                    self.fail(f"error event: {message.get('code')}: {message.get('message')}")
-            elif kind == "ping":
-                self.transport.write(self.ws.send_pong(event[1]))  # type: ignore[union-attr]
-            elif kind in ("close", "protocol_error"):
-                self.fail(f"closed by the server: {event[1]} {event[2]}")
-                return
+            match event:
+                case _native.TextMessage(text):
+                    message = orjson.loads(text)
+                    if text.startswith(AUDIO_PREFIX):
+                        if message["sequence"] != len(times):
+                            self.stats.out_of_order += 1
+                        if len(message["data"]) != 2560:  # base64 of 1920 bytes
+                            self.stats.bad_size += 1
+                        times.append(now)
+                        continue
+                    kind = message.get("type")
+                    if kind == "ready":
+                        if not self.ready.done():
+                            self.ready.set_result(True)
+                    elif kind == "audio_end":
+                        self.end()
+                    elif kind == "error":
+                        self.fail(f"error event: {message.get('code')}: {message.get('message')}")
+                case _native.Ping(payload):
+                    self.transport.write(self.ws.send_pong(payload))  # type: ignore[union-attr]
+                case _native.Close(code, reason) | _native.ProtocolViolation(code, reason):
+                    self.fail(f"closed by the server: {code} {reason}")
+                    return
 
     def end(self) -> None:
         if self.over:

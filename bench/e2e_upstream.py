@@ -134,16 +134,16 @@ class UpstreamConn(asyncio.Protocol):
                 return
             data = rest
         for event in self.ws.receive_data(data):
-            kind = event[0]
-            if kind == "text":
-                self.on_text(event[1])
-            elif kind == "ping":
-                self.transport.write(self.ws.send_pong(event[1]))
-            elif kind in ("close", "protocol_error"):
-                code = event[1] if kind == "protocol_error" else 1000
-                self.transport.write(self.ws.send_close(code))
-                self.transport.close()
-                return
+            match event:
+                case _native.TextMessage(text):
+                    self.on_text(text)
+                case _native.Ping(payload):
+                    self.transport.write(self.ws.send_pong(payload))
+                case _native.Close() | _native.ProtocolViolation():
+                    code = event.close_code if isinstance(event, _native.ProtocolViolation) else 1000
+                    self.transport.write(self.ws.send_close(code))
+                    self.transport.close()
+                    return
 
     def on_text(self, text: str) -> None:
         if not self.settings_seen:

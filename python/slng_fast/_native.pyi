@@ -181,7 +181,7 @@ def audio_chunk_frame(
     ``context_id`` with a lone surrogate is an InvalidArgumentError.
     """
 
-# ---- client frames (rust/src/frames.rs) --------------------------------------
+# ---- client frames (rust/src/frames/) ----------------------------------------
 
 def classify_frame(
     frame: str | bytes, max_bytes: int, endpoint: str = "tts"
@@ -335,14 +335,21 @@ def kyutai_audio_frame(pcm_f32: bytes) -> bytes:
 def kyutai_marker_frame(id: int) -> bytes:
     """``{"type":"Marker","id":id}`` (``id`` a signed 64-bit integer)."""
 
-# ---- WebSocket framing (rust/src/ws.rs) --------------------------------------
+# ---- WebSocket framing (rust/src/ws/) ----------------------------------------
 #
 # Sans-I/O RFC 6455: bytes read go in, events come out; messages go in, the bytes
 # to write come out. python/slng_fast/gateway/native_transport.py does the I/O.
 
-from typing import Literal  # noqa: E402 - beside the part that uses it
+from typing import ClassVar, TypeAlias  # noqa: E402 - beside the part that uses it
 
 __all__ += [
+    "TextMessage",
+    "BinaryMessage",
+    "InvalidTextMessage",
+    "Ping",
+    "Pong",
+    "Close",
+    "ProtocolViolation",
     "WsHandshakeError",
     "WsClosedError",
     "WsConnection",
@@ -354,6 +361,82 @@ __all__ += [
     "ws_relay_audio",
     "ws_encode_frame",
 ]
+
+# The events of ``WsConnection.receive_data`` (rust/src/py/ws_events.rs): frozen,
+# compared by value, matched by class (``case Close(code, reason):``).
+
+@final
+class TextMessage:
+    """A complete text message (``data`` is a str, as in wsproto)."""
+    __match_args__: ClassVar[tuple[str]] = ("data",)
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def __new__(cls, data: str) -> TextMessage: ...
+    @property
+    def data(self) -> str: ...
+
+@final
+class BinaryMessage:
+    """A complete binary message."""
+    __match_args__: ClassVar[tuple[str]] = ("data",)
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def __new__(cls, data: bytes) -> BinaryMessage: ...
+    @property
+    def data(self) -> bytes: ...
+
+@final
+class InvalidTextMessage:
+    """A complete text message that is not UTF-8 (only with ``lenient_text``)."""
+    __match_args__: ClassVar[tuple[str]] = ("data",)
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def __new__(cls, data: bytes) -> InvalidTextMessage: ...
+    @property
+    def data(self) -> bytes: ...
+
+@final
+class Ping:
+    """A ping; answer with ``send_pong(payload)``."""
+    __match_args__: ClassVar[tuple[str]] = ("payload",)
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def __new__(cls, payload: bytes) -> Ping: ...
+    @property
+    def payload(self) -> bytes: ...
+
+@final
+class Pong:
+    """A pong."""
+    __match_args__: ClassVar[tuple[str]] = ("payload",)
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def __new__(cls, payload: bytes) -> Pong: ...
+    @property
+    def payload(self) -> bytes: ...
+
+@final
+class Close:
+    """The peer's close frame (``code`` 1005 when it had none): answer with
+    ``send_close``, then close the stream. Nothing after it is read."""
+    __match_args__: ClassVar[tuple[str, str]] = ("code", "reason")
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def __new__(cls, code: int, reason: str) -> Close: ...
+    @property
+    def code(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+@final
+class ProtocolViolation:
+    """The peer broke the protocol: send ``send_close(close_code, reason)``, then close
+    the stream. Nothing after it is read."""
+    __match_args__: ClassVar[tuple[str, str]] = ("close_code", "reason")
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def __new__(cls, close_code: int, reason: str) -> ProtocolViolation: ...
+    @property
+    def close_code(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+_WsEvent: TypeAlias = (TextMessage | BinaryMessage | InvalidTextMessage | Ping | Pong | Close
+                      | ProtocolViolation)
+"""What ``receive_data`` returns a list of (a name for type checkers only)."""
 
 class WsHandshakeError(NativeError):
     """An HTTP request that is not an acceptable WebSocket handshake;
@@ -368,14 +451,10 @@ class WsConnection:
     masked, ours are not; ``client=True``: ours are masked with random masks and
     the server's must not be.
 
-    ``receive_data`` returns, as tuples, every event that the bytes received so far
-    complete: ``("text", str)``, ``("binary", bytes)``, ``("invalid_text", bytes)``
-    (a complete text message that is not UTF-8, only with ``lenient_text``),
-    ``("ping", payload)`` (answer with ``send_pong(payload)``), ``("pong", payload)``,
-    ``("close", code, reason)`` (code 1005 when the frame had none; answer with
-    ``send_close``, then close the stream) and ``("protocol_error", close_code,
-    reason)`` (send ``send_close(close_code)``, then close the stream). After a
-    ``close`` or ``protocol_error`` event further input is ignored.
+    ``receive_data`` returns every event that the bytes received so far complete, as
+    the event classes above (``TextMessage``, ``BinaryMessage``, ``InvalidTextMessage``,
+    ``Ping``, ``Pong``, ``Close``, ``ProtocolViolation``). After a ``Close`` or
+    ``ProtocolViolation`` further input is ignored.
 
     Protocol errors: 1002 for reserved bits/opcodes, masking the wrong way,
     fragmented or over-125-byte control frames, continuation misuse, a 1-byte close
@@ -404,11 +483,7 @@ class WsConnection:
     @property
     def buffered(self) -> int:
         """Bytes received that are not yet part of a complete frame."""
-    def receive_data(self, data: bytes) -> list[
-        tuple[Literal["text"], str]
-        | tuple[Literal["binary", "invalid_text", "ping", "pong"], bytes]
-        | tuple[Literal["close", "protocol_error"], int, str]
-    ]: ...
+    def receive_data(self, data: bytes) -> list[_WsEvent]: ...
     def send_text(self, text: str) -> bytes:
         """One unfragmented text frame. WsClosedError after ``send_close``; a str
         with lone surrogates raises UnicodeEncodeError."""
@@ -468,7 +543,7 @@ def ws_reject_response(status: int, body: bytes = b"",
     (a 426 also says ``Sec-WebSocket-Version: 13``)."""
 
 def ws_relay_audio(upstream: WsConnection, data: bytes, chunker: AudioChunker,
-                   client: WsConnection) -> tuple[bytes, int, list[tuple[Any, ...]]]:
+                   client: WsConnection) -> tuple[bytes, int, list[_WsEvent]]:
     """Parse ``data`` from the upstream; while its messages are binary PCM, cut them with
     ``chunker`` into ``audio_chunk`` frames, framed as text for ``client``. Returns (wire
     bytes for the client, PCM bytes relayed, the first other event and all after it)."""

@@ -16,10 +16,12 @@
 //! that is exact and otherwise rounded to three decimals (ties to even, on the
 //! exact rational value) with trailing zeros dropped: `100`, `20.5`, `0.045`.
 
+use std::convert::Infallible;
 use std::mem::MaybeUninit;
 
 use base64_simd::{Out, STANDARD};
 
+use crate::buf::{assume_init, vec_with};
 use crate::{Error, Result};
 
 /// Check a sample width: 1 (G.711), 2 (PCM16) or 4 (f32).
@@ -564,13 +566,8 @@ impl<'a> AudioChunkFrame<'a> {
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len);
-        let written = self
-            .write_into(&mut out.spare_capacity_mut()[..self.len])
-            .len();
-        // SAFETY: write_into initialised all `len` bytes.
-        unsafe { out.set_len(written) };
-        out
+        vec_with(self.len, |dst| Ok::<_, Infallible>(self.write_into(dst)))
+            .unwrap_or_else(|never| match never {})
     }
 }
 
@@ -670,7 +667,7 @@ impl<'o> Writer<'o> {
     fn finish(self) -> &'o mut [u8] {
         assert_eq!(self.pos, self.buf.len(), "writer left bytes unwritten");
         // SAFETY: every byte of `buf` was written (pos == len and writes are sequential).
-        unsafe { &mut *(self.buf as *mut [MaybeUninit<u8>] as *mut [u8]) }
+        unsafe { assume_init(self.buf) }
     }
 }
 

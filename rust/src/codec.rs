@@ -20,8 +20,10 @@
 //! caller-provided (possibly uninitialised) buffer of exactly
 //! `*_len(src.len())` bytes, and a `Vec`-returning convenience wrapper.
 
+use std::convert::Infallible;
 use std::mem::MaybeUninit;
 
+use crate::buf::{assume_init, vec_with};
 use crate::{Error, Result};
 
 // ---- G.711 reference algorithms (used only to build the tables) ------------
@@ -218,14 +220,6 @@ fn check_dst(dst_len: usize, expected: usize) {
     assert_eq!(dst_len, expected, "output buffer has the wrong length");
 }
 
-/// Reinterpret a fully written `MaybeUninit` buffer as bytes.
-///
-/// # Safety
-/// Every element of `dst` must have been written.
-unsafe fn assume_init(dst: &mut [MaybeUninit<u8>]) -> &mut [u8] {
-    unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) }
-}
-
 /// Output length of a PCM16 -> G.711 conversion, or PartialSample for an odd length.
 pub fn pcm16_to_g711_len(len: usize) -> Result<usize> {
     check_whole(len, 2)?;
@@ -331,59 +325,45 @@ pub fn f32_to_pcm16_into<'o>(data: &[u8], dst: &'o mut [MaybeUninit<u8>]) -> Res
     Ok(unsafe { assume_init(dst) })
 }
 
-fn to_vec(
-    len: usize,
-    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> Result<usize>,
-) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
-    let written = fill(&mut out.spare_capacity_mut()[..len])?;
-    debug_assert_eq!(written, len);
-    // SAFETY: `fill` initialised all `len` bytes (the *_into functions write the whole buffer).
-    unsafe { out.set_len(len) };
-    Ok(out)
-}
-
 /// PCM16 -> mu-law.
 pub fn pcm16_to_mulaw(pcm: &[u8]) -> Result<Vec<u8>> {
-    to_vec(pcm16_to_g711_len(pcm.len())?, |d| {
-        pcm16_to_mulaw_into(pcm, d).map(|o| o.len())
+    vec_with(pcm16_to_g711_len(pcm.len())?, |d| {
+        pcm16_to_mulaw_into(pcm, d)
     })
 }
 
 /// Mu-law -> PCM16.
 pub fn mulaw_to_pcm16(codes: &[u8]) -> Vec<u8> {
-    to_vec(g711_to_pcm16_len(codes.len()), |d| {
-        Ok(mulaw_to_pcm16_into(codes, d).len())
+    vec_with(g711_to_pcm16_len(codes.len()), |d| {
+        Ok::<_, Infallible>(mulaw_to_pcm16_into(codes, d))
     })
-    .expect("infallible")
+    .unwrap_or_else(|never| match never {})
 }
 
 /// PCM16 -> A-law.
 pub fn pcm16_to_alaw(pcm: &[u8]) -> Result<Vec<u8>> {
-    to_vec(pcm16_to_g711_len(pcm.len())?, |d| {
-        pcm16_to_alaw_into(pcm, d).map(|o| o.len())
+    vec_with(pcm16_to_g711_len(pcm.len())?, |d| {
+        pcm16_to_alaw_into(pcm, d)
     })
 }
 
 /// A-law -> PCM16.
 pub fn alaw_to_pcm16(codes: &[u8]) -> Vec<u8> {
-    to_vec(g711_to_pcm16_len(codes.len()), |d| {
-        Ok(alaw_to_pcm16_into(codes, d).len())
+    vec_with(g711_to_pcm16_len(codes.len()), |d| {
+        Ok::<_, Infallible>(alaw_to_pcm16_into(codes, d))
     })
-    .expect("infallible")
+    .unwrap_or_else(|never| match never {})
 }
 
 /// PCM16 -> f32.
 pub fn pcm16_to_f32(pcm: &[u8]) -> Result<Vec<u8>> {
-    to_vec(pcm16_to_f32_len(pcm.len())?, |d| {
-        pcm16_to_f32_into(pcm, d).map(|o| o.len())
-    })
+    vec_with(pcm16_to_f32_len(pcm.len())?, |d| pcm16_to_f32_into(pcm, d))
 }
 
 /// f32 -> PCM16.
 pub fn f32_to_pcm16(data: &[u8]) -> Result<Vec<u8>> {
-    to_vec(f32_to_pcm16_len(data.len())?, |d| {
-        f32_to_pcm16_into(data, d).map(|o| o.len())
+    vec_with(f32_to_pcm16_len(data.len())?, |d| {
+        f32_to_pcm16_into(data, d)
     })
 }
 

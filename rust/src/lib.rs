@@ -1,7 +1,9 @@
 //! Native hot paths of slng-fast: audio conversion, chunk framing, client frame
 //! classification and rate limiting. Everything here is plain Rust over bytes;
-//! only `py.rs` (behind the `python` feature) knows about Python.
+//! only `py/` (behind the `python` feature) knows about Python.
 
+pub mod buf;
+pub mod builder;
 pub mod chunker;
 pub mod codec;
 pub mod error;

@@ -29,50 +29,16 @@
 
 use std::mem::MaybeUninit;
 
+use crate::buf::{assume_init, vec_with};
+use crate::builder::Builder;
+use crate::{Error, Result};
 use rmp::Marker;
-use thiserror::Error;
 
 /// Deepest nesting of arrays and maps accepted; the top-level value is level 1.
 pub const MAX_DEPTH: usize = 64;
 
 /// Samples per 80 ms frame at 24 kHz: what moshi-server's model takes per step.
 pub const KYUTAI_FRAME_SAMPLES: usize = 1920;
-
-/// Why MessagePack data was refused. Offsets are byte offsets into the input.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum MsgpackError {
-    #[error("MessagePack data ends inside a value: {needed} more bytes needed at offset {offset}")]
-    Truncated { offset: usize, needed: usize },
-
-    #[error("{extra} bytes after the MessagePack value, from offset {offset}")]
-    TrailingBytes { offset: usize, extra: usize },
-
-    #[error("byte 0xc1 at offset {offset} is reserved in MessagePack and never valid")]
-    ReservedMarker { offset: usize },
-
-    #[error("MessagePack extension type {ext_type} at offset {offset} is not supported")]
-    UnsupportedExtension { offset: usize, ext_type: i8 },
-
-    #[error("MessagePack string at offset {offset} is not valid UTF-8")]
-    InvalidUtf8 { offset: usize },
-
-    #[error("map key at offset {offset} is an array or a map; keys must be scalars")]
-    UnhashableKey { offset: usize },
-
-    #[error("MessagePack nested deeper than {max} arrays/maps at offset {offset}")]
-    TooDeep { offset: usize, max: usize },
-
-    #[error("empty input: no MessagePack value")]
-    Empty,
-
-    #[error("{what} of length {len} is too long for MessagePack (at most 2**32 - 1)")]
-    TooLong { what: &'static str, len: usize },
-
-    #[error("{0}")]
-    Unencodable(String),
-}
-
-pub type Result<T> = std::result::Result<T, MsgpackError>;
 
 // ---- encoding ------------------------------------------------------------------------
 
@@ -83,7 +49,7 @@ pub struct Encoder {
 }
 
 fn u32_len(what: &'static str, len: usize) -> Result<u32> {
-    u32::try_from(len).map_err(|_| MsgpackError::TooLong { what, len })
+    u32::try_from(len).map_err(|_| Error::TooLong { what, len })
 }
 
 // Writing into a Vec<u8> cannot fail (it only grows), so the writers' errors are
@@ -176,16 +142,16 @@ fn audio_header(samples: usize) -> Result<Vec<u8>> {
 }
 
 /// Length of the `Audio` frame for `len` bytes of float32 audio, or
-/// `crate::Error::PartialSample` unless `len` is a multiple of 4.
-pub fn kyutai_audio_frame_len(len: usize) -> crate::Result<usize> {
+/// `Error::PartialSample` unless `len` is a multiple of 4.
+pub fn kyutai_audio_frame_len(len: usize) -> Result<usize> {
     if len % 4 != 0 {
-        return Err(crate::Error::PartialSample {
+        return Err(Error::PartialSample {
             len,
             sample_width: 4,
         });
     }
     let samples = len / 4;
-    let header = audio_header(samples).map_err(|_| crate::Error::PartialSample {
+    let header = audio_header(samples).map_err(|_| Error::PartialSample {
         len,
         sample_width: 4,
     })?;
@@ -197,7 +163,7 @@ pub fn kyutai_audio_frame_len(len: usize) -> crate::Result<usize> {
 pub fn kyutai_audio_frame_into<'o>(
     pcm: &[u8],
     dst: &'o mut [MaybeUninit<u8>],
-) -> crate::Result<&'o mut [u8]> {
+) -> Result<&'o mut [u8]> {
     let total = kyutai_audio_frame_len(pcm.len())?;
     assert_eq!(
         dst.len(),
@@ -219,17 +185,14 @@ pub fn kyutai_audio_frame_into<'o>(
     }
     // SAFETY: the header loop wrote all of `head` (same length as `header`) and the
     // sample loop all of `body` (exactly 5 bytes per 4-byte sample).
-    Ok(unsafe { &mut *(dst as *mut [MaybeUninit<u8>] as *mut [u8]) })
+    Ok(unsafe { assume_init(dst) })
 }
 
 /// The `Audio` frame of float32 little-endian `pcm`, as a `Vec`.
-pub fn kyutai_audio_frame(pcm: &[u8]) -> crate::Result<Vec<u8>> {
-    let len = kyutai_audio_frame_len(pcm.len())?;
-    let mut out: Vec<u8> = Vec::with_capacity(len);
-    let written = kyutai_audio_frame_into(pcm, &mut out.spare_capacity_mut()[..len])?.len();
-    // SAFETY: kyutai_audio_frame_into initialised the first `len` bytes.
-    unsafe { out.set_len(written) };
-    Ok(out)
+pub fn kyutai_audio_frame(pcm: &[u8]) -> Result<Vec<u8>> {
+    vec_with(kyutai_audio_frame_len(pcm.len())?, |dst| {
+        kyutai_audio_frame_into(pcm, dst)
+    })
 }
 
 /// `{"type":"Marker","id":id}`.
@@ -245,39 +208,6 @@ pub fn kyutai_marker_frame(id: i64) -> Vec<u8> {
 
 // ---- decoding ------------------------------------------------------------------------
 
-/// Receives the decoded values, innermost first.
-pub trait Builder {
-    type Value;
-    type Array;
-    type Map;
-    type Error: From<MsgpackError>;
-
-    fn nil(&mut self) -> std::result::Result<Self::Value, Self::Error>;
-    fn boolean(&mut self, value: bool) -> std::result::Result<Self::Value, Self::Error>;
-    fn int(&mut self, value: i64) -> std::result::Result<Self::Value, Self::Error>;
-    fn uint(&mut self, value: u64) -> std::result::Result<Self::Value, Self::Error>;
-    fn f32(&mut self, value: f32) -> std::result::Result<Self::Value, Self::Error>;
-    fn f64(&mut self, value: f64) -> std::result::Result<Self::Value, Self::Error>;
-    fn string(&mut self, value: &str) -> std::result::Result<Self::Value, Self::Error>;
-    fn binary(&mut self, value: &[u8]) -> std::result::Result<Self::Value, Self::Error>;
-    /// `len` is the announced length, already checked against the bytes left.
-    fn begin_array(&mut self, len: usize) -> std::result::Result<Self::Array, Self::Error>;
-    fn push(
-        &mut self,
-        array: &mut Self::Array,
-        value: Self::Value,
-    ) -> std::result::Result<(), Self::Error>;
-    fn end_array(&mut self, array: Self::Array) -> std::result::Result<Self::Value, Self::Error>;
-    fn begin_map(&mut self, len: usize) -> std::result::Result<Self::Map, Self::Error>;
-    fn insert(
-        &mut self,
-        map: &mut Self::Map,
-        key: Self::Value,
-        value: Self::Value,
-    ) -> std::result::Result<(), Self::Error>;
-    fn end_map(&mut self, map: Self::Map) -> std::result::Result<Self::Value, Self::Error>;
-}
-
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -287,7 +217,7 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let left = self.data.len() - self.pos;
         if n > left {
-            return Err(MsgpackError::Truncated {
+            return Err(Error::Truncated {
                 offset: self.pos,
                 needed: n - left,
             });
@@ -319,7 +249,7 @@ impl<'a> Reader<'a> {
     fn check_items(&self, len: usize) -> Result<()> {
         let left = self.data.len() - self.pos;
         if len > left {
-            return Err(MsgpackError::Truncated {
+            return Err(Error::Truncated {
                 offset: self.pos,
                 needed: len - left,
             });
@@ -329,14 +259,17 @@ impl<'a> Reader<'a> {
 }
 
 /// Decode the single MessagePack value that fills `data`.
-pub fn decode<B: Builder>(data: &[u8], builder: &mut B) -> std::result::Result<B::Value, B::Error> {
+pub fn decode<B: Builder>(data: &[u8], builder: &mut B) -> std::result::Result<B::Value, B::Error>
+where
+    B::Error: From<Error>,
+{
     if data.is_empty() {
-        return Err(MsgpackError::Empty.into());
+        return Err(Error::Empty.into());
     }
     let mut reader = Reader { data, pos: 0 };
     let value = decode_value(&mut reader, builder, 1, false)?;
     if reader.pos != data.len() {
-        return Err(MsgpackError::TrailingBytes {
+        return Err(Error::TrailingBytes {
             offset: reader.pos,
             extra: data.len() - reader.pos,
         }
@@ -350,15 +283,18 @@ fn decode_value<B: Builder>(
     b: &mut B,
     depth: usize,
     as_key: bool,
-) -> std::result::Result<B::Value, B::Error> {
+) -> std::result::Result<B::Value, B::Error>
+where
+    B::Error: From<Error>,
+{
     let offset = r.pos;
     let marker = Marker::from_u8(r.be::<1>()?[0]);
     let container = || -> Result<()> {
         if as_key {
-            return Err(MsgpackError::UnhashableKey { offset });
+            return Err(Error::UnhashableKey { offset });
         }
         if depth > MAX_DEPTH {
-            return Err(MsgpackError::TooDeep {
+            return Err(Error::TooDeep {
                 offset,
                 max: MAX_DEPTH,
             });
@@ -366,7 +302,7 @@ fn decode_value<B: Builder>(
         Ok(())
     };
     match marker {
-        Marker::Null => b.nil(),
+        Marker::Null => b.null(),
         Marker::True => b.boolean(true),
         Marker::False => b.boolean(false),
         Marker::FixPos(v) => b.uint(v as u64),
@@ -432,6 +368,7 @@ fn decode_value<B: Builder>(
             let mut map = b.begin_map(len)?;
             for _ in 0..len {
                 let key = decode_value(r, b, depth + 1, true)?;
+                let key = b.value_key(key)?;
                 let value = decode_value(r, b, depth + 1, false)?;
                 b.insert(&mut map, key, value)?;
             }
@@ -443,7 +380,7 @@ fn decode_value<B: Builder>(
         | Marker::FixExt8
         | Marker::FixExt16 => {
             let ext_type = i8::from_be_bytes(r.be()?);
-            Err(MsgpackError::UnsupportedExtension { offset, ext_type }.into())
+            Err(Error::UnsupportedExtension { offset, ext_type }.into())
         }
         Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
             match marker {
@@ -452,9 +389,9 @@ fn decode_value<B: Builder>(
                 _ => r.len32()?,
             };
             let ext_type = i8::from_be_bytes(r.be()?);
-            Err(MsgpackError::UnsupportedExtension { offset, ext_type }.into())
+            Err(Error::UnsupportedExtension { offset, ext_type }.into())
         }
-        Marker::Reserved => Err(MsgpackError::ReservedMarker { offset }.into()),
+        Marker::Reserved => Err(Error::ReservedMarker { offset }.into()),
     }
 }
 
@@ -462,12 +399,15 @@ fn string<B: Builder>(
     r: &mut Reader<'_>,
     b: &mut B,
     len: usize,
-) -> std::result::Result<B::Value, B::Error> {
+) -> std::result::Result<B::Value, B::Error>
+where
+    B::Error: From<Error>,
+{
     let offset = r.pos;
     let bytes = r.take(len)?;
     match std::str::from_utf8(bytes) {
         Ok(s) => b.string(s),
-        Err(_) => Err(MsgpackError::InvalidUtf8 { offset }.into()),
+        Err(_) => Err(Error::InvalidUtf8 { offset }.into()),
     }
 }
 
@@ -535,11 +475,12 @@ pub struct ValueBuilder;
 
 impl Builder for ValueBuilder {
     type Value = Value;
+    type Key = Value;
     type Array = Vec<Value>;
     type Map = Vec<(Value, Value)>;
-    type Error = MsgpackError;
+    type Error = Error;
 
-    fn nil(&mut self) -> Result<Value> {
+    fn null(&mut self) -> Result<Value> {
         Ok(Value::Nil)
     }
     fn boolean(&mut self, value: bool) -> Result<Value> {
@@ -555,6 +496,9 @@ impl Builder for ValueBuilder {
     fn uint(&mut self, value: u64) -> Result<Value> {
         Ok(Value::UInt(value))
     }
+    fn big_int(&mut self, _: &str) -> Result<Value> {
+        unreachable!("MessagePack has no integers beyond 64 bits")
+    }
     fn f32(&mut self, value: f32) -> Result<Value> {
         Ok(Value::F32(value))
     }
@@ -566,6 +510,12 @@ impl Builder for ValueBuilder {
     }
     fn binary(&mut self, value: &[u8]) -> Result<Value> {
         Ok(Value::Bin(value.to_vec()))
+    }
+    fn key(&mut self, key: &str) -> Result<Value> {
+        Ok(Value::Str(key.to_owned()))
+    }
+    fn value_key(&mut self, key: Value) -> Result<Value> {
+        Ok(key)
     }
     fn begin_array(&mut self, len: usize) -> Result<Vec<Value>> {
         Ok(Vec::with_capacity(len))
@@ -664,7 +614,7 @@ mod tests {
     fn audio_frame_needs_whole_samples() {
         assert_eq!(
             kyutai_audio_frame(&[0, 0, 0]),
-            Err(crate::Error::PartialSample {
+            Err(Error::PartialSample {
                 len: 3,
                 sample_width: 4
             })
@@ -741,54 +691,54 @@ mod tests {
 
     #[test]
     fn malformed_input_is_refused_with_its_offset() {
-        assert_eq!(decode_value_of(b""), Err(MsgpackError::Empty));
+        assert_eq!(decode_value_of(b""), Err(Error::Empty));
         assert_eq!(
             decode_value_of(&[0xc1]),
-            Err(MsgpackError::ReservedMarker { offset: 0 })
+            Err(Error::ReservedMarker { offset: 0 })
         );
         assert_eq!(
             decode_value_of(&[0x91, 0xc1]),
-            Err(MsgpackError::ReservedMarker { offset: 1 })
+            Err(Error::ReservedMarker { offset: 1 })
         );
         assert_eq!(
             decode_value_of(&[0xc0, 0xc0]),
-            Err(MsgpackError::TrailingBytes {
+            Err(Error::TrailingBytes {
                 offset: 1,
                 extra: 1
             })
         );
         assert_eq!(
             decode_value_of(&[0xa3, b'a']),
-            Err(MsgpackError::Truncated {
+            Err(Error::Truncated {
                 offset: 1,
                 needed: 2
             })
         );
         assert_eq!(
             decode_value_of(&[0xcb, 0, 0]),
-            Err(MsgpackError::Truncated {
+            Err(Error::Truncated {
                 offset: 1,
                 needed: 6
             })
         );
         assert_eq!(
             decode_value_of(&[0xa2, 0xff, 0xfe]),
-            Err(MsgpackError::InvalidUtf8 { offset: 1 })
+            Err(Error::InvalidUtf8 { offset: 1 })
         );
         assert_eq!(
             decode_value_of(&[0x81, 0x90, 0xc0]),
-            Err(MsgpackError::UnhashableKey { offset: 1 })
+            Err(Error::UnhashableKey { offset: 1 })
         );
         assert_eq!(
             decode_value_of(&[0xd4, 0x05, 0x00]),
-            Err(MsgpackError::UnsupportedExtension {
+            Err(Error::UnsupportedExtension {
                 offset: 0,
                 ext_type: 5
             })
         );
         assert_eq!(
             decode_value_of(&[0xc7, 0x01, 0xff, 0x00]),
-            Err(MsgpackError::UnsupportedExtension {
+            Err(Error::UnsupportedExtension {
                 offset: 0,
                 ext_type: -1
             })
@@ -796,14 +746,14 @@ mod tests {
         // an array announcing 2**32 - 1 items in 5 bytes: refused before allocating
         assert_eq!(
             decode_value_of(&[0xdd, 0xff, 0xff, 0xff, 0xff]),
-            Err(MsgpackError::Truncated {
+            Err(Error::Truncated {
                 offset: 5,
                 needed: 0xffff_ffff
             })
         );
         assert!(matches!(
             decode_value_of(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0xc0]),
-            Err(MsgpackError::Truncated { .. })
+            Err(Error::Truncated { .. })
         ));
     }
 
@@ -816,7 +766,7 @@ mod tests {
         let deep = [vec![0x91; MAX_DEPTH + 1], vec![0xc0]].concat();
         assert_eq!(
             decode_value_of(&deep),
-            Err(MsgpackError::TooDeep {
+            Err(Error::TooDeep {
                 offset: MAX_DEPTH,
                 max: MAX_DEPTH
             })
@@ -825,7 +775,7 @@ mod tests {
 
     #[test]
     fn error_messages_are_readable() {
-        let msg = MsgpackError::Truncated {
+        let msg = Error::Truncated {
             offset: 3,
             needed: 2,
         }

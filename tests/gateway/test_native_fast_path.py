@@ -34,7 +34,7 @@ async def open_raw(port: int) -> tuple[trio.SocketStream, bytes]:
 
 
 async def read_messages(stream: trio.SocketStream, ws: native.WsConnection, rest: bytes,
-                        count: int) -> list[tuple]:
+                        count: int) -> list[native._WsEvent]:
     events = list(ws.receive_data(rest)) if rest else []
     with trio.fail_after(20):
         while len(events) < count:
@@ -93,8 +93,8 @@ async def test_a_cancelled_send_still_finishes_its_frame(nursery):
     with trio.fail_after(10):
         await cancelled.wait()  # the server's send was cancelled while we read nothing
     events = await read_messages(stream, native.WsConnection(1 << 23, client=True), rest, 2)
-    assert events[0] == ("binary", big)  # whole, not cut at the cancellation
-    assert events[1] == ("text", "after")
+    assert events[0] == native.BinaryMessage(big)  # whole, not cut at the cancellation
+    assert events[1] == native.TextMessage("after")
     await stream.aclose()
 
 

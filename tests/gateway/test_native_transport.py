@@ -229,12 +229,13 @@ class Raw:
     async def send(self, *frames: bytes) -> None:
         await self.stream.send_all(b"".join(frames))
 
-    async def next(self) -> tuple:
+    async def next(self) -> native._WsEvent | None:
+        """The next event, or None at the end of the stream."""
         with trio.fail_after(5):
             while not self.events:
                 data = await self.stream.receive_some(65536)
                 if not data:
-                    return ("eof",)
+                    return None
                 self.events += self.ws.receive_data(data)
         return self.events.pop(0)
 
@@ -252,17 +253,17 @@ def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
 async def test_raw_fragments_with_interleaved_control_frames(server):
     port, seen = server
     raw = await Raw.connect(port, extra=frame(1, b"first"))  # frames right after the head
-    assert await raw.next() == ("text", "first")
+    assert await raw.next() == native.TextMessage("first")
     text = "fragmented €".encode()
     await raw.send(frame(1, text[:11], False), frame(9, b"ping!"), frame(0, text[11:12], False),
                    frame(10, b"unsolicited"), frame(0, text[12:], True))
-    assert await raw.next() == ("pong", b"ping!")
-    assert await raw.next() == ("text", "fragmented €")
+    assert await raw.next() == native.Pong(b"ping!")
+    assert await raw.next() == native.TextMessage("fragmented €")
     big = bytes(range(256)) * 200
     await raw.send(frame(2, big[:1], False), frame(0, big[1:30000], False), frame(0, big[30000:], True))
-    assert await raw.next() == ("binary", big)
+    assert await raw.next() == native.BinaryMessage(big)
     await raw.send(raw.ws.send_close(1000, "ok"))
-    assert await raw.next() == ("close", 1000, "ok")
+    assert await raw.next() == native.Close(1000, "ok")
     assert await raw.eof()  # the server closes TCP after the handshake
     with trio.fail_after(5):
         await seen.done.wait()
@@ -274,7 +275,7 @@ async def test_raw_invalid_utf8_reaches_the_handler_as_surrogates(server):
     raw = await Raw.connect(port)
     bad = b"ok \xff\xfe \xc3"
     await raw.send(frame(1, bad[:4], False), frame(0, bad[4:], True))
-    assert await raw.next() == ("close", 1008, "invalid_utf8")
+    assert await raw.next() == native.Close(1008, "invalid_utf8")
     assert seen.messages == [bad.decode("utf-8", "surrogateescape")]
     assert "\udcff" in seen.messages[0]  # lone surrogates, for the session's classifier
 
@@ -284,7 +285,7 @@ async def test_raw_oversize_is_1009(server):
     raw = await Raw.connect(port)
     await raw.send(frame(2, b"x" * (MAX // 2), False), frame(0, b"x" * (MAX // 2 + 1), True))
     event = await raw.next()
-    assert event[:2] == ("close", 1009)
+    assert isinstance(event, native.Close) and event.code == 1009
     assert await raw.eof()
     with trio.fail_after(5):
         await seen.done.wait()
@@ -304,7 +305,7 @@ async def test_raw_protocol_errors_close_with_their_code(server, data, code):
     raw = await Raw.connect(port)
     await raw.send(data)
     event = await raw.next()
-    assert event[:2] == ("close", code)
+    assert isinstance(event, native.Close) and event.code == code
     with trio.fail_after(5):
         await seen.done.wait()
     assert seen.closed[0][0] == code
@@ -314,7 +315,7 @@ async def test_peer_vanishing_is_1006(server):
     port, seen = server
     raw = await Raw.connect(port)
     await raw.send(frame(1, b"x"))
-    assert await raw.next() == ("text", "x")
+    assert await raw.next() == native.TextMessage("x")
     await raw.stream.aclose()
     with trio.fail_after(5):
         await seen.done.wait()

@@ -1,4 +1,4 @@
-"""The native WebSocket frame layer (rust/src/ws.rs): frames, masking, fragmentation,
+"""The native WebSocket frame layer (rust/src/ws/): frames, masking, fragmentation,
 control frames, close codes, size limits, UTF-8 and the handshake, checked against a
 small pure-Python reference encoder written from RFC 6455."""
 
@@ -13,7 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slng_fast import _native as native
-from slng_fast._native import WsConnection, ws_encode_frame
+from slng_fast._native import (
+    BinaryMessage,
+    Close,
+    InvalidTextMessage,
+    Ping,
+    Pong,
+    ProtocolViolation,
+    TextMessage,
+    WsConnection,
+    ws_encode_frame,
+)
 
 FAST = settings(max_examples=300, deadline=None)
 MASK = b"\x37\xfa\x21\x3d"
@@ -43,18 +53,18 @@ def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     return ref_frame(opcode, payload, fin, MASK)
 
 
-def feed_split(conn: WsConnection, data: bytes, cuts: list[int]) -> list[tuple]:
-    events: list[tuple] = []
+def feed_split(conn: WsConnection, data: bytes, cuts: list[int]) -> list[native._WsEvent]:
+    events: list[native._WsEvent] = []
     points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     for a, b in zip(points, points[1:]):
         events += conn.receive_data(data[a:b])
     return events
 
 
-def error_code(events: list[tuple]) -> int | None:
+def error_code(events: list[native._WsEvent]) -> int | None:
     for event in events:
-        if event[0] == "protocol_error":
-            return event[1]
+        if isinstance(event, ProtocolViolation):
+            return event.close_code
     return None
 
 
@@ -81,9 +91,9 @@ def test_client_frames_are_masked_with_fresh_masks():
     assert len({f[2:6] for f in frames}) > 1  # random masks
     server = WsConnection()
     for f in frames:
-        assert server.receive_data(f) == [("text", "hello world")]
+        assert server.receive_data(f) == [TextMessage("hello world")]
     # A client reads unmasked server frames and refuses masked ones.
-    assert client.receive_data(ref_frame(2, b"ab")) == [("binary", b"ab")]
+    assert client.receive_data(ref_frame(2, b"ab")) == [BinaryMessage(b"ab")]
     assert error_code(client.receive_data(masked(2, b"ab"))) == 1002
 
 
@@ -99,15 +109,15 @@ messages = st.lists(
 )
 
 
-def build(msgs, mask: bytes) -> tuple[bytes, list[tuple]]:
+def build(msgs, mask: bytes) -> tuple[bytes, list[native._WsEvent]]:
     """The frames (data fragmented at the cuts, a pong between fragments) and the
     events they must give."""
     out = bytearray()
-    expected: list[tuple] = []
+    expected: list[native._WsEvent] = []
     for kind, value, cuts in msgs:
         if kind == "ping":
             out += ref_frame(9, value, True, mask)
-            expected.append(("ping", value))
+            expected.append(Ping(value))
             continue
         data = value.encode() if kind == "text" else value
         points = sorted(min(c, len(data)) for c in cuts) + [len(data)]
@@ -117,9 +127,9 @@ def build(msgs, mask: bytes) -> tuple[bytes, list[tuple]]:
             out += ref_frame((1 if kind == "text" else 2) if i == 0 else 0, data[start:end], last, mask)
             if not last:
                 out += ref_frame(10, bytes([i]), True, mask)
-                expected.append(("pong", bytes([i])))
+                expected.append(Pong(bytes([i])))
             start = end
-        expected.append((kind, value))
+        expected.append(TextMessage(value) if kind == "text" else BinaryMessage(value))
     return bytes(out), expected
 
 
@@ -140,7 +150,7 @@ def test_garbage_never_crashes_and_splits_agree(data, cuts, client, lenient):
     whole = WsConnection(300, client=client, lenient_text=lenient).receive_data(data)
     split = feed_split(WsConnection(300, client=client, lenient_text=lenient), data, cuts)
     assert whole == split
-    assert all(e[0] != "protocol_error" for e in whole[:-1])  # an error is the last event
+    assert not any(isinstance(e, ProtocolViolation) for e in whole[:-1])  # an error is the last event
     try:
         native.ws_parse_request(data)
     except native.WsHandshakeError:
@@ -151,8 +161,8 @@ def test_garbage_never_crashes_and_splits_agree(data, cuts, client, lenient):
 @given(data=st.binary(max_size=500))
 def test_random_byte_frames_report_a_valid_close_code(data):
     for event in WsConnection(100).receive_data(masked(2, b"x") + data):
-        if event[0] == "protocol_error":
-            assert event[1] in (1002, 1007, 1009)
+        if isinstance(event, ProtocolViolation):
+            assert event.close_code in (1002, 1007, 1009)
 
 
 # ---- fragmentation, control frames -------------------------------------------------
@@ -162,7 +172,7 @@ def test_control_frames_between_fragments():
     raw = text.encode()
     data = (masked(1, raw[:2], False) + masked(9, b"a") + masked(0, raw[2:9], False)
             + masked(10, b"") + masked(0, raw[9:], True))
-    assert WsConnection().receive_data(data) == [("ping", b"a"), ("pong", b""), ("text", text)]
+    assert WsConnection().receive_data(data) == [Ping(b"a"), Pong(b""), TextMessage(text)]
 
 
 @pytest.mark.parametrize("data", [
@@ -191,7 +201,7 @@ def test_protocol_errors_are_1002(data):
 def test_allowed_close_codes(code):
     conn = WsConnection()
     payload = struct.pack(">H", code) + "bye ✓".encode()
-    assert conn.receive_data(masked(8, payload)) == [("close", code, "bye ✓")]
+    assert conn.receive_data(masked(8, payload)) == [Close(code, "bye ✓")]
     assert conn.close_received
     assert conn.send_close(code, "bye ✓") == ref_frame(8, payload)
     assert conn.send_close(code) == b""  # one close frame per side
@@ -207,7 +217,7 @@ def test_forbidden_close_codes(code):
 
 def test_close_without_code():
     conn = WsConnection()
-    assert conn.receive_data(masked(8, b"")) == [("close", 1005, "")]
+    assert conn.receive_data(masked(8, b"")) == [Close(1005, "")]
     assert conn.send_close(None) == b"\x88\x00"
 
 
@@ -218,7 +228,7 @@ def test_close_reason_not_utf8_is_1007():
 def test_nothing_is_read_after_the_peers_close():
     conn = WsConnection()
     events = conn.receive_data(masked(8, b"\x03\xe8") + masked(1, b"late"))
-    assert events == [("close", 1000, "")]
+    assert events == [Close(1000, "")]
     assert conn.receive_data(masked(1, b"later")) == []
 
 
@@ -232,7 +242,7 @@ def test_after_our_close_only_reading_goes_on():
         with pytest.raises(native.WsClosedError):
             send()
     assert conn.receive_data(masked(2, b"x") + masked(8, b"\x0f\xa1")) == [
-        ("binary", b"x"), ("close", 4001, "")]
+        BinaryMessage(b"x"), Close(4001, "")]
 
 
 def test_control_payload_limit_on_send():
@@ -254,7 +264,7 @@ def test_oversize_across_fragments_is_1009():
     assert error_code(conn.receive_data(masked(2, b"x" * 600, False) + masked(0, b"x" * 401))) == 1009
     conn = WsConnection(1000)
     events = conn.receive_data(masked(2, b"x" * 600, False) + masked(0, b"x" * 400))
-    assert events == [("binary", b"x" * 1000)]
+    assert events == [BinaryMessage(b"x" * 1000)]
 
 
 def test_huge_declared_length_is_1009():
@@ -277,7 +287,7 @@ def test_invalid_utf8_fragment_fails_before_the_message_ends():
 def test_a_character_may_straddle_fragments():
     raw = "😀".encode()
     data = b"".join(masked(0 if i else 1, raw[i:i + 1], i == 3) for i in range(4))
-    assert WsConnection().receive_data(data) == [("text", "😀")]
+    assert WsConnection().receive_data(data) == [TextMessage("😀")]
 
 
 @FAST
@@ -290,13 +300,13 @@ def test_lenient_text_hands_on_the_bytes(raw, cuts):
         data += masked(1 if i == 0 else 0, raw[start:end], i == len(points) - 1)
         start = end
     try:
-        expected = [("text", raw.decode())]
+        expected = [TextMessage(raw.decode())]
     except UnicodeDecodeError:
-        expected = [("invalid_text", raw)]
+        expected = [InvalidTextMessage(raw)]
     assert WsConnection(lenient_text=True).receive_data(data + masked(2, b"next")) == expected + [
-        ("binary", b"next")]
+        BinaryMessage(b"next")]
     strict = WsConnection().receive_data(data)
-    assert strict == expected if expected[0][0] == "text" else error_code(strict) == 1007
+    assert strict == expected if isinstance(expected[0], TextMessage) else error_code(strict) == 1007
 
 
 # ---- handshake ----------------------------------------------------------------------
@@ -358,3 +368,27 @@ def test_responses():
                   b"Content-Length: 7\r\nConnection: close\r\n\r\n{\"e\":1}")
     with pytest.raises(native.InvalidArgumentError):
         native.ws_reject_response(400, b"", [("X", "a\r\nInjected: 1")])
+
+
+# ---- the event classes -------------------------------------------------------------
+
+def test_events_are_frozen_values_matched_by_class():
+    events = WsConnection().receive_data(
+        masked(1, "hé".encode()) + masked(2, b"\x00") + masked(9, b"p") + masked(10, b"q")
+        + masked(8, struct.pack(">H", 4001) + b"bye"))
+    assert events == [TextMessage("hé"), BinaryMessage(b"\x00"), Ping(b"p"), Pong(b"q"),
+                      Close(4001, "bye")]
+    assert events[0] != BinaryMessage(b"h\xc3\xa9") and events[0] != ("text", "hé")
+    assert repr(events[4]) == "Close(code=4001, reason='bye')"
+    with pytest.raises(AttributeError):
+        events[0].data = "other"  # type: ignore[misc]
+    seen = []
+    for event in events:
+        match event:
+            case TextMessage(data) | BinaryMessage(data) | Ping(data) | Pong(data):
+                seen.append(data)
+            case Close(code, reason):
+                seen.append((code, reason))
+    assert seen == ["hé", b"\x00", b"p", b"q", (4001, "bye")]
+    violation = WsConnection().receive_data(ref_frame(2, b"unmasked"))[0]
+    assert isinstance(violation, ProtocolViolation) and violation.close_code == 1002

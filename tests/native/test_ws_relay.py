@@ -50,7 +50,7 @@ def test_stops_at_the_first_other_event_and_keeps_the_rest_in_order():
     upstream, chunker, client = fresh()
     out, relayed, rest = native.ws_relay_audio(upstream, data, chunker, client)
     assert out == by_hand([a]) and relayed == len(a)
-    assert rest == [("text", '{"type":"flushed"}'), ("binary", b), ("ping", b"hi")]
+    assert rest == [native.TextMessage('{"type":"flushed"}'), native.BinaryMessage(b), native.Ping(b"hi")]
 
 
 def test_a_frame_split_across_reads():
@@ -68,7 +68,7 @@ def test_a_protocol_error_is_left_for_the_ordinary_path():
     masked = native.ws_encode_frame(2, b"xx", True, MASK)  # a server must not mask
     out, relayed, rest = native.ws_relay_audio(upstream, masked, chunker, client)
     assert out == b"" and relayed == 0
-    assert rest and rest[0][0] == "protocol_error"
+    assert rest and isinstance(rest[0], native.ProtocolViolation)
 
 
 def test_after_our_close_the_relay_refuses():

@@ -46,6 +46,7 @@ from slng_fast.gateway.transport import (
     ConnectionClosed,
     MessageTooLarge,
     UpstreamRejected,
+    WsEvent,
     open_upstream,
 )
 from slng_fast.metrics import Metrics
@@ -499,7 +500,7 @@ class SessionBridge:
                 await self.inbox.put(UpstreamClosed(epoch, exc.code, exc.reason))
 
     async def _relay(self, epoch: int, session: TtsSession, upstream: Connection,
-                     data: bytes) -> list[Any]:
+                     data: bytes) -> list[WsEvent]:
         """The hottest path: while an utterance streams and its audio needs only cutting
         and wrapping, a read from the upstream goes to the client in one native call and
         one write; whatever else the read holds is left to `_on_upstream`, in order."""

@@ -1,4 +1,4 @@
-"""The WebSocket transport on the native frame codec (rust/src/ws.rs) over trio
+"""The WebSocket transport on the native frame codec (rust/src/ws/) over trio
 streams: the same contract as `transport.serve_trio_websocket`, at about a third of
 its CPU per message.
 
@@ -28,12 +28,13 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, assert_never
 from urllib.parse import urlsplit
 
 import trio
 
 from slng_fast import _native
+from slng_fast._native import BinaryMessage, TextMessage
 from slng_fast.gateway.admission import BUSY_RESPONSE, PendingConnections
 from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.transport import (
@@ -45,6 +46,7 @@ from slng_fast.gateway.transport import (
     IncomingRequest,
     MessageTooLarge,
     UpstreamRejected,
+    WsEvent,
     only_failures,
 )
 
@@ -110,7 +112,7 @@ class NativeWebSocketConnection(Connection):
         self._eager_reads = 0
         self._drained = False  # the last read emptied the socket's buffer
         self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
-        self._receive_hook: Callable[[bytes], Awaitable[list[Any]]] | None = None
+        self._receive_hook: Callable[[bytes], Awaitable[list[WsEvent]]] | None = None
 
     # ---- the Connection interface ----
 
@@ -152,14 +154,14 @@ class NativeWebSocketConnection(Connection):
         """The native framing state, for a receive hook."""
         return self._ws
 
-    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[Any]]] | None) -> None:
+    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[WsEvent]]] | None) -> None:
         """Let ``hook(data)`` stand in for ``framing.receive_data(data)`` on every read:
         it parses the bytes itself (with `framing`) and returns the events it leaves to
         this connection's ordinary handling, in order."""
         self._receive_hook = hook
 
     async def relay_audio(self, upstream: Connection, data: bytes,
-                          chunker: _native.AudioChunker, timeout: float) -> tuple[list[Any], int, bool]:
+                          chunker: _native.AudioChunker, timeout: float) -> tuple[list[WsEvent], int, bool]:
         """Send the binary PCM at the head of ``data`` (read from ``upstream``) to this
         connection as ``audio_chunk`` frames cut by ``chunker``, in one native call and
         one write. Returns (the events left for the ordinary path, PCM bytes relayed,
@@ -399,40 +401,46 @@ class NativeWebSocketConnection(Connection):
                         hook = self._receive_hook
                         events = ws.receive_data(data) if hook is None else await hook(data)
                         for event in events:
-                            kind = event[0]
-                            value: Any = event[1]
-                            if kind == "binary" or kind == "text":
-                                await self._deliver(value)
-                            elif kind == "ping":
-                                # A peer that pings but reads nothing is dropped, not
-                                # waited for: the pong may not block the reader for ever.
-                                if not ws.close_sent and not await self._write(
-                                        ws.send_pong(value), self.send_timeout):
-                                    await self.abort(PEER_NOT_READING)
+                            # Messages first, by class identity: a match on class patterns
+                            # costs a few hundred ns per event more (bench in decisions.md).
+                            if type(event) is BinaryMessage or type(event) is TextMessage:
+                                await self._deliver(event.data)
+                                continue
+                            match event:
+                                case _native.BinaryMessage(data) | _native.TextMessage(data):
+                                    await self._deliver(data)
+                                case _native.Ping(payload):
+                                    # A peer that pings but reads nothing is dropped, not
+                                    # waited for: the pong may not block the reader for ever.
+                                    if not ws.close_sent and not await self._write(
+                                            ws.send_pong(payload), self.send_timeout):
+                                        await self.abort(PEER_NOT_READING)
+                                        return
+                                case _native.Pong(payload):
+                                    self._on_pong(payload)
+                                case _native.InvalidTextMessage(data):
+                                    await self._deliver(data.decode("utf-8", "surrogateescape"))
+                                case _native.Close(code, reason):
+                                    self._peer_closing()
+                                    self._set_closed(code, reason)
+                                    await self._write(ws.send_close(None if code == 1005 else code,
+                                                                    reason), self.send_timeout)
                                     return
-                            elif kind == "pong":
-                                self._on_pong(value)
-                            elif kind == "invalid_text":
-                                await self._deliver(value.decode("utf-8", "surrogateescape"))
-                            elif kind == "close":
-                                reason: str = event[2]  # type: ignore[misc]
-                                self._peer_closing()
-                                self._set_closed(value, reason)
-                                await self._write(ws.send_close(None if value == 1005 else value,
-                                                                reason), self.send_timeout)
-                                return
-                            elif value == 1009 and self._report_too_large:
-                                await self._refuse_too_large(event[2])  # type: ignore[misc]
-                                return
-                            else:  # protocol_error: fail the connection with its code
-                                reason = event[2]  # type: ignore[misc]
-                                self._broken = self._close_code is None
-                                self._peer_closing()
-                                self._set_closed(value, reason)
-                                await self._write(ws.send_close(value, reason), self.send_timeout)
-                                self._queue.close()
-                                await self._linger()
-                                return
+                                case _native.ProtocolViolation(1009, reason) if self._report_too_large:
+                                    await self._refuse_too_large(reason)
+                                    return
+                                case _native.ProtocolViolation(close_code, reason):
+                                    # Fail the connection with its code.
+                                    self._broken = self._close_code is None
+                                    self._peer_closing()
+                                    self._set_closed(close_code, reason)
+                                    await self._write(ws.send_close(close_code, reason),
+                                                      self.send_timeout)
+                                    self._queue.close()
+                                    await self._linger()
+                                    return
+                                case _:
+                                    assert_never(event)
                     data = await self._receive_some()
                     if not data:
                         self._peer_closing()

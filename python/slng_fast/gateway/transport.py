@@ -9,13 +9,17 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeAlias
 
 import trio
 import trio_websocket
 from wsproto.frame_protocol import Frame, MessageDecoder, Opcode, ParseFailed
 
 from slng_fast import _native
+
+# What the native framing hands over for each thing a peer sent (rust/src/py/ws_events.rs).
+WsEvent: TypeAlias = (_native.TextMessage | _native.BinaryMessage | _native.InvalidTextMessage
+                      | _native.Ping | _native.Pong | _native.Close | _native.ProtocolViolation)
 
 # The reason of a ConnectionClosed when we dropped a peer that took nothing we wrote
 # (a pong, a ping, a close) within the send timeout: a slow client, not a closed one.
@@ -98,12 +102,12 @@ class Connection:
         """The native framing state of a direct connection, for a receive hook."""
         raise NotImplementedError(f"{type(self).__name__} is not direct")
 
-    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[Any]]] | None) -> None:
+    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[WsEvent]]] | None) -> None:
         """Let ``hook(data)`` parse every read of this (direct) connection itself."""
         raise NotImplementedError(f"{type(self).__name__} is not direct")
 
     async def relay_audio(self, upstream: Connection, data: bytes, chunker: _native.AudioChunker,
-                          timeout: float) -> tuple[list[Any], int, bool]:
+                          timeout: float) -> tuple[list[WsEvent], int, bool]:
         """Send the PCM at the head of ``data``, read from the (direct) ``upstream``, to
         this (direct) connection as ``audio_chunk`` frames; see the native transport."""
         raise NotImplementedError(f"{type(self).__name__} is not direct")

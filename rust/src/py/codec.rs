@@ -13,9 +13,9 @@ use crate::codec;
 /// A new `bytes` object of exactly `len` bytes, filled in place by `fill`.
 ///
 /// `fill` gets the object's uninitialised buffer and must return it fully
-/// initialised (the `*_into` writers of the core return exactly that); the
-/// returned slice is checked to be the whole buffer, so no uninitialised byte
-/// can reach Python. Unlike `PyBytes::new_with`, the buffer is not zeroed first.
+/// initialised (the `*_into` writers of the core return exactly that);
+/// `crate::buf::fill` checks that it did, so no uninitialised byte can reach
+/// Python. Unlike `PyBytes::new_with`, the buffer is not zeroed first.
 pub(super) fn bytes_with<'py, F>(
     py: Python<'py>,
     len: usize,
@@ -37,11 +37,7 @@ where
         .cast_into_unchecked::<PyBytes>();
         let buf = ffi::PyBytes_AsString(obj.as_ptr()).cast::<MaybeUninit<u8>>();
         let dst = std::slice::from_raw_parts_mut(buf, len);
-        let written = fill(dst)?;
-        assert!(
-            written.len() == len && std::ptr::eq(written.as_ptr(), buf.cast::<u8>()),
-            "native writer did not fill the whole bytes object"
-        );
+        crate::buf::fill(dst, fill)?;
         Ok(obj)
     }
 }

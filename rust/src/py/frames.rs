@@ -1,136 +1,17 @@
-//! Python bindings for `crate::frames`: `classify_frame`, with a [`Builder`] that
-//! makes the Python objects directly while the frame is parsed (no intermediate
-//! tree). Keys the protocol uses often are interned Python strings.
+//! Python bindings for `crate::frames`: `classify_frame`, whose fields are built as
+//! Python objects while the frame is parsed (`super::builder::PyBuilder`).
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
+use super::builder::PyBuilder;
 use crate::frames::{
-    classify_bytes, classify_str, refused_command as scan_refused_command, Builder, Command,
-    Endpoint, Frame, InvalidCode,
+    classify_bytes, classify_str, refused_command as scan_refused_command, Command, Endpoint,
+    Frame, InvalidCode,
 };
 use crate::Error;
-
-struct PyBuilder<'py> {
-    py: Python<'py>,
-}
-
-/// `key` as a Python string; an interned one for the keys of the protocol.
-macro_rules! interned_or_new {
-    ($py:expr, $key:expr, [$($name:literal),* $(,)?]) => {
-        match $key {
-            $($name => intern!($py, $name).clone(),)*
-            other => PyString::new($py, other),
-        }
-    };
-}
-
-impl<'py> Builder for PyBuilder<'py> {
-    type Value = Bound<'py, PyAny>;
-    type Key = Bound<'py, PyString>;
-    type Array = Vec<Bound<'py, PyAny>>;
-    type Object = Bound<'py, PyDict>;
-    type Error = PyErr;
-
-    #[inline]
-    fn null(&mut self) -> PyResult<Self::Value> {
-        Ok(self.py.None().into_bound(self.py))
-    }
-
-    #[inline]
-    fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
-        Ok(PyBool::new(self.py, value).to_owned().into_any())
-    }
-
-    #[inline]
-    fn int(&mut self, value: i64) -> PyResult<Self::Value> {
-        Ok(value.into_pyobject(self.py)?.into_any())
-    }
-
-    #[inline]
-    fn uint(&mut self, value: u64) -> PyResult<Self::Value> {
-        Ok(value.into_pyobject(self.py)?.into_any())
-    }
-
-    fn big_int(&mut self, literal: &str) -> PyResult<Self::Value> {
-        // At most MAX_INT_DIGITS (640) digits: int() accepts that whatever
-        // sys.set_int_max_str_digits says.
-        self.py.get_type::<PyInt>().call1((literal,))
-    }
-
-    #[inline]
-    fn float(&mut self, value: f64) -> PyResult<Self::Value> {
-        Ok(PyFloat::new(self.py, value).into_any())
-    }
-
-    #[inline]
-    fn string(&mut self, value: &str) -> PyResult<Self::Value> {
-        Ok(PyString::new(self.py, value).into_any())
-    }
-
-    #[inline]
-    fn key(&mut self, key: &str) -> PyResult<Self::Key> {
-        let py = self.py;
-        Ok(interned_or_new!(
-            py,
-            key,
-            [
-                "type",
-                "text",
-                "voice_id",
-                "voice",
-                "context_id",
-                "codec",
-                "encoding",
-                "sample_rate_hz",
-                "sample_rate",
-                "language",
-                "style",
-                "voice_settings",
-                "model_id",
-                "word_timestamps",
-            ]
-        ))
-    }
-
-    #[inline]
-    fn begin_array(&mut self) -> PyResult<Self::Array> {
-        Ok(Vec::new())
-    }
-
-    #[inline]
-    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> PyResult<()> {
-        array.push(value);
-        Ok(())
-    }
-
-    #[inline]
-    fn end_array(&mut self, array: Self::Array) -> PyResult<Self::Value> {
-        Ok(PyList::new(self.py, array)?.into_any())
-    }
-
-    #[inline]
-    fn begin_object(&mut self) -> PyResult<Self::Object> {
-        Ok(PyDict::new(self.py))
-    }
-
-    #[inline]
-    fn insert(
-        &mut self,
-        object: &mut Self::Object,
-        key: Self::Key,
-        value: Self::Value,
-    ) -> PyResult<()> {
-        object.set_item(key, value)
-    }
-
-    #[inline]
-    fn end_object(&mut self, object: Self::Object) -> PyResult<Self::Value> {
-        Ok(object.into_any())
-    }
-}
 
 fn command_name<'py>(py: Python<'py>, command: Command) -> &'py Bound<'py, PyString> {
     match command {

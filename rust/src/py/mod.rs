@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use crate::Error;
 
+mod builder;
 mod chunker;
 mod codec;
 mod frames;
@@ -14,6 +15,7 @@ mod msgpack;
 mod ratelimit;
 mod resample;
 mod ws;
+mod ws_events;
 
 create_exception!(
     slng_fast._native,
@@ -25,20 +27,53 @@ create_exception!(slng_fast._native, UnsupportedRateError, NativeError);
 create_exception!(slng_fast._native, UnsupportedFormatError, NativeError);
 create_exception!(slng_fast._native, PartialSampleError, NativeError);
 create_exception!(slng_fast._native, InvalidArgumentError, NativeError);
+create_exception!(
+    slng_fast._native,
+    MsgpackError,
+    NativeError,
+    "MessagePack that cannot be decoded (or a value that cannot be encoded)."
+);
+create_exception!(
+    slng_fast._native,
+    WsHandshakeError,
+    NativeError,
+    "An HTTP request that is not an acceptable WebSocket handshake; args are (status, reason)."
+);
+create_exception!(
+    slng_fast._native,
+    WsClosedError,
+    NativeError,
+    "A frame was to be sent after our close frame."
+);
 
 /// The one place where Rust errors become Python exceptions.
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
-        let msg = err.to_string();
         match err {
-            Error::UnsupportedRate { .. } => UnsupportedRateError::new_err(msg),
-            Error::UnsupportedFormat { .. } => UnsupportedFormatError::new_err(msg),
-            Error::PartialSample { .. } => PartialSampleError::new_err(msg),
+            Error::UnsupportedRate { .. } => UnsupportedRateError::new_err(err.to_string()),
+            Error::UnsupportedFormat { .. } => UnsupportedFormatError::new_err(err.to_string()),
+            Error::PartialSample { .. } => PartialSampleError::new_err(err.to_string()),
+            // Its args are (status, reason), for the answer to send.
+            Error::BadHandshake { status, reason } => WsHandshakeError::new_err((status, reason)),
+            Error::CloseSent => WsClosedError::new_err(err.to_string()),
             Error::ChunkTooSmall { .. }
             | Error::BadSampleWidth { .. }
             | Error::NotPositive { .. }
             | Error::NotFinite { .. }
-            | Error::UnknownEndpoint { .. } => InvalidArgumentError::new_err(msg),
+            | Error::UnknownEndpoint { .. }
+            | Error::InvalidArgument(_)
+            | Error::ControlTooLong { .. }
+            | Error::BadCloseCode { .. } => InvalidArgumentError::new_err(err.to_string()),
+            Error::Truncated { .. }
+            | Error::TrailingBytes { .. }
+            | Error::ReservedMarker { .. }
+            | Error::UnsupportedExtension { .. }
+            | Error::InvalidUtf8 { .. }
+            | Error::UnhashableKey { .. }
+            | Error::TooDeep { .. }
+            | Error::Empty
+            | Error::TooLong { .. }
+            | Error::Unencodable(_) => MsgpackError::new_err(err.to_string()),
         }
     }
 }
@@ -78,6 +113,9 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "InvalidArgumentError",
         py.get_type::<InvalidArgumentError>(),
     )?;
+    m.add("MsgpackError", py.get_type::<MsgpackError>())?;
+    m.add("WsHandshakeError", py.get_type::<WsHandshakeError>())?;
+    m.add("WsClosedError", py.get_type::<WsClosedError>())?;
     chunker::register(m)?;
     codec::register(m)?;
     frames::register(m)?;
@@ -85,5 +123,6 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     resample::register(m)?;
     ws::register(m)?;
+    ws_events::register(m)?;
     Ok(())
 }

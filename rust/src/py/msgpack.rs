@@ -1,89 +1,17 @@
 //! Python bindings for `crate::msgpack`: the Kyutai frames, a general encoder and a
-//! decoder that builds the Python objects directly while the data is read.
+//! decoder that builds the Python objects directly while the data is read
+//! (`super::builder::PyBuilder`).
 
-use pyo3::create_exception;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
 
+use super::builder::PyBuilder;
 use super::codec::bytes_with;
-use super::NativeError;
-use crate::msgpack::{self, Builder, Encoder, MsgpackError as CoreError, MAX_DEPTH};
-
-create_exception!(
-    slng_fast._native,
-    MsgpackError,
-    NativeError,
-    "MessagePack that cannot be decoded (or a value that cannot be encoded)."
-);
-
-impl From<CoreError> for PyErr {
-    fn from(err: CoreError) -> PyErr {
-        MsgpackError::new_err(err.to_string())
-    }
-}
-
-struct PyBuilder<'py> {
-    py: Python<'py>,
-}
-
-impl<'py> Builder for PyBuilder<'py> {
-    type Value = Bound<'py, PyAny>;
-    type Array = Vec<Bound<'py, PyAny>>;
-    type Map = Bound<'py, PyDict>;
-    type Error = PyErr;
-
-    fn nil(&mut self) -> PyResult<Self::Value> {
-        Ok(self.py.None().into_bound(self.py))
-    }
-    fn boolean(&mut self, value: bool) -> PyResult<Self::Value> {
-        Ok(PyBool::new(self.py, value).to_owned().into_any())
-    }
-    fn int(&mut self, value: i64) -> PyResult<Self::Value> {
-        Ok(value.into_pyobject(self.py)?.into_any())
-    }
-    fn uint(&mut self, value: u64) -> PyResult<Self::Value> {
-        Ok(value.into_pyobject(self.py)?.into_any())
-    }
-    fn f32(&mut self, value: f32) -> PyResult<Self::Value> {
-        Ok(PyFloat::new(self.py, value as f64).into_any())
-    }
-    fn f64(&mut self, value: f64) -> PyResult<Self::Value> {
-        Ok(PyFloat::new(self.py, value).into_any())
-    }
-    fn string(&mut self, value: &str) -> PyResult<Self::Value> {
-        Ok(PyString::new(self.py, value).into_any())
-    }
-    fn binary(&mut self, value: &[u8]) -> PyResult<Self::Value> {
-        Ok(PyBytes::new(self.py, value).into_any())
-    }
-    fn begin_array(&mut self, len: usize) -> PyResult<Self::Array> {
-        Ok(Vec::with_capacity(len))
-    }
-    fn push(&mut self, array: &mut Self::Array, value: Self::Value) -> PyResult<()> {
-        array.push(value);
-        Ok(())
-    }
-    fn end_array(&mut self, array: Self::Array) -> PyResult<Self::Value> {
-        Ok(PyList::new(self.py, array)?.into_any())
-    }
-    fn begin_map(&mut self, _len: usize) -> PyResult<Self::Map> {
-        Ok(PyDict::new(self.py))
-    }
-    fn insert(
-        &mut self,
-        map: &mut Self::Map,
-        key: Self::Value,
-        value: Self::Value,
-    ) -> PyResult<()> {
-        map.set_item(key, value)
-    }
-    fn end_map(&mut self, map: Self::Map) -> PyResult<Self::Value> {
-        Ok(map.into_any())
-    }
-}
+use crate::msgpack::{self, Encoder, MAX_DEPTH};
+use crate::Error;
 
 /// The Python object of the one MessagePack value that fills ``data``.
 #[pyfunction]
@@ -107,7 +35,7 @@ fn encode_into(
         } else if let Ok(u) = v.extract::<u64>() {
             enc.uint(u);
         } else {
-            return Err(CoreError::Unencodable(format!(
+            return Err(Error::Unencodable(format!(
                 "int {} does not fit in 64 bits",
                 v.str()?.to_str()?
             ))
@@ -121,7 +49,7 @@ fn encode_into(
         }
     } else if let Ok(v) = obj.cast::<PyString>() {
         let s = v.to_str().map_err(|_| {
-            CoreError::Unencodable("str with lone surrogates has no UTF-8 form".to_owned())
+            Error::Unencodable("str with lone surrogates has no UTF-8 form".to_owned())
         })?;
         enc.str(s)?;
     } else if let Ok(v) = obj.cast::<PyBytes>() {
@@ -133,10 +61,9 @@ fn encode_into(
         || obj.cast::<PyDict>().is_ok()
     {
         if depth > MAX_DEPTH {
-            return Err(CoreError::Unencodable(format!(
-                "nested deeper than {MAX_DEPTH} lists/dicts"
-            ))
-            .into());
+            return Err(
+                Error::Unencodable(format!("nested deeper than {MAX_DEPTH} lists/dicts")).into(),
+            );
         }
         if let Ok(v) = obj.cast::<PyDict>() {
             enc.map_len(v.len())?;
@@ -194,7 +121,6 @@ fn kyutai_marker_frame<'py>(py: Python<'py>, id: i64) -> Bound<'py, PyBytes> {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("MsgpackError", m.py().get_type::<MsgpackError>())?;
     m.add("KYUTAI_FRAME_SAMPLES", msgpack::KYUTAI_FRAME_SAMPLES)?;
     m.add_function(wrap_pyfunction!(msgpack_decode, m)?)?;
     m.add_function(wrap_pyfunction!(msgpack_encode, m)?)?;

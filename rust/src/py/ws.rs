@@ -1,83 +1,21 @@
 //! Python bindings for `crate::ws`: the sans-I/O `WsConnection` (one call per read
-//! returns every complete event as a tuple) and the handshake helpers.
+//! returns every complete event, as the classes of `super::ws_events`) and the
+//! handshake helpers.
 
-use pyo3::create_exception;
-use pyo3::intern;
+use std::convert::Infallible;
+
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 
-use super::{InvalidArgumentError, NativeError};
-use crate::ws::{self, Event, HandshakeError, WsError};
+use super::ws_events;
 
-create_exception!(
-    slng_fast._native,
-    WsHandshakeError,
-    NativeError,
-    "An HTTP request that is not an acceptable WebSocket handshake; args are (status, reason)."
-);
-create_exception!(
-    slng_fast._native,
-    WsClosedError,
-    NativeError,
-    "A frame was to be sent after our close frame."
-);
-
-fn ws_err(err: WsError) -> PyErr {
-    match err {
-        WsError::CloseSent => WsClosedError::new_err(err.to_string()),
-        WsError::ControlTooLong { .. } | WsError::BadCloseCode { .. } => {
-            InvalidArgumentError::new_err(err.to_string())
-        }
-    }
-}
+use crate::buf::extend_with;
+use crate::ws::{self, Event};
+use crate::Error;
 
 /// One WebSocket connection's framing; see `crate::ws::WsConnection` and `_native.pyi`.
 #[pyclass(module = "slng_fast._native", name = "WsConnection")]
 struct WsConnection(ws::WsConnection);
-
-fn event_tuple<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyTuple>> {
-    Ok(match event {
-        Event::Text(text) => PyTuple::new(
-            py,
-            [
-                intern!(py, "text").as_any(),
-                PyString::new(py, &text).as_any(),
-            ],
-        )?,
-        Event::Binary(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "binary").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::InvalidText(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "invalid_text").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::Ping(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "ping").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::Pong(data) => PyTuple::new(
-            py,
-            [
-                intern!(py, "pong").as_any(),
-                PyBytes::new(py, &data).as_any(),
-            ],
-        )?,
-        Event::Close { code, reason } => (intern!(py, "close"), code, reason).into_pyobject(py)?,
-        Event::ProtocolError { close_code, reason } => {
-            (intern!(py, "protocol_error"), close_code, reason).into_pyobject(py)?
-        }
-    })
-}
 
 #[pymethods]
 impl WsConnection {
@@ -132,13 +70,13 @@ impl WsConnection {
         self.0.receive_data(data);
         let list = PyList::empty(py);
         while let Some(event) = self.0.next_event() {
-            list.append(event_tuple(py, event)?)?;
+            list.append(ws_events::to_python(py, event)?)?;
         }
         Ok(list)
     }
 
     fn send_text<'py>(&mut self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.0.send_text(text).map_err(ws_err)?))
+        Ok(PyBytes::new(py, &self.0.send_text(text)?))
     }
 
     /// A text frame from UTF-8 bytes (the native chunker's JSON, say), so the payload
@@ -150,27 +88,21 @@ impl WsConnection {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let text = std::str::from_utf8(data)
             .map_err(|err| pyo3::exceptions::PyValueError::new_err(format!("not UTF-8: {err}")))?;
-        Ok(PyBytes::new(py, &self.0.send_text(text).map_err(ws_err)?))
+        Ok(PyBytes::new(py, &self.0.send_text(text)?))
     }
 
     fn send_binary<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.0.send_binary(data).map_err(ws_err)?))
+        Ok(PyBytes::new(py, &self.0.send_binary(data)?))
     }
 
     #[pyo3(signature = (payload = b"".as_slice()), text_signature = "(self, /, payload=b'')")]
     fn send_ping<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(
-            py,
-            &self.0.send_ping(payload).map_err(ws_err)?,
-        ))
+        Ok(PyBytes::new(py, &self.0.send_ping(payload)?))
     }
 
     #[pyo3(signature = (payload = b"".as_slice()), text_signature = "(self, /, payload=b'')")]
     fn send_pong<'py>(&mut self, py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(
-            py,
-            &self.0.send_pong(payload).map_err(ws_err)?,
-        ))
+        Ok(PyBytes::new(py, &self.0.send_pong(payload)?))
     }
 
     #[pyo3(signature = (code = Some(1000), reason = ""), text_signature = "(self, /, code=1000, reason='')")]
@@ -180,10 +112,7 @@ impl WsConnection {
         code: Option<u16>,
         reason: &str,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(
-            py,
-            &self.0.send_close(code, reason).map_err(ws_err)?,
-        ))
+        Ok(PyBytes::new(py, &self.0.send_close(code, reason)?))
     }
 
     fn __repr__(&self) -> String {
@@ -231,21 +160,15 @@ impl WsRequest {
 
 #[pyfunction]
 fn ws_parse_request(data: &[u8]) -> PyResult<Option<WsRequest>> {
-    match ws::ServerHandshake::parse(data) {
-        Ok(r) => Ok(Some(WsRequest {
-            method: r.method,
-            path: r.path,
-            headers: r.headers,
-            subprotocols: r.subprotocols,
-            key: r.key,
-            is_websocket: r.is_websocket,
-            consumed: r.consumed,
-        })),
-        Err(HandshakeError::Incomplete) => Ok(None),
-        Err(HandshakeError::Invalid { status, reason }) => {
-            Err(WsHandshakeError::new_err((status, reason)))
-        }
-    }
+    Ok(ws::ServerHandshake::parse(data)?.map(|r| WsRequest {
+        method: r.method,
+        path: r.path,
+        headers: r.headers,
+        subprotocols: r.subprotocols,
+        key: r.key,
+        is_websocket: r.is_websocket,
+        consumed: r.consumed,
+    }))
 }
 
 #[pyfunction]
@@ -274,9 +197,9 @@ fn ws_reject_response<'py>(
     for (name, value) in &headers {
         let bad = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
         if bad(name) || bad(value) || name.is_empty() {
-            return Err(InvalidArgumentError::new_err(format!(
-                "invalid header {name:?}: {value:?}"
-            )));
+            return Err(
+                Error::InvalidArgument(format!("invalid header {name:?}: {value:?}")).into(),
+            );
         }
     }
     let pairs: Vec<(&str, &str)> = headers
@@ -296,14 +219,12 @@ fn ws_encode_frame<'py>(
     mask: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     if opcode > 15 {
-        return Err(InvalidArgumentError::new_err(format!(
-            "opcode must be 0..15, got {opcode}"
-        )));
+        return Err(Error::InvalidArgument(format!("opcode must be 0..15, got {opcode}")).into());
     }
     let mask = match mask {
         None => None,
         Some(m) => Some(<[u8; 4]>::try_from(m).map_err(|_| {
-            InvalidArgumentError::new_err(format!("mask must be 4 bytes, got {}", m.len()))
+            Error::InvalidArgument(format!("mask must be 4 bytes, got {}", m.len()))
         })?),
     };
     Ok(PyBytes::new(
@@ -340,17 +261,14 @@ fn ws_relay_audio<'py>(
                 for chunk in chunks {
                     let frame = inner.frame(&chunk);
                     json.clear();
-                    json.reserve(frame.len());
-                    let len = frame.len();
-                    let written = frame
-                        .write_into(&mut json.spare_capacity_mut()[..len])
-                        .len();
-                    // SAFETY: write_into initialised the first `written` bytes.
-                    unsafe { json.set_len(written) };
-                    out.extend(client.0.send_text_trusted(&json).map_err(ws_err)?);
+                    extend_with(&mut json, frame.len(), |dst| {
+                        Ok::<_, Infallible>(frame.write_into(dst))
+                    })
+                    .unwrap_or_else(|never| match never {});
+                    out.extend(client.0.send_text_trusted(&json)?);
                 }
             }
-            other => rest.append(event_tuple(py, other)?)?,
+            other => rest.append(ws_events::to_python(py, other)?)?,
         }
     }
     Ok((PyBytes::new(py, &out), relayed, rest))
@@ -358,9 +276,6 @@ fn ws_relay_audio<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ws_relay_audio, m)?)?;
-    let py = m.py();
-    m.add("WsHandshakeError", py.get_type::<WsHandshakeError>())?;
-    m.add("WsClosedError", py.get_type::<WsClosedError>())?;
     m.add_class::<WsConnection>()?;
     m.add_class::<WsRequest>()?;
     m.add_function(wrap_pyfunction!(ws_parse_request, m)?)?;
