@@ -39,13 +39,18 @@ fn rate_arg(value: i64) -> PyResult<u32> {
 impl PyResampler {
     #[new]
     #[pyo3(signature = (in_rate, out_rate, in_format = "pcm16", out_format = "pcm16"))]
-    fn new(in_rate: i64, out_rate: i64, in_format: &str, out_format: &str) -> PyResult<Self> {
-        let inner = Resampler::with_format_names(
-            rate_arg(in_rate)?,
-            rate_arg(out_rate)?,
-            in_format,
-            out_format,
-        )?;
+    fn new(
+        py: Python<'_>,
+        in_rate: i64,
+        out_rate: i64,
+        in_format: &str,
+        out_format: &str,
+    ) -> PyResult<Self> {
+        let (in_rate, out_rate) = (rate_arg(in_rate)?, rate_arg(out_rate)?);
+        // Designing a new pair's filters takes milliseconds: other threads (the event loop,
+        // while a worker thread prewarms the pairs) go on meanwhile.
+        let inner =
+            py.detach(|| Resampler::with_format_names(in_rate, out_rate, in_format, out_format))?;
         Ok(PyResampler {
             inner,
             out: Vec::new(),
