@@ -43,9 +43,19 @@ def test_first_start_prints_url_and_dev_key_once(served, tmp_path):
         assert again.stop() == 0
 
 
-def test_gateway_process_does_not_load_espeak(served):
-    maps = Path(f"/proc/{served.proc.pid}/maps").read_text()
-    assert "espeak" not in maps
+def test_gateway_process_does_not_load_espeak_or_piper(served):
+    def mapped_gpl(pid: int) -> set[str]:
+        # Library files only: the checkout's own path may well contain "piper".
+        files = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                 if "/" in line}
+        return {f for f in files if "espeak" in f.rsplit("/", 1)[-1] or "onnxruntime" in f
+                or "/site-packages/piper/" in f}
+
+    assert mapped_gpl(served.proc.pid) == set()
+    # ...while the engine processes it started do map them.
+    pids = engine_pids(served.proc.pid)
+    assert any("onnxruntime" in f for f in mapped_gpl(pids["piper"]))
+    assert any("espeak" in f for f in mapped_gpl(pids["espeak"]))
 
 
 def test_say_and_transcribe_round_trip(served, tmp_path):

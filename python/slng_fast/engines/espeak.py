@@ -469,6 +469,10 @@ class EspeakSynth:
             raise VoiceError(f"unknown eSpeak voice {voice.strip()!r}")
         return VoiceChoice(base, variant)
 
+    def check_rate(self, rate: float) -> None:
+        """Raise :class:`VoiceError` for a rate eSpeak cannot speak at."""
+        validate_rate(rate)
+
     # -- synthesis ---------------------------------------------------------------------
 
     def _on_samples(self, wav: ctypes._Pointer[ctypes.c_short], count: int, events: object) -> int:
