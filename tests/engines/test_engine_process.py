@@ -16,6 +16,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 import slng_fast.engines
+from engines.piper_voices import another_voice
 
 HANG_GUARD = 30  # seconds; only stops a broken test from hanging, never a threshold
 ENGINES_DIR = Path(slng_fast.engines.__file__).parent
@@ -91,8 +92,20 @@ async def test_sigterm_with_a_client_connected_closes_it_going_away() -> None:
             await process.wait()
 
 
+async def test_piper_voice_option_adds_a_voice(tmp_path: Path) -> None:
+    process, port = await start_engine("piper", "--voice", str(another_voice(tmp_path)))
+    try:
+        ready = await first_exchange("piper", port)
+        assert [v["id"] for v in ready["voices"]] == ["en_US-joe-medium", "en_GB-copy-medium"]
+        assert "en-gb" in ready["languages"]
+    finally:
+        process.terminate()
+        with trio.fail_after(HANG_GUARD):
+            await process.wait()
+
+
 def test_usage_errors_exit_nonzero() -> None:
-    for args in (["nope"], ["espeak", "--port", "70000"]):
+    for args in (["nope"], ["espeak", "--port", "70000"], ["espeak", "--voice", "x.onnx"]):
         done = subprocess.run(
             [sys.executable, "-m", "slng_fast.engines", *args], capture_output=True, timeout=HANG_GUARD
         )

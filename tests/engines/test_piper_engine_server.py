@@ -4,7 +4,6 @@ without racing Piper's speed."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from functools import partial
@@ -16,7 +15,8 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from slng_fast.engines.piper import PiperSynth, PiperVoiceFile, VoiceError, bundled_voice_path
+from engines.piper_voices import another_voice
+from slng_fast.engines.piper import PiperSynth, PiperVoiceFile, VoiceError
 from slng_fast.engines.piper_server import serve_piper_engine
 
 HANG_GUARD = 60  # seconds; only stops a broken test from hanging, never a threshold
@@ -148,18 +148,6 @@ async def test_invalid_settings_close_the_session(url: str) -> None:
             error = await recv_json(ws)
             assert error["type"] == "error" and error["code"] == "invalid_parameter"
             assert "nobody" in error["message"]
-
-
-def another_voice(tmp_path: Path) -> Path:
-    """The bundled voice under another name and language, as a user's voice file."""
-    bundled = bundled_voice_path()
-    model = tmp_path / "en_GB-copy-medium.onnx"
-    model.symlink_to(bundled)
-    meta = json.loads(Path(f"{bundled}.json").read_text())
-    meta["dataset"] = "copy"
-    meta["language"] = {"code": "en_GB"}
-    Path(f"{model}.json").write_text(json.dumps(meta))
-    return model
 
 
 def test_more_voices_from_files(tmp_path: Path) -> None:
