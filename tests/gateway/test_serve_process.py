@@ -64,7 +64,8 @@ def test_say_and_transcribe_round_trip(served, tmp_path):
     speech, rate, codec = b"", 16000, "pcm16"
     for n, sentence in enumerate(ROUND_TRIP_SENTENCES):
         wav = tmp_path / f"said-{n}.wav"
-        said = run_cli("say", sentence, "--voice", ROUND_TRIP_VOICE, "--url", served.url,
+        said = run_cli("say", sentence, "--provider", "espeak", "--voice", ROUND_TRIP_VOICE,
+                       "--url", served.url,
                        "-o", str(wav), "--sample-rate", "16000", data_dir=tmp_path)
         assert "time to first audio" in said.stdout and wav.stat().st_size > 10_000
         audio, rate, codec = read_wav(wav)
