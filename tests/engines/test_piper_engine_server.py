@@ -18,6 +18,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from engines.piper_voices import another_voice
 from slng_fast.engines.piper import PiperSynth, PiperVoiceFile, VoiceError
 from slng_fast.engines.piper_server import serve_piper_engine
+from slng_fast.engines.tts_server import MAX_BUFFERED_CHARS
 
 HANG_GUARD = 60  # seconds; only stops a broken test from hanging, never a threshold
 THREE = "The first sentence is here. The second one follows. And this is the third."
@@ -174,3 +175,14 @@ def test_rate_changes_the_pace(synth: PiperSynth) -> None:
     assert seconds(350) < seconds(None) < seconds(100)
     with pytest.raises(VoiceError):
         synth.check_rate(10)
+
+
+async def test_too_much_unflushed_text_is_refused(url: str) -> None:
+    async with open_websocket_url(url) as ws:
+        with trio.fail_after(HANG_GUARD):
+            await recv_json(ws)
+            await ws.send_message("a" * (MAX_BUFFERED_CHARS + 1))
+            error = await recv_json(ws)
+            assert error["type"] == "error" and error["code"] == "text_too_long"
+            await ws.send_message('{"type":"control","action":"flush"}')
+            assert orjson.loads(await ws.get_message()) == {"type": "flushed"}

@@ -78,6 +78,29 @@ def test_say_and_transcribe_round_trip(served, tmp_path):
     assert len(recognised(final)) >= SYNTHESIS_ROUND_TRIP_MIN_HITS, heard.stdout
 
 
+def test_say_speaks_with_piper_by_default_and_is_understood(served, tmp_path):
+    """`say` with no provider uses the built-in Piper voice; `transcribe` hears most of
+    the words of three sentences (PocketSphinx, half of them at least)."""
+    sentences = ("Please open the door.", "The weather is nice today.",
+                 "I would like a cup of coffee.")
+    speech, rate, codec = b"", 16000, "pcm16"
+    for n, sentence in enumerate(sentences):
+        wav = tmp_path / f"piper-{n}.wav"
+        said = run_cli("say", sentence, "--url", served.url, "-o", str(wav),
+                       "--sample-rate", "16000", data_dir=tmp_path)
+        assert "time to first audio" in said.stdout
+        audio, rate, codec = read_wav(wav)
+        speech += bytes(rate) + audio + bytes(rate)
+    padded = tmp_path / "piper-speech.wav"
+    write_wav(padded, speech, rate, codec)
+    heard = run_cli("transcribe", str(padded), "--url", served.url, data_dir=tmp_path)
+    final = [line for line in heard.stdout.splitlines() if line.startswith("final:")][0]
+    heard_words = set(final.lower().removeprefix("final:").split())
+    said_words = [w.strip(".").lower() for s in sentences for w in s.split()]
+    hits = sum(1 for w in said_words if w in heard_words)
+    assert hits >= len(said_words) / 2, heard.stdout
+
+
 def test_keys_create_list_revoke_seen_by_running_gateway(served, tmp_path):
     created = run_cli("keys", "create", "--tier", "free", "--name", "ci", data_dir=tmp_path)
     secret = created.stdout.strip().splitlines()[-1]
