@@ -79,8 +79,9 @@ class TtsEngine:
         The synthesis runs in a worker thread under the process lock. Audio goes to
         the event loop through ``run_sync_soon`` into an unbounded channel, so the
         thread never waits for the client (memory is bounded by the text's length).
-        Setting ``job.cancel`` (stop, disconnect, cancellation) stops eSpeak at its
-        next buffer and drops audio not yet sent.
+        Setting ``job.cancel`` (stop, disconnect, cancellation) stops the synthesizer at
+        its next piece (eSpeak: a 60 ms buffer; Piper: a sentence) and drops audio not
+        yet sent.
         """
         if job.cancel.is_set():
             return True
