@@ -105,7 +105,8 @@ async def test_piper_voice_option_adds_a_voice(tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_nonzero() -> None:
-    for args in (["nope"], ["espeak", "--port", "70000"], ["espeak", "--voice", "x.onnx"]):
+    for args in (["nope"], ["espeak", "--port", "70000"], ["espeak", "--voice", "x.onnx"],
+                 ["piper", "--voice", "/no/such/voice.onnx"]):
         done = subprocess.run(
             [sys.executable, "-m", "slng_fast.engines", *args], capture_output=True, timeout=HANG_GUARD
         )

@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -111,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.voice and args.engine != "piper":
         parser.error("--voice is for the piper engine only")
+    for voice in args.voice:
+        model = Path(voice).expanduser()
+        if model.name.endswith(".onnx.json"):
+            model = model.with_suffix("")
+        if not model.is_file() or not Path(f"{model}.json").is_file():
+            parser.error(f"--voice {voice}: a Piper voice is NAME.onnx with NAME.onnx.json "
+                         "beside it")
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is outside 0..65535")
     setup_logging(args.log_level)
