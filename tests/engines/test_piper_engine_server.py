@@ -43,6 +43,8 @@ class GatedSynth:
         return getattr(self.inner, name)
 
     def synthesize(self, text: str, **kwargs: Any) -> bool:
+        if text != THREE:  # only the three-sentence text is gated
+            return self.inner.synthesize(text, **kwargs)
         on_audio = kwargs.pop("on_audio")
         cancel: threading.Event = kwargs["cancel"]
 
@@ -186,3 +188,23 @@ async def test_too_much_unflushed_text_is_refused(url: str) -> None:
             assert error["type"] == "error" and error["code"] == "text_too_long"
             await ws.send_message('{"type":"control","action":"flush"}')
             assert orjson.loads(await ws.get_message()) == {"type": "flushed"}
+
+
+async def test_a_short_text_is_not_held_up_by_a_long_one(url: str, gated: GatedSynth) -> None:
+    """Sessions take turns sentence by sentence: while the long text waits between its
+    sentences, another session's sentence is made and sent (else this would hang)."""
+    async with open_websocket_url(url) as long_ws, open_websocket_url(url) as short_ws:
+        with trio.fail_after(HANG_GUARD):
+            await recv_json(long_ws)
+            await recv_json(short_ws)
+            await long_ws.send_message(THREE)
+            await long_ws.send_message('{"type":"control","action":"flush"}')
+            assert isinstance(await long_ws.get_message(), bytes)  # paused after one
+            await short_ws.send_message("Hello there.")
+            await short_ws.send_message('{"type":"control","action":"flush"}')
+            audio = b""
+            while isinstance(message := await short_ws.get_message(), bytes):
+                audio += message
+            assert orjson.loads(message) == {"type": "flushed"} and len(audio) > 22050
+            assert gated.sentences == 1  # the long text is still between sentences
+            gated.go.set()

@@ -286,6 +286,9 @@ class EspeakSynth:
     any thread.
     """
 
+    exclusive = True
+    """eSpeak is process-global: the server runs one synthesis at a time."""
+
     _shared: EspeakSynth | None = None
     _shared_lock = threading.Lock()
 

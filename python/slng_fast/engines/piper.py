@@ -113,8 +113,12 @@ class PiperVoiceFile:
 class PiperSynth:
     """Piper voices, loaded on first use, streaming PCM16 sentence by sentence.
 
-    Thread-safe: :meth:`synthesize` runs one call at a time (ONNX Runtime already uses
-    every core for one sentence)."""
+    Thread-safe: calls to :meth:`synthesize` from several threads take turns sentence by
+    sentence (one sentence at a time in the process: ONNX Runtime already uses every core
+    for one), so a long text does not hold up a short one behind it."""
+
+    exclusive = False
+    """The server need not run one synthesis at a time: this one takes turns itself."""
 
     def __init__(self, extra_voices: Sequence[str | Path] = ()) -> None:
         import piper
@@ -200,15 +204,18 @@ class PiperSynth:
         config = self._piper.SynthesisConfig(length_scale=scale * choice.length_scale)
         with self._lock:
             model = self.load(choice)
-            if cancel is not None and cancel.is_set():
+        sentences = iter(model.synthesize(text, syn_config=config))
+        while not (cancel is not None and cancel.is_set()):
+            # One sentence at a time in the process, so that sessions take turns
+            # sentence by sentence; the audio is handed on outside the lock.
+            with self._lock:
+                chunk = next(sentences, None)
+            if chunk is None:
+                return False
+            pcm = chunk.audio_int16_bytes
+            if on_audio is not None and pcm and on_audio(pcm) is True:
                 return True
-            for chunk in model.synthesize(text, syn_config=config):
-                if cancel is not None and cancel.is_set():
-                    return True
-                pcm = chunk.audio_int16_bytes
-                if on_audio is not None and pcm and on_audio(pcm) is True:
-                    return True
-        return cancel is not None and cancel.is_set()
+        return True
 
 
 def _piper_version() -> str:

@@ -5,9 +5,10 @@ Both synthesizers are GPL: this module imports neither; each engine's module
 (``espeak_server``, ``piper_server``) imports its synthesizer only inside its
 ``serve_*`` function.
 
-One synthesis runs at a time per process (a lock), in a worker thread that hands audio
-to the event loop without ever waiting for a client, so the lock is held only for the
-synthesizer's own CPU time and a slow client cannot hold up the others."""
+Each synthesis runs in a worker thread that hands audio to the event loop without ever
+waiting for a client, so a slow client cannot hold up the others. eSpeak runs one
+synthesis at a time per process (a lock, held only for its own CPU time); Piper's
+syntheses take turns sentence by sentence."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class Synth(Protocol):
     ``ValueError``s; ``synthesize`` runs on a worker thread."""
 
     sample_rate: int
+    exclusive: bool
+    """True: the server runs one synthesis at a time in the process (eSpeak). False: the
+    synthesizer takes turns itself, piece by piece (Piper, sentence by sentence)."""
 
     def resolve_voice(self, voice: str | None = None, language: str | None = None) -> Any: ...
 
@@ -76,7 +80,8 @@ class TtsEngine:
     async def speak(self, ws: WebSocketConnection, job: _Job) -> bool:
         """Stream ``job``'s audio to ``ws``; return True if it was cut short.
 
-        The synthesis runs in a worker thread under the process lock. Audio goes to
+        The synthesis runs in a worker thread (under the process lock if the
+        synthesizer is ``exclusive``). Audio goes to
         the event loop through ``run_sync_soon`` into an unbounded channel, so the
         thread never waits for the client (memory is bounded by the text's length).
         Setting ``job.cancel`` (stop, disconnect, cancellation) stops the synthesizer at
@@ -106,7 +111,10 @@ class TtsEngine:
 
         async def produce() -> None:
             try:
-                async with self.lock:
+                if self.synth.exclusive:
+                    async with self.lock:
+                        await trio.to_thread.run_sync(synthesize)
+                else:
                     await trio.to_thread.run_sync(synthesize)
             finally:
                 # Completion reaches the loop after every deliver() queued before it.
