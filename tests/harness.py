@@ -58,6 +58,29 @@ async def start_engines(nursery: trio.Nursery, *, sphinx: bool = True
     return urls, info
 
 
+async def start_engine_process(nursery: trio.Nursery, name: str, *extra: str) -> str:
+    """``python -m slng_fast.engines NAME`` as its own process (terminated when the
+    nursery is cancelled); its ws:// URL, once it printed ``READY <port>``."""
+    command = [sys.executable, "-m", "slng_fast.engines", name, "--host", "127.0.0.1",
+               "--port", "0", *extra]
+
+    async def run(task_status: trio.TaskStatus[trio.Process]) -> None:
+        await trio.run_process(command, stdout=subprocess.PIPE, check=False,
+                               task_status=task_status)
+
+    process: trio.Process = await nursery.start(run)
+    assert process.stdout is not None
+    line = b""
+    with trio.fail_after(60):  # a hang-guard: loading a model on a busy machine
+        while not line.endswith(b"\n"):
+            chunk = await process.stdout.receive_some(1)
+            assert chunk, f"engine {name} exited before it was ready"
+            line += chunk
+    word, port = line.decode().split()
+    assert word == "READY"
+    return f"ws://127.0.0.1:{port}/"
+
+
 async def start_emulator(nursery: trio.Nursery, name: str, engine_urls: dict[str, str],
                          api_key: str | None = EMULATOR_KEY,
                          faults: FaultPlan = NO_FAULTS) -> str:

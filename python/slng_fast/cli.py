@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     say = sub.add_parser("say", help="speak text through the gateway into a WAV file")
     say.add_argument("text")
-    say.add_argument("--provider", default="espeak")
+    say.add_argument("--provider", default="piper",
+                     help="TTS endpoint (default piper; espeak speaks 100 languages)")
     say.add_argument("--voice")
     say.add_argument("--codec", choices=("pcm16", "mulaw", "alaw"), default="pcm16")
     say.add_argument("--sample-rate", type=int, default=24000)

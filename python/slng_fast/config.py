@@ -65,7 +65,10 @@ class Config:
     data_dir: Path = field(default_factory=lambda: default_data_dir())
     tiers: dict[str, TierLimits] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
-    engines: tuple[str, ...] = ("espeak", "pocketsphinx")
+    engines: tuple[str, ...] = ("espeak", "piper", "pocketsphinx")
+    # More Piper voices (``.onnx`` paths, the ``.onnx.json`` beside each) for the piper
+    # engine, besides the bundled one: ``[engines.piper] voices = [...]``.
+    piper_voices: tuple[str, ...] = ()
     # How long shutdown waits for sessions to end before closing them hard.
     shutdown_grace_s: float = 3.0
     # A client that takes no frame for this long is dropped (memory per session stays
@@ -160,6 +163,11 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         values["data_dir"] = Path(gateway["data_dir"]).expanduser()
     if "engines" in gateway:
         values["engines"] = tuple(gateway["engines"])
+    piper = raw.get("engines", {}).get("piper", {})
+    voices = piper.get("voices", [])
+    if not isinstance(voices, list) or not all(isinstance(v, str) and v for v in voices):
+        raise ConfigError("[engines.piper] voices must be a list of paths to Piper voices")
+    values["piper_voices"] = tuple(str(Path(v).expanduser()) for v in voices)
     metrics_key = gateway.get("metrics_key", os.environ.get(METRICS_KEY_ENV) or None)
     if metrics_key is not None and (not isinstance(metrics_key, str) or not metrics_key.strip()):
         raise ConfigError("[gateway] metrics_key must be a non-empty string")

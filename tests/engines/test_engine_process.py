@@ -16,6 +16,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 import slng_fast.engines
+from engines.piper_voices import another_voice
 
 HANG_GUARD = 30  # seconds; only stops a broken test from hanging, never a threshold
 ENGINES_DIR = Path(slng_fast.engines.__file__).parent
@@ -52,13 +53,14 @@ async def first_exchange(name: str, port: int) -> dict[str, Any]:
             return orjson.loads(await ws.get_message())
 
 
-@pytest.mark.parametrize(("name", "sig"), [("espeak", signal.SIGTERM), ("pocketsphinx", signal.SIGINT)])
+@pytest.mark.parametrize(("name", "sig"), [("espeak", signal.SIGTERM), ("piper", signal.SIGTERM),
+                                           ("pocketsphinx", signal.SIGINT)])
 async def test_entry_point_ready_serves_and_exits_cleanly(name: str, sig: signal.Signals) -> None:
     process, port = await start_engine(name)
     try:
         event = await first_exchange(name, port)
-        assert event["type"] == ("ready" if name == "espeak" else "pong")
-        if name == "espeak":
+        assert event["type"] == ("pong" if name == "pocketsphinx" else "ready")
+        if name != "pocketsphinx":
             assert event["sample_rate"] == 22050
         else:
             maps = Path(f"/proc/{process.pid}/maps")
@@ -90,24 +92,43 @@ async def test_sigterm_with_a_client_connected_closes_it_going_away() -> None:
             await process.wait()
 
 
+async def test_piper_voice_option_adds_a_voice(tmp_path: Path) -> None:
+    process, port = await start_engine("piper", "--voice", str(another_voice(tmp_path)))
+    try:
+        ready = await first_exchange("piper", port)
+        assert [v["id"] for v in ready["voices"]] == ["en_US-joe-medium", "en_GB-copy-medium"]
+        assert "en-gb" in ready["languages"]
+    finally:
+        process.terminate()
+        with trio.fail_after(HANG_GUARD):
+            await process.wait()
+
+
 def test_usage_errors_exit_nonzero() -> None:
-    for args in (["nope"], ["espeak", "--port", "70000"]):
+    for args in (["nope"], ["espeak", "--port", "70000"], ["espeak", "--voice", "x.onnx"],
+                 ["piper", "--voice", "/no/such/voice.onnx"]):
         done = subprocess.run(
             [sys.executable, "-m", "slng_fast.engines", *args], capture_output=True, timeout=HANG_GUARD
         )
         assert done.returncode == 2 and done.stdout == b""
 
 
-def test_gateway_side_never_loads_espeak() -> None:
+def test_gateway_side_never_loads_espeak_or_piper() -> None:
     """Importing the engine servers (as the gateway's supervisor might) or the
-    engines package does not import eSpeak or map its library."""
+    engines package imports neither eSpeak nor Piper and maps none of their libraries."""
     code = (
         "import sys, pathlib\n"
         "import slng_fast.engines, slng_fast.engines.wire, slng_fast.engines.__main__\n"
         "import slng_fast.engines.server, slng_fast.engines.sphinx_server\n"
-        "bad = [m for m in sys.modules if 'espeak' in m]\n"
+        "import slng_fast.engines.espeak_server, slng_fast.engines.piper_server\n"
+        "import slng_fast.engines.tts_server, slng_fast.engines.supervisor\n"
+        "bad = [m for m in sys.modules if 'espeak' in m.replace('espeak_server', '')\n"
+        "       or m.split('.')[0] in ('piper', 'onnxruntime') or m.endswith('engines.piper')]\n"
         "maps = pathlib.Path('/proc/self/maps')\n"
-        "mapped = maps.exists() and 'espeak' in maps.read_text()\n"
+        "files = [line.split()[-1] for line in maps.read_text().splitlines()\n"
+        "         if '/' in line] if maps.exists() else []\n"
+        "mapped = [f for f in files if 'espeak' in f.rsplit('/', 1)[-1]\n"
+        "          or 'onnxruntime' in f or '/site-packages/piper/' in f]\n"
         "print(bad, mapped)\n"
         "sys.exit(1 if bad or mapped else 0)\n"
     )
@@ -128,7 +149,8 @@ def _imports(path: Path) -> set[str]:
 
 # The engines' rooms that do I/O: their servers, the process's main and the supervisor
 # the gateway runs. The speech modules (and the wire format) stay free of it.
-SERVING = {"__main__.py", "server.py", "espeak_server.py", "sphinx_server.py", "supervisor.py"}
+SERVING = {"__main__.py", "server.py", "tts_server.py", "espeak_server.py", "piper_server.py",
+           "sphinx_server.py", "supervisor.py"}
 
 
 @pytest.mark.parametrize("path", sorted(p for p in ENGINES_DIR.glob("*.py") if p.name not in SERVING),

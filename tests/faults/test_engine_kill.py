@@ -49,7 +49,7 @@ async def test_a_killed_engine_ends_only_its_utterances_and_comes_back(served, t
     created = run_cli("keys", "create", "--tier", "enterprise", data_dir=tmp_path)
     key = created.stdout.strip().splitlines()[-1]
     before = engine_pids(served.proc.pid)
-    assert set(before) == {"espeak", "pocketsphinx"}
+    assert set(before) == {"espeak", "piper", "pocketsphinx"}
     killed = trio.Event()
     heard: list[str] = []
 

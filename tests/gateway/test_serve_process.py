@@ -44,7 +44,14 @@ def test_first_start_prints_url_and_dev_key_once(served, tmp_path):
         assert again.stop() == 0
 
 
-def test_gateway_process_does_not_load_espeak(served, tmp_path):
+def test_gateway_process_does_not_load_espeak_or_piper(served, tmp_path):
+    def mapped_gpl(pid: int) -> set[str]:
+        # Library files only: the checkout's own path may well contain "piper".
+        files = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                 if "/" in line}
+        return {f for f in files if "espeak" in f.rsplit("/", 1)[-1] or "onnxruntime" in f
+                or "/site-packages/piper/" in f}
+
     # Not even to list eSpeak's voices: the catalogue reads what the engine process sent.
     key = (tmp_path / "dev-key").read_text().strip()
     request = urllib.request.Request(served.url.replace("ws://", "http://") + "/v1/voices",
@@ -53,8 +60,11 @@ def test_gateway_process_does_not_load_espeak(served, tmp_path):
         entries = {e["provider"]: e for e in orjson.loads(answer.read())["endpoints"]}
     assert {"en-us", "fr", "de"} <= {v["id"] for v in entries["espeak"]["voices"]}
     assert entries["espeak"]["available"] and entries["pocketsphinx"]["available"]
-    maps = Path(f"/proc/{served.proc.pid}/maps").read_text()
-    assert "espeak" not in maps
+    assert mapped_gpl(served.proc.pid) == set()
+    # ...while the engine processes it started do map them.
+    pids = engine_pids(served.proc.pid)
+    assert any("onnxruntime" in f for f in mapped_gpl(pids["piper"]))
+    assert any("espeak" in f for f in mapped_gpl(pids["espeak"]))
 
 
 def test_say_and_transcribe_round_trip(served, tmp_path):
@@ -63,7 +73,8 @@ def test_say_and_transcribe_round_trip(served, tmp_path):
     speech, rate, codec = b"", 16000, "pcm16"
     for n, sentence in enumerate(ROUND_TRIP_SENTENCES):
         wav = tmp_path / f"said-{n}.wav"
-        said = run_cli("say", sentence, "--voice", ROUND_TRIP_VOICE, "--url", served.url,
+        said = run_cli("say", sentence, "--provider", "espeak", "--voice", ROUND_TRIP_VOICE,
+                       "--url", served.url,
                        "-o", str(wav), "--sample-rate", "16000", data_dir=tmp_path)
         assert "time to first audio" in said.stdout and wav.stat().st_size > 10_000
         audio, rate, codec = read_wav(wav)
@@ -74,6 +85,29 @@ def test_say_and_transcribe_round_trip(served, tmp_path):
     assert heard.stdout.count("partial:") >= 1, heard.stdout
     final = [line for line in heard.stdout.splitlines() if line.startswith("final:")][0]
     assert len(recognised(final)) >= SYNTHESIS_ROUND_TRIP_MIN_HITS, heard.stdout
+
+
+def test_say_speaks_with_piper_by_default_and_is_understood(served, tmp_path):
+    """`say` with no provider uses the built-in Piper voice; `transcribe` hears most of
+    the words of three sentences (PocketSphinx, half of them at least)."""
+    sentences = ("Please open the door.", "The weather is nice today.",
+                 "I would like a cup of coffee.")
+    speech, rate, codec = b"", 16000, "pcm16"
+    for n, sentence in enumerate(sentences):
+        wav = tmp_path / f"piper-{n}.wav"
+        said = run_cli("say", sentence, "--url", served.url, "-o", str(wav),
+                       "--sample-rate", "16000", data_dir=tmp_path)
+        assert "time to first audio" in said.stdout
+        audio, rate, codec = read_wav(wav)
+        speech += bytes(rate) + audio + bytes(rate)
+    padded = tmp_path / "piper-speech.wav"
+    write_wav(padded, speech, rate, codec)
+    heard = run_cli("transcribe", str(padded), "--url", served.url, data_dir=tmp_path)
+    final = [line for line in heard.stdout.splitlines() if line.startswith("final:")][0]
+    heard_words = set(final.lower().removeprefix("final:").split())
+    said_words = [w.strip(".").lower() for s in sentences for w in s.split()]
+    hits = sum(1 for w in said_words if w in heard_words)
+    assert hits >= len(said_words) / 2, heard.stdout
 
 
 def test_keys_create_list_revoke_seen_by_running_gateway(served, tmp_path):

@@ -1,9 +1,9 @@
-"""``python -m slng_fast.engines espeak|pocketsphinx --host H --port N``
+"""``python -m slng_fast.engines espeak|piper|pocketsphinx --host H --port N``
 
 Runs one built-in engine as a WebSocket server in this process. Prints
 ``READY <port>`` on stdout once listening (``--port 0`` picks a free port) and
 exits with status 0 on SIGTERM or SIGINT. The gateway's supervisor starts engines
-this way and reads that line.
+this way and reads that line. ``--voice PATH`` (piper, repeatable) adds a Piper voice.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -29,6 +30,7 @@ log = logging.getLogger("slng_fast.engines")
 # (as the gateway's supervisor or a test might) loads neither engine.
 _SERVERS = {
     "espeak": ("slng_fast.engines.espeak_server", "serve_espeak_engine"),
+    "piper": ("slng_fast.engines.piper_server", "serve_piper_engine"),
     "pocketsphinx": ("slng_fast.engines.sphinx_server", "serve_sphinx_engine"),
 }
 
@@ -42,12 +44,13 @@ async def _wait_for_parent_exit(parent_pid: int) -> None:
         await trio.sleep(0.5)
 
 
-def run_engine(name: str, host: str, port: int, parent_pid: int | None = None) -> int:
+def run_engine(name: str, host: str, port: int, parent_pid: int | None = None,
+               options: dict[str, Any] | None = None) -> int:
     """Run engine ``name`` until SIGTERM or SIGINT (or until ``parent_pid`` dies);
     the process's main.
 
     Prints ``READY <port>`` on stdout (one line, flushed) once listening. Returns
-    the process exit status: 0 after a signal.
+    the process exit status: 0 after a signal. ``options`` go to the engine's server.
     """
     module, function = _SERVERS[name]
     serve: Callable[..., Any] = getattr(importlib.import_module(module), function)
@@ -74,7 +77,7 @@ def run_engine(name: str, host: str, port: int, parent_pid: int | None = None) -
                 # Graceful: on shutdown clients get 1001 and the server returns once they
                 # are closed; then the watchers above are cancelled.
                 async with trio.open_nursery() as server:
-                    bound = await server.start(partial(serve, shutdown=shutdown), host, port)
+                    bound = await server.start(partial(serve, shutdown=shutdown, **(options or {})), host, port)
                     print(f"READY {bound}", flush=True)
                 nursery.cancel_scope.cancel()
 
@@ -103,12 +106,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when the process with this id exits (used by the gateway)")
+    parser.add_argument("--voice", action="append", default=[], metavar="PATH",
+                        help="piper: a Piper voice (.onnx, its .onnx.json beside it) to offer "
+                             "besides the bundled one; repeatable")
     args = parser.parse_args(argv)
+    if args.voice and args.engine != "piper":
+        parser.error("--voice is for the piper engine only")
+    for voice in args.voice:
+        model = Path(voice).expanduser()
+        if model.name.endswith(".onnx.json"):
+            model = model.with_suffix("")
+        if not model.is_file() or not Path(f"{model}.json").is_file():
+            parser.error(f"--voice {voice}: a Piper voice is NAME.onnx with NAME.onnx.json "
+                         "beside it")
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is outside 0..65535")
     setup_logging(args.log_level)
 
-    return run_engine(args.engine, args.host, args.port, args.parent_pid)
+    options = {"voices": args.voice} if args.engine == "piper" else {}
+    return run_engine(args.engine, args.host, args.port, args.parent_pid, options)
 
 
 if __name__ == "__main__":

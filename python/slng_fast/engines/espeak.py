@@ -286,6 +286,9 @@ class EspeakSynth:
     any thread.
     """
 
+    exclusive = True
+    """eSpeak is process-global: the server runs one synthesis at a time."""
+
     _shared: EspeakSynth | None = None
     _shared_lock = threading.Lock()
 
@@ -468,6 +471,10 @@ class EspeakSynth:
                 return VoiceChoice(by_language or self._by_key[DEFAULT_VOICE], lone)
             raise VoiceError(f"unknown eSpeak voice {voice.strip()!r}")
         return VoiceChoice(base, variant)
+
+    def check_rate(self, rate: float) -> None:
+        """Raise :class:`VoiceError` for a rate eSpeak cannot speak at."""
+        validate_rate(rate)
 
     # -- synthesis ---------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ import trio_websocket
 log = logging.getLogger("slng_fast.engines")
 
 READY_TIMEOUT = 60.0
+TTS_ENGINES = ("espeak", "piper")
+"""The engines whose ``ready`` frame describes them (voices, rate) for the registry."""
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -32,6 +34,8 @@ RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0)
 class EngineSupervisor:
     names: tuple[str, ...]
     host: str = "127.0.0.1"
+    # Extra command-line arguments per engine (``--voice PATH`` for piper).
+    args: dict[str, list[str]] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
@@ -93,7 +97,8 @@ class EngineSupervisor:
 
     async def _run_once(self, name: str, port: int, task_status: trio.TaskStatus[None]) -> None:
         command = [sys.executable, "-m", "slng_fast.engines", name, "--host", self.host,
-                   "--port", str(port), "--parent-pid", str(os.getpid())]
+                   "--port", str(port), "--parent-pid", str(os.getpid()),
+                   *self.args.get(name, [])]
         async with trio.open_nursery() as nursery:
             process: trio.Process = await nursery.start(lambda task_status: trio.run_process(  # noqa: ASYNC105
                 command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False,
@@ -155,7 +160,7 @@ async def _drain(stream: trio.abc.ReceiveStream) -> None:
 
 async def _engine_info(name: str, url: str) -> dict[str, Any]:
     """What the engine really offers, for `ready.capabilities`."""
-    if name != "espeak":
+    if name not in TTS_ENGINES:
         return {}
     with trio.fail_after(10):
         async with trio_websocket.open_websocket_url(url) as ws:

@@ -32,7 +32,7 @@ def _headers(key: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", f"Bearer {key}".encode())]
 
 
-async def say(url: str, key: str, text: str, *, provider: str = "espeak",
+async def say(url: str, key: str, text: str, *, provider: str = "piper",
               voice: str | None = None, codec: str = "pcm16", sample_rate: int = 24000,
               timeout: float = 60.0) -> SayResult:
     result = SayResult(codec=codec, sample_rate=sample_rate)

@@ -121,7 +121,8 @@ async def run_gateway(config: Config, certfile: str | None = None,
         log.warning("closed %d usage rows left open by a crashed gateway", crashed)
     dev_key = ensure_dev_key(store, config.data_dir)
     ssl_context = make_ssl_context(certfile, keyfile)
-    supervisor = EngineSupervisor(config.engines)
+    supervisor = EngineSupervisor(config.engines, args={
+        "piper": [arg for path in config.piper_voices for arg in ("--voice", path)]})
     shutdown = trio.Event()
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -45,6 +45,8 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
              key_env="KYUTAI_API_KEY"),
     Endpoint("whisper", "stt", "whisper", None, (), sample_rate=16000),
     Endpoint("espeak", "tts", "slng", "en", (), sample_rate=22050, needs_url=False),
+    Endpoint("piper", "tts", "slng", "en_US-joe-medium", ("en_US-joe-medium",), ("en",),
+             sample_rate=22050, needs_url=False),
     Endpoint("pocketsphinx", "stt", "unified", None, (), ("en",), sample_rate=16000,
              needs_url=False),
 )}
