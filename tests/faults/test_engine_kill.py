@@ -91,8 +91,8 @@ async def test_a_killed_engine_ends_only_its_utterances_and_comes_back(served, t
         async with trio.open_nursery() as both:
             both.start_soon(recognising_beside)
             both.start_soon(speaking_through_the_kill)
-        # Every finalize was answered with words, and the audio was heard (recognition of
-        # one pass wobbles on a loaded machine; the words of every pass together do not).
+        # Every finalize was answered with words, and the speech was heard in one pass at
+        # least (what one pass recognises wobbles on a loaded machine).
         assert all(text.strip() for text in heard), heard
         assert any(len(recognised(text)) >= 2 for text in heard), heard
 
