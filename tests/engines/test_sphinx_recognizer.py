@@ -129,3 +129,15 @@ def test_sessions_do_not_leak_into_each_other(recognizer_pool: RecognizerPool, s
         assert reused_cmn == fresh._decoder.get_cmn(False)
     finally:
         recognizer_pool.release(again)
+
+
+def test_a_recognizer_the_full_pool_does_not_keep_frees_its_model_at_once() -> None:
+    """Even while something still holds it (a reference cycle, a worker thread's last
+    result): the model is freed when it is released, not when the collector runs."""
+    pool = RecognizerPool(max_idle=1)
+    kept, dropped = pool.acquire(), pool.acquire()
+    pool.release(kept)
+    pool.release(dropped)
+    assert kept.loaded and not dropped.loaded
+    assert pool.acquire() is kept
+

@@ -13,7 +13,10 @@ this from a worker thread. A recognizer is not thread-safe: one caller at a time
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["MODEL_ID", "SAMPLE_RATE", "RecognizerPool", "SphinxRecognizer", "Transcript"]
@@ -86,6 +89,16 @@ class SphinxRecognizer:
         self._ep = Endpointer(window=window, ratio=ratio, vad_mode=vad_mode, sample_rate=SAMPLE_RATE)
         self._frame_bytes: int = self._ep.frame_bytes
         self._frame_seconds: float = self._ep.frame_length
+
+    @property
+    def loaded(self) -> bool:
+        """The model is loaded (False once :meth:`close` has freed it)."""
+        return self._decoder is not None
+
+    def close(self) -> None:
+        """Free the decoder and its model now, whoever still holds this object."""
+        self._decoder = None
+        self._ep = None
 
     def reset(self) -> None:
         """Forget all audio and results, as if newly created (the model stays loaded)."""
@@ -259,10 +272,22 @@ class RecognizerPool:
         return SphinxRecognizer(**self._options)  # type: ignore[arg-type]
 
     def release(self, recognizer: SphinxRecognizer) -> None:
-        recognizer.reset()
+        """Take a recognizer back: kept for the next session, or (the pool is full) its
+        model freed at once and the freed memory handed back to the system. Models are
+        loaded in whichever worker thread a session ran in, so without the trim each
+        thread's malloc arena keeps the pages of the models it once held, and the
+        engine's RSS grows with its history (about 1.6 GiB after 100 sessions of 8 at
+        a time), not with its open sessions."""
         with self._lock:
-            if len(self._idle) < self._max_idle:
-                self._idle.append(recognizer)
+            keep = len(self._idle) < self._max_idle
+        if keep:
+            recognizer.reset()
+            with self._lock:
+                if len(self._idle) < self._max_idle:
+                    self._idle.append(recognizer)
+                    return
+        recognizer.close()
+        _trim_heap()
 
     def preload(self, count: int = 1) -> None:
         """Load ``count`` recognizers ahead of the first sessions."""
@@ -270,3 +295,24 @@ class RecognizerPool:
         with self._lock:
             room = self._max_idle - len(self._idle)
             self._idle.extend(loaded[: max(0, room)])
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None (another libc: nothing to trim)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def _trim_heap() -> None:
+    """Return the free memory of every malloc arena to the system."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
