@@ -81,6 +81,9 @@ class Metrics:
             ("slng_refusals_total", "counter", "Requests refused by a limit, by limit."),
             ("slng_upstream_reconnects_total", "counter",
              "Upstream connections reopened within a session, by provider."),
+            ("slng_tasks_living", "gauge",
+             "Trio tasks alive in this worker's event loop, read at each scrape: with no "
+             "session open it stays put, so growth is a leaked task."),
         ):
             self._metrics[name] = Metric(name, kind, text)
 

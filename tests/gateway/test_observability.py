@@ -100,6 +100,29 @@ async def test_metrics_count_sessions_latency_audio_errors_and_refusals(gw, nurs
     assert "api_key" not in text and gw.keys["free"] not in text
 
 
+async def test_metrics_count_living_tasks_and_they_come_back_after_a_session(gw, nursery):
+    """`slng_tasks_living` is the loop's task count at the scrape: a session's tasks
+    show in it while it is open, and are gone once it has ended."""
+    async def living() -> float:
+        text = (await http_get(gw.url, "/metrics"))[2].decode()
+        assert "# TYPE slng_tasks_living gauge" in text
+        match = re.search(r"^slng_tasks_living (\S+)$", text, re.MULTILINE)
+        assert match is not None
+        return float(match.group(1))
+
+    before = await living()
+    assert before > 0
+    ws = await connect(gw.tts(), gw.keys["pro"], nursery=nursery)
+    await send(ws, type="init")
+    await recv(ws)
+    during = await living()
+    assert during > before
+    await ws.aclose()
+    with trio.fail_after(30):
+        while gw.gateway.active or await living() != before:
+            await trio.sleep(0.05)
+
+
 def test_metrics_render_histograms_cumulatively():
     m = Metrics()
     for value in (0.0005, 0.003, 0.003, 7.0):

@@ -488,8 +488,10 @@ class SessionBridge:
 
     async def _read_upstream(self, epoch: int, conn: Connection) -> None:
         sink = partial(self._on_upstream, epoch)
+        hooked = False
         if isinstance(self.session, TtsSession) and conn.direct and self.conn.direct:
             conn.set_receive_hook(partial(self._relay, epoch, self.session, conn))
+            hooked = True
         try:
             await conn.pump(sink)
         except ConnectionClosed as exc:
@@ -498,6 +500,12 @@ class SessionBridge:
                     epoch, None, f"the provider broke the WebSocket protocol ({exc.reason})"))
             else:
                 await self.inbox.put(UpstreamClosed(epoch, exc.code, exc.reason))
+        finally:
+            if hooked:
+                # The hook holds this connection and the bridge: left in place it makes a
+                # cycle that only the collector frees, which serving processes run rarely
+                # (gateway/collector.py), so every session's objects would pile up.
+                conn.set_receive_hook(None)
 
     async def _relay(self, epoch: int, session: TtsSession, upstream: Connection,
                      data: bytes) -> list[WsEvent]:

@@ -251,6 +251,8 @@ class Gateway:
                     "limits": "ok" if self.limits.healthy else "unreachable"}
             await request.reject(200 if ok else 503, orjson.dumps(body))
         elif path == "/metrics":
+            self.metrics.set("slng_tasks_living",
+                             trio.lowlevel.current_statistics().tasks_living)
             await request.reject(200, self.metrics.render().encode(),
                                  "text/plain; version=0.0.4; charset=utf-8")
         else:
