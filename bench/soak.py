@@ -95,6 +95,26 @@ LONG_TEXT = ("This sentence is long on purpose, so that a stop arrives while the
              "still being spoken, and the utterance ends interrupted, or a reset cuts it.")
 
 
+
+def tagged(event: Any) -> tuple[Any, ...]:
+    """The codec's event as a (kind, value...) tuple, the form this client reads."""
+    match event:
+        case _native.TextMessage(data):
+            return ("text", data)
+        case _native.BinaryMessage(data):
+            return ("binary", data)
+        case _native.InvalidTextMessage(data):
+            return ("invalid_text", data)
+        case _native.Ping(payload):
+            return ("ping", payload)
+        case _native.Pong(payload):
+            return ("pong", payload)
+        case _native.Close(code, reason):
+            return ("close", code, reason)
+        case _native.ProtocolViolation(code, reason):
+            return ("protocol_error", code, reason)
+    raise TypeError(f"unknown WebSocket event {event!r}")
+
 class SessionFailed(Exception):
     """A session saw something the contract does not allow."""
 
@@ -147,7 +167,7 @@ class Client:
             raise SessionFailed(f"handshake answered {status.decode(errors='replace')}")
         client = cls(stream)
         if rest:
-            client.pending.extend(client.ws.receive_data(rest))
+            client.pending.extend(map(tagged, client.ws.receive_data(rest)))
         return client
 
     async def send(self, **fields: Any) -> None:
@@ -191,7 +211,7 @@ class Client:
                 data = b""
             if not data:
                 return ("eof",)
-            self.pending.extend(self.ws.receive_data(data))
+            self.pending.extend(map(tagged, self.ws.receive_data(data)))
 
     async def recv(self) -> dict[str, Any]:
         """The next JSON event; Closed(code) if the gateway closed instead."""
