@@ -79,6 +79,8 @@ class Metrics:
             ("slng_characters_total", "counter", "Text characters synthesized, by provider."),
             ("slng_errors_total", "counter", "Error events sent, by code."),
             ("slng_refusals_total", "counter", "Requests refused by a limit, by limit."),
+            ("slng_provider_switches_total", "counter",
+             "Sessions moved to their next provider, by provider pair and reason."),
             ("slng_upstream_reconnects_total", "counter",
              "Upstream connections reopened within a session, by provider."),
             ("slng_tasks_living", "gauge",

@@ -56,6 +56,9 @@ CREATE INDEX IF NOT EXISTS usage_open ON usage (ended_at) WHERE ended_at IS NULL
 _ADDED_COLUMNS = (
     ("usage", "worker", "TEXT NOT NULL DEFAULT ''"),  # the gateway process that owns the row
     ("usage", "saved_at", "REAL"),  # when its totals were last saved
+    # JSON: which providers served the session and how much each (failover), e.g.
+    # {"orpheus": {"characters": 120, "audio_ms": 2300.0}, "kokoro": {...}}
+    ("usage", "providers", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -77,7 +80,7 @@ class UsageTotals:
     characters: int
     audio_ms: float
     messages: int
-
+    providers: str = ""  # JSON, see _ADDED_COLUMNS
 
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -195,27 +198,28 @@ class Store:
     def save_usage(self, totals: Iterable[UsageTotals], saved_at: float) -> None:
         """Save open sessions' running totals in one transaction (rows already closed
         are left as they are: their final totals are newer)."""
-        rows = [(t.context_id, t.characters, t.audio_ms, t.messages, saved_at, t.session_id)
-                for t in totals]
+        rows = [(t.context_id, t.characters, t.audio_ms, t.messages, t.providers, saved_at,
+                 t.session_id) for t in totals]
         if not rows:
             return
         with self._connection() as db:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "UPDATE usage SET context_id=?, characters=?, audio_ms=?, messages=?, "
-                "saved_at=? WHERE session_id=? AND ended_at IS NULL", rows)
+                "providers=?, saved_at=? WHERE session_id=? AND ended_at IS NULL", rows)
             db.execute("COMMIT")
 
     def close_session(self, session_id: str, *, context_id: str, characters: int,
-                      audio_ms: float, messages: int, ended_at: float, reason: str) -> None:
+                      audio_ms: float, messages: int, ended_at: float, reason: str,
+                      providers: str = "") -> None:
         """The final totals. They win over a ``worker_lost`` close (a worker that was
         only stalled, not dead, still knows best)."""
         with self._connection() as db:
             db.execute(
                 "UPDATE usage SET context_id=?, characters=?, audio_ms=?, messages=?, "
-                "ended_at=?, saved_at=?, reason=? WHERE session_id=?",
+                "ended_at=?, saved_at=?, reason=?, providers=? WHERE session_id=?",
                 (context_id, characters, audio_ms, messages, ended_at, ended_at, reason,
-                 session_id))
+                 providers, session_id))
 
     def close_lost(self, saved_before: float) -> int:
         """Close the open rows last saved (or, never saved, started) before

@@ -102,7 +102,10 @@ class SessionBridge:
                  transport: str = "native",
                  upstream_send_timeout: float = UPSTREAM_SEND_TIMEOUT,
                  draining: trio.Event | None = None,
-                 outside_end: OutsideEnd | None = None) -> None:
+                 outside_end: OutsideEnd | None = None,
+                 on_provider_failed: Callable[[str, str], None] | None = None) -> None:
+        # A provider failed this session (name, reason): the worker's health hears of it.
+        self.on_provider_failed = on_provider_failed
         self.outside_end = outside_end
         self.open_upstream = open_native_upstream if transport == "native" else open_upstream
         # The messages-per-minute check, asked before a text frame reaches the session
@@ -277,7 +280,7 @@ class SessionBridge:
         if isinstance(item, Deferred):
             return item.actions
         if isinstance(item, UpstreamFailed):
-            return session.upstream_failed(item.epoch, item.message, now)
+            return session.upstream_failed(item.epoch, item.message, now, item.status)
         if isinstance(item, UpstreamClosed):
             self._forget_link(item.epoch)
             return session.upstream_closed(item.epoch, now, item.code, item.reason)
@@ -304,6 +307,12 @@ class SessionBridge:
             elif what == "first_audio":
                 self.metrics.observe("slng_time_to_first_audio_seconds", value,
                                      provider=self.provider)
+            elif what == "provider_switched":
+                old, new, reason = value
+                self.metrics.inc("slng_provider_switches_total", **{
+                    "from": old, "to": new, "reason": reason})
+            elif what == "provider_failed" and self.on_provider_failed is not None:
+                self.on_provider_failed(*value)
         session.observations.clear()
 
     async def _execute(self, actions: list[Action]) -> bool:
@@ -412,7 +421,8 @@ class SessionBridge:
             # trio-websocket raises a refused handshake from its own background task.
             link.outbox.close()
             await self.inbox.put(UpstreamFailed(
-                link.epoch, f"cannot reach the provider: {group.exceptions[0]}"))
+                link.epoch, f"cannot reach the provider: {group.exceptions[0]}",
+                getattr(group.exceptions[0], "status", None)))
         finally:
             # Whoever waits for room in the outbox stops waiting: nothing reads it now.
             link.outbox.close()
@@ -427,7 +437,8 @@ class SessionBridge:
                 except OSError as exc:
                     outbox.close()
                     await self.inbox.put(UpstreamFailed(
-                        link.epoch, f"cannot reach the provider: {exc}"))
+                        link.epoch, f"cannot reach the provider: {exc}",
+                        getattr(exc, "status", None)))
                     return
                 except Exception as exc:  # a fault here must end this session only, cleanly
                     log.exception("opening the upstream failed",

@@ -42,6 +42,7 @@ class Deferred:
 class UpstreamFailed:
     epoch: int
     message: str
+    status: int | None = None  # a refused handshake's HTTP status
 
 
 @dataclass(frozen=True, slots=True)

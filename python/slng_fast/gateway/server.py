@@ -25,19 +25,27 @@ from slng_fast.config import Config
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
+from slng_fast.gateway.health import HealthWatch
 from slng_fast.gateway.ledger import Ledger
-from slng_fast.gateway.native_transport import serve_native_websocket
+from slng_fast.gateway.native_transport import open_native_upstream, serve_native_websocket
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
-from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
+from slng_fast.gateway.transport import (
+    Connection,
+    IncomingRequest,
+    open_upstream,
+    serve_trio_websocket,
+)
 from slng_fast.limits import LocalLimits
 from slng_fast.metrics import Metrics
 from slng_fast.protocol import events
+from slng_fast.protocol.fallback import Failover
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers import registry as reg
 from slng_fast.store import Store
+from slng_fast.vocabulary import Endpoint, Settings
 
 log = logging.getLogger("slng_fast.gateway")
 
@@ -60,10 +68,57 @@ class Gateway:
     pending: PendingConnections = field(default_factory=PendingConnections)
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     ledger: Ledger = field(init=False)
+    health: HealthWatch = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
         self.limits.on_revoked = self.end_revoked  # revocations other hosts published
+        shared = getattr(self.limits, "limits", None)  # RedisLimits behind SharedLimits
+
+        async def open_any(*args: Any, **kwargs: Any) -> Connection:
+            opener = open_native_upstream if self.transport == "native" else open_upstream
+            return await opener(*args, **kwargs)
+
+        self.health = HealthWatch(self._probe_request, open_any,
+                                  redis=getattr(shared, "redis", None),
+                                  prefix=getattr(shared, "prefix", "slng:"),
+                                  names=tuple(reg.ENDPOINTS))
+        for name, provider in self.config.providers.items():
+            for backup in provider.fallback:
+                known = reg.ENDPOINTS.get(backup)
+                if known is None or name not in reg.ENDPOINTS \
+                        or known.kind != reg.ENDPOINTS[name].kind or backup == name:
+                    raise ValueError(f"[providers.{name}] fallback: {backup!r} is not another "
+                                     f"endpoint of the same kind")
+
+    def _probe_request(self, name: str) -> Any:
+        """The upstream a probe of ``name`` opens (the one a session would open)."""
+        entry = reg.ENDPOINTS[name]
+        endpoint = self.registry.endpoint(entry.kind, name)
+        assert endpoint is not None
+        dialect = self.registry.dialect(endpoint)
+        return dialect.request(Settings()) if entry.kind == "tts" else dialect.request()
+
+    def failover(self, kind: str, endpoint: Endpoint) -> Failover:
+        """What a session of ``endpoint`` needs to fail over."""
+
+        def resolve(name: str) -> tuple[Endpoint, Any]:
+            backup = self.registry.endpoint(kind, name)
+            if backup is None:
+                raise GatewayError(errors.INVALID_PARAMETER,
+                                   f"fallback {name!r} is not a {kind} provider of this "
+                                   f"gateway; known: {', '.join(reg.known(kind))}")
+            try:
+                return backup, self.registry.dialect(backup)
+            except GatewayError as err:
+                raise GatewayError(errors.INVALID_PARAMETER,
+                                   f"fallback {name!r} cannot be used: {err.message}") from None
+
+        provider = self.config.providers.get(endpoint.name)
+        return Failover(resolve, self.health.is_down,
+                        provider.fallback if provider is not None else (),
+                        first_audio_s=self.config.first_audio_timeout_s,
+                        replay_s=self.config.stt_replay_s)
 
     def end_revoked(self, key_ids: set[str]) -> None:
         """End the open sessions of these keys: `error` auth_failed, close 4000."""
@@ -79,6 +134,7 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.ledger.run)
             await nursery.start(watch.run)
+            await nursery.start(self.health.run)
             task_status.started()
 
     async def handle(self, request: IncomingRequest) -> None:
@@ -182,6 +238,7 @@ class Gateway:
         else:
             session = SttSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
                                  defaults=presets, provider_timeout_s=timeout)
+        session.failover = self.failover(route.kind, endpoint)
         if route.passthrough is not None:
             path, query = route.passthrough
             try:
@@ -209,7 +266,8 @@ class Gateway:
                                 connect_timeout=self.config.upstream_connect_timeout_s,
                                 upstream_send_timeout=self.config.upstream_send_timeout_s,
                                 take_message=take_message, transport=self.transport,
-                                draining=self.draining, outside_end=opened.end).run()
+                                draining=self.draining, outside_end=opened.end,
+                                on_provider_failed=self.health.failed).run()
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)

@@ -4,10 +4,15 @@ work is in the native core; this only wires it together per session."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 
 from slng_fast import _native
 from slng_fast.protocol.commands import CODEC_SAMPLE_WIDTH, STT_SAMPLE_RATES, TTS_SAMPLE_RATES
+
+# A seam between two providers' audio in one utterance: the first ramps down to silence
+# and the second fades in over this long, so the jump between them makes no click.
+SEAM_MS = 5.0
 
 _ENCODERS: dict[str, Callable[[bytes], bytes] | None] = {
     "pcm16": None,
@@ -47,6 +52,9 @@ class AudioOut:
         self._chunker = _native.AudioChunker(max_chunk_bytes, width, sample_rate, context_id)
         self._resampler: _native.Resampler | None = None
         self._source: tuple[int, str] | None = None
+        self._last = 0  # the last PCM16 sample converted (for a seam's ramp)
+        self._fade_left = 0  # samples of a fade-in still to apply after a seam
+        self._fade_len = 0
 
     def _resampler_for(self, rate: int, sample_format: str) -> _native.Resampler:
         if self._resampler is None or self._source != (rate, sample_format):
@@ -81,6 +89,25 @@ class AudioOut:
         self._chunker.flush()  # an odd byte left over belongs to no sample
         return frames, ms
 
+    def seam(self) -> tuple[list[bytes], float]:
+        """The provider changes mid-utterance: what the resampler holds, then a ramp from
+        the last sample sent down to silence; the next provider's audio fades in (and
+        gets a resampler of its own). Frames and milliseconds, as `push`."""
+        pcm = self._resampler.flush() if self._resampler is not None else b""
+        self._resampler = None
+        self._source = None
+        last = int.from_bytes(pcm[-2:], "little", signed=True) if len(pcm) >= 2 else self._last
+        n = max(1, int(self.sample_rate * SEAM_MS / 1000))
+        ramp = array("h", (last * (n - 1 - i) // n for i in range(n))).tobytes()
+        frames = self._frames(pcm + ramp)
+        self._fade_left = self._fade_len = n
+        return frames
+
+    def forget_source(self) -> None:
+        """The provider changes between utterances: nothing of the old one is pending."""
+        self._resampler = None
+        self._source = None
+
     def drop(self) -> None:
         """Forget audio in flight (after stop)."""
         if self._resampler is not None:
@@ -90,8 +117,22 @@ class AudioOut:
     def _frames(self, pcm: bytes) -> tuple[list[bytes], float]:
         if not pcm:
             return [], 0.0
+        if self._fade_left:
+            pcm = self._fade_in(pcm)
+        if len(pcm) >= 2:
+            self._last = int.from_bytes(pcm[-2:], "little", signed=True)
         data = self._encode(pcm) if self._encode else pcm
         return self._chunker.push_frames(data), len(data) / self._bytes_per_ms
+
+
+    def _fade_in(self, pcm: bytes) -> bytes:
+        samples = array("h", pcm[: len(pcm) - len(pcm) % 2])
+        n, done = self._fade_len, self._fade_len - self._fade_left
+        count = min(self._fade_left, len(samples))
+        for i in range(count):
+            samples[i] = samples[i] * (done + i) // n
+        self._fade_left -= count
+        return samples.tobytes() + pcm[len(samples) * 2:]
 
 
 class AudioIn:
