@@ -32,25 +32,26 @@ TEXT = "The first sentence is here. A second one follows it. And a third ends it
 
 
 async def gateway(nursery: Any, tmp_path: Any, orpheus_url: str | None = None,
-                  kokoro_faults: dict | None = None, **faults: Any) -> Any:
+                  kokoro_faults: dict | None = None, default_chain: tuple[str, ...] = (),
+                  **faults: Any) -> Any:
     urls, info = await start_engines(nursery, sphinx=False)
     if orpheus_url is None:
         base = await start_emulator(nursery, "slng", urls, faults=FaultPlan(**faults))
         orpheus_url = f"{base}/orpheus"
     healthy = await start_emulator(nursery, "slng", urls, faults=FaultPlan(**(kokoro_faults or {})))
     config = Config(data_dir=tmp_path, providers={
-        "orpheus": ProviderConfig(url=orpheus_url, api_key=EMULATOR_KEY),
+        "orpheus": ProviderConfig(url=orpheus_url, api_key=EMULATOR_KEY, fallback=default_chain),
         "kokoro": ProviderConfig(url=f"{healthy}/kokoro", api_key=EMULATOR_KEY)},
         provider_timeout_s=2.0, upstream_connect_timeout_s=1.0, first_audio_timeout_s=1.5)
     return await start_gateway(nursery, make_gateway(tmp_path, urls, info, config=config))
 
 
-async def session(gw: Any, nursery: Any, fallback: list, utterances: int = 1,
+async def session(gw: Any, nursery: Any, fallback: list | None, utterances: int = 1,
                   text: str = TEXT) -> tuple[list[dict], int | None]:
     """init with ``fallback``, ``utterances`` flushes of ``text``; every event up to the
     last audio_end (or the close: its code)."""
     ws = await connect(gw.tts("orpheus"), gw.keys["pro"], nursery=nursery)
-    await send(ws, type="init", fallback=fallback)
+    await send(ws, type="init", **({} if fallback is None else {"fallback": fallback}))
     for _ in range(utterances):
         await send(ws, type="input_text", text=text)
         await send(ws, type="flush")
@@ -210,3 +211,22 @@ async def test_tts_down_provider_is_skipped_then_used_again(nursery, tmp_path):
             await trio.sleep(0.1)
     events, code = await session(gw, nursery, ["kokoro"])
     assert code is None and "provider_switched" not in kinds(events)
+
+
+async def test_tts_config_default_chain_applies_and_init_overrides_it(nursery, tmp_path):
+    """``[providers.orpheus] fallback = ["espeak"]``: a session that names no chain has
+    it; one that names its own has that one instead. Limits are the session's: the
+    resent text is not counted as the client's messages or characters."""
+    gw = await gateway(nursery, tmp_path, refuse=True, default_chain=("espeak",))
+    events, code = await session(gw, nursery, None)
+    assert code is None and events[0]["session"]["fallback"] == ["espeak"]
+    assert_continued(events)
+    ended_usage = None
+    events, code = await session(gw, nursery, ["kokoro"])
+    assert events[0]["session"]["fallback"] == ["kokoro"]
+    assert [e["to"] for e in events if e["type"] == "provider_switched"] == ["kokoro"]
+    with trio.fail_after(10):
+        while len(rows := gw.store.usage_rows()) < 2 or rows[-1]["ended_at"] is None:
+            await trio.sleep(0.05)
+    ended_usage = rows[-1]
+    assert ended_usage["characters"] == len(TEXT) and ended_usage["messages"] == 3
