@@ -158,9 +158,8 @@ class SessionBridge:
             nursery.start_soon(self.timer.run, self._deadline_passed)
             if self.outside_end is not None:
                 nursery.start_soon(self._watch_outside_end, self.outside_end)
-            interval = self.session.dialect.keepalive_interval
-            if interval:
-                nursery.start_soon(self._every, interval, KeepaliveDue())
+            self._keepalives: set[float] = set()
+            self._keep_alive()
             try:
                 self._loop_task = trio.lowlevel.current_task()
                 await self._loop()
@@ -308,6 +307,7 @@ class SessionBridge:
                 self.metrics.observe("slng_time_to_first_audio_seconds", value,
                                      provider=self.provider)
             elif what == "provider_switched":
+                self._keep_alive()  # the backup may need keep-alives the first did not
                 old, new, reason = value
                 self.metrics.inc("slng_provider_switches_total", **{
                     "from": old, "to": new, "reason": reason})
@@ -620,6 +620,13 @@ class SessionBridge:
                 self.inbox.put_nowait(item)
             except trio.WouldBlock:
                 pass
+
+    def _keep_alive(self) -> None:
+        """Keep-alives at the serving dialect's interval, if it has one not yet running."""
+        interval = self.session.dialect.keepalive_interval
+        if interval and interval not in self._keepalives:
+            self._keepalives.add(interval)
+            self.nursery.start_soon(self._every, interval, KeepaliveDue())
 
     async def _heartbeat(self, interval: float) -> None:
         while True:
