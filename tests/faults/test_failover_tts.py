@@ -103,7 +103,7 @@ async def test_tts_switches_and_goes_on(nursery, tmp_path, faults, reason):
     metrics = gw.gateway.metrics
     assert metrics.value("slng_provider_switches_total", **{
         "from": "orpheus", "to": "kokoro", "reason": reason}) == 1
-    assert "orpheus" in gw.gateway.health.health.down()
+    assert gw.gateway.health.failures == {"orpheus": 1}
 
 
 def samples(chunks: list[dict]) -> array:
@@ -167,7 +167,7 @@ async def test_tts_no_text_and_interruptions_never_switch(nursery, tmp_path):
     assert "provider_switched" not in kinds(seen) and "error" not in kinds(seen), seen
     assert seen[-1]["type"] == "pong"
     await ws.aclose()
-    assert gw.gateway.health.health.down() == []
+    assert gw.gateway.health.failures == {}
 
 
 async def test_tts_chain_exhausted_is_provider_unavailable(nursery, tmp_path):

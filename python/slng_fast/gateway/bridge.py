@@ -455,8 +455,15 @@ class SessionBridge:
                         break
                     try:
                         delivered = await conn.send_within(frame, self.upstream_send_timeout)
-                    except ConnectionClosed:
-                        break
+                    except ConnectionClosed as exc:
+                        # The provider's side is gone (a reset seen while writing): said
+                        # here, since the reader is cancelled before it could say it.
+                        outbox.close()
+                        await self.inbox.put(UpstreamClosed(
+                            link.epoch, exc.code,
+                            exc.reason or "the provider's connection broke"))
+                        nursery.cancel_scope.cancel()
+                        return
                     if not delivered:  # the provider has stopped reading: it is stalled
                         outbox.close()
                         await conn.abort()

@@ -36,6 +36,7 @@ class HealthWatch:
         self._wake = trio.Event()
         self._published: list[tuple[str, float]] = []
         self.probes = 0
+        self.failures: dict[str, int] = {}  # sessions' failures by provider (tests, logs)
 
     def is_down(self, name: str, now: float) -> bool:
         return self.health.is_down(name, now)
@@ -43,6 +44,7 @@ class HealthWatch:
     def failed(self, name: str, reason: str) -> None:
         """A session saw ``name`` fail: down in this worker (and, with Redis, in all)."""
         delay = self.health.failed(name, trio.current_time())
+        self.failures[name] = self.failures.get(name, 0) + 1
         log.warning("provider %s marked down (%s); probing in %.0f s", name, reason, delay)
         self._publish(name, delay)
         self._wake.set()
