@@ -81,6 +81,8 @@ class Metrics:
             ("slng_refusals_total", "counter", "Requests refused by a limit, by limit."),
             ("slng_provider_switches_total", "counter",
              "Sessions moved to their next provider, by provider pair and reason."),
+            ("slng_warm_connections_used_total", "counter",
+             "Sessions' upstreams taken ready from the worker's warm pool, by provider."),
             ("slng_upstream_reconnects_total", "counter",
              "Upstream connections reopened within a session, by provider."),
             ("slng_tasks_living", "gauge",

@@ -103,7 +103,10 @@ class SessionBridge:
                  upstream_send_timeout: float = UPSTREAM_SEND_TIMEOUT,
                  draining: trio.Event | None = None,
                  outside_end: OutsideEnd | None = None,
-                 on_provider_failed: Callable[[str, str], None] | None = None) -> None:
+                 on_provider_failed: Callable[[str, str], None] | None = None,
+                 warm: Any = None) -> None:
+        # The worker's warm connections (gateway/warm_pool.py), tried before opening one.
+        self.warm = warm
         # A provider failed this session (name, reason): the worker's health hears of it.
         self.on_provider_failed = on_provider_failed
         self.outside_end = outside_end
@@ -430,10 +433,24 @@ class SessionBridge:
     async def _link(self, link: UpstreamLink, action: OpenUpstream) -> None:
         request = action.request
         outbox = link.outbox
+        taken = self.warm.take(self.session.serving, request) if self.warm is not None else None
+        try:
+            await self._link_on(link, request, outbox, taken)
+        finally:
+            if taken is not None:
+                taken[1]()  # the warm connection goes back to its owner, to be dropped
+
+    async def _link_on(self, link: UpstreamLink, request: Any, outbox: Any,
+                       taken: tuple[Connection, Callable[[], None]] | None) -> None:
         with link.cancel_scope:
             async with trio.open_nursery() as nursery:
                 try:
-                    conn = await self._open_with_backoff(request, nursery)
+                    if taken is not None:
+                        conn = taken[0]
+                        self.metrics.inc("slng_warm_connections_used_total",
+                                         provider=self.session.serving)
+                    else:
+                        conn = await self._open_with_backoff(request, nursery)
                 except OSError as exc:
                     outbox.close()
                     await self.inbox.put(UpstreamFailed(

@@ -37,6 +37,7 @@ from slng_fast.gateway.transport import (
     open_upstream,
     serve_trio_websocket,
 )
+from slng_fast.gateway.warm_pool import WarmPool
 from slng_fast.limits import LocalLimits
 from slng_fast.metrics import Metrics
 from slng_fast.protocol import events
@@ -69,6 +70,7 @@ class Gateway:
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     ledger: Ledger = field(init=False)
     health: HealthWatch = field(init=False)
+    warm: WarmPool = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
@@ -83,13 +85,20 @@ class Gateway:
                                   redis=getattr(shared, "redis", None),
                                   prefix=getattr(shared, "prefix", "slng:"),
                                   names=tuple(reg.ENDPOINTS))
+        sizes = {}
         for name, provider in self.config.providers.items():
+            warm = provider.options.get("warm", 0)
+            if not isinstance(warm, int) or isinstance(warm, bool) or not 0 <= warm <= 16 \
+                    or (warm and name not in reg.ENDPOINTS):
+                raise ValueError(f"[providers.{name}] warm must be an integer from 0 to 16")
+            sizes[name] = warm
             for backup in provider.fallback:
                 known = reg.ENDPOINTS.get(backup)
                 if known is None or name not in reg.ENDPOINTS \
                         or known.kind != reg.ENDPOINTS[name].kind or backup == name:
                     raise ValueError(f"[providers.{name}] fallback: {backup!r} is not another "
                                      f"endpoint of the same kind")
+        self.warm = WarmPool(sizes, self._probe_request, open_any)
 
     def _probe_request(self, name: str) -> Any:
         """The upstream a probe of ``name`` opens (the one a session would open)."""
@@ -135,6 +144,7 @@ class Gateway:
             await nursery.start(self.ledger.run)
             await nursery.start(watch.run)
             await nursery.start(self.health.run)
+            await nursery.start(self.warm.run)
             task_status.started()
 
     async def handle(self, request: IncomingRequest) -> None:
@@ -267,7 +277,8 @@ class Gateway:
                                 upstream_send_timeout=self.config.upstream_send_timeout_s,
                                 take_message=take_message, transport=self.transport,
                                 draining=self.draining, outside_end=opened.end,
-                                on_provider_failed=self.health.failed).run()
+                                on_provider_failed=self.health.failed,
+                                warm=self.warm).run()
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
