@@ -282,9 +282,11 @@ class Gateway:
         finally:
             usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
-            self.metrics.inc("slng_audio_seconds_total", usage.audio_ms / 1000.0,
-                             provider=endpoint.name)
-            self.metrics.inc("slng_characters_total", usage.characters, provider=endpoint.name)
+            # Each provider that served the session counts what it served (failover).
+            for name, served in session.provider_usage().items():
+                self.metrics.inc("slng_audio_seconds_total", served["audio_ms"] / 1000.0,
+                                 provider=name)
+                self.metrics.inc("slng_characters_total", served["characters"], provider=name)
             await self.ledger.close(opened, session.ended or "error")
             log.info("session end", extra={"context_id": session.context_id,
                                             "reason": session.ended})
