@@ -23,7 +23,7 @@ from harness import (
     start_engines,
     start_gateway,
 )
-from slng_fast.config import Config, ProviderConfig
+from slng_fast.config import Config, ConfigError, ProviderConfig
 from slng_fast.emulators import slng as slng_emulator
 from slng_fast.emulators.faults import FaultPlan
 from wsclient import connect, recv, send
@@ -230,3 +230,11 @@ async def test_tts_config_default_chain_applies_and_init_overrides_it(nursery, t
             await trio.sleep(0.05)
     ended_usage = rows[-1]
     assert ended_usage["characters"] == len(TEXT) and ended_usage["messages"] == 3
+
+
+@pytest.mark.parametrize("bad", [{"fallback": ("nope",)}, {"fallback": ("pocketsphinx",)},
+                                 {"options": {"warm": 99}}], ids=str)
+def test_config_chains_and_pools_are_checked_at_start(tmp_path, bad):
+    config = Config(data_dir=tmp_path, providers={"orpheus": ProviderConfig(**bad)})
+    with pytest.raises(ConfigError):
+        make_gateway(tmp_path, {}, {}, config=config)

@@ -136,3 +136,45 @@ def test_exhausted_chain_is_provider_unavailable_and_1013():
     s.receive_text(cmd(type="init", fallback=["kokoro"]), 0.0)
     events = client_events(s.upstream_failed(s.upstream_epoch, "401", 0.1, 401))
     assert [e["type"] for e in events] == ["error", "session_ended"]
+
+
+# -- STT -------------------------------------------------------------------------------
+
+def test_an_stt_switch_replays_the_audio_and_finalizes_not_yet_answered():
+    from slng_fast.protocol.stt import SttSession
+    from slng_fast.providers.unified import UnifiedSttDialect
+
+    def resolve_stt(name):
+        endpoint = ENDPOINTS[name]
+        return endpoint, UnifiedSttDialect(endpoint, f"ws://{name}.invalid/")
+
+    sphinx = ENDPOINTS["pocketsphinx"]
+    s = SttSession(endpoint=sphinx, dialect=UnifiedSttDialect(sphinx, "ws://sphinx.invalid/"),
+                   tier=PRO, now=0.0)
+    s.failover = Failover(resolve_stt, replay_s=10.0)
+    (ready,) = client_events(s.receive_text(
+        cmd(type="start", sample_rate=16000, fallback=["whisper"]), 0.0))
+    assert ready["session"] == {"provider": "pocketsphinx", "fallback": ["whisper"]}
+    first = s.upstream_epoch
+    s.receive_binary(b"\x01\x00" * 1600, 0.1)  # 100 ms, covered by the first final
+    s.receive_text(cmd(type="finalize"), 0.2)
+    final = orjson.dumps({"type": "final_transcript", "text": "one"}).decode()
+    assert [e["type"] for e in client_events(s.receive_upstream(first, final, 0.3))] == [
+        "final_transcript"]
+    s.receive_binary(b"\x02\x00" * 1600, 0.4)  # 100 ms not yet covered
+    s.receive_text(cmd(type="finalize"), 0.5)
+    s.receive_binary(b"\x03\x00" * 800, 0.6)  # 50 ms after that finalize
+    actions = s.upstream_closed(first, 0.7, 1011, "overloaded")
+    assert [e["type"] for e in client_events(actions)] == ["provider_switched"]
+    assert opened(actions)[0].request.url == "ws://whisper.invalid/"
+    frames = upstream_frames(actions)
+    assert orjson.loads(frames[0])["type"] == "start"
+    kinds = ["audio" if isinstance(f, bytes) else orjson.loads(f)["type"] for f in frames[1:]]
+    at = kinds.index("finalize")
+    assert set(kinds[:at]) == {"audio"} and set(kinds[at + 1:]) == {"audio"}
+    audio = b"".join(f for f in frames[1:] if isinstance(f, bytes))
+    assert b"\x01\x00" * 4 not in audio  # covered by a final: not replayed
+    assert audio.count(b"\x02\x00") > 1000 and audio.count(b"\x03\x00") > 300
+    answer = s.receive_upstream(s.upstream_epoch, final.replace("one", "two"), 0.8)
+    (done,) = client_events(answer)
+    assert done["text"] == "two" and done["audio_duration_seconds"] == 0.15

@@ -21,7 +21,7 @@ import trio
 
 from slng_fast import errors
 from slng_fast.catalogue import UnknownProvider, catalogue
-from slng_fast.config import Config
+from slng_fast.config import Config, ConfigError
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
@@ -90,13 +90,13 @@ class Gateway:
             warm = provider.options.get("warm", 0)
             if not isinstance(warm, int) or isinstance(warm, bool) or not 0 <= warm <= 16 \
                     or (warm and name not in reg.ENDPOINTS):
-                raise ValueError(f"[providers.{name}] warm must be an integer from 0 to 16")
+                raise ConfigError(f"[providers.{name}] warm must be an integer from 0 to 16")
             sizes[name] = warm
             for backup in provider.fallback:
                 known = reg.ENDPOINTS.get(backup)
                 if known is None or name not in reg.ENDPOINTS \
                         or known.kind != reg.ENDPOINTS[name].kind or backup == name:
-                    raise ValueError(f"[providers.{name}] fallback: {backup!r} is not another "
+                    raise ConfigError(f"[providers.{name}] fallback: {backup!r} is not another "
                                      f"endpoint of the same kind")
         self.warm = WarmPool(sizes, self._probe_request, open_any)
 
@@ -280,7 +280,6 @@ class Gateway:
                                 on_provider_failed=self.health.failed,
                                 warm=self.warm).run()
         finally:
-            usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
             # Each provider that served the session counts what it served (failover).
             for name, served in session.provider_usage().items():
