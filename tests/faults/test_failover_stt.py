@@ -70,6 +70,8 @@ async def transcribe(gw: Any, nursery: Any, speech: bytes, fallback: list
     ({"fail_after_ms": 100}, "closed"),  # reset 0.1 s into the audio
     ({"close_code": 1011}, "closed"),
     ({"stall_after_bytes": 1}, "stalled"),  # the finalize is never answered
+    ({"handshake_delay_ms": 4000}, "unreachable"),  # over the 1 s connect budget
+    ({"garbage": "oversized"}, "closed"),  # the gateway drops an upstream that sends 5 MiB
 ], ids=str)
 async def test_stt_switches_and_the_words_survive(nursery, tmp_path, speech, faults, reason):
     gw = await gateway(nursery, tmp_path, **faults)

@@ -90,6 +90,7 @@ def assert_continued(events: list[dict], utterances: int = 1) -> None:
     ({"fail_after_ms": 0}, "closed"),  # reset at the first audio, no close frame
     ({"stall_after_bytes": 0}, "first_audio_timeout"),
     ({"stall_after_bytes": 20000}, "stalled"),
+    ({"garbage": "oversized"}, "closed"),  # the gateway drops an upstream that sends 5 MiB
 ], ids=str)
 async def test_tts_switches_and_goes_on(nursery, tmp_path, faults, reason):
     gw = await gateway(nursery, tmp_path, **faults)
