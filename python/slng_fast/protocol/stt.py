@@ -18,7 +18,14 @@ from slng_fast.protocol import events, stt_failover
 from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.failover_session import ChainMixin
-from slng_fast.protocol.fallback import CLOSED, STALLED, UNAVAILABLE, ReplayBuffer, refusal_switches
+from slng_fast.protocol.fallback import (
+    CLOSED,
+    STALLED,
+    UNAVAILABLE,
+    UNREACHABLE,
+    ReplayBuffer,
+    refusal_switches,
+)
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, UNIFIED, SessionCore
 from slng_fast.protocol.state import SessionEvent, SessionState
 from slng_fast.vocabulary import (
@@ -224,7 +231,7 @@ class SttSession(ChainMixin, SessionCore):
         if (self.has_chain and not self.ended and epoch == self.upstream_epoch
                 and refusal_switches(status)):
             self.upstream_open = False
-            return stt_failover.switch(self, "unreachable", now)
+            return stt_failover.switch(self, UNREACHABLE, now)
         return super().upstream_failed(epoch, message, now, status)
 
     def on_upstream_closed(self, now: float, code: int | None = None,

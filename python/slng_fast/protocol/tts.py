@@ -184,7 +184,8 @@ class TtsSession(ChainMixin, SessionCore):
         text = "".join(self.unflushed)
         self.unflushed.clear()
         utterance = Utterance(self.next_utterance, empty=not frames, flushed_at=now, text=text,
-                              speakable=speakable(text), waiting_since=now)
+                              speakable=speakable(text) if self.has_chain else True,
+                              waiting_since=now)
         self.next_utterance += 1
         if utterance.empty and not self.pending:
             return [self._audio_end(utterance, interrupted=False)]
