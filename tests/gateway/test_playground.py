@@ -11,6 +11,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,11 @@ def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
 
 
 def test_the_page_ships_in_the_package():
-    """Found through importlib.resources, as from an installed wheel."""
+    """Found through importlib.resources, as from an installed wheel (maturin packs every
+    file under python/slng_fast), and every file of the page is served."""
+    folder = resources.files("slng_fast.gateway").joinpath("static", "playground")
+    assert {name for name, _ in playground.FILES.values()} == {
+        f.name for f in folder.iterdir()}
     for name, _ in playground.FILES.values():
         assert playground.read(name), name
     assert b"/playground/app.js" in playground.read("index.html")
@@ -99,6 +104,15 @@ def tts_state(browser: Browser) -> dict[str, Any]:
 
 def tts_flows(profile: Path, shots: Path, url: str, key: str) -> dict[str, Any]:
     with Browser(profile) as browser:
+        # A wrong key: the catalogue says 401, the socket's error event is shown.
+        browser.navigate(url + "/")
+        browser.evaluate("document.getElementById('key').value = 'slng_wrong';"
+                         "document.getElementById('load').click();"
+                         "document.getElementById('tts-speak').click()")
+        refused = browser.wait_for("window.playground.tts.status.includes('4000') && ["
+                                   "window.playground.tts.errors,"
+                                   " document.getElementById('catalogue-status').textContent]",
+                                   HANG_GUARD)
         chosen = open_page(browser, url, key)
         speak = ("document.getElementById('tts-text').value = %s;"
                  "document.getElementById('tts-speak').click()")
@@ -111,15 +125,18 @@ def tts_flows(profile: Path, shots: Path, url: str, key: str) -> dict[str, Any]:
         browser.screenshot(shots / "tts-done.png")
 
         browser.evaluate(speak % json.dumps(LONG_TEXT))
-        browser.wait_for("window.playground.tts.chunks > 0", HANG_GUARD)
-        browser.evaluate("document.getElementById('tts-stop').click()")
+        # Stop while the player has audio queued: checked and clicked in one turn of the
+        # page's event loop, so nothing finishes playing in between.
+        browser.wait_for("window.playground.tts.playing > 0"
+                         " && (document.getElementById('tts-stop').click(), true)", HANG_GUARD)
         browser.wait_for("window.playground.tts.status === 'stopped'", HANG_GUARD)
         stopped = tts_state(browser)
         stopped["buttons"] = browser.evaluate(
             "[document.getElementById('tts-speak').disabled,"
             " document.getElementById('tts-stop').disabled]")
         browser.screenshot(shots / "tts-stopped.png")
-        return {"chosen": chosen, "whole": whole, "stopped": stopped, "log": browser.log}
+        return {"refused": refused, "chosen": chosen, "whole": whole, "stopped": stopped,
+                "log": browser.log}
 
 
 async def test_the_tts_panel_streams_plays_and_stops(gw, tmp_path):
@@ -128,6 +145,8 @@ async def test_the_tts_panel_streams_plays_and_stops(gw, tmp_path):
     result = await trio.to_thread.run_sync(tts_flows, tmp_path / "profile", shots,
                                            http_url(gw), gw.keys["pro"])
     context = f"screenshots in {shots}; page log: {result['log']}"
+    errors, catalogue_status = result["refused"]
+    assert errors == ["auth_failed"] and "401" in catalogue_status, (result["refused"], context)
     assert result["chosen"] == {"tts": "piper", "voice": "en_US-joe-medium",
                                 "stt": "pocketsphinx"}, context
     whole = result["whole"]
@@ -141,6 +160,8 @@ async def test_the_tts_panel_streams_plays_and_stops(gw, tmp_path):
 
     stopped = result["stopped"]
     assert stopped["interrupted"] is True and stopped["errors"] == [], (stopped, context)
+    # Stopped while chunks were still queued in the player, and the player fell silent.
+    assert stopped["playingAtStop"] > 0 and stopped["playing"] == 0, (stopped, context)
     # Twenty sentences last far longer than what came before the stop was heard.
     assert 0 < stopped["receivedBytes"] / 2 / stopped["sampleRate"] < 20, (stopped, context)
     assert stopped["buttons"] == [False, True]  # ready to speak again

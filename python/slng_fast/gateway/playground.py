@@ -31,6 +31,7 @@ FILES = {  # path -> (file, content type)
     "/playground/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/playground/mic-worklet.js": ("mic-worklet.js", "text/javascript; charset=utf-8"),
     "/playground/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/playground/icon.svg": ("icon.svg", "image/svg+xml"),
 }
 
 

@@ -10,7 +10,8 @@ const TTS_RATES = [8000, 16000, 22050, 24000, 44100, 48000];
 const state = {
   catalogue: null,
   tts: { status: "idle", receivedBytes: 0, chunks: 0, fed: 0, fedSamples: 0, played: 0,
-         ttfaMs: null, sampleRate: null, interrupted: null, errors: [] },
+         ttfaMs: null, sampleRate: null, interrupted: null, playing: 0, playingAtStop: null,
+         errors: [] },
   stt: { status: "idle", sampleRate: null, sentBytes: 0, sentFrames: 0, partials: 0,
          stable: "", partial: "", finalText: null, errors: [] },
 };
@@ -137,6 +138,7 @@ function silence() {
   }
   tts.sources.clear();
   tts.playhead = 0;
+  state.tts.playing = 0;
 }
 
 // Schedule one chunk of PCM16 right after the previous one: playback starts on the first.
@@ -153,9 +155,11 @@ function feed(bytes, rate) {
   const at = Math.max(tts.ctx.currentTime + 0.02, tts.playhead);
   source.onended = () => {
     if (tts.sources.delete(source)) state.tts.played += 1;
+    state.tts.playing = tts.sources.size;
   };
   source.start(at);
   tts.sources.add(source);
+  state.tts.playing = tts.sources.size;
   tts.playhead = at + buffer.duration;
   state.tts.fed += 1;
   state.tts.fedSamples += n;
@@ -182,18 +186,25 @@ async function speak() {
   const entry = endpoints("tts").find((e) => e.provider === provider);
   const rate = ttsRate(entry);
   Object.assign(state.tts, { receivedBytes: 0, chunks: 0, fed: 0, fedSamples: 0, played: 0,
-    ttfaMs: null, sampleRate: rate, interrupted: null, errors: [] });
+    ttfaMs: null, sampleRate: rate, interrupted: null, playing: 0, playingAtStop: null,
+    errors: [] });
   tts.stopping = false;
   const init = { type: "init", codec: "pcm16", sample_rate_hz: rate };
   if ($("tts-voice").value) init.voice_id = $("tts-voice").value;
-  const ws = new WebSocket(wsUrl(`/v1/tts/${provider}-websocket-stream`), [`bearer.${key}`]);
+  let ws;
+  try {
+    ws = new WebSocket(wsUrl(`/v1/tts/${provider}-websocket-stream`), [`bearer.${key}`]);
+  } catch (err) {  // a key that is not a valid subprotocol token
+    ttsStatus(`cannot connect: ${err.message || err}`, true);
+    return;
+  }
   tts.ws = ws;
   ttsStatus("connecting…");
   ttsFigures();
   ws.onopen = () => {
+    tts.sentAt = performance.now();  // as `slng-fast say` measures: the socket is open
     ws.send(JSON.stringify(init));
     ws.send(JSON.stringify({ type: "input_text", text }));
-    tts.sentAt = performance.now();
     ws.send(JSON.stringify({ type: "flush" }));
   };
   ws.onmessage = (message) => {
@@ -226,16 +237,17 @@ async function speak() {
   };
   ws.onclose = (event) => {
     tts.ws = null;
-    if (state.tts.interrupted === true) ttsStatus("stopped");
+    if (state.tts.errors.length) ttsStatus(`${state.tts.status} (${closeReason(event)})`, true);
+    else if (state.tts.interrupted === true) ttsStatus("stopped");
     else if (state.tts.interrupted === false) ttsStatus("done");
-    else if (!state.tts.errors.length) ttsStatus(closeReason(event), true);
-    else ttsStatus(`${state.tts.status} (${closeReason(event)})`, true);
+    else ttsStatus(closeReason(event), true);
   };
 }
 
 function stopSpeaking() {
   if (!tts.ws) return;
   tts.stopping = true;
+  state.tts.playingAtStop = tts.sources.size;
   silence();
   if (tts.ws.readyState === WebSocket.OPEN) tts.ws.send(JSON.stringify({ type: "stop" }));
   else tts.ws.close();
@@ -289,7 +301,14 @@ async function record() {
   const rate = ctx.sampleRate;
   state.stt.sampleRate = rate;
   const model = $("stt-endpoint").value;
-  const ws = new WebSocket(wsUrl(`/v1/stt/${model}-websocket-stream`), [`bearer.${key}`]);
+  let ws;
+  try {
+    ws = new WebSocket(wsUrl(`/v1/stt/${model}-websocket-stream`), [`bearer.${key}`]);
+  } catch (err) {  // a key that is not a valid subprotocol token
+    releaseMicrophone();
+    sttStatus(`cannot connect: ${err.message || err}`, true);
+    return;
+  }
   ws.binaryType = "arraybuffer";
   stt.ws = ws;
   sttStatus("connecting…");
