@@ -84,9 +84,17 @@ function fillVoices() {
   select.replaceChildren(...items);
 }
 
+let catalogueFor = null;  // the key of the request in flight (Enter fires change and submit)
+
 async function loadCatalogue() {
   const key = keyValue();
   if (!key) { show("catalogue-status", "paste a key to load the voices", true); return; }
+  if (catalogueFor === key) return;
+  catalogueFor = key;
+  try { await fetchCatalogue(key); } finally { catalogueFor = null; }
+}
+
+async function fetchCatalogue(key) {
   rememberKey();
   show("catalogue-status", "loading voices…");
   try {
@@ -385,7 +393,10 @@ document.addEventListener("DOMContentLoaded", () => {
   const saved = localStorage.getItem(STORAGE_KEY);
   if (saved) { $("key").value = saved; $("remember").checked = true; }
   $("key").addEventListener("change", loadCatalogue);
-  $("load").addEventListener("click", loadCatalogue);
+  $("key-form").addEventListener("submit", (event) => {  // Enter or Load voices
+    event.preventDefault();
+    loadCatalogue();
+  });
   $("remember").addEventListener("change", rememberKey);
   $("tts-endpoint").addEventListener("change", fillVoices);
   $("tts-speak").addEventListener("click", speak);
