@@ -27,6 +27,7 @@ from wsclient import connect, recv, recv_until, send
 
 HANG_GUARD = 60  # seconds; only stops a broken test from hanging, never a threshold
 SHORT_TEXT = "Please open the door."
+MEDIUM_TEXT = "The weather is nice today. " * 4
 LONG_TEXT = " ".join(f"This is sentence number {n} of a long text." for n in range(1, 21))
 # Spoken by Piper into the fake microphone; PocketSphinx gets most of these words.
 HEARD_TEXT = "Please open the door. The weather is nice today."
@@ -38,6 +39,13 @@ async def gw(nursery, tmp_path) -> Running:
     urls, info = await start_engines(nursery)
     urls["piper"] = await start_engine_process(nursery, "piper")
     info["piper"] = await _engine_info("piper", urls["piper"])
+    return await start_gateway(nursery, make_gateway(tmp_path, urls, info))
+
+
+@pytest.fixture
+async def plain_gw(nursery, tmp_path) -> Running:
+    """eSpeak only: enough to serve the page's files."""
+    urls, info = await start_engines(nursery, sphinx=False)
     return await start_gateway(nursery, make_gateway(tmp_path, urls, info))
 
 
@@ -65,8 +73,8 @@ def test_the_page_ships_in_the_package():
     assert b"/playground/app.js" in playground.read("index.html")
 
 
-async def test_the_page_is_served_without_a_key_under_a_strict_policy(gw):
-    base = http_url(gw)
+async def test_the_page_is_served_without_a_key_under_a_strict_policy(plain_gw):
+    base = http_url(plain_gw)
     status, headers, body = await trio.to_thread.run_sync(fetch, base + "/")
     assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
     assert body == playground.read("index.html")
@@ -124,6 +132,31 @@ def tts_flows(profile: Path, shots: Path, url: str, key: str) -> dict[str, Any]:
         whole = tts_state(browser)
         browser.screenshot(shots / "tts-done.png")
 
+        # Another endpoint and one of its voices, from the catalogue's lists.
+        voices = browser.evaluate("""(() => {
+            const endpoint = document.getElementById('tts-endpoint');
+            endpoint.value = 'espeak';
+            endpoint.dispatchEvent(new Event('change'));
+            const voice = document.getElementById('tts-voice');
+            voice.value = 'en-us';
+            return [...voice.options].map((o) => o.value);
+        })()""")
+        browser.evaluate(speak % json.dumps(SHORT_TEXT))
+        browser.wait_for("window.playground.tts.status === 'done'", HANG_GUARD)
+        other = tts_state(browser)
+        browser.evaluate("""(() => {
+            const endpoint = document.getElementById('tts-endpoint');
+            endpoint.value = 'piper';
+            endpoint.dispatchEvent(new Event('change'));
+        })()""")
+
+        # Everything received, still playing: Stop silences the player.
+        browser.evaluate(speak % json.dumps(MEDIUM_TEXT))
+        browser.wait_for("window.playground.tts.status === 'playing…'"
+                         " && (document.getElementById('tts-stop').click(), true)", HANG_GUARD)
+        after_end = tts_state(browser)
+        browser.screenshot(shots / "tts-stopped-after-end.png")
+
         browser.evaluate(speak % json.dumps(LONG_TEXT))
         # Stop while the player has audio queued: checked and clicked in one turn of the
         # page's event loop, so nothing finishes playing in between.
@@ -135,8 +168,8 @@ def tts_flows(profile: Path, shots: Path, url: str, key: str) -> dict[str, Any]:
             "[document.getElementById('tts-speak').disabled,"
             " document.getElementById('tts-stop').disabled]")
         browser.screenshot(shots / "tts-stopped.png")
-        return {"refused": refused, "chosen": chosen, "whole": whole, "stopped": stopped,
-                "log": browser.log}
+        return {"refused": refused, "chosen": chosen, "whole": whole, "voices": voices,
+                "other": other, "after_end": after_end, "stopped": stopped, "log": browser.log}
 
 
 async def test_the_tts_panel_streams_plays_and_stops(gw, tmp_path):
@@ -157,6 +190,16 @@ async def test_the_tts_panel_streams_plays_and_stops(gw, tmp_path):
     assert whole["fed"] == whole["chunks"] > 0 and whole["fedSamples"] * 2 == whole[
         "receivedBytes"], (whole, context)
     assert whole["ttfaMs"] > 0, whole
+
+    assert "en-us" in result["voices"] and len(result["voices"]) > 50  # eSpeak's listing
+    other = result["other"]
+    assert other["voice"] == "en-us" and other["errors"] == [] and other["chunks"] > 0, (
+        other, context)
+
+    after_end = result["after_end"]
+    assert after_end["status"] == "stopped" and after_end["interrupted"] is False, (
+        after_end, context)  # the utterance had ended; only the player was stopped
+    assert after_end["playingAtStop"] > 0 and after_end["playing"] == 0, (after_end, context)
 
     stopped = result["stopped"]
     assert stopped["interrupted"] is True and stopped["errors"] == [], (stopped, context)

@@ -10,8 +10,8 @@ const TTS_RATES = [8000, 16000, 22050, 24000, 44100, 48000];
 const state = {
   catalogue: null,
   tts: { status: "idle", receivedBytes: 0, chunks: 0, fed: 0, fedSamples: 0, played: 0,
-         ttfaMs: null, sampleRate: null, interrupted: null, playing: 0, playingAtStop: null,
-         errors: [] },
+         ttfaMs: null, sampleRate: null, voice: null, interrupted: null, playing: 0,
+         playingAtStop: null, errors: [] },
   stt: { status: "idle", sampleRate: null, sentBytes: 0, sentFrames: 0, partials: 0,
          stable: "", partial: "", finalText: null, errors: [] },
 };
@@ -118,7 +118,8 @@ async function fetchCatalogue(key) {
 
 // ---- text to speech -------------------------------------------------------------------
 
-const tts = { ws: null, ctx: null, sources: new Set(), playhead: 0, stopping: false, sentAt: 0 };
+const tts = { ws: null, ctx: null, sources: new Set(), playhead: 0, stopping: false,
+  starting: false, sentAt: 0 };
 
 function ttsRate(entry) {
   const rate = entry && entry.sample_rate_hz;
@@ -132,12 +133,17 @@ function ttsFigures() {
   show("tts-duration", s.sampleRate ? `${(s.fedSamples / s.sampleRate).toFixed(2)} s` : "–");
 }
 
+// Stop stays usable while queued audio plays on after the socket is done (a voice that
+// speaks faster than real time sends everything long before it has been heard).
+function ttsButtons() {
+  $("tts-speak").disabled = tts.ws !== null || tts.starting;
+  $("tts-stop").disabled = tts.stopping || (tts.ws === null && tts.sources.size === 0);
+}
+
 function ttsStatus(status, bad) {
   state.tts.status = status;
   show("tts-status", status, bad);
-  const busy = tts.ws !== null;
-  $("tts-speak").disabled = busy;
-  $("tts-stop").disabled = !busy || tts.stopping;
+  ttsButtons();
 }
 
 function silence() {
@@ -164,6 +170,11 @@ function feed(bytes, rate) {
   source.onended = () => {
     if (tts.sources.delete(source)) state.tts.played += 1;
     state.tts.playing = tts.sources.size;
+    if (!tts.sources.size && tts.ws === null && state.tts.status === "playing…") {
+      ttsStatus("done");
+    } else {
+      ttsButtons();
+    }
   };
   source.start(at);
   tts.sources.add(source);
@@ -185,17 +196,22 @@ async function speak() {
   const text = $("tts-text").value.trim();
   if (!key) { ttsStatus("paste a key first", true); return; }
   if (!text) { ttsStatus("type some text first", true); return; }
-  if (tts.ws) return;
+  if (tts.ws || tts.starting) return;
   rememberKey();
-  tts.ctx = tts.ctx || new AudioContext();
-  await tts.ctx.resume();
+  tts.starting = true;
+  try {
+    tts.ctx = tts.ctx || new AudioContext();
+    await tts.ctx.resume();
+  } finally {
+    tts.starting = false;
+  }
   silence();
   const provider = $("tts-endpoint").value;
   const entry = endpoints("tts").find((e) => e.provider === provider);
   const rate = ttsRate(entry);
   Object.assign(state.tts, { receivedBytes: 0, chunks: 0, fed: 0, fedSamples: 0, played: 0,
-    ttfaMs: null, sampleRate: rate, interrupted: null, playing: 0, playingAtStop: null,
-    errors: [] });
+    ttfaMs: null, sampleRate: rate, voice: null, interrupted: null, playing: 0,
+    playingAtStop: null, errors: [] });
   tts.stopping = false;
   const init = { type: "init", codec: "pcm16", sample_rate_hz: rate };
   if ($("tts-voice").value) init.voice_id = $("tts-voice").value;
@@ -219,6 +235,7 @@ async function speak() {
     const event = JSON.parse(message.data);
     switch (event.type) {
       case "ready":
+        state.tts.voice = event.session.voice_id;
         if (!tts.stopping) ttsStatus(`speaking (${event.session.voice_id || "default voice"})`);
         break;
       case "audio_chunk": {
@@ -247,16 +264,17 @@ async function speak() {
     tts.ws = null;
     if (state.tts.errors.length) ttsStatus(`${state.tts.status} (${closeReason(event)})`, true);
     else if (state.tts.interrupted === true) ttsStatus("stopped");
-    else if (state.tts.interrupted === false) ttsStatus("done");
+    else if (state.tts.interrupted === false) ttsStatus(tts.sources.size ? "playing…" : "done");
     else ttsStatus(closeReason(event), true);
   };
 }
 
 function stopSpeaking() {
-  if (!tts.ws) return;
-  tts.stopping = true;
+  if (!tts.ws && !tts.sources.size) return;
   state.tts.playingAtStop = tts.sources.size;
   silence();
+  if (!tts.ws) { ttsStatus("stopped"); return; }  // all received: only the player to stop
+  tts.stopping = true;
   if (tts.ws.readyState === WebSocket.OPEN) tts.ws.send(JSON.stringify({ type: "stop" }));
   else tts.ws.close();
   ttsStatus("stopping…");
