@@ -27,6 +27,7 @@ from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
 from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.native_transport import serve_native_websocket
+from slng_fast.gateway.playground import answer as playground_answer
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
@@ -231,11 +232,16 @@ class Gateway:
             with_session_ended=with_session_ended)
 
     async def _http(self, request: IncomingRequest) -> None:
-        """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``, open
-        unless the config gives them a key (``metrics_key``, ``healthz_needs_key``), and
-        ``/v1/voices``, which needs a gateway key like every session."""
+        """Plain HTTP on the gateway's own port: the playground page (open), ``/healthz``
+        and ``/metrics``, open unless the config gives them a key (``metrics_key``,
+        ``healthz_needs_key``), and ``/v1/voices``, which needs a gateway key like every
+        session."""
         path = request.path.split("?", 1)[0]
-        if path == "/v1/voices":
+        page = playground_answer(path, request.method)
+        if page is not None:  # the playground (gateway/playground.py): open, no key
+            await request.reject(page.status, page.body, page.content_type,
+                                 extra_headers=list(page.headers))
+        elif path == "/v1/voices":
             await self._voices(request)
         elif self._needs_key(path) and not self._has_metrics_key(request.headers):
             await request.reject(401, orjson.dumps({
