@@ -214,8 +214,15 @@ async def test_free_tier_limits_hold_on_the_realtime_route(gw, speech24k):
             updates = [conn.recv() for _ in range(21)]
             append_all(conn, speech24k[:CHUNK * 30])  # audio: not messages
             conn.input_audio_buffer.clear()
-            after = conn.recv()
-        return refused, updates + [after]
+            after = [conn.recv()]
+            # 12 KB of audio is 16 KB of base64: over the free tier's message size.
+            conn.input_audio_buffer.append(audio=base64.b64encode(bytes(12288)).decode())
+            after.append(conn.recv())
+            try:
+                conn.recv()
+            except Exception as exc:
+                after.append(exc)
+        return refused, updates + after
 
     refused, events = await trio.to_thread.run_sync(run)
     assert refused[0].error.code == "too_many_connections" and "4001" in repr(refused[1])
@@ -224,3 +231,5 @@ async def test_free_tier_limits_hold_on_the_realtime_route(gw, speech24k):
     assert events[20].error.retry_after_ms > 0
     # The clear is a message too, and the bucket refills slowly: refused, not audio's fault.
     assert events[21].type == "error" and events[21].error.code == "rate_limit_exceeded"
+    assert events[22].type == "error" and events[22].error.code == "message_too_large"
+    assert "4002" in repr(events[23])
