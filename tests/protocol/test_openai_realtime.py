@@ -56,6 +56,16 @@ def test_created_is_the_ga_or_beta_session_object():
     assert beta["session"]["input_audio_format"] == "pcm16"
 
 
+def test_an_update_is_answered_in_its_own_shape():
+    t = translator()
+    (beta,) = t.client({"type": "transcription_session.update", "session": {
+        "input_audio_transcription": {"model": "whisper-1"}, "turn_detection": None}})
+    assert beta["type"] == "transcription_session.updated"
+    assert beta["session"]["input_audio_transcription"]["model"] == "whisper-1"
+    (ga,) = t.client({"type": "session.update", "session": {"type": "transcription"}})
+    assert ga["session"]["audio"]["input"]["turn_detection"] is None
+
+
 def test_first_append_starts_the_unified_session_at_24k_pcm16():
     t = translator()
     t.client({"type": "session.update", "session": {"type": "transcription", "audio": {

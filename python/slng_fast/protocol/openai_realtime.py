@@ -153,10 +153,11 @@ class RealtimeTranscription:
         return self.turn_detection is not None
 
     # -- the session object ------------------------------------------------------------
-    def session_object(self) -> dict[str, Any]:
+    def session_object(self, flavour: str | None = None) -> dict[str, Any]:
+        """The session as ``flavour``'s events show it (default: the connection's)."""
         transcription = {"model": self.model_label, "language": self.language,
                          "prompt": self.prompt}
-        if self.flavour == BETA:
+        if (flavour or self.flavour) == BETA:
             return {"id": self.session_id, "object": "realtime.transcription_session",
                     "input_audio_format": _BETA_NAME[self.codec],
                     "input_audio_transcription": transcription,
@@ -189,9 +190,11 @@ class RealtimeTranscription:
             if not isinstance(session, dict):
                 raise RealtimeError("invalid_message", "'session' must be an object", "session")
             self._update(session)
-            updated = ("transcription_session.updated" if kind.startswith("transcription")
-                       else "session.updated")
-            return [self._event(updated, session=self.session_object())]
+            # The answer is in the shape of the question, whichever the connection began in.
+            if kind.startswith("transcription"):
+                return [self._event("transcription_session.updated",
+                                    session=self.session_object(BETA))]
+            return [self._event("session.updated", session=self.session_object(GA))]
         if kind == "input_audio_buffer.append":
             return self._append(event.get("audio"))
         if kind == "input_audio_buffer.commit":
