@@ -233,3 +233,22 @@ async def test_free_tier_limits_hold_on_the_realtime_route(gw, speech24k):
     assert events[21].type == "error" and events[21].error.code == "rate_limit_exceeded"
     assert events[22].type == "error" and events[22].error.code == "message_too_large"
     assert "4002" in repr(events[23])
+
+
+async def test_other_intents_are_refused_at_the_handshake(gw):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    port = gw.url.rsplit(":", 1)[1]
+
+    def run() -> InvalidStatus:
+        try:
+            connect(f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime",
+                    additional_headers={"Authorization": f"Bearer {gw.keys['pro']}"})
+        except InvalidStatus as exc:
+            return exc
+        raise AssertionError("a conversation session was accepted")
+
+    exc = await trio.to_thread.run_sync(run)
+    assert exc.response.status_code == 400
+    assert orjson.loads(exc.response.body)["error"]["code"] == "unsupported_intent"
