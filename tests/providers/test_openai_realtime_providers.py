@@ -1,6 +1,7 @@
-"""The official ``openai`` SDK's realtime transcription through the gateway to an STT
-provider other than the built-in engine: the Kyutai emulator (moshi-server's protocol,
-float32 at 24 kHz) chosen by the URL's ``model``, with manual commits and server turns."""
+"""The official ``openai`` SDK's realtime transcription through the gateway to the STT
+providers other than the built-in engine, each chosen by the URL's ``model``: the Kyutai
+emulator (moshi-server's protocol, float32 at 24 kHz) with manual commits and server turns,
+and the WhisperLive emulator (float32 at 16 kHz) with a manual commit."""
 
 from __future__ import annotations
 
@@ -88,3 +89,28 @@ async def test_kyutai_through_the_realtime_route(provider_gateway, speech24k):
         await trio.sleep(0.05)
     assert rows[-1]["provider"] == "kyutai"
     assert rows[-1]["audio_ms"] == pytest.approx((len(speech24k) + HALF + SILENCE) / 48, abs=1)
+
+
+async def test_whisper_through_the_realtime_route(provider_gateway, speech24k):
+    gw = await provider_gateway("whisper")
+    port = gw.url.rsplit(":", 1)[1]
+    client = openai.OpenAI(api_key=gw.keys["pro"], base_url=f"http://127.0.0.1:{port}/v1",
+                           websocket_base_url=f"ws://127.0.0.1:{port}/v1", max_retries=0)
+
+    def run() -> list:
+        with client.realtime.connect(model="whisper", extra_query={"intent": "transcription"}
+                                     ) as conn:
+            assert conn.recv().type == "session.created"
+            conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "turn_detection": None}}})
+            for pos in range(0, HALF, CHUNK):
+                conn.input_audio_buffer.append(
+                    audio=base64.b64encode(speech24k[pos:pos + CHUNK]).decode())
+            conn.input_audio_buffer.commit()
+            return events_until(conn, COMPLETED)
+
+    events = await trio.to_thread.run_sync(run)
+    assert not [e for e in events if e.type == "error"]
+    committed = next(e for e in events if e.type == "input_audio_buffer.committed")
+    assert events[-1].item_id == committed.item_id
+    assert recognised(events[-1].transcript), events[-1]
