@@ -8,7 +8,6 @@ import hmac
 import logging
 import math
 import os
-import sqlite3
 import ssl
 import time
 import uuid
@@ -37,9 +36,12 @@ from slng_fast.protocol import events
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers import registry as reg
-from slng_fast.store import Store
+from slng_fast.store import STORE_ERRORS, StoreBackend
 
 log = logging.getLogger("slng_fast.gateway")
+
+# The key store's failures and the limits backend's (RedisUnavailable is an OSError).
+_BACKEND_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, OSError)
 
 
 @dataclass
@@ -47,7 +49,7 @@ class Gateway:
     """Everything the sessions of one gateway process share."""
 
     config: Config
-    store: Store
+    store: StoreBackend
     registry: reg.ProviderRegistry
     limits: LocalLimits | SharedLimits = field(default_factory=LocalLimits)
     shutdown: trio.Event = field(default_factory=trio.Event)
@@ -102,7 +104,7 @@ class Gateway:
         try:
             key = await self.ledger.call(self.store.authenticate, secret) if secret else None
             store_error = None
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             key, store_error = None, exc
         # The frame layer refuses messages over the key's tier from their header; a
         # connection without a valid key gets the smallest tier's limit for its refusal.
@@ -191,8 +193,9 @@ class Gateway:
                     errors.PROVIDER_UNAVAILABLE, f"no drop-in route {path!r}: {exc}"))
                 return
         try:
-            opened = await self.ledger.open(session, key.id, endpoint.name, time.time())
-        except sqlite3.Error as exc:
+            opened = await self.ledger.open(session, key.id, endpoint.name, time.time(),
+                                           kind=endpoint.kind, upstream=endpoint.dialect)
+        except STORE_ERRORS as exc:
             await self._store_failed(conn, session.context_id, exc, with_session_ended=True)
             return
         log.info("session start", extra={"context_id": session.context_id,
@@ -220,7 +223,7 @@ class Gateway:
             log.info("session end", extra={"context_id": session.context_id,
                                             "reason": session.ended})
 
-    async def _store_failed(self, conn: Connection, context_id: str, exc: sqlite3.Error, *,
+    async def _store_failed(self, conn: Connection, context_id: str, exc: Exception, *,
                             with_session_ended: bool = False) -> None:
         """The key store failed (locked too long, disk full, ...): no session, 1011."""
         log.error("refusing a session: the key store failed (%s)", exc,
@@ -274,7 +277,7 @@ class Gateway:
             # A catalogue request costs one message of the key's tier, as a command does.
             wait = 0.0 if key is None or revoked else await self.limits.take_message(
                 key.id, self.config.tiers[key.tier], trio.current_time())
-        except (sqlite3.Error, OSError) as exc:
+        except _BACKEND_ERRORS as exc:
             log.error("refusing GET /v1/voices: %s", exc)
             await request.reject(503, orjson.dumps({
                 "error": errors.INTERNAL_ERROR.code,
