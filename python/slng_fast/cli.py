@@ -18,8 +18,9 @@ from slng_fast.config import (
     default_data_dir,
     load_config,
 )
+from slng_fast.database import open_store
 from slng_fast.logs import setup_logging
-from slng_fast.store import DEV_KEY_FILE, STORE_ERRORS, StoreBackend, open_store
+from slng_fast.store import DEV_KEY_FILE, STORE_ERRORS, StoreBackend
 
 
 def data_dir_of(args: argparse.Namespace) -> Path:
@@ -59,9 +60,9 @@ def default_key(args: argparse.Namespace) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
+    from slng_fast.database import check_database_url
     from slng_fast.gateway.collector import tune_collector
     from slng_fast.gateway.run import run_gateway
-    from slng_fast.store import check_database_url
 
     try:
         config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -50,6 +51,8 @@ from slng_fast.store import (
 
 log = logging.getLogger("slng_fast.store")
 
+# Rows shipped and ended stay in the host's outbox this long (a local record), then go.
+OUTBOX_KEEP_S = 7 * 86400.0
 # Rows shipped per statement.
 SHIP_BATCH = 500
 # The PostgreSQL advisory lock that serialises migrations ("slngfast" in ASCII).
@@ -170,6 +173,8 @@ class PostgresStore:
         self._version = 0
         self._sync_lock = threading.Lock()
         self._synced_from = -1e18  # when the last sync that succeeded started (monotonic)
+        self._failed_from = -1e18  # when the last one that failed started
+        self._remember(self.outbox.shared_keys())  # known even if the database is away
 
     def close(self) -> None:
         self._pool.close()
@@ -241,23 +246,39 @@ class PostgresStore:
         last sync. One sync at a time; with ``unless_since`` (a monotonic time), none if
         one that started after it has finished meanwhile. Returns how many changed."""
         with self._sync_lock:
-            if unless_since is not None and self._synced_from > unless_since:
-                return 0
+            if unless_since is not None:
+                if self._synced_from > unless_since:
+                    return 0
+                if self._failed_from > unless_since:  # waiting callers share a failure
+                    raise StoreUnavailable("PostgreSQL: the key cache could not sync")
             started = time.monotonic()
             with self._cache_lock:
                 after = self._version
-            with self._pool.connection() as conn:
-                rows = conn.execute(
-                    f"SELECT {_KEY_COLUMNS}, hash, version FROM slng_keys WHERE version > %s "
-                    "ORDER BY version", (after,)).fetchall()
-            with self._cache_lock:
-                for *fields, key_hash, version in rows:
-                    cached = _CachedKey(ApiKey(*fields), key_hash)
-                    self._by_hash[key_hash] = cached
-                    self._by_id[cached.key.id] = cached
-                    self._version = max(self._version, int(version))
+            try:
+                with self._pool.connection() as conn:
+                    rows = conn.execute(
+                        f"SELECT {_KEY_COLUMNS}, hash, version FROM slng_keys "
+                        "WHERE version > %s ORDER BY version", (after,)).fetchall()
+            except StoreUnavailable:
+                self._failed_from = started
+                raise
+            if rows:
+                self._remember(rows)
+                try:
+                    self.outbox.keep_shared_keys(rows)
+                except sqlite3.Error as exc:  # only a restart during an outage needs it
+                    log.warning("could not keep the key cache on this host: %s", exc)
             self._synced_from = started
         return len(rows)
+
+    def _remember(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """(id, name, tier, created_at, revoked_at, hash, version) rows into the cache."""
+        with self._cache_lock:
+            for *fields, key_hash, version in rows:
+                cached = _CachedKey(ApiKey(*fields), key_hash)
+                self._by_hash[key_hash] = cached
+                self._by_id[cached.key.id] = cached
+                self._version = max(self._version, int(version))
 
     def authenticate(self, secret: str) -> ApiKey | None:
         """The live key for this secret, from the cache. An unknown secret waits for a
@@ -315,6 +336,7 @@ class PostgresStore:
         """Ship the outbox's changed rows; then close the shared rows whose host stopped
         shipping them for two leases (a host gone with its disk). Returns rows shipped."""
         shipped = 0
+        self.outbox.prune_shipped(time.time() - OUTBOX_KEEP_S)
         while True:
             rows = self.outbox.unshipped(SHIP_BATCH)
             if not rows:

@@ -55,6 +55,17 @@ CREATE TABLE IF NOT EXISTS usage (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_open ON usage (ended_at) WHERE ended_at IS NULL;
+-- With the PostgreSQL backend: this host's copy of the shared keys, so a worker that
+-- starts while the database is away still knows the keys it knew.
+CREATE TABLE IF NOT EXISTS shared_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL,
+    hash TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
 """
 
 # Columns added since the first release: (table, column, declaration). A data directory
@@ -345,6 +356,27 @@ class Store:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
+    def prune_shipped(self, ended_before: float) -> int:
+        """Forget rows that ended before ``ended_before`` and were shipped as they are."""
+        with self._connection() as db:
+            cur = db.execute("DELETE FROM usage WHERE ended_at < ? "
+                             "AND version = shipped_version", (ended_before,))
+        return cur.rowcount
+
+    def shared_keys(self) -> list[tuple[Any, ...]]:
+        """The host's copy of the shared keys: (id, name, tier, created_at, revoked_at,
+        hash, version) rows."""
+        with self._connection() as db:
+            return db.execute("SELECT id, name, tier, created_at, revoked_at, hash, version "
+                              "FROM shared_keys").fetchall()
+
+    def keep_shared_keys(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO shared_keys (id, name, tier, created_at, "
+                           "revoked_at, hash, version) VALUES (?,?,?,?,?,?,?)", rows)
+            db.execute("COMMIT")
+
     def mark_shipped(self, shipped: Iterable[tuple[str, int]]) -> None:
         """(session id, version) pairs now in the shared database; a row written again
         meanwhile stays to be shipped."""
@@ -374,33 +406,6 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 
 
 DEV_KEY_FILE = "dev-key"
-
-
-def sqlite_path(database: str | None, data_dir: Path) -> Path:
-    """The file of ``sqlite:///path`` (everything after ``sqlite://``); the data
-    directory's ``slng-fast.db`` when no URL or no path is given."""
-    if not database or database.rstrip("/") in ("sqlite:", "sqlite:/"):
-        return data_dir / DEFAULT_FILE
-    return Path(database[len("sqlite://"):]).expanduser()
-
-
-def check_database_url(database: str | None) -> None:
-    """Raise ValueError unless ``database`` is a URL this gateway can use."""
-    if database and not database.startswith(("sqlite://", "postgresql://", "postgres://")):
-        raise ValueError("the database URL starts with sqlite:// or postgresql://, not "
-                         f"{database.split(':')[0]!r}")
-
-
-def open_store(database: str | None, data_dir: Path) -> StoreBackend:
-    """The store ``database`` names: SQLite (``sqlite:///path``, or None: the data
-    directory's file) or PostgreSQL (``postgresql://...``, whose host outbox is the
-    data directory's file). Opening a PostgreSQL store does not connect yet."""
-    check_database_url(database)
-    if database and not database.startswith("sqlite://"):
-        from slng_fast.pg_store import PostgresStore
-
-        return PostgresStore(database, data_dir)
-    return Store(data_dir, path=sqlite_path(database, data_dir))
 
 
 def ensure_dev_key(store: StoreBackend, data_dir: Path) -> str | None:

@@ -25,7 +25,7 @@ from faults.processes import GatewayProcess, open_ws, worker_pids
 from harness import RedisServer
 from pgserver import PostgresServer, postgres_server  # noqa: F401 - the fixture
 from slng_fast.pg_store import MIGRATIONS, PostgresStore
-from slng_fast.store import UsageTotals
+from slng_fast.store import StoreUnavailable, UsageTotals
 from wsclient import closed_code, recv, recv_until, send
 
 CLI = [sys.executable, "-m", "slng_fast"]
@@ -101,6 +101,8 @@ def test_shipping_is_idempotent_and_keeps_the_newest_totals(pg_url, tmp_path):
         assert row["characters"] == 14 and row["audio_out_s"] == 2.5 and row["audio_in_s"] == 0
         assert row["reason"] == "client_closed" and row["ended_at"] == 1002.0
         assert row["providers"] == ["slng"] and row["endpoint"] == "espeak"
+        a.ship_usage(15)  # shipped and ended long ago: the host's copy goes
+        assert a.usage_rows() == []
     finally:
         a.close()
         b.close()
@@ -120,6 +122,25 @@ def test_a_gone_hosts_open_rows_are_closed_in_the_shared_ledger(pg_url, tmp_path
     finally:
         gone.close()
         alive.close()
+
+
+def test_a_process_started_while_the_database_is_away_knows_the_keys_its_host_knew(
+        postgres_server, tmp_path):  # noqa: F811
+    url = postgres_server.fresh_url()
+    store = PostgresStore(url, tmp_path)
+    store.migrate()
+    _, secret = store.create_key("pro", "kept")
+    assert store.authenticate(secret) is not None  # synced, and kept on the host
+    store.close()
+    postgres_server.stop()
+    try:
+        restarted = PostgresStore(url, tmp_path)
+        assert restarted.authenticate(secret) is not None
+        with pytest.raises(StoreUnavailable):  # an unknown key cannot be checked: 1011
+            restarted.authenticate("slng_nosuch_secret")
+        restarted.close()
+    finally:
+        postgres_server.start()
 
 
 def test_the_commands_against_postgresql(pg_url, tmp_path):
@@ -261,6 +282,9 @@ async def test_usage_from_both_hosts_adds_up_through_a_database_outage(hosts,
             nursery.start_soon(load, gw, name)
         while sum(made.values()) < 8:
             await trio.sleep(0.05)
+        # Every process syncs its key cache every 0.5 s: after a few, all know the key
+        # (one that never saw it would refuse it during the outage, with 1011).
+        await trio.sleep(1.5)
         await trio.to_thread.run_sync(postgres_server.stop)
         during = sum(made.values())
         while sum(made.values()) < during + 12:  # sessions while the database is away
@@ -282,19 +306,25 @@ async def test_a_worker_killed_with_9_leaves_no_open_row_past_its_lease(hosts):
     url, a, _ = hosts
     key_id, key = new_key(url, a)
     async with trio.open_nursery() as nursery:
-        sessions = [await ready(nursery, a.tts(), key) for _ in range(6)]
+        sessions = []
+        # The kernel spreads connections over the workers: open sessions until both have
+        # some (the host's outbox says whose each row is).
+        while len(sessions) < 4 or len({r["worker"] for r in a.rows()
+                                        if r["key_id"] == key_id}) < 2:
+            assert len(sessions) < 40
+            sessions.append(await ready(nursery, a.tts(), key))
         for ws in sessions:
             await send(ws, type="input_text", text=TEXT)
         rows = await trio.to_thread.run_sync(shared_rows, url, key_id)
         with trio.fail_after(30):  # saved and shipped, with their characters
-            while len(rows) < 6 or any(r["characters"] != len(TEXT) for r in rows):
+            while len(rows) < len(sessions) or any(r["characters"] != len(TEXT) for r in rows):
                 await trio.sleep(0.1)
                 rows = await trio.to_thread.run_sync(shared_rows, url, key_id)
         assert a.proc is not None
         victim = sorted(worker_pids(a.proc.pid))[0]
         os.kill(victim, signal.SIGKILL)
         victims = {r["session_id"] for r in rows if r["worker"].endswith(f"-{victim}")}
-        assert victims  # the kernel spread six sessions over both workers
+        assert victims
         with trio.fail_after(30):  # hang guard; closed one lease after the last save
             while True:
                 rows = await trio.to_thread.run_sync(shared_rows, url, key_id)

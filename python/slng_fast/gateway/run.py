@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from slng_fast.config import DATABASE_URL_ENV, REDIS_URL_ENV, Config
+from slng_fast.database import open_store
 from slng_fast.engines.supervisor import EngineSupervisor
 from slng_fast.gateway.engine_feed import feed_engines
 from slng_fast.gateway.native_transport import open_reuse_port_listener
@@ -32,7 +33,7 @@ from slng_fast.gateway.server import Gateway, serve_gateway
 from slng_fast.limits import LocalLimits
 from slng_fast.protocol.audio import prewarm_resamplers
 from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.store import STORE_ERRORS, StoreBackend, ensure_dev_key, open_store
+from slng_fast.store import STORE_ERRORS, StoreBackend, ensure_dev_key
 
 log = logging.getLogger("slng_fast.gateway")
 

@@ -18,12 +18,12 @@ import sys
 import trio
 
 from slng_fast.config import DATABASE_URL_ENV, REDIS_URL_ENV, ConfigError, load_config
+from slng_fast.database import open_store
 from slng_fast.gateway.collector import tune_collector
 from slng_fast.gateway.engine_feed import follow_engines
 from slng_fast.gateway.run import make_ssl_context, serve_one_worker
 from slng_fast.logs import setup_logging
 from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.store import open_store
 
 log = logging.getLogger("slng_fast.gateway")
 
