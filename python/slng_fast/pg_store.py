@@ -24,7 +24,9 @@ thread is made per query. Connections come from a small pool of our own (``_Pool
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import secrets
 import socket
 import sqlite3
@@ -165,6 +167,7 @@ class PostgresStore:
                  connect_timeout: float = 2.0) -> None:
         self.url = url
         self.outbox = Store(data_dir)
+        self._ship_lock = data_dir / "outbox.lock"
         self.host = socket.gethostname()
         self._pool = _Pool(url, pool_size, connect_timeout)
         self._cache_lock = threading.Lock()
@@ -334,7 +337,20 @@ class PostgresStore:
 
     def ship_usage(self, lease_ttl_s: float) -> int:
         """Ship the outbox's changed rows; then close the shared rows whose host stopped
-        shipping them for two leases (a host gone with its disk). Returns rows shipped."""
+        shipping them for two leases (a host gone with its disk). One worker of a host
+        at a time (a file lock beside the outbox; the others skip their turn). Returns
+        rows shipped."""
+        fd = os.open(self._ship_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:  # released when closed, or when the process dies
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # another worker of this host is shipping: the same rows
+            return self._ship(lease_ttl_s)
+        finally:
+            os.close(fd)
+
+    def _ship(self, lease_ttl_s: float) -> int:
         shipped = 0
         self.outbox.prune_shipped(time.time() - OUTBOX_KEEP_S)
         while True:

@@ -16,12 +16,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 import trio
 import trio_websocket
 
 from faults.processes import GatewayProcess, open_ws, worker_pids
+from gateway.test_observability import http_get
 from harness import RedisServer
 from pgserver import PostgresServer, postgres_server  # noqa: F401 - the fixture
 from slng_fast.pg_store import MIGRATIONS, PostgresStore
@@ -236,6 +238,17 @@ async def say_once(nursery, url: str, key: str) -> None:
     await ws.aclose()
 
 
+async def health_until(gw: GatewayProcess, database: str) -> None:
+    """Ask ``/healthz`` (any worker) until it says ``database``; always status 200."""
+    with trio.fail_after(30):  # hang guard
+        while True:
+            status, _, body = await http_get(gw.url, "/healthz")
+            assert status == 200
+            if orjson.loads(body)["database"] == database:
+                return
+            await trio.sleep(0.1)
+
+
 async def ended_shared_rows(url: str, key_id: str, count: int) -> list[dict]:
     with trio.fail_after(60):  # hang guard
         while True:
@@ -289,7 +302,9 @@ async def test_usage_from_both_hosts_adds_up_through_a_database_outage(hosts,
         during = sum(made.values())
         while sum(made.values()) < during + 12:  # sessions while the database is away
             await trio.sleep(0.05)
+        await health_until(a, "failing")
         await trio.to_thread.run_sync(postgres_server.start)
+        await health_until(a, "ok")
         while sum(made.values()) < during + 20:
             await trio.sleep(0.05)
         stop.set()

@@ -59,6 +59,7 @@ class Ledger:
         self.sessions: dict[str, OpenSession] = {}  # session id -> open session
         self._limiter = trio.CapacityLimiter(STORE_THREADS)
         self._unwritten: list[_Close] = []  # final closes that failed: retried each interval
+        self.store_ok = True  # the last interval's steps all succeeded (for /healthz)
 
     @property
     def save_interval_s(self) -> float:
@@ -104,12 +105,15 @@ class Ledger:
         task_status.started()
         while True:
             await trio.sleep(self.save_interval_s)
+            ok = True
             for step in (self.save, self.write_unwritten, self.close_lost, self.ship):
                 try:
                     await step()
                 except STORE_ERRORS as exc:
+                    ok = False
                     log.error("ledger: %s failed (%s); trying again in %.1f s",
                               step.__name__, exc, self.save_interval_s)
+            self.store_ok = ok
 
     async def save(self) -> None:
         totals = [opened.totals() for opened in self.sessions.values()]

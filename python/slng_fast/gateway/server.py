@@ -251,7 +251,9 @@ class Gateway:
             body = {"status": status, "sessions": self.active,
                     "pending_connections": self.pending.count,
                     "engines": sorted(self.registry.engine_urls), "pid": os.getpid(),
-                    "limits": "ok" if self.limits.healthy else "unreachable"}
+                    "limits": "ok" if self.limits.healthy else "unreachable",
+                    # Sessions go on without it (usage waits on the host): not a 503.
+                    "database": "ok" if self.ledger.store_ok else "failing"}
             await request.reject(200 if ok else 503, orjson.dumps(body))
         elif path == "/metrics":
             self.metrics.set("slng_tasks_living",
