@@ -12,7 +12,9 @@ usage ledger shared by every gateway.
   SQLite file (``store.Store``), as with the SQLite backend, and ``ship_usage`` copies
   the rows written since their last shipping into ``slng_usage`` with an upsert keyed by
   the session id (a uuid made on the host) that keeps the higher ``version``. Shipping
-  twice, or from two workers at once, changes nothing; an outage only delays it.
+  twice, or from two workers at once, changes nothing; an outage only delays it. One
+  worker of a host ships at a time (a ``flock`` beside the file). The keys a host has
+  seen are kept in the same file too (``shared_keys``), for a restart during an outage.
 * **Schema** changes are numbered migrations (``MIGRATIONS``), applied in one
   transaction under an advisory lock, so workers and hosts starting at once apply each
   exactly once (``migrate``).
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from slng_fast.config import TIER_NAMES
 from slng_fast.store import (
@@ -117,7 +120,13 @@ class _Pool:
     def __init__(self, url: str, size: int, connect_timeout: float) -> None:
         self.url = url
         self.size = size
-        self.connect_timeout = connect_timeout
+        # Ours unless the URL says otherwise: a server that vanishes without a reset
+        # (a partition) fails a call within seconds instead of holding its thread.
+        self.params: dict[str, Any] = {
+            "connect_timeout": max(1, round(connect_timeout)), "keepalives": 1,
+            "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+            "tcp_user_timeout": 10_000, "application_name": "slng-fast",
+            **conninfo_to_dict(url), "autocommit": True}
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -128,8 +137,7 @@ class _Pool:
             conn = self._idle.pop() if self._idle else None
         try:
             if conn is None:
-                conn = psycopg.connect(self.url, autocommit=True,
-                                       connect_timeout=max(1, round(self.connect_timeout)))
+                conn = psycopg.connect(**self.params)
             yield conn
         except psycopg.Error as exc:
             if conn is not None:
