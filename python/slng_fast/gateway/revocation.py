@@ -1,7 +1,8 @@
 """Revocation reaching open sessions, on every worker of every host.
 
-``slng-fast keys revoke`` writes the key store (SQLite, shared by the workers of a
-host; or PostgreSQL, shared by every host, whose store syncs its key cache on each check). Every worker asks the store, every ``revocation_check_s``, which keys are revoked
+``slng-fast keys revoke`` writes the key store (SQLite, shared by the workers of a host;
+or PostgreSQL, shared by every host, whose store syncs its key cache on each check).
+Every worker asks the store, every ``revocation_check_s``, which keys are revoked
 among those of its open sessions and among those revoked lately; it ends its sessions of
 those keys and publishes the keys to the limits backend (Redis's ``revoked`` hash), where
 the workers of other hosts find them at their next lease renewal (``LeaseKeeper``'s
