@@ -105,10 +105,12 @@ class ChainMixin:
         served["characters"] += characters
 
     def provider_usage(self) -> dict[str, dict[str, float]]:
-        """Which providers served the session and how much each (the ledger's)."""
+        """Which providers served the session and how much each (the ledger's), in the
+        order they began; one skipped before it served anything is not listed."""
         self._fold_usage()
         return {name: {"characters": int(u["characters"]), "audio_ms": round(u["audio_ms"], 3)}
-                for name, u in self._served.items()}
+                for name, u in self._served.items()
+                if u["characters"] or u["audio_ms"] or name == self.serving}
 
     def _next_link(self, reason: str, now: float) -> tuple[str, int | None]:
         """The serving provider failed for ``reason``: (its name, the index to move to or
