@@ -61,6 +61,13 @@ class HttpExchange:
         self.finished = False
         self.body_read = False
 
+    def head_value(self, name: str) -> str | None:
+        """The first header called ``name`` (lower case), or None."""
+        for key, value in self.head.headers:
+            if key == name:
+                return value
+        return None
+
     async def read_body(self, max_bytes: int, timeout: float) -> bytes:
         """The whole request body; HttpError 413 over ``max_bytes`` (the rest is not
         read, the connection closes after the answer), 408 past ``timeout`` seconds."""

@@ -12,6 +12,7 @@ import sqlite3
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -27,8 +28,9 @@ from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
 from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.native_transport import serve_native_websocket
+from slng_fast.gateway.openai_routes import OpenAiRoutes
 from slng_fast.gateway.revocation import RevocationWatch
-from slng_fast.gateway.routing import find_key, parse_path, redact
+from slng_fast.gateway.routing import Route, find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
 from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
 from slng_fast.limits import LocalLimits
@@ -37,7 +39,8 @@ from slng_fast.protocol import events
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers import registry as reg
-from slng_fast.store import Store
+from slng_fast.store import ApiKey, Store
+from slng_fast.vocabulary import Endpoint
 
 log = logging.getLogger("slng_fast.gateway")
 
@@ -60,9 +63,14 @@ class Gateway:
     pending: PendingConnections = field(default_factory=PendingConnections)
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     ledger: Ledger = field(init=False)
+    # Plain HTTP routes by path (besides /healthz and /metrics): add one here.
+    http_routes: dict[str, Callable[[IncomingRequest], Awaitable[None]]] = field(init=False)
+    http_openai: OpenAiRoutes = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
+        self.http_openai = OpenAiRoutes(self)
+        self.http_routes = {"/v1/voices": self._voices, **self.http_openai.routes()}
         self.limits.on_revoked = self.end_revoked  # revocations other hosts published
 
     def end_revoked(self, key_ids: set[str]) -> None:
@@ -116,6 +124,15 @@ class Gateway:
         if store_error is not None:
             await self._store_failed(conn, context_id, store_error)
             return
+        await self.serve_session(conn, route, endpoint, key, secret, context_id)
+
+    async def serve_session(self, conn: Connection, route: Route, endpoint: Endpoint,
+                            key: ApiKey | None, secret: str | None, context_id: str, *,
+                            take_message: bool = True) -> None:
+        """Run one session for an accepted client connection (a WebSocket, or an HTTP
+        request's stand-in): refuse a missing, revoked or over-limit key on it, else
+        hold one of the key's connection slots for the session's life. ``take_message``
+        False: the caller charged the messages-per-minute bucket itself."""
         if key is None:
             what = "no API key presented" if secret is None else "unknown or revoked API key"
             self.metrics.error(errors.AUTH_FAILED.code)
@@ -158,7 +175,7 @@ class Gateway:
 
         conn.on_closing = release
         try:
-            await self._run(conn, route, endpoint, key, tier, context_id)
+            await self._run(conn, route, endpoint, key, tier, context_id, charge=take_message)
         finally:
             release()
             self.active -= 1
@@ -166,7 +183,7 @@ class Gateway:
                 self.idle.set()
 
     async def _run(self, conn: Connection, route: Any, endpoint: Any, key: Any, tier: Any,
-                   context_id: str) -> None:
+                   context_id: str, *, charge: bool = True) -> None:
         try:
             dialect = self.registry.dialect(endpoint)
         except GatewayError as err:
@@ -208,7 +225,8 @@ class Gateway:
                                 slow_client_timeout=self.config.slow_client_timeout_s,
                                 connect_timeout=self.config.upstream_connect_timeout_s,
                                 upstream_send_timeout=self.config.upstream_send_timeout_s,
-                                take_message=take_message, transport=self.transport,
+                                take_message=take_message if charge else None,
+                                transport=self.transport,
                                 draining=self.draining, outside_end=opened.end).run()
         finally:
             usage = session.usage
@@ -233,10 +251,12 @@ class Gateway:
     async def _http(self, request: IncomingRequest) -> None:
         """Plain HTTP on the gateway's own port: ``/healthz`` and ``/metrics``, open
         unless the config gives them a key (``metrics_key``, ``healthz_needs_key``), and
-        ``/v1/voices``, which needs a gateway key like every session."""
+        the routes of `http_routes` (``/v1/voices``, the OpenAI-compatible ones), which
+        need a gateway key like every session."""
         path = request.path.split("?", 1)[0]
-        if path == "/v1/voices":
-            await self._voices(request)
+        route = self.http_routes.get(path)
+        if route is not None:
+            await route(request)
         elif self._needs_key(path) and not self._has_metrics_key(request.headers):
             await request.reject(401, orjson.dumps({
                 "error": "unauthorized", "message": f"{path} needs Authorization: Bearer "

@@ -1,0 +1,125 @@
+"""The OpenAI-compatible HTTP routes (``GET /v1/models``, ``POST /v1/audio/speech``,
+``POST /v1/audio/transcriptions``): what they share. The key comes as ``Authorization:
+Bearer`` (the SDK's ``api_key``); each request costs one message of the key's tier,
+as a ``/v1/voices`` request does; refusals are OpenAI's error bodies. Speech and
+transcription run as sessions of the gateway (gateway/openai_speech.py,
+gateway/openai_transcriptions.py)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import orjson
+import trio
+
+from slng_fast import errors
+from slng_fast.config import TierLimits
+from slng_fast.gateway.http import ClientGone, HttpError, HttpExchange
+from slng_fast.gateway.routing import find_key
+from slng_fast.gateway.transport import IncomingRequest
+from slng_fast.openai_compat import errors as api_errors
+from slng_fast.openai_compat.errors import ApiError
+from slng_fast.openai_compat.requests import model_list
+from slng_fast.store import ApiKey
+
+if TYPE_CHECKING:
+    from slng_fast.gateway.server import Gateway
+
+log = logging.getLogger("slng_fast.gateway.openai")
+
+Route = Callable[[IncomingRequest], Awaitable[None]]
+
+
+class OpenAiRoutes:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def routes(self) -> dict[str, Route]:
+        from slng_fast.gateway.openai_speech import serve_speech
+        from slng_fast.gateway.openai_transcriptions import serve_transcription
+
+        return {
+            "/v1/models": self._route("GET", self._models),
+            "/v1/audio/speech": self._route("POST", serve_speech),
+            "/v1/audio/transcriptions": self._route("POST", serve_transcription),
+        }
+
+    def resolve(self, kind: str, model: str) -> str | None:
+        """The endpoint a model name (an endpoint's own, or an alias) means."""
+        registry = self.gateway.registry
+        name = model if registry.endpoint(kind, model) is not None \
+            else self.gateway.config.model_aliases.get(model)
+        return name if name is not None and registry.endpoint(kind, name) is not None else None
+
+    def _route(self, method: str, serve: Callable[[Gateway, HttpExchange, ApiKey, TierLimits],
+                                                  Awaitable[None]]) -> Route:
+        async def route(request: IncomingRequest) -> None:
+            http = request.http
+            if http is None:  # trio-websocket answers plain HTTP with reject() only
+                await request.reject(501, ApiError(
+                    501, "the OpenAI-compatible routes need the native transport "
+                    "(serve --transport native)", type="server_error").body())
+                return
+            try:
+                if request.method != method and not (method == "GET" and request.method == "HEAD"):
+                    raise ApiError(405, f"{request.path.split('?')[0]} answers {method}",
+                                   code="method_not_allowed")
+                key, tier = await self.admit(request)
+                await serve(self.gateway, http, key, tier)
+            except ApiError as err:
+                if http.started:
+                    raise
+                await http.respond(err.status, err.body(), "application/json",
+                                   headers=err.headers())
+            except HttpError as exc:  # a body too large or too slow: OpenAI's shape too
+                if http.started:
+                    raise
+                refusal = ApiError(exc.status, exc.message, code="request_too_large"
+                                   if exc.status == 413 else "request_timeout")
+                await http.respond(refusal.status, refusal.body(), "application/json",
+                                   headers=[("connection", "close")])
+            except ClientGone:
+                pass
+        return route
+
+    async def admit(self, request: IncomingRequest) -> tuple[ApiKey, TierLimits]:
+        """The request's key and tier, its message charged; else the refusal."""
+        gateway = self.gateway
+        if gateway.shutdown.is_set() or gateway.draining.is_set():
+            raise api_errors.unavailable("the gateway is shutting down; try another instance",
+                                         "server_shutdown")
+        secret, _ = find_key(request.headers, [], {})
+        try:
+            key = await gateway.ledger.call(gateway.store.authenticate, secret) \
+                if secret else None
+            revoked = key is not None and await gateway.limits.is_revoked(key.id)
+            wait = 0.0 if key is None or revoked else await gateway.limits.take_message(
+                key.id, gateway.config.tiers[key.tier], trio.current_time())
+        except (sqlite3.Error, OSError) as exc:
+            log.error("refusing %s: %s", request.path.split("?")[0], exc)
+            raise api_errors.unavailable("the gateway's key store or limits backend failed; "
+                                         "try again", errors.INTERNAL_ERROR.code) from None
+        if key is None or revoked:
+            gateway.metrics.error(errors.AUTH_FAILED.code)
+            what = ("no API key presented" if secret is None
+                    else "revoked API key" if revoked else "unknown or revoked API key")
+            raise api_errors.unauthorized(f"{what}; send Authorization: Bearer <a gateway "
+                                          "API key>")
+        tier = gateway.config.tiers[key.tier]
+        if wait > 0:
+            gateway.metrics.error(errors.RATE_LIMITED.code)
+            raise api_errors.rate_limited(
+                f"the {key.tier} tier allows {tier.messages_per_minute} requests or "
+                "messages a minute", wait)
+        return key, tier
+
+    async def _models(self, gateway: Gateway, http: HttpExchange, key: ApiKey,
+                      tier: TierLimits) -> None:
+        registry = gateway.registry
+        endpoints = [(e.name, e.kind, registry.available(e)) for e in registry.endpoints()]
+        aliases = {alias: name for alias, name in gateway.config.model_aliases.items()
+                   if any(name == e[0] for e in endpoints)}
+        await http.respond(200, orjson.dumps(model_list(endpoints, aliases)), "application/json")

@@ -1,0 +1,123 @@
+"""``POST /v1/audio/transcriptions``: the uploaded file is decoded to PCM16 mono and
+fed to one STT session through `HttpSessionConnection` (``start``, the audio in frames
+of the tier's audio chunk size, ``finalize``); the ``final_transcript`` is the answer.
+``stream=true`` sends each stable segment as a ``transcript.text.delta`` server-sent
+event as it comes, then ``transcript.text.done``."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import trio
+
+from slng_fast.config import TierLimits
+from slng_fast.gateway.http import HttpExchange
+from slng_fast.gateway.http_session import HttpSessionConnection
+from slng_fast.gateway.routing import Route
+from slng_fast.openai_compat.audio_files import UnreadableAudio, decode_upload
+from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
+from slng_fast.openai_compat.requests import TranscriptionRequest, parse_transcription
+from slng_fast.store import ApiKey
+
+if TYPE_CHECKING:
+    from slng_fast.gateway.server import Gateway
+
+
+def script(pcm: bytes, rate: int, language: str | None, chunk_bytes: int) -> list[str | bytes]:
+    """The unified commands of one transcription: start, the audio, finalize."""
+    start: dict[str, Any] = {"type": "start", "sample_rate": rate, "encoding": "pcm16"}
+    if language:
+        start["language"] = language
+    step = max(2, chunk_bytes - chunk_bytes % 2)
+    frames: list[str | bytes] = [orjson.dumps(start).decode()]
+    frames += [pcm[i:i + step] for i in range(0, len(pcm), step)]
+    return [*frames, '{"type":"finalize"}']
+
+
+def answer_body(request: TranscriptionRequest, text: str, seconds: float,
+                segments: list[dict[str, Any]]) -> tuple[bytes, str]:
+    """The body and content type of a finished transcription, by ``response_format``."""
+    usage = {"type": "duration", "seconds": math.ceil(seconds)}
+    if request.response_format == "text":
+        return text.encode() + b"\n", "text/plain; charset=utf-8"
+    if request.response_format == "verbose_json":
+        return orjson.dumps({
+            "task": "transcribe", "language": request.language or "en", "duration": seconds,
+            "text": text, "segments": segments, "usage": usage}), "application/json"
+    return orjson.dumps({"text": text, "usage": usage}), "application/json"
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+async def serve_transcription(gateway: Gateway, http: HttpExchange, key: ApiKey,
+                              tier: TierLimits) -> None:
+    body = await http.read_body(gateway.config.max_upload_bytes,
+                                gateway.config.http_body_timeout_s)
+    request = parse_transcription(http.head_value("content-type"), body,
+                                  gateway.http_openai.resolve)
+    try:
+        pcm, rate, seconds = await trio.to_thread.run_sync(decode_upload, request.file)
+    except UnreadableAudio as exc:
+        raise bad_request(f"{request.filename}: {exc}", "file", "invalid_file_format") from None
+    if seconds > tier.max_duration_s:
+        raise bad_request(f"the audio is {seconds:.0f} s long; the {tier.name} tier's sessions "
+                          f"last at most {tier.max_duration_s:g} s", "file", "audio_too_long")
+    endpoint = gateway.registry.endpoint("stt", request.endpoint)
+    assert endpoint is not None  # resolved above
+    conn = HttpSessionConnection(script(pcm, rate, request.language, tier.max_audio_chunk_bytes))
+    context_id = str(uuid.uuid4())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(gateway.serve_session, conn, Route("stt", endpoint.name, {}),
+                                   endpoint, key, None, context_id, take_message=False))
+        gone = True
+        try:
+            await _answer(http, conn, request, seconds, context_id)
+            gone = False
+        finally:
+            conn.finish(gone=gone)
+
+
+async def _answer(http: HttpExchange, conn: HttpSessionConnection,
+                  request: TranscriptionRequest, seconds: float, context_id: str) -> None:
+    headers = [("x-request-id", context_id)]
+    segments: list[dict[str, Any]] = []
+    deltas = 0
+    async for event in conn.events:
+        kind = event.get("type")
+        if kind == "transcript" and event.get("is_final") and event.get("text"):
+            text = str(event["text"])
+            if isinstance(event.get("start"), (int, float)):
+                segments.append({"id": len(segments), "seek": 0, "start": event["start"],
+                                 "end": event.get("end"), "text": text, "tokens": [],
+                                 "temperature": 0.0})
+            if request.stream:
+                if not http.started:
+                    await http.start(200, "text/event-stream",
+                                     headers=[("cache-control", "no-cache"), *headers])
+                delta = " " + text if deltas else text
+                deltas += 1
+                await http.write(sse({"type": "transcript.text.delta", "delta": delta}))
+        elif kind == "final_transcript":
+            text = str(event.get("text", ""))
+            if request.stream:
+                if not http.started:
+                    await http.start(200, "text/event-stream",
+                                     headers=[("cache-control", "no-cache"), *headers])
+                await http.write(sse({"type": "transcript.text.done", "text": text}))
+                await http.end()
+            else:
+                body, content_type = answer_body(request, text, seconds, segments)
+                await http.respond(200, body, content_type, headers=headers)
+            return
+        elif kind == "error":
+            if http.started:
+                return  # cut: the stream ends without its done event
+            raise from_event(event)
+    if not http.started:
+        raise unavailable("the transcription session ended without a transcript")
