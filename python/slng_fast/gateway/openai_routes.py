@@ -10,42 +10,56 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 import trio
 
 from slng_fast import errors
-from slng_fast.config import TierLimits
+from slng_fast.config import Config, TierLimits
 from slng_fast.gateway.http import ClientGone, HttpError, HttpExchange
-from slng_fast.gateway.routing import find_key
-from slng_fast.gateway.transport import IncomingRequest
+from slng_fast.gateway.ledger import Ledger
+from slng_fast.gateway.routing import Route, find_key
+from slng_fast.gateway.shared_limits import SharedLimits
+from slng_fast.gateway.transport import Connection, IncomingRequest
+from slng_fast.limits import LocalLimits
+from slng_fast.metrics import Metrics
 from slng_fast.openai_compat import errors as api_errors
 from slng_fast.openai_compat.errors import ApiError
 from slng_fast.openai_compat.requests import model_list
-from slng_fast.store import ApiKey
-
-if TYPE_CHECKING:
-    from slng_fast.gateway.server import Gateway
+from slng_fast.providers.registry import ProviderRegistry
+from slng_fast.store import ApiKey, Store
+from slng_fast.vocabulary import Endpoint
 
 log = logging.getLogger("slng_fast.gateway.openai")
 
-Route = Callable[[IncomingRequest], Awaitable[None]]
+HttpRoute = Callable[[IncomingRequest], Awaitable[None]]
+
+
+class Host(Protocol):
+    """What these routes use of the gateway (gateway/server.py's `Gateway`)."""
+
+    config: Config
+    registry: ProviderRegistry
+    store: Store
+    ledger: Ledger
+    limits: LocalLimits | SharedLimits
+    metrics: Metrics
+    shutdown: trio.Event
+    draining: trio.Event
+
+    async def serve_session(self, conn: Connection, route: Route, endpoint: Endpoint,
+                            key: ApiKey | None, secret: str | None, context_id: str, *,
+                            take_message: bool = True) -> None: ...
+
+
+# A route's work once the key is admitted: (the routes, the exchange, the key, its tier).
+Serve = Callable[["OpenAiRoutes", HttpExchange, ApiKey, TierLimits], Awaitable[None]]
 
 
 class OpenAiRoutes:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Host) -> None:
         self.gateway = gateway
-
-    def routes(self) -> dict[str, Route]:
-        from slng_fast.gateway.openai_speech import serve_speech
-        from slng_fast.gateway.openai_transcriptions import serve_transcription
-
-        return {
-            "/v1/models": self._route("GET", self._models),
-            "/v1/audio/speech": self._route("POST", serve_speech),
-            "/v1/audio/transcriptions": self._route("POST", serve_transcription),
-        }
 
     def resolve(self, kind: str, model: str) -> str | None:
         """The endpoint a model name (an endpoint's own, or an alias) means."""
@@ -54,8 +68,8 @@ class OpenAiRoutes:
             else self.gateway.config.model_aliases.get(model)
         return name if name is not None and registry.endpoint(kind, name) is not None else None
 
-    def _route(self, method: str, serve: Callable[[Gateway, HttpExchange, ApiKey, TierLimits],
-                                                  Awaitable[None]]) -> Route:
+    def route(self, method: str, serve: Serve) -> HttpRoute:
+        """The route that answers ``method`` by ``serve``, after admitting the key."""
         async def route(request: IncomingRequest) -> None:
             http = request.http
             if http is None:  # trio-websocket answers plain HTTP with reject() only
@@ -68,7 +82,7 @@ class OpenAiRoutes:
                     raise ApiError(405, f"{request.path.split('?')[0]} answers {method}",
                                    code="method_not_allowed")
                 key, tier = await self.admit(request)
-                await serve(self.gateway, http, key, tier)
+                await serve(self, http, key, tier)
             except ApiError as err:
                 if http.started:
                     raise
@@ -116,10 +130,13 @@ class OpenAiRoutes:
                 "messages a minute", wait)
         return key, tier
 
-    async def _models(self, gateway: Gateway, http: HttpExchange, key: ApiKey,
-                      tier: TierLimits) -> None:
-        registry = gateway.registry
-        endpoints = [(e.name, e.kind, registry.available(e)) for e in registry.endpoints()]
-        aliases = {alias: name for alias, name in gateway.config.model_aliases.items()
-                   if any(name == e[0] for e in endpoints)}
-        await http.respond(200, orjson.dumps(model_list(endpoints, aliases)), "application/json")
+
+async def serve_models(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
+                       tier: TierLimits) -> None:
+    """``GET /v1/models``: every endpoint and alias (available or not: ``available``
+    says)."""
+    gateway = api.gateway
+    registry = gateway.registry
+    endpoints = [(e.name, e.kind, registry.available(e)) for e in registry.endpoints()]
+    body = model_list(endpoints, gateway.config.model_aliases)
+    await http.respond(200, orjson.dumps(body), "application/json")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import uuid
 from functools import partial
-from typing import TYPE_CHECKING
 
 import orjson
 import trio
@@ -17,6 +16,7 @@ import trio
 from slng_fast.config import TierLimits
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
+from slng_fast.gateway.openai_routes import OpenAiRoutes
 from slng_fast.gateway.routing import Route
 from slng_fast.openai_compat.audio_files import SpeechEncoder, speech_rate
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
@@ -24,9 +24,6 @@ from slng_fast.openai_compat.requests import SpeechRequest, parse_speech
 from slng_fast.protocol.commands import TTS_SAMPLE_RATES
 from slng_fast.store import ApiKey
 from slng_fast.vocabulary import Endpoint
-
-if TYPE_CHECKING:
-    from slng_fast.gateway.server import Gateway
 
 # The built-in engines' speaking rates (80 to 450 words a minute, 175 their own pace).
 ENGINE_SPEED = (80 / 175, 450 / 175)
@@ -48,12 +45,13 @@ def init_command(request: SpeechRequest, endpoint: Endpoint, rate: int) -> dict[
     return init
 
 
-async def serve_speech(gateway: Gateway, http: HttpExchange, key: ApiKey,
+async def serve_speech(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
                        tier: TierLimits) -> None:
+    gateway = api.gateway
     # The request is one message of the key's tier: its size limit holds for the body.
     body = await http.read_body(tier.max_message_bytes, gateway.config.http_body_timeout_s)
     registry = gateway.registry
-    resolve = gateway.http_openai.resolve
+    resolve = api.resolve
 
     def voices(name: str) -> tuple[str, ...]:
         endpoint = registry.endpoint("tts", name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import trio
@@ -17,14 +17,12 @@ import trio
 from slng_fast.config import TierLimits
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
+from slng_fast.gateway.openai_routes import OpenAiRoutes
 from slng_fast.gateway.routing import Route
 from slng_fast.openai_compat.audio_files import UnreadableAudio, decode_upload
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
 from slng_fast.openai_compat.requests import TranscriptionRequest, parse_transcription
 from slng_fast.store import ApiKey
-
-if TYPE_CHECKING:
-    from slng_fast.gateway.server import Gateway
 
 
 def script(pcm: bytes, rate: int, language: str | None, chunk_bytes: int) -> list[str | bytes]:
@@ -55,12 +53,14 @@ def sse(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
-async def serve_transcription(gateway: Gateway, http: HttpExchange, key: ApiKey,
+async def serve_transcription(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
                               tier: TierLimits) -> None:
+    gateway = api.gateway
+    gateway = api.gateway
     body = await http.read_body(gateway.config.max_upload_bytes,
                                 gateway.config.http_body_timeout_s)
     request = parse_transcription(http.head_value("content-type"), body,
-                                  gateway.http_openai.resolve)
+                                  api.resolve)
     try:
         pcm, rate, seconds = await trio.to_thread.run_sync(decode_upload, request.file)
     except UnreadableAudio as exc:

@@ -28,7 +28,9 @@ from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
 from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.native_transport import serve_native_websocket
-from slng_fast.gateway.openai_routes import OpenAiRoutes
+from slng_fast.gateway.openai_routes import OpenAiRoutes, serve_models
+from slng_fast.gateway.openai_speech import serve_speech
+from slng_fast.gateway.openai_transcriptions import serve_transcription
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import Route, find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
@@ -65,12 +67,16 @@ class Gateway:
     ledger: Ledger = field(init=False)
     # Plain HTTP routes by path (besides /healthz and /metrics): add one here.
     http_routes: dict[str, Callable[[IncomingRequest], Awaitable[None]]] = field(init=False)
-    http_openai: OpenAiRoutes = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
-        self.http_openai = OpenAiRoutes(self)
-        self.http_routes = {"/v1/voices": self._voices, **self.http_openai.routes()}
+        api = OpenAiRoutes(self)
+        self.http_routes = {
+            "/v1/voices": self._voices,
+            "/v1/models": api.route("GET", serve_models),
+            "/v1/audio/speech": api.route("POST", serve_speech),
+            "/v1/audio/transcriptions": api.route("POST", serve_transcription),
+        }
         self.limits.on_revoked = self.end_revoked  # revocations other hosts published
 
     def end_revoked(self, key_ids: set[str]) -> None:
