@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Protocol
 
 import orjson
@@ -18,6 +19,7 @@ import trio
 from slng_fast import errors
 from slng_fast.config import Config, TierLimits
 from slng_fast.gateway.http import ClientGone, HttpError, HttpExchange
+from slng_fast.gateway.http_session import HttpSessionConnection
 from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.routing import Route, find_key
 from slng_fast.gateway.shared_limits import SharedLimits
@@ -129,6 +131,28 @@ class OpenAiRoutes:
                 f"the {key.tier} tier allows {tier.messages_per_minute} requests or "
                 "messages a minute", wait)
         return key, tier
+
+
+async def run_session(api: OpenAiRoutes, conn: HttpSessionConnection, endpoint: Endpoint,
+                      key: ApiKey, context_id: str, answer: Callable[[], Awaitable[None]]
+                      ) -> None:
+    """Run a session for ``conn`` while ``answer()`` writes the response from its events;
+    the session ends when the answer is complete or its client is gone. A refusal
+    (`ApiError`) or a client gone (`ClientGone`) raised by ``answer`` comes out as
+    itself, not in an exception group."""
+    failure: ApiError | ClientGone | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(api.gateway.serve_session, conn,
+                                   Route(endpoint.kind, endpoint.name, {}), endpoint, key,
+                                   None, context_id, take_message=False))
+        try:
+            await answer()
+        except (ApiError, ClientGone) as exc:
+            failure = exc
+        finally:
+            conn.finish(gone=failure is not None)
+    if failure is not None:
+        raise failure
 
 
 async def serve_models(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,

@@ -11,13 +11,11 @@ import uuid
 from functools import partial
 
 import orjson
-import trio
 
 from slng_fast.config import TierLimits
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
-from slng_fast.gateway.openai_routes import OpenAiRoutes
-from slng_fast.gateway.routing import Route
+from slng_fast.gateway.openai_routes import OpenAiRoutes, run_session
 from slng_fast.openai_compat.audio_files import SpeechEncoder, speech_rate
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
 from slng_fast.openai_compat.requests import SpeechRequest, parse_speech
@@ -71,15 +69,8 @@ async def serve_speech(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
     conn = HttpSessionConnection(script)
     encoder = SpeechEncoder(request.response_format, rate)
     context_id = str(uuid.uuid4())
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(gateway.serve_session, conn, Route("tts", endpoint.name, {}),
-                                   endpoint, key, None, context_id, take_message=False))
-        gone = True
-        try:
-            await _answer(http, conn, encoder, context_id)
-            gone = False
-        finally:
-            conn.finish(gone=gone)
+    await run_session(api, conn, endpoint, key, context_id,
+                      partial(_answer, http, conn, encoder, context_id))
 
 
 async def _answer(http: HttpExchange, conn: HttpSessionConnection, encoder: SpeechEncoder,

@@ -17,8 +17,7 @@ import trio
 from slng_fast.config import TierLimits
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
-from slng_fast.gateway.openai_routes import OpenAiRoutes
-from slng_fast.gateway.routing import Route
+from slng_fast.gateway.openai_routes import OpenAiRoutes, run_session
 from slng_fast.openai_compat.audio_files import UnreadableAudio, decode_upload
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
 from slng_fast.openai_compat.requests import TranscriptionRequest, parse_transcription
@@ -72,15 +71,8 @@ async def serve_transcription(api: OpenAiRoutes, http: HttpExchange, key: ApiKey
     assert endpoint is not None  # resolved above
     conn = HttpSessionConnection(script(pcm, rate, request.language, tier.max_audio_chunk_bytes))
     context_id = str(uuid.uuid4())
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(gateway.serve_session, conn, Route("stt", endpoint.name, {}),
-                                   endpoint, key, None, context_id, take_message=False))
-        gone = True
-        try:
-            await _answer(http, conn, request, seconds, context_id)
-            gone = False
-        finally:
-            conn.finish(gone=gone)
+    await run_session(api, conn, endpoint, key, context_id,
+                      partial(_answer, http, conn, request, seconds, context_id))
 
 
 async def _answer(http: HttpExchange, conn: HttpSessionConnection,

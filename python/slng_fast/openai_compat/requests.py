@@ -125,6 +125,9 @@ def parse_form(content_type: str | None, body: bytes) -> dict[str, FormPart]:
     if kind != b"multipart/form-data" or not boundary:
         raise bad_request("the body must be multipart/form-data with a boundary", None,
                           "invalid_content_type")
+    if b"--" + boundary + b"--" not in body:
+        raise bad_request("the multipart body is incomplete (no closing boundary)", None,
+                          "invalid_multipart")
     parts: list[FormPart] = []
     header_name: list[bytes] = []
     header_value: list[bytes] = []
