@@ -61,6 +61,11 @@ class HttpExchange:
         self.finished = False
         self.body_read = False
 
+    def admitted(self) -> None:
+        """The request's key is checked: it no longer counts as a pending connection
+        (an upload and its transcription may take a while before the answer starts)."""
+        self._conn.answered()
+
     def head_value(self, name: str) -> str | None:
         """The first header called ``name`` (lower case), or None."""
         for key, value in self.head.headers:
@@ -131,9 +136,12 @@ class HttpExchange:
         self.started = True
         self._conn.answered()
         h = self._conn.h11
-        while h.their_state is h11.SEND_BODY:  # an empty body's end is already here
-            if not isinstance(h.next_event(), h11.Data):
-                break
+        try:
+            while h.their_state is h11.SEND_BODY:  # an empty body's end is already here
+                if not isinstance(h.next_event(), h11.Data):
+                    break
+        except h11.RemoteProtocolError:
+            pass  # a malformed body nobody reads: the connection closes after this answer
         if h.their_state is h11.SEND_BODY:
             # An unread body: answer, then close rather than read what nobody wants.
             fields = [*fields, ("connection", "close")]
@@ -220,6 +228,17 @@ class HttpConnection:
                 await exchange.respond(exc.status, error_body(exc.status, exc.message),
                                        headers=[("connection", "close")]
                                        if exc.status in (408, 413) else None)
+            except ClientGone:
+                return
+            except Exception:
+                if not exchange.started:  # a fault of ours: say so before the log does
+                    with trio.move_on_after(1.0):
+                        try:
+                            await exchange.respond(500, error_body(500, "internal error"),
+                                                   headers=[("connection", "close")])
+                        except (ClientGone, h11.LocalProtocolError):
+                            pass
+                raise
             if not exchange.started:
                 await exchange.respond(500, error_body(500, "the request was not answered"))
             elif not exchange.finished:

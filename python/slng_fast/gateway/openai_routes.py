@@ -84,6 +84,7 @@ class OpenAiRoutes:
                     raise ApiError(405, f"{request.path.split('?')[0]} answers {method}",
                                    code="method_not_allowed")
                 key, tier = await self.admit(request)
+                http.admitted()
                 await serve(self, http, key, tier)
             except ApiError as err:
                 if http.started:
