@@ -243,11 +243,23 @@ async def test_concurrent_connections_are_429(gw, nursery):
     await ws.aclose()
 
 
-async def test_upload_over_the_limit_is_413(nursery, tmp_path, engines, speech_wav):
-    gw = await gateway_with(nursery, tmp_path, engines, max_upload_bytes=10_000)
-    exc = await raised(openai.APIStatusError, client(gw).audio.transcriptions.create,
-                       model="pocketsphinx", file=("a.wav", speech_wav))
+async def test_upload_limits_413_and_the_tiers_session_length(nursery, tmp_path, engines,
+                                                              speech_wav):
+    tiers = {**DEFAULT_TIERS, "free": replace(DEFAULT_TIERS["free"], max_duration_s=2,
+                                              messages_per_minute=2)}
+    gw = await gateway_with(nursery, tmp_path, engines, tiers=tiers,
+                            max_upload_bytes=len(speech_wav) + 2000)
+    stt = client(gw, "free").audio.transcriptions
+    exc = await raised(openai.APIStatusError, stt.create, model="pocketsphinx",
+                       file=("a.wav", speech_wav + b"\0" * 10_000))
     assert exc.status_code == 413 and error_body(exc)["code"] == "request_too_large"
+    # Audio longer than the free tier's sessions (2 s here): refused before any session.
+    exc = await raised(openai.BadRequestError, stt.create, model="pocketsphinx",
+                       file=("a.wav", speech_wav))
+    assert error_body(exc)["code"] == "audio_too_long"
+    exc = await raised(openai.RateLimitError, stt.create, model="pocketsphinx",
+                       file=("a.wav", speech_wav))  # a third request this minute
+    assert int(exc.response.headers["retry-after"]) >= 1
 
 
 # ---- usage ------------------------------------------------------------------------------------
