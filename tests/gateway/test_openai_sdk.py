@@ -279,3 +279,23 @@ async def test_usage_is_in_the_ledger(gw, speech_wav):
     assert tts["audio_ms"] > 500 and tts["reason"] == "client_closed"
     assert (stt["key_id"], stt["provider"]) == (gw.key_ids["pro"], "pocketsphinx")
     assert stt["audio_ms"] == pytest.approx(len(decode_upload(speech_wav)[0]) / 32, rel=0.01)
+    metrics = gw.gateway.metrics.render()  # the sessions' metrics, as for a WebSocket's
+    assert 'slng_sessions_total{provider="espeak",tier="pro"} 1' in metrics
+    assert 'slng_sessions_total{provider="pocketsphinx",tier="pro"} 1' in metrics
+
+
+async def test_a_client_that_goes_away_ends_its_session_and_frees_its_slot(gw):
+    def first_piece_then_leave() -> bytes:
+        with client(gw, "free").audio.speech.with_streaming_response.create(
+                model="espeak", voice="en-us", input=SENTENCES * 3,
+                response_format="pcm") as response:
+            return next(response.iter_bytes())
+
+    assert await in_thread(first_piece_then_leave)
+    with trio.fail_after(10):
+        while not [r for r in gw.store.usage_rows() if r["ended_at"]]:
+            await trio.sleep(0.05)
+    # The free tier's one connection is free again.
+    answer = await in_thread(client(gw, "free").audio.speech.create, model="espeak",
+                             voice="en-us", input="Again.", response_format="pcm")
+    assert answer.content
