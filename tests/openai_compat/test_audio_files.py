@@ -11,6 +11,7 @@ import pytest
 import soundfile
 
 from slng_fast.openai_compat.audio_files import (
+    AudioTooLong,
     SpeechEncoder,
     UnreadableAudio,
     decode_upload,
@@ -63,3 +64,12 @@ def test_uploads_at_any_rate_and_channel_count():
 def test_an_upload_that_is_not_audio_is_refused():
     with pytest.raises(UnreadableAudio):
         decode_upload(b"this is not audio at all" * 10)
+
+
+def test_an_upload_is_decoded_only_up_to_the_longest_allowed():
+    encoder = SpeechEncoder("mp3", 8000)
+    mp3 = encoder.push(bytes(2 * 8000 * 60)) + encoder.finish()  # a minute of silence
+    assert len(mp3) < 2 * 8000 * 60 / 3  # a compressed minute
+    with pytest.raises(AudioTooLong):
+        decode_upload(mp3, max_seconds=10)
+    assert decode_upload(mp3, max_seconds=70)[2] > 59

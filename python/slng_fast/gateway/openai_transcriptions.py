@@ -18,7 +18,7 @@ from slng_fast.config import TierLimits
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
 from slng_fast.gateway.openai_routes import OpenAiRoutes, run_session
-from slng_fast.openai_compat.audio_files import UnreadableAudio, decode_upload
+from slng_fast.openai_compat.audio_files import AudioTooLong, UnreadableAudio, decode_upload
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
 from slng_fast.openai_compat.requests import TranscriptionRequest, parse_transcription
 from slng_fast.store import ApiKey
@@ -61,12 +61,13 @@ async def serve_transcription(api: OpenAiRoutes, http: HttpExchange, key: ApiKey
     request = parse_transcription(http.head_value("content-type"), body,
                                   api.resolve)
     try:
-        pcm, rate, seconds = await trio.to_thread.run_sync(decode_upload, request.file)
+        pcm, rate, seconds = await trio.to_thread.run_sync(
+            decode_upload, request.file, tier.max_duration_s)
     except UnreadableAudio as exc:
         raise bad_request(f"{request.filename}: {exc}", "file", "invalid_file_format") from None
-    if seconds > tier.max_duration_s:
-        raise bad_request(f"the audio is {seconds:.0f} s long; the {tier.name} tier's sessions "
-                          f"last at most {tier.max_duration_s:g} s", "file", "audio_too_long")
+    except AudioTooLong:
+        raise bad_request(f"the audio is longer than the {tier.name} tier's sessions "
+                          f"({tier.max_duration_s:g} s)", "file", "audio_too_long") from None
     endpoint = gateway.registry.endpoint("stt", request.endpoint)
     assert endpoint is not None  # resolved above
     conn = HttpSessionConnection(script(pcm, rate, request.language, tier.max_audio_chunk_bytes))

@@ -28,6 +28,15 @@ class UnreadableAudio(ValueError):
     """An upload that is not audio libsndfile can read."""
 
 
+class AudioTooLong(ValueError):
+    """An upload longer than the caller allows (found while decoding: a few MB of a
+    compressed format may hold hours, which are not decoded)."""
+
+    def __init__(self, max_seconds: float) -> None:
+        super().__init__(f"the audio is longer than {max_seconds:g} s")
+        self.max_seconds = max_seconds
+
+
 def speech_rate(response_format: str, model_rate: int) -> int:
     """The rate to ask the session for: the model's own, except where the format cannot
     carry it (Opus: 8, 12, 16, 24 or 48 kHz)."""
@@ -108,16 +117,24 @@ class SpeechEncoder:
         return data
 
 
-def decode_upload(data: bytes) -> tuple[bytes, int, float]:
+def decode_upload(data: bytes, max_seconds: float = float("inf")
+                  ) -> tuple[bytes, int, float]:
     """(PCM16 mono, its rate, seconds) of an uploaded file; channels are averaged, a
-    rate the STT session does not take is resampled to 16 kHz (soxr)."""
+    rate the STT session does not take is resampled to 16 kHz (soxr). `AudioTooLong`
+    as soon as more than ``max_seconds`` have been decoded."""
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as file:
             rate = file.samplerate
             blocks = []  # by blocks: a stream of unknown length says it is 2**63 frames
+            frames = 0
             while len(block := file.read(65536, dtype="float32", always_2d=True)):
+                frames += len(block)
+                if frames > max_seconds * rate:
+                    raise AudioTooLong(max_seconds)
                 blocks.append(block)
         samples = np.concatenate(blocks) if blocks else np.zeros((0, 1), "float32")
+    except AudioTooLong:
+        raise
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise UnreadableAudio(f"not an audio file this gateway reads ({exc})") from None
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
