@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
@@ -52,11 +53,23 @@ class Host(Protocol):
 
     async def serve_session(self, conn: Connection, route: Route, endpoint: Endpoint,
                             key: ApiKey | None, secret: str | None, context_id: str, *,
-                            take_message: bool = True) -> None: ...
+                            take_message: bool = True, lease: str | None = None) -> None: ...
 
 
-# A route's work once the key is admitted: (the routes, the exchange, the key, its tier).
-Serve = Callable[["OpenAiRoutes", HttpExchange, ApiKey, TierLimits], Awaitable[None]]
+@dataclass
+class Admitted:
+    """A request let in: its key, the key's tier, and (for a route that runs a session)
+    the lease on one of the key's connection slots, taken before the body is read so
+    that a key's uploads in flight are bounded like its sessions."""
+
+    key: ApiKey
+    tier: TierLimits
+    lease: str | None = None
+    lease_taken: bool = False  # handed to the session, which gives it back
+
+
+# A route's work once the request is admitted.
+Serve = Callable[["OpenAiRoutes", HttpExchange, Admitted], Awaitable[None]]
 
 
 class OpenAiRoutes:
@@ -70,8 +83,9 @@ class OpenAiRoutes:
             else self.gateway.config.model_aliases.get(model)
         return name if name is not None and registry.endpoint(kind, name) is not None else None
 
-    def route(self, method: str, serve: Serve) -> HttpRoute:
-        """The route that answers ``method`` by ``serve``, after admitting the key."""
+    def route(self, method: str, serve: Serve, *, session: bool = False) -> HttpRoute:
+        """The route that answers ``method`` by ``serve``, after admitting the key (and,
+        ``session``: taking one of its connection slots)."""
         async def route(request: IncomingRequest) -> None:
             http = request.http
             if http is None:  # trio-websocket answers plain HTTP with reject() only
@@ -79,13 +93,14 @@ class OpenAiRoutes:
                     501, "the OpenAI-compatible routes need the native transport "
                     "(serve --transport native)", type="server_error").body())
                 return
+            admitted: Admitted | None = None
             try:
                 if request.method != method and not (method == "GET" and request.method == "HEAD"):
                     raise ApiError(405, f"{request.path.split('?')[0]} answers {method}",
                                    code="method_not_allowed")
-                key, tier = await self.admit(request)
+                admitted = await self.admit(request, session=session)
                 http.admitted()
-                await serve(self, http, key, tier)
+                await serve(self, http, admitted)
             except ApiError as err:
                 if http.started:
                     raise
@@ -100,10 +115,15 @@ class OpenAiRoutes:
                                    headers=[("connection", "close")])
             except ClientGone:
                 pass
+            finally:
+                if admitted is not None and admitted.lease is not None \
+                        and not admitted.lease_taken:
+                    self.gateway.limits.release_soon(admitted.key.id, admitted.lease)
         return route
 
-    async def admit(self, request: IncomingRequest) -> tuple[ApiKey, TierLimits]:
-        """The request's key and tier, its message charged; else the refusal."""
+    async def admit(self, request: IncomingRequest, *, session: bool = False) -> Admitted:
+        """The request's key and tier, its message charged (and, ``session``, a lease on
+        one of the key's connection slots); else the refusal."""
         gateway = self.gateway
         if gateway.shutdown.is_set() or gateway.draining.is_set():
             raise api_errors.unavailable("the gateway is shutting down; try another instance",
@@ -131,21 +151,35 @@ class OpenAiRoutes:
             raise api_errors.rate_limited(
                 f"the {key.tier} tier allows {tier.messages_per_minute} requests or "
                 "messages a minute", wait)
-        return key, tier
+        if not session:
+            return Admitted(key, tier)
+        try:
+            lease = await gateway.limits.open_connection(key.id, tier)
+        except OSError:
+            raise api_errors.unavailable("the limits backend is unavailable; try again later",
+                                         errors.INTERNAL_ERROR.code) from None
+        if lease is None:
+            gateway.metrics.error(errors.TOO_MANY_CONNECTIONS.code)
+            raise api_errors.rate_limited(
+                f"the {tier.name} tier allows {tier.max_connections} concurrent "
+                "connection(s)", 1.0, errors.TOO_MANY_CONNECTIONS.code)
+        return Admitted(key, tier, lease)
 
 
 async def run_session(api: OpenAiRoutes, conn: HttpSessionConnection, endpoint: Endpoint,
-                      key: ApiKey, context_id: str, answer: Callable[[], Awaitable[None]]
-                      ) -> None:
+                      admitted: Admitted, context_id: str,
+                      answer: Callable[[], Awaitable[None]]) -> None:
     """Run a session for ``conn`` while ``answer()`` writes the response from its events;
     the session ends when the answer is complete or its client is gone. A refusal
     (`ApiError`) or a client gone (`ClientGone`) raised by ``answer`` comes out as
     itself, not in an exception group."""
     failure: ApiError | ClientGone | None = None
     async with trio.open_nursery() as nursery:
+        admitted.lease_taken = True
         nursery.start_soon(partial(api.gateway.serve_session, conn,
-                                   Route(endpoint.kind, endpoint.name, {}), endpoint, key,
-                                   None, context_id, take_message=False))
+                                   Route(endpoint.kind, endpoint.name, {}), endpoint,
+                                   admitted.key, None, context_id, take_message=False,
+                                   lease=admitted.lease))
         try:
             await answer()
         except (ApiError, ClientGone) as exc:
@@ -156,8 +190,7 @@ async def run_session(api: OpenAiRoutes, conn: HttpSessionConnection, endpoint: 
         raise failure
 
 
-async def serve_models(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
-                       tier: TierLimits) -> None:
+async def serve_models(api: OpenAiRoutes, http: HttpExchange, admitted: Admitted) -> None:
     """``GET /v1/models``: every endpoint and alias (available or not: ``available``
     says)."""
     gateway = api.gateway

@@ -12,15 +12,13 @@ from functools import partial
 
 import orjson
 
-from slng_fast.config import TierLimits
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
-from slng_fast.gateway.openai_routes import OpenAiRoutes, run_session
+from slng_fast.gateway.openai_routes import Admitted, OpenAiRoutes, run_session
 from slng_fast.openai_compat.audio_files import SpeechEncoder, speech_rate
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
 from slng_fast.openai_compat.requests import SpeechRequest, parse_speech
 from slng_fast.protocol.commands import TTS_SAMPLE_RATES
-from slng_fast.store import ApiKey
 from slng_fast.vocabulary import Endpoint
 
 # The built-in engines' speaking rates (80 to 450 words a minute, 175 their own pace).
@@ -43,9 +41,8 @@ def init_command(request: SpeechRequest, endpoint: Endpoint, rate: int) -> dict[
     return init
 
 
-async def serve_speech(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
-                       tier: TierLimits) -> None:
-    gateway = api.gateway
+async def serve_speech(api: OpenAiRoutes, http: HttpExchange, admitted: Admitted) -> None:
+    gateway, tier = api.gateway, admitted.tier
     # The request is one message of the key's tier: its size limit holds for the body.
     body = await http.read_body(tier.max_message_bytes, gateway.config.http_body_timeout_s)
     registry = gateway.registry
@@ -69,7 +66,7 @@ async def serve_speech(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
     conn = HttpSessionConnection(script)
     encoder = SpeechEncoder(request.response_format, rate)
     context_id = str(uuid.uuid4())
-    await run_session(api, conn, endpoint, key, context_id,
+    await run_session(api, conn, endpoint, admitted, context_id,
                       partial(_answer, http, conn, encoder, context_id))
 
 

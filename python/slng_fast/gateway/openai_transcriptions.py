@@ -14,14 +14,12 @@ from typing import Any
 import orjson
 import trio
 
-from slng_fast.config import TierLimits
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
-from slng_fast.gateway.openai_routes import OpenAiRoutes, run_session
+from slng_fast.gateway.openai_routes import Admitted, OpenAiRoutes, run_session
 from slng_fast.openai_compat.audio_files import AudioTooLong, UnreadableAudio, decode_upload
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
 from slng_fast.openai_compat.requests import TranscriptionRequest, parse_transcription
-from slng_fast.store import ApiKey
 
 
 def script(pcm: bytes, rate: int, language: str | None, chunk_bytes: int) -> list[str | bytes]:
@@ -52,9 +50,9 @@ def sse(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
-async def serve_transcription(api: OpenAiRoutes, http: HttpExchange, key: ApiKey,
-                              tier: TierLimits) -> None:
-    gateway = api.gateway
+async def serve_transcription(api: OpenAiRoutes, http: HttpExchange,
+                              admitted: Admitted) -> None:
+    gateway, tier = api.gateway, admitted.tier
     gateway = api.gateway
     body = await http.read_body(gateway.config.max_upload_bytes,
                                 gateway.config.http_body_timeout_s)
@@ -72,7 +70,7 @@ async def serve_transcription(api: OpenAiRoutes, http: HttpExchange, key: ApiKey
     assert endpoint is not None  # resolved above
     conn = HttpSessionConnection(script(pcm, rate, request.language, tier.max_audio_chunk_bytes))
     context_id = str(uuid.uuid4())
-    await run_session(api, conn, endpoint, key, context_id,
+    await run_session(api, conn, endpoint, admitted, context_id,
                       partial(_answer, http, conn, request, seconds, context_id))
 
 

@@ -74,8 +74,8 @@ class Gateway:
         self.http_routes = {
             "/v1/voices": self._voices,
             "/v1/models": api.route("GET", serve_models),
-            "/v1/audio/speech": api.route("POST", serve_speech),
-            "/v1/audio/transcriptions": api.route("POST", serve_transcription),
+            "/v1/audio/speech": api.route("POST", serve_speech, session=True),
+            "/v1/audio/transcriptions": api.route("POST", serve_transcription, session=True),
         }
         self.limits.on_revoked = self.end_revoked  # revocations other hosts published
 
@@ -134,11 +134,12 @@ class Gateway:
 
     async def serve_session(self, conn: Connection, route: Route, endpoint: Endpoint,
                             key: ApiKey | None, secret: str | None, context_id: str, *,
-                            take_message: bool = True) -> None:
+                            take_message: bool = True, lease: str | None = None) -> None:
         """Run one session for an accepted client connection (a WebSocket, or an HTTP
         request's stand-in): refuse a missing, revoked or over-limit key on it, else
         hold one of the key's connection slots for the session's life. ``take_message``
-        False: the caller charged the messages-per-minute bucket itself."""
+        False: the caller charged the messages-per-minute bucket itself; ``lease``: the
+        caller already holds the slot (this session gives it back)."""
         if key is None:
             what = "no API key presented" if secret is None else "unknown or revoked API key"
             self.metrics.error(errors.AUTH_FAILED.code)
@@ -146,8 +147,9 @@ class Gateway:
             return
         tier = self.config.tiers[key.tier]
         try:
-            revoked = await self.limits.is_revoked(key.id)
-            lease = None if revoked else await self.limits.open_connection(key.id, tier)
+            revoked = lease is None and await self.limits.is_revoked(key.id)
+            if lease is None and not revoked:
+                lease = await self.limits.open_connection(key.id, tier)
         except OSError as exc:  # the shared limits backend is unreachable: no session
             # The limits say why at error level once per outage; each refusal is info.
             log.info("refusing a session: the limits backend is unavailable (%s)", exc,
