@@ -108,6 +108,17 @@ async def test_a_body_over_the_tiers_message_size_is_413(gw):
     assert await raw.closed()
 
 
+async def test_a_malformed_chunked_body_is_400(gw):
+    raw = await open_raw(gw)
+    await raw.stream.send_all(f"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                              f"Bearer {gw.keys['pro']}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "zz\r\n".encode())
+    status, _, body = await raw.answer()
+    error = orjson.loads(body)["error"]
+    assert status == 400 and error["code"] == "invalid_request_body"
+    assert await raw.closed()
+
+
 async def test_a_head_over_16_kb_is_431(gw):
     raw = await open_raw(gw)
     await raw.stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "

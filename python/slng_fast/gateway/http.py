@@ -87,7 +87,10 @@ class HttpExchange:
         size = 0
         with trio.move_on_after(timeout) as scope:
             while True:
-                event = await self._conn.next_event()
+                try:
+                    event = await self._conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise HttpError(400, f"malformed request body: {exc}") from None
                 if isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > max_bytes:

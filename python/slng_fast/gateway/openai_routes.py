@@ -109,8 +109,9 @@ class OpenAiRoutes:
             except HttpError as exc:  # a body too large or too slow: OpenAI's shape too
                 if http.started:
                     raise
-                refusal = ApiError(exc.status, exc.message, code="request_too_large"
-                                   if exc.status == 413 else "request_timeout")
+                code = {413: "request_too_large", 408: "request_timeout"}.get(
+                    exc.status, "invalid_request_body")
+                refusal = ApiError(exc.status, exc.message, code=code)
                 await http.respond(refusal.status, refusal.body(), "application/json",
                                    headers=[("connection", "close")])
             except ClientGone:
