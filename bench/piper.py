@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -36,28 +37,9 @@ LONG = ("The quick brown fox jumps over the lazy dog near the river bank. "
         "After dinner we walked to the old bridge and watched the sun go down. "
         "Tomorrow the train leaves at seven, so we should pack our bags tonight.")
 
-SENTENCES = (
-    "Please open the door.",
-    "The weather is nice today.",
-    "I would like a cup of coffee.",
-    "She sells shells by the sea shore.",
-    "We will meet at the station at noon.",
-    "My phone number is five five five one two three four.",
-    "Turn left at the next corner.",
-    "The children are playing in the garden.",
-    "Can you help me find my keys?",
-    "It is going to rain this afternoon.",
-    "He bought a new car last week.",
-    "Please call me back when you have time.",
-    "The meeting has been moved to Friday.",
-    "I need to buy some bread and milk.",
-    "The dog is sleeping under the table.",
-    "Our flight leaves at six in the morning.",
-    "Thank you very much for your help.",
-    "The book is on the shelf in my room.",
-    "Let us go for a walk after lunch.",
-    "The music was too loud last night.",
-)
+# The fixed set, shared with tests/gateway/test_tts_piper.py (which asserts on it).
+SENTENCES = tuple(
+    (Path(__file__).parent / "round_trip_sentences.txt").read_text().splitlines())
 
 
 def words(text: str) -> list[str]:

@@ -117,6 +117,9 @@ class Config:
     model_aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
     max_upload_bytes: int = 25 * 1000 * 1000
     http_body_timeout_s: float = 60.0
+    # The STT endpoint of ``/v1/realtime?intent=transcription`` when the URL's ``model``
+    # names none of the gateway's (absent, or an OpenAI model name such as whisper-1).
+    realtime_stt: str = "pocketsphinx"
 
 
 def default_data_dir() -> Path:
@@ -171,8 +174,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
                 "drain_s", "provider_timeout_s", "revocation_check_s",
-                "upstream_connect_timeout_s", "upstream_send_timeout_s", "max_upload_bytes",
-                "http_body_timeout_s"):
+                "upstream_connect_timeout_s", "upstream_send_timeout_s", "realtime_stt",
+                "max_upload_bytes", "http_body_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

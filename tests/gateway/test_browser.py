@@ -5,14 +5,11 @@ and a clean close, driven through the DevTools protocol."""
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
-import urllib.request
+from pathlib import Path
 
-import pytest
 import trio
-import websocket
+
+from cdp import Browser
 
 SCRIPT = """
 new Promise((resolve) => {
@@ -36,53 +33,16 @@ new Promise((resolve) => {
 """
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("headless Chromium is needed (Debian: apt-get install -y chromium)",
-                pytrace=False)
-
-
-def run_in_browser(browser: str, profile: str, expression: str) -> dict:
-    proc = subprocess.Popen(
-        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--remote-debugging-port=0", "--remote-allow-origins=*",
-         f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        for _ in range(200):
-            line = proc.stderr.readline()
-            match = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            if match:
-                break
-        else:
-            raise AssertionError("Chromium did not start its DevTools endpoint")
-        targets = json.loads(urllib.request.urlopen(
-            f"http://127.0.0.1:{match.group(1)}/json/list", timeout=10).read())
-        page = next(t for t in targets if t["type"] == "page")
-        devtools = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60)
-        devtools.send(json.dumps({"id": 1, "method": "Runtime.evaluate", "params": {
-            "expression": expression, "awaitPromise": True, "returnByValue": True}}))
-        while True:
-            answer = json.loads(devtools.recv())
-            if answer.get("id") == 1:
-                break
-        devtools.close()
-        return answer["result"]["result"]["value"]
-    finally:
-        proc.kill()
-        proc.wait()
+def run_in_browser(profile: Path, expression: str) -> dict:
+    with Browser(profile) as browser:
+        return browser.evaluate(expression)
 
 
 async def test_chromium_speaks_the_unified_protocol_through_the_gateway(gw, tmp_path):
-    browser = chromium()
     key = gw.keys["pro"]
     expression = SCRIPT % {"url": json.dumps(gw.tts()), "protocol": json.dumps(f"bearer.{key}"),
                            "text": json.dumps("Hello from a browser. " * 8)}
-    result = await trio.to_thread.run_sync(run_in_browser, browser, str(tmp_path / "profile"),
+    result = await trio.to_thread.run_sync(run_in_browser, tmp_path / "profile",
                                            expression)
     assert not result.get("timeout"), result
     assert result["protocol"] == f"bearer.{key}"  # the key's subprotocol is echoed

@@ -5,24 +5,26 @@ PocketSphinx endpoint)."""
 from __future__ import annotations
 
 import base64
+import re
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import trio
 
-from engines.engine_audio import words
 from harness import Running, make_gateway, start_engine_process, start_engines, start_gateway
 from slng_fast.engines.supervisor import _engine_info
 from wsclient import connect, recv, recv_until, send
 
 HANG_GUARD = 60  # seconds; only stops a broken test from hanging, never a threshold
 
-# Three sentences of everyday words; Piper's voice is clear enough for PocketSphinx's
-# general model to get most of them.
-SENTENCES = (
-    "Please open the door.",
-    "The weather is nice today.",
-    "I would like a cup of coffee.",
-)
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+# The fixed set of bench/piper.py's round trip (issue 14 asks for 60 % of its words).
+SENTENCES = tuple((Path(__file__).parents[2] / "bench" / "round_trip_sentences.txt")
+                  .read_text().splitlines())
 LONG_TEXT = " ".join(f"This is sentence number {n} of a long text." for n in range(1, 31))
 
 
@@ -48,17 +50,21 @@ async def synthesize(gw: Running, nursery, text: str, **init) -> tuple[list[dict
     return [ready] + events, audio
 
 
-async def transcribe(gw: Running, nursery, pcm16k: bytes) -> str:
-    with trio.fail_after(HANG_GUARD):
+async def transcribe_each(gw: Running, nursery, pieces: list[bytes]) -> list[str]:
+    """One STT session, a `finalize` after each piece: one final transcript per piece."""
+    texts = []
+    with trio.fail_after(HANG_GUARD * 2):
         ws = await connect(gw.stt(), gw.keys["pro"], nursery=nursery)
         await send(ws, type="start", sample_rate=16000, encoding="pcm16")
         assert (await recv(ws))["type"] == "ready"
-        for pos in range(0, len(pcm16k), 640):
-            await ws.send_message(pcm16k[pos:pos + 640])
-        await send(ws, type="finalize")
-        events = await recv_until(ws, "final_transcript")
+        for pcm16k in pieces:
+            for pos in range(0, len(pcm16k), 3200):
+                await ws.send_message(pcm16k[pos:pos + 3200])
+            await send(ws, type="finalize")
+            events = await recv_until(ws, "final_transcript")
+            texts.append(str(events[-1]["text"]))
         await ws.aclose()
-    return str(events[-1]["text"])
+    return texts
 
 
 @pytest.mark.parametrize("codec, rate, width", [("pcm16", 8000, 2), ("pcm16", 16000, 2),
@@ -112,13 +118,27 @@ async def test_unknown_voice_is_refused(gw, nursery):
 
 async def test_piper_speech_round_trips_through_pocketsphinx(gw, nursery):
     """Piper's voice through the gateway at 16 kHz, heard by PocketSphinx through the
-    gateway: most of the words of three sentences come back."""
+    gateway, on bench/piper.py's 20 sentences: at least 60 % of the words said come back
+    (each counted as often as it was said). One TTS session speaks them all, one STT
+    session hears each between half a second of silence."""
     pad = bytes(16000)  # 0.5 s at 16 kHz PCM16
-    speech = b""
-    for sentence in SENTENCES:
-        _, audio = await synthesize(gw, nursery, sentence, sample_rate_hz=16000)
-        speech += pad + audio + pad
-    heard = words(await transcribe(gw, nursery, speech))
-    said = [w.strip(".").lower() for s in SENTENCES for w in s.split()]
-    hits = sum(1 for w in said if w in heard)
-    assert hits >= len(said) / 2, (hits, len(said), heard)
+    pieces = []
+    with trio.fail_after(HANG_GUARD * 2):
+        ws = await connect(gw.tts("piper"), gw.keys["pro"], nursery=nursery)
+        await send(ws, type="init", sample_rate_hz=16000)
+        assert (await recv(ws))["type"] == "ready"
+        for sentence in SENTENCES:
+            await send(ws, type="input_text", text=sentence)
+            await send(ws, type="flush")
+            events = await recv_until(ws, "audio_end")
+            audio = b"".join(base64.b64decode(e["data"]) for e in events
+                             if e["type"] == "audio_chunk")
+            pieces.append(pad + audio + pad)
+        await ws.aclose()
+    heard_texts = await transcribe_each(gw, nursery, pieces)
+    hits = said_total = 0
+    for sentence, text in zip(SENTENCES, heard_texts, strict=True):
+        said = Counter(words(sentence))
+        hits += sum((said & Counter(words(text))).values())
+        said_total += sum(said.values())
+    assert hits >= 0.6 * said_total, (hits, said_total, heard_texts)

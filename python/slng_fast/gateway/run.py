@@ -148,6 +148,9 @@ async def run_gateway(config: Config, certfile: str | None = None,
                     print("created a development key (tier pro); it is shown only this once and "
                           f"stored in {config.data_dir / 'dev-key'}:", flush=True)
                     print(dev_key, flush=True)
+                web = "https" if ssl_context else "http"
+                print(f"  or open {web}://{config.host}:{port}/ in a browser (the playground)",
+                      flush=True)
                 task_status.started(port)
                 async for signum in signals:
                     log.info("signal %s: shutting down", signal.Signals(signum).name)
