@@ -109,7 +109,7 @@ async def test_an_alias_from_the_config(nursery, tmp_path, engines):
 
 # ---- transcription --------------------------------------------------------------------------
 
-async def test_transcription_json_text_and_verbose_json(gw, speech_wav):
+async def test_transcription_in_each_response_format(gw, speech_wav):
     stt = client(gw).audio.transcriptions
     plain = await in_thread(stt.create, model="pocketsphinx", file=("a.wav", speech_wav))
     assert len(recognised(plain.text)) >= ROUND_TRIP_MIN_HITS, plain.text
@@ -132,6 +132,14 @@ async def test_transcription_json_text_and_verbose_json(gw, speech_wav):
     starts = [s.start for s in verbose.segments]
     assert starts == sorted(starts) and all(s.end > s.start for s in verbose.segments)
     assert verbose.segments[-1].end <= verbose.duration + 0.1
+
+    srt = await in_thread(stt.create, model="pocketsphinx", file=("d.wav", speech_wav),
+                          response_format="srt")
+    assert isinstance(srt, str) and srt.startswith("1\n00:00:") and " --> " in srt
+    assert len(recognised(srt)) >= ROUND_TRIP_MIN_HITS
+    vtt = await in_thread(stt.create, model="pocketsphinx", file=("e.wav", speech_wav),
+                          response_format="vtt")
+    assert vtt.startswith("WEBVTT\n\n00:00:")
 
 
 async def test_transcription_streamed_as_server_sent_events(gw, speech_wav):

@@ -96,7 +96,7 @@ def test_transcription_form():
     ({}, 400, "model"),
     ({"model": "whisper-1", "file": {"audio": ("a.wav", b"RIFF")}}, 400, "file"),
     ({"model": "whisper-1", "file": {"file": ("a.wav", b"")}}, 400, "file"),
-    ({"model": "whisper-1", "response_format": "srt"}, 400, "response_format"),
+    ({"model": "whisper-1", "response_format": "diarized_json"}, 400, "response_format"),
     ({"model": "whisper-1", "stream": "maybe"}, 400, "stream"),
 ])
 def test_transcription_refusals(fields, status, param):

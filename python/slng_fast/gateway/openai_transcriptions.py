@@ -6,7 +6,6 @@ event as it comes, then ``transcript.text.done``."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from functools import partial
 from typing import Any
@@ -20,6 +19,7 @@ from slng_fast.gateway.openai_routes import Admitted, OpenAiRoutes, run_session
 from slng_fast.openai_compat.audio_files import AudioTooLong, UnreadableAudio, decode_upload
 from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
 from slng_fast.openai_compat.requests import TranscriptionRequest, parse_transcription
+from slng_fast.openai_compat.transcripts import answer_body, segment, sse
 
 
 def script(pcm: bytes, rate: int, language: str | None, chunk_bytes: int) -> list[str | bytes]:
@@ -33,31 +33,12 @@ def script(pcm: bytes, rate: int, language: str | None, chunk_bytes: int) -> lis
     return [*frames, '{"type":"finalize"}']
 
 
-def answer_body(request: TranscriptionRequest, text: str, seconds: float,
-                segments: list[dict[str, Any]]) -> tuple[bytes, str]:
-    """The body and content type of a finished transcription, by ``response_format``."""
-    usage = {"type": "duration", "seconds": math.ceil(seconds)}
-    if request.response_format == "text":
-        return text.encode() + b"\n", "text/plain; charset=utf-8"
-    if request.response_format == "verbose_json":
-        return orjson.dumps({
-            "task": "transcribe", "language": request.language or "en", "duration": seconds,
-            "text": text, "segments": segments, "usage": usage}), "application/json"
-    return orjson.dumps({"text": text, "usage": usage}), "application/json"
-
-
-def sse(event: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
 async def serve_transcription(api: OpenAiRoutes, http: HttpExchange,
                               admitted: Admitted) -> None:
     gateway, tier = api.gateway, admitted.tier
-    gateway = api.gateway
     body = await http.read_body(gateway.config.max_upload_bytes,
                                 gateway.config.http_body_timeout_s)
-    request = parse_transcription(http.head_value("content-type"), body,
-                                  api.resolve)
+    request = parse_transcription(http.head_value("content-type"), body, api.resolve)
     try:
         pcm, rate, seconds = await trio.to_thread.run_sync(
             decode_upload, request.file, tier.max_duration_s)
@@ -84,9 +65,7 @@ async def _answer(http: HttpExchange, conn: HttpSessionConnection,
         if kind == "transcript" and event.get("is_final") and event.get("text"):
             text = str(event["text"])
             if isinstance(event.get("start"), (int, float)):
-                segments.append({"id": len(segments), "seek": 0, "start": event["start"],
-                                 "end": event.get("end"), "text": text, "tokens": [],
-                                 "temperature": 0.0})
+                segments.append(segment(len(segments), event["start"], event["end"], text))
             if request.stream:
                 if not http.started:
                     await http.start(200, "text/event-stream",

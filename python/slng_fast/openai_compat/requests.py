@@ -18,8 +18,7 @@ from slng_fast.openai_compat.errors import ApiError, bad_request, model_not_foun
 SPEECH_FORMATS = ("mp3", "opus", "flac", "wav", "pcm")
 SPEECH_FORMATS_NOT_HERE = ("aac",)  # OpenAI offers it; no wheel-installable encoder here
 DEFAULT_SPEECH_FORMAT = "mp3"
-TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
-TRANSCRIPTION_FORMATS_NOT_HERE = ("srt", "vtt", "diarized_json")
+TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 MAX_INPUT_CHARS = 4096  # OpenAI's limit on ``input``; the key's tier may allow less
 SPEED_RANGE = (0.25, 4.0)
 # OpenAI's voice names: asked of an endpoint that has no such voice, they mean its
