@@ -16,7 +16,7 @@ import trio
 
 from engines.engine_audio import ROUND_TRIP_MIN_HITS, recognised, round_trip_speech
 from harness import Running, make_gateway, start_gateway
-from slng_fast.config import DEFAULT_TIERS, Config
+from slng_fast.config import DEFAULT_MODEL_ALIASES, DEFAULT_TIERS, Config
 from slng_fast.engines.espeak import EspeakSynth
 from slng_fast.openai_compat.audio_files import decode_upload
 from wsclient import connect, recv, send
@@ -58,6 +58,29 @@ async def test_models_lists_endpoints_and_aliases(gw):
     assert models["whisper-1"].model_extra["alias_of"] == "pocketsphinx"
     assert models["espeak"].model_extra["available"] is True
     assert models["orpheus"].model_extra["available"] is False  # no upstream configured
+
+
+async def test_aliases_name_the_realtime_endpoint_too(tmp_path):
+    from slng_fast.gateway.routing import parse_path
+    from slng_fast.gateway.transport import IncomingRequest
+
+    gw = make_gateway(tmp_path, {}, {}, config=Config(
+        data_dir=tmp_path, model_aliases={**DEFAULT_MODEL_ALIASES, "whisper-1": "whisper"},
+        realtime_stt="kyutai"))
+
+    async def unused(*args, **kwargs):
+        raise AssertionError("not answered here")
+
+    async def name(model: str) -> str:
+        path = f"/v1/realtime?intent=transcription&model={model}"
+        request = IncomingRequest(path, [], [], unused, unused)
+        route = await gw.gateway._realtime_route(request, parse_path(path))
+        return route.name
+
+    assert await name("whisper-1") == "whisper"  # the alias
+    assert await name("pocketsphinx") == "pocketsphinx"  # an endpoint
+    assert await name("gpt-4o-transcribe") == "pocketsphinx"  # a default alias
+    assert await name("nothing-known") == "kyutai"  # the configured default
 
 
 # ---- speech -------------------------------------------------------------------------------

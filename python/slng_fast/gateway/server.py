@@ -80,10 +80,11 @@ class Gateway:
     ledger: Ledger = field(init=False)
     # Plain HTTP routes by path (besides /healthz and /metrics): add one here.
     http_routes: dict[str, Callable[[IncomingRequest], Awaitable[None]]] = field(init=False)
+    openai_api: OpenAiRoutes = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
-        api = OpenAiRoutes(self)
+        self.openai_api = api = OpenAiRoutes(self)
         self.http_routes = {
             "/v1/voices": self._voices,
             "/v1/models": api.route("GET", serve_models),
@@ -283,16 +284,16 @@ class Gateway:
 
     async def _realtime_route(self, request: IncomingRequest, route: Route) -> Route | None:
         """``/v1/realtime``: the transcription intent is an STT session on the endpoint the
-        query's ``model`` names, else on the configured default (an OpenAI model name such
-        as ``gpt-4o-transcribe`` is such an alias). Other intents are refused (400)."""
+        query's ``model`` names (or an alias of, such as ``whisper-1``), else on the
+        configured default. Other intents are refused (400)."""
         if route.query.get("intent") != "transcription":
             await request.reject(400, orjson.dumps({
                 "error": {"type": "invalid_request_error", "code": "unsupported_intent",
                           "message": "this gateway serves /v1/realtime?intent=transcription "
                                      "only (speech-to-text)"}}))
             return None
-        name = route.name if self.registry.endpoint("stt", route.name) else \
-            self.config.realtime_stt
+        # An endpoint's name, or a model alias (`[openai.aliases]`, as the HTTP routes).
+        name = self.openai_api.resolve("stt", route.name) or self.config.realtime_stt
         beta = any(k.lower() == "openai-beta" and "realtime=v1" in v
                    for k, v in request.headers)
         return replace(route, name=name, flavour=BETA if beta else GA)
