@@ -13,6 +13,8 @@ KB = 1024
 # The Redis URL may hold a password: it can come from here rather than a command line
 # (`ps` shows those to every user), and the gateway hands it to its workers this way.
 REDIS_URL_ENV = "SLNG_FAST_REDIS_URL"
+# Likewise the database URL (``postgresql://user:password@...``).
+DATABASE_URL_ENV = "SLNG_FAST_DATABASE_URL"
 # The key that `/metrics` (and, if asked, `/healthz`) require, when the config has none.
 METRICS_KEY_ENV = "SLNG_FAST_METRICS_KEY"
 
@@ -104,8 +106,13 @@ class Config:
     # On SIGTERM: stop taking new sessions and let utterances in flight finish for up to
     # this many seconds before ending the rest (0: end them at once, as before).
     drain_s: float = 0.0
-    # How often each worker asks the key store for revoked keys among its open sessions'.
-    revocation_check_s: float = 1.0
+    # How often each worker asks the key store for revoked keys among its open sessions'
+    # (with PostgreSQL, also how often its key cache syncs: a revocation on any host ends
+    # sessions everywhere within this).
+    revocation_check_s: float = 0.5
+    # Where keys and the usage ledger live: None or ``sqlite:///path`` (the data
+    # directory's file by default), or ``postgresql://...`` (shared by every host).
+    database: str | None = None
     # When set, `GET /metrics` needs `Authorization: Bearer <metrics_key>`; so does
     # `GET /healthz` if `healthz_needs_key`. Unset (the default), both are open: load
     # balancers probe /healthz without credentials.
@@ -178,6 +185,12 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
                 "max_upload_bytes", "http_body_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
+    if "database" in gateway:
+        database = gateway["database"]
+        if not isinstance(database, str) or not database.startswith(
+                ("sqlite://", "postgresql://", "postgres://")):
+            raise ConfigError("[gateway] database must be a sqlite:// or postgresql:// URL")
+        values["database"] = database
     if "data_dir" in gateway:
         values["data_dir"] = Path(gateway["data_dir"]).expanduser()
     if "engines" in gateway:

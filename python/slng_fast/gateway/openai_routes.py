@@ -8,7 +8,6 @@ gateway/openai_transcriptions.py)."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -31,12 +30,14 @@ from slng_fast.openai_compat import errors as api_errors
 from slng_fast.openai_compat.errors import ApiError
 from slng_fast.openai_compat.requests import model_list
 from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.store import ApiKey, Store
+from slng_fast.store import STORE_ERRORS, ApiKey, StoreBackend
 from slng_fast.vocabulary import Endpoint
 
 log = logging.getLogger("slng_fast.gateway.openai")
 
 HttpRoute = Callable[[IncomingRequest], Awaitable[None]]
+# The key store's failures and the limits backend's (RedisUnavailable is an OSError).
+_BACKEND_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, OSError)
 
 
 class Host(Protocol):
@@ -44,7 +45,7 @@ class Host(Protocol):
 
     config: Config
     registry: ProviderRegistry
-    store: Store
+    store: StoreBackend
     ledger: Ledger
     limits: LocalLimits | SharedLimits
     metrics: Metrics
@@ -136,7 +137,7 @@ class OpenAiRoutes:
             revoked = key is not None and await gateway.limits.is_revoked(key.id)
             wait = 0.0 if key is None or revoked else await gateway.limits.take_message(
                 key.id, gateway.config.tiers[key.tier], trio.current_time())
-        except (sqlite3.Error, OSError) as exc:
+        except _BACKEND_ERRORS as exc:
             log.error("refusing %s: %s", request.path.split("?")[0], exc)
             raise api_errors.unavailable("the gateway's key store or limits backend failed; "
                                          "try again", errors.INTERNAL_ERROR.code) from None

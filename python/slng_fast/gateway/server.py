@@ -8,7 +8,6 @@ import hmac
 import logging
 import math
 import os
-import sqlite3
 import ssl
 import time
 import uuid
@@ -54,10 +53,13 @@ from slng_fast.protocol.realtime_session import RealtimeSttSession
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers import registry as reg
-from slng_fast.store import ApiKey, Store
+from slng_fast.store import STORE_ERRORS, ApiKey, StoreBackend
 from slng_fast.vocabulary import Endpoint
 
 log = logging.getLogger("slng_fast.gateway")
+
+# The key store's failures and the limits backend's (RedisUnavailable is an OSError).
+_BACKEND_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, OSError)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class Gateway:
     """Everything the sessions of one gateway process share."""
 
     config: Config
-    store: Store
+    store: StoreBackend
     registry: reg.ProviderRegistry
     limits: LocalLimits | SharedLimits = field(default_factory=LocalLimits)
     shutdown: trio.Event = field(default_factory=trio.Event)
@@ -136,7 +138,7 @@ class Gateway:
         try:
             key = await self.ledger.call(self.store.authenticate, secret) if secret else None
             store_error = None
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             key, store_error = None, exc
         # The frame layer refuses messages over the key's tier from their header; a
         # connection without a valid key gets the smallest tier's limit for its refusal.
@@ -248,8 +250,9 @@ class Gateway:
                     errors.PROVIDER_UNAVAILABLE, f"no drop-in route {path!r}: {exc}"))
                 return
         try:
-            opened = await self.ledger.open(session, key.id, endpoint.name, time.time())
-        except sqlite3.Error as exc:
+            opened = await self.ledger.open(session, key.id, endpoint.name, time.time(),
+                                           kind=endpoint.kind, upstream=endpoint.dialect)
+        except STORE_ERRORS as exc:
             await self._store_failed(conn, session.context_id, exc, with_session_ended=True,
                                      realtime=route.realtime)
             return
@@ -298,7 +301,7 @@ class Gateway:
                    for k, v in request.headers)
         return replace(route, name=name, flavour=BETA if beta else GA)
 
-    async def _store_failed(self, conn: Connection, context_id: str, exc: sqlite3.Error, *,
+    async def _store_failed(self, conn: Connection, context_id: str, exc: Exception, *,
                             with_session_ended: bool = False, realtime: bool = False) -> None:
         """The key store failed (locked too long, disk full, ...): no session, 1011."""
         log.error("refusing a session: the key store failed (%s)", exc,
@@ -332,7 +335,9 @@ class Gateway:
             body = {"status": status, "sessions": self.active,
                     "pending_connections": self.pending.count,
                     "engines": sorted(self.registry.engine_urls), "pid": os.getpid(),
-                    "limits": "ok" if self.limits.healthy else "unreachable"}
+                    "limits": "ok" if self.limits.healthy else "unreachable",
+                    # Sessions go on without it (usage waits on the host): not a 503.
+                    "database": "ok" if self.ledger.store_ok else "failing"}
             await request.reject(200 if ok else 503, orjson.dumps(body))
         elif path == "/metrics":
             self.metrics.set("slng_tasks_living",
@@ -358,7 +363,7 @@ class Gateway:
             # A catalogue request costs one message of the key's tier, as a command does.
             wait = 0.0 if key is None or revoked else await self.limits.take_message(
                 key.id, self.config.tiers[key.tier], trio.current_time())
-        except (sqlite3.Error, OSError) as exc:
+        except _BACKEND_ERRORS as exc:
             log.error("refusing GET /v1/voices: %s", exc)
             await request.reject(503, orjson.dumps({
                 "error": errors.INTERNAL_ERROR.code,
