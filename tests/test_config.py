@@ -96,3 +96,16 @@ def test_piper_voices_from_the_config(tmp_path):
     path.write_text('[engines.piper]\nvoices = "one.onnx"\n')
     with pytest.raises(ConfigError, match="engines.piper"):
         load_config(path)
+
+
+def test_openai_aliases_and_upload_limits_from_the_config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[gateway]\nmax_upload_bytes = 1000\nhttp_body_timeout_s = 5\n'
+                    '[openai.aliases]\ntts-1 = "espeak"\nmy-voice = "kokoro"\n')
+    config = load_config(path)
+    assert config.model_aliases["tts-1"] == "espeak" and config.model_aliases["my-voice"] == "kokoro"
+    assert config.model_aliases["whisper-1"] == "pocketsphinx"  # the defaults stay
+    assert (config.max_upload_bytes, config.http_body_timeout_s) == (1000, 5)
+    path.write_text('[openai.aliases]\ntts-1 = 3\n')
+    with pytest.raises(ConfigError, match="openai.aliases"):
+        load_config(path)

@@ -11,6 +11,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from email.message import Message
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,14 @@ def http_url(gw: Running) -> str:
     return gw.url.replace("ws://", "http://", 1)
 
 
-def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, method: str = "GET") -> tuple[int, Message, bytes]:
+    """Status, headers (names case-insensitive: h11 writes them in lower case), body."""
     request = urllib.request.Request(url, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 def test_the_page_ships_in_the_package():

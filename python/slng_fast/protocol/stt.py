@@ -134,7 +134,8 @@ class SttSession(SessionCore):
                 if event.is_final and event.text:
                     self.segments.append(event.text)
                 actions.append(SendClient(events.transcript(
-                    self.context_id, event.text, event.is_final, event.confidence, now)))
+                    self.context_id, event.text, event.is_final, event.confidence, now,
+                    start=event.start, end=event.end)))
             elif isinstance(event, FinalTranscript):
                 actions += self._final(event, now)
             elif isinstance(event, UpstreamError):
