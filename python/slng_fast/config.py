@@ -102,6 +102,11 @@ class Config:
     # balancers probe /healthz without credentials.
     metrics_key: str | None = None
     healthz_needs_key: bool = False
+    # `GET /v1/voices`: a cloud provider with a key configured is asked for its voices,
+    # waiting at most `voices_fetch_timeout_s`; an answer is kept `voices_cache_ttl_s`
+    # (a failure, during which the documented voices are listed, at most a minute).
+    voices_cache_ttl_s: float = 600.0
+    voices_fetch_timeout_s: float = 3.0
 
 
 def default_data_dir() -> Path:
@@ -156,7 +161,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
                 "drain_s", "provider_timeout_s", "revocation_check_s",
-                "upstream_connect_timeout_s", "upstream_send_timeout_s"):
+                "upstream_connect_timeout_s", "upstream_send_timeout_s",
+                "voices_cache_ttl_s", "voices_fetch_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "data_dir" in gateway:

@@ -28,6 +28,7 @@ from slng_fast.gateway.bridge import SessionBridge
 from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.native_transport import serve_native_websocket
 from slng_fast.gateway.playground import answer as playground_answer
+from slng_fast.gateway.provider_voices import ProviderVoices
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
@@ -61,6 +62,7 @@ class Gateway:
     pending: PendingConnections = field(default_factory=PendingConnections)
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     ledger: Ledger = field(init=False)
+    provider_voices: ProviderVoices = field(default_factory=ProviderVoices)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
@@ -303,11 +305,14 @@ class Gateway:
             return
         registry = self.registry
         endpoints = registry.endpoints()
+        fetched = await self.provider_voices.lookup(
+            registry, ttl=self.config.voices_cache_ttl_s,
+            timeout=self.config.voices_fetch_timeout_s, only=query.get("provider"))
         try:
             body = catalogue(endpoints, engine_info=registry.engine_info,
                              capabilities=registry.capabilities(),
                              available={e.name: registry.available(e) for e in endpoints},
-                             provider=query.get("provider"))
+                             provider=query.get("provider"), provider_voices=fetched)
         except UnknownProvider as exc:
             await request.reject(404, orjson.dumps({
                 "error": "unknown_provider", "provider": str(exc),
