@@ -86,3 +86,13 @@ async def test_deepgram_lists_the_engine_voices_as_models_for_its_sdk(nursery, e
     en_us = next(m for m in models if m.name == "en-us")
     assert en_us.canonical_name == "aura-en_us-en" and en_us.metadata.tags == ["masculine"]
     assert (await get(f"{base}/v1/models", Authorization="Token wrong")).status_code == 401
+
+
+def test_a_listed_deepgram_model_speaks_with_its_espeak_voice():
+    from slng_fast.emulators.deepgram import espeak_voice
+
+    available = {"en-us", "en-gb", "de"}
+    assert espeak_voice("aura-en_gb-en", available).startswith("en-gb+")
+    assert espeak_voice("aura-de-de", available).startswith("de+")
+    assert espeak_voice("aura-asteria-en", available).startswith("en-us+f")  # as before
+

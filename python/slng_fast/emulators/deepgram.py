@@ -93,7 +93,9 @@ def espeak_voice(model: str, available: set[str] | None = None) -> str:
     if not speaker:
         speaker, lang = lang, "en"
     base = LANGUAGES.get(lang, lang)
-    if available is not None and base not in available:
+    if available is not None and speaker.replace("_", "-") in available:
+        base = speaker.replace("_", "-")  # a model of the REST listing: that eSpeak voice
+    elif available is not None and base not in available:
         base = "en-us"
     crc = zlib.crc32(speaker.encode())
     if speaker in MALE or (speaker not in FEMALE and crc % 2):

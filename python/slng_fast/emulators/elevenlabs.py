@@ -19,7 +19,8 @@ relative to the chunk). ``{"text": ""}`` ends a stream-input socket (remaining a
 ``isFinal``, close 1000) and keeps a context alive; ``close_context`` lets flushed text
 finish, then answers ``isFinal``; ``close_socket`` does that for every context, then
 closes. ``voice_settings.speed`` sets espeak's speed. A voice_id maps to an espeak voice
-deterministically. At most 5 live contexts a connection.
+deterministically (one the REST listing gives, an eSpeak id, is that voice). At most 5 live
+contexts a connection.
 
 REST, on the same port: ``GET /v1/voices`` lists the installed eSpeak voices as premade
 voices (``voice_id`` the eSpeak id), with the same key check (``xi-api-key``; a wrong or
@@ -88,8 +89,9 @@ class Connection:
         self.api_key = api_key
         self.rate, self.encoding = FORMATS[query["output_format"]]
         language = query.get("language_code")
-        self.voice = language if language and not language.startswith("en") \
-            else espeak_voice(voice_id)
+        self.voice_id = voice_id
+        self.by_language = bool(language and not language.startswith("en"))
+        self.voice = language if language and self.by_language else espeak_voice(voice_id)
         self.auto = query.get("auto_mode", "false").lower() == "true"
         self.timeout = min(180.0, float(query.get("inactivity_timeout", 20)))
         self.contexts: dict[str | None, Context] = {}
@@ -278,7 +280,11 @@ class Connection:
     async def open_engine(self, nursery: trio.Nursery,
                           context: Context) -> trio_websocket.WebSocketConnection:
         engine = await trio_websocket.connect_websocket_url(nursery, self.engine_url)
-        await engine.get_message()  # {"type":"ready",...}
+        ready = orjson.loads(await engine.get_message())  # {"type":"ready",...}
+        listed = ready.get("voices") if isinstance(ready, dict) else None
+        if not self.by_language and isinstance(listed, list) and any(
+                isinstance(v, dict) and v.get("id") == self.voice_id for v in listed):
+            self.voice = self.voice_id  # a voice of the REST listing
         settings: dict[str, Any] = {"voice": self.voice}
         speed = context.voice_settings.get("speed")
         if isinstance(speed, (int, float)):
