@@ -16,6 +16,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -23,7 +24,7 @@ import trio
 
 from slng_fast.errors import GatewayError
 from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.providers.voice_lists import LISTINGS, Listing, ListingError, rest_base
+from slng_fast.providers.voice_lists import LISTINGS, Listing, rest_base
 
 log = logging.getLogger("slng_fast.gateway.voices")
 
@@ -89,7 +90,7 @@ class ProviderVoices:
         with trio.move_on_after(timeout) as scope:
             try:
                 entry.voices = await fetch(listing, rest_base(url), key, rate, timeout)
-            except (httpx.HTTPError, ListingFailed, ListingError, ValueError) as exc:
+            except Exception as exc:  # whatever it is, the documented voices are listed
                 problem = f"{type(exc).__name__}: {exc}"
         if scope.cancelled_caught:
             problem = f"no answer within {timeout:g} s"
@@ -102,8 +103,10 @@ class ProviderVoices:
         entry.voices = None
         if not entry.failing:
             entry.failing = True
-            log.warning("cannot fetch %s's voice list from %s (%s); listing its documented "
-                        "voices until it answers", name, rest_base(url), problem)
+            where = urlsplit(rest_base(url))
+            log.warning("cannot fetch %s's voice list from %s://%s (%s); listing its "
+                        "documented voices until it answers", name, where.scheme,
+                        where.netloc.rpartition("@")[2], problem)
 
 
 async def fetch(listing: Listing, base: str, key: str, sample_rate: int,
