@@ -11,10 +11,15 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Debian packages the tests use: a real redis-server (the shared-limits tests start their
-# own) and headless Chromium (a browser's own WebSocket against the native frame layer).
+# own), headless Chromium (a browser's own WebSocket against the native frame layer) and
+# PostgreSQL (the shared key store and ledger tests run their own server; Debian keeps
+# initdb and pg_ctl under /usr/lib/postgresql/*/bin, off PATH).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if ! compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && ! command -v pg_ctl >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -11,18 +11,37 @@ from functools import partial
 from pathlib import Path
 
 from slng_fast.config import (
+    DATABASE_URL_ENV,
     REDIS_URL_ENV,
     TIER_NAMES,
     ConfigError,
     default_data_dir,
     load_config,
 )
+from slng_fast.database import open_store
 from slng_fast.logs import setup_logging
-from slng_fast.store import DEV_KEY_FILE, Store
+from slng_fast.store import DEV_KEY_FILE, STORE_ERRORS, StoreBackend
 
 
 def data_dir_of(args: argparse.Namespace) -> Path:
     return Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else default_data_dir()
+
+
+def database_of(args: argparse.Namespace) -> str | None:
+    """``--database``, else ``$SLNG_FAST_DATABASE_URL``, else ``[gateway] database`` of
+    ``--config``; None is the data directory's SQLite file."""
+    if getattr(args, "database", None):
+        return str(args.database)
+    env = os.environ.get(DATABASE_URL_ENV)
+    if env:
+        return env
+    if getattr(args, "config", None):
+        return load_config(args.config).database
+    return None
+
+
+def open_store_of(args: argparse.Namespace) -> StoreBackend:
+    return open_store(database_of(args), data_dir_of(args))
 
 
 def default_key(args: argparse.Namespace) -> str:
@@ -41,13 +60,16 @@ def default_key(args: argparse.Namespace) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
+    from slng_fast.database import check_database_url
     from slng_fast.gateway.collector import tune_collector
     from slng_fast.gateway.run import run_gateway
 
     try:
         config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir,
-                             drain_s=args.drain_s)
-    except ConfigError as exc:
+                             drain_s=args.drain_s,
+                             database=args.database or os.environ.get(DATABASE_URL_ENV) or None)
+        check_database_url(config.database)
+    except (ConfigError, ValueError) as exc:
         print(f"slng-fast: {exc}", file=sys.stderr)
         return 2
     if args.workers < 1:
@@ -70,7 +92,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- keys -------------------------------------------------------------------------------
 def cmd_keys(args: argparse.Namespace) -> int:
-    store = Store(data_dir_of(args))
+    try:
+        store = open_store_of(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"slng-fast: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.keys_command == "create":
             key, secret = store.create_key(args.tier, args.name or "")
@@ -83,12 +109,85 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 print(f"{key.id}  {key.tier:<10} {state:<8} {created}  {key.name}")
         elif args.keys_command == "revoke":
             return revoke_key(store, args.id, args.redis)
+    except STORE_ERRORS as exc:
+        print(f"slng-fast: the key store failed: {exc}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     return 0
 
 
-def revoke_key(store: Store, key_id: str, redis_url: str | None) -> int:
+# -- usage, db ----------------------------------------------------------------------------
+USAGE_FIELDS = ("session_id", "key_id", "endpoint", "providers", "characters", "messages",
+                "audio_in_s", "audio_out_s", "started_at", "ended_at", "reason")
+
+
+def parse_since(text: str) -> float:
+    """A date (``2026-12-01``, UTC midnight) or ISO time (``2026-12-01T08:00:00Z``)."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def iso(at: float | None) -> str | None:
+    from datetime import UTC, datetime
+
+    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    try:
+        since = parse_since(args.since) if args.since else 0.0
+        store = open_store_of(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"slng-fast: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = store.usage_report(args.key, since)
+    except STORE_ERRORS as exc:
+        print(f"slng-fast: the usage ledger failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    out = [{name: row[name] for name in USAGE_FIELDS} for row in rows]
+    for row in out:
+        row["started_at"], row["ended_at"] = iso(row["started_at"]), iso(row["ended_at"])
+        row["providers"] = list(row["providers"])
+    if args.format == "json":
+        print(json.dumps(out, indent=1))
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=USAGE_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in out:
+            writer.writerow({**row, "providers": " ".join(row["providers"])})
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    try:
+        store = open_store_of(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"slng-fast: {exc}", file=sys.stderr)
+        return 2
+    try:
+        applied = store.migrate()
+    except STORE_ERRORS as exc:
+        print(f"slng-fast: cannot migrate the database: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"applied migrations {applied}" if applied else "the database is up to date")
+    return 0
+
+
+def revoke_key(store: StoreBackend, key_id: str, redis_url: str | None) -> int:
     """Revoke in the key store (the workers of this host end the key's open sessions
     within seconds and publish it to Redis); with ``redis_url``, publish it to every
     host at once too. A key revoked earlier is published again with ``--redis``."""
@@ -187,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="data directory (default: $SLNG_FAST_HOME or "
                        f"{default_data_dir()})")
 
+    def database_option(p: argparse.ArgumentParser, with_config: bool = True,
+                        default: object = None) -> None:
+        """``default=argparse.SUPPRESS`` on a subcommand, so it does not undo the same
+        option given before the subcommand's name."""
+        p.add_argument("--database", default=default, help="sqlite:///path (default: the "
+                       "data directory's file) or postgresql://... shared by every host "
+                       f"(default ${DATABASE_URL_ENV}, then [gateway] database)")
+        if with_config:
+            p.add_argument("--config", default=default,
+                           help="TOML config file (for [gateway] database)")
+
     serve = sub.add_parser("serve", help="run the gateway and its built-in engines")
     serve.add_argument("--host", default=None, help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default 8765")
@@ -205,21 +315,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis", help="Redis URL (redis:// or rediss://) for limits shared by "
                        f"every worker and host (default ${REDIS_URL_ENV}: keeps a password "
                        "off the command line)")
+    database_option(serve, with_config=False)
     data_dir_option(serve)
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys")
     data_dir_option(keys)
+    database_option(keys)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key; prints it on the last line")
     create.add_argument("--tier", choices=TIER_NAMES, required=True)
     create.add_argument("--name", default="")
-    keys_sub.add_parser("list", help="list keys")
+    listing = keys_sub.add_parser("list", help="list keys")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id; open sessions end (4000)")
+    for p in (create, listing, revoke):
+        database_option(p, default=argparse.SUPPRESS)
+        p.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     revoke.add_argument("id")
     revoke.add_argument("--redis", help="also publish it to this Redis (the URL the gateways "
                         "use), so every host ends the key's sessions at once")
     keys.set_defaults(func=cmd_keys)
+
+    usage = sub.add_parser("usage", help="report the usage ledger's sessions")
+    usage.add_argument("--key", help="only this key id")
+    usage.add_argument("--since", help="sessions started at this date (UTC) or time, or later")
+    usage.add_argument("--format", choices=("csv", "json"), default="csv")
+    data_dir_option(usage)
+    database_option(usage)
+    usage.set_defaults(func=cmd_usage)
+
+    db = sub.add_parser("db", help="the key store and ledger's database")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser("migrate", help="apply the schema migrations it lacks "
+                                "(serve does this at start-up)")
+    data_dir_option(migrate)
+    database_option(migrate)
+    migrate.set_defaults(func=cmd_db)
 
     def client_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", default="ws://127.0.0.1:8765", help="gateway URL")

@@ -13,6 +13,8 @@ KB = 1024
 # The Redis URL may hold a password: it can come from here rather than a command line
 # (`ps` shows those to every user), and the gateway hands it to its workers this way.
 REDIS_URL_ENV = "SLNG_FAST_REDIS_URL"
+# Likewise the database URL (``postgresql://user:password@...``).
+DATABASE_URL_ENV = "SLNG_FAST_DATABASE_URL"
 # The key that `/metrics` (and, if asked, `/healthz`) require, when the config has none.
 METRICS_KEY_ENV = "SLNG_FAST_METRICS_KEY"
 
@@ -95,8 +97,13 @@ class Config:
     # On SIGTERM: stop taking new sessions and let utterances in flight finish for up to
     # this many seconds before ending the rest (0: end them at once, as before).
     drain_s: float = 0.0
-    # How often each worker asks the key store for revoked keys among its open sessions'.
-    revocation_check_s: float = 1.0
+    # How often each worker asks the key store for revoked keys among its open sessions'
+    # (with PostgreSQL, also how often its key cache syncs: a revocation on any host ends
+    # sessions everywhere within this).
+    revocation_check_s: float = 0.5
+    # Where keys and the usage ledger live: None or ``sqlite:///path`` (the data
+    # directory's file by default), or ``postgresql://...`` (shared by every host).
+    database: str | None = None
     # When set, `GET /metrics` needs `Authorization: Bearer <metrics_key>`; so does
     # `GET /healthz` if `healthz_needs_key`. Unset (the default), both are open: load
     # balancers probe /healthz without credentials.
@@ -107,6 +114,9 @@ class Config:
     # (a failure, during which the documented voices are listed, at most a minute).
     voices_cache_ttl_s: float = 600.0
     voices_fetch_timeout_s: float = 3.0
+    # The STT endpoint of ``/v1/realtime?intent=transcription`` when the URL's ``model``
+    # names none of the gateway's (absent, or an OpenAI model name such as whisper-1).
+    realtime_stt: str = "pocketsphinx"
 
 
 def default_data_dir() -> Path:
@@ -161,10 +171,16 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     for key in ("host", "port", "shutdown_grace_s", "slow_client_timeout_s", "lease_ttl_s",
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
                 "drain_s", "provider_timeout_s", "revocation_check_s",
-                "upstream_connect_timeout_s", "upstream_send_timeout_s",
+                "upstream_connect_timeout_s", "upstream_send_timeout_s", "realtime_stt",
                 "voices_cache_ttl_s", "voices_fetch_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
+    if "database" in gateway:
+        database = gateway["database"]
+        if not isinstance(database, str) or not database.startswith(
+                ("sqlite://", "postgresql://", "postgres://")):
+            raise ConfigError("[gateway] database must be a sqlite:// or postgresql:// URL")
+        values["database"] = database
     if "data_dir" in gateway:
         values["data_dir"] = Path(gateway["data_dir"]).expanduser()
     if "engines" in gateway:

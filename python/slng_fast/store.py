@@ -7,7 +7,12 @@ open with reason ``crashed``. Either way the row keeps its last saved totals and
 its last save.
 
 Every call takes a connection from a small pool, so the gateway can make calls from
-several threads at once (reads never wait for a writer: the journal is WAL)."""
+several threads at once (reads never wait for a writer: the journal is WAL).
+
+This is one of two backends of one interface (``StoreBackend``); the other,
+``pg_store.PostgresStore``, keeps keys and the ledger in PostgreSQL and uses this file's
+usage table as its host's outbox: every write bumps the row's ``version``, and a row whose
+``version`` is above its ``shipped_version`` is still to be shipped."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from slng_fast.config import TIER_NAMES
 
@@ -49,6 +55,17 @@ CREATE TABLE IF NOT EXISTS usage (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_open ON usage (ended_at) WHERE ended_at IS NULL;
+-- With the PostgreSQL backend: this host's copy of the shared keys, so a worker that
+-- starts while the database is away still knows the keys it knew.
+CREATE TABLE IF NOT EXISTS shared_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL,
+    hash TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
 """
 
 # Columns added since the first release: (table, column, declaration). A data directory
@@ -56,7 +73,27 @@ CREATE INDEX IF NOT EXISTS usage_open ON usage (ended_at) WHERE ended_at IS NULL
 _ADDED_COLUMNS = (
     ("usage", "worker", "TEXT NOT NULL DEFAULT ''"),  # the gateway process that owns the row
     ("usage", "saved_at", "REAL"),  # when its totals were last saved
+    ("usage", "kind", "TEXT NOT NULL DEFAULT ''"),  # tts or stt
+    ("usage", "upstream", "TEXT NOT NULL DEFAULT ''"),  # the provider (dialect) behind it
+    ("usage", "version", "INTEGER NOT NULL DEFAULT 1"),  # bumped by every write
+    ("usage", "shipped_version", "INTEGER NOT NULL DEFAULT 0"),  # the last one shipped
 )
+# Made once the columns above exist.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS usage_unshipped ON usage (version) WHERE version > shipped_version;
+CREATE INDEX IF NOT EXISTS usage_key_started ON usage (key_id, started_at);
+"""
+
+DEFAULT_FILE = "slng-fast.db"
+
+
+class StoreUnavailable(Exception):
+    """The key store or ledger cannot be reached or failed (PostgreSQL down, ...)."""
+
+
+# What a store call may raise when the database fails: the gateway answers 1011 (or
+# retries later) for any of these, whichever backend is in use.
+STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, StoreUnavailable)
 
 
 @dataclass(frozen=True)
@@ -79,16 +116,63 @@ class UsageTotals:
     messages: int
 
 
+class StoreBackend(Protocol):
+    """What the gateway and the CLI use of a store; SQLite (``Store``) and PostgreSQL
+    (``PostgresStore``) implement it. Calls block: the gateway makes them in threads."""
+
+    def close(self) -> None: ...
+    def migrate(self) -> list[int]: ...
+    def create_key(self, tier: str, name: str = "") -> tuple[ApiKey, str]: ...
+    def list_keys(self) -> list[ApiKey]: ...
+    def revoke_key(self, key_id: str) -> float | None: ...
+    def revoked_at(self, key_id: str) -> float | None: ...
+    def revoked_keys(self, among: Iterable[str], since: float) -> dict[str, float]: ...
+    def authenticate(self, secret: str) -> ApiKey | None: ...
+    def has_keys(self) -> bool: ...
+    def open_session(self, session_id: str, key_id: str, context_id: str, provider: str,
+                     started_at: float, worker: str = "", *, kind: str = "",
+                     upstream: str = "") -> None: ...
+    def save_usage(self, totals: Iterable[UsageTotals], saved_at: float) -> None: ...
+    def close_session(self, session_id: str, *, context_id: str, characters: int,
+                      audio_ms: float, messages: int, ended_at: float, reason: str) -> None: ...
+    def close_lost(self, saved_before: float) -> int: ...
+    def close_crashed(self) -> int: ...
+    def ship_usage(self, lease_ttl_s: float) -> int: ...
+    def usage_rows(self) -> list[dict[str, object]]: ...
+    def usage_report(self, key_id: str | None, since: float) -> list[dict[str, Any]]: ...
+
+
+def report_row(row: dict[str, Any], host: str = "") -> dict[str, Any]:
+    """A ledger row as reported and as shipped: audio split into seconds in (STT) and
+    out (TTS), the providers used as a list."""
+    audio_s = float(row["audio_ms"] or 0) / 1000.0
+    stt = row.get("kind") == "stt"
+    upstream = row.get("upstream") or ""
+    return {
+        "session_id": row["session_id"], "host": row.get("host", host),
+        "worker": row.get("worker", ""), "key_id": row["key_id"],
+        "context_id": row["context_id"], "kind": row.get("kind", ""),
+        "endpoint": row["provider"], "providers": [upstream] if upstream else [],
+        "characters": int(row["characters"] or 0), "messages": int(row["messages"] or 0),
+        "audio_in_s": audio_s if stt else 0.0, "audio_out_s": 0.0 if stt else audio_s,
+        "started_at": row["started_at"], "saved_at": row.get("saved_at"),
+        "ended_at": row["ended_at"], "reason": row["reason"],
+        "version": int(row.get("version", 1)),
+    }
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class Store:
-    def __init__(self, data_dir: Path, *, timeout: float = 5.0) -> None:
+    def __init__(self, data_dir: Path, *, timeout: float = 5.0, path: Path | None = None) -> None:
         """``timeout``: how long a write waits for another connection's write lock
-        before it fails with ``sqlite3.OperationalError``."""
+        before it fails with ``sqlite3.OperationalError``. ``path``: the database file
+        (default ``slng-fast.db`` in ``data_dir``)."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / "slng-fast.db"
+        self.path = path if path is not None else data_dir / DEFAULT_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -97,6 +181,7 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")  # a property of the file: set once
             db.executescript(_SCHEMA)
             _add_missing_columns(db)
+            db.executescript(_INDEXES)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -185,12 +270,13 @@ class Store:
 
     # -- usage ledger -------------------------------------------------------------------
     def open_session(self, session_id: str, key_id: str, context_id: str, provider: str,
-                     started_at: float, worker: str = "") -> None:
+                     started_at: float, worker: str = "", *, kind: str = "",
+                     upstream: str = "") -> None:
         with self._connection() as db:
             db.execute(
                 "INSERT INTO usage (session_id, key_id, context_id, provider, started_at, "
-                "worker) VALUES (?,?,?,?,?,?)",
-                (session_id, key_id, context_id, provider, started_at, worker))
+                "worker, kind, upstream) VALUES (?,?,?,?,?,?,?,?)",
+                (session_id, key_id, context_id, provider, started_at, worker, kind, upstream))
 
     def save_usage(self, totals: Iterable[UsageTotals], saved_at: float) -> None:
         """Save open sessions' running totals in one transaction (rows already closed
@@ -203,7 +289,7 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "UPDATE usage SET context_id=?, characters=?, audio_ms=?, messages=?, "
-                "saved_at=? WHERE session_id=? AND ended_at IS NULL", rows)
+                "saved_at=?, version=version+1 WHERE session_id=? AND ended_at IS NULL", rows)
             db.execute("COMMIT")
 
     def close_session(self, session_id: str, *, context_id: str, characters: int,
@@ -213,7 +299,7 @@ class Store:
         with self._connection() as db:
             db.execute(
                 "UPDATE usage SET context_id=?, characters=?, audio_ms=?, messages=?, "
-                "ended_at=?, saved_at=?, reason=? WHERE session_id=?",
+                "ended_at=?, saved_at=?, reason=?, version=version+1 WHERE session_id=?",
                 (context_id, characters, audio_ms, messages, ended_at, ended_at, reason,
                  session_id))
 
@@ -223,7 +309,8 @@ class Store:
         totals, reason ``worker_lost``. Returns how many."""
         with self._connection() as db:
             cur = db.execute(
-                "UPDATE usage SET ended_at=COALESCE(saved_at, started_at), reason='worker_lost' "
+                "UPDATE usage SET ended_at=COALESCE(saved_at, started_at), reason='worker_lost', "
+                "version=version+1 "
                 "WHERE ended_at IS NULL AND COALESCE(saved_at, started_at) < ?", (saved_before,))
         return cur.rowcount
 
@@ -232,7 +319,8 @@ class Store:
         process can own them); each ends at its last save. Returns how many."""
         with self._connection() as db:
             cur = db.execute(
-                "UPDATE usage SET ended_at=COALESCE(saved_at, started_at), reason='crashed' "
+                "UPDATE usage SET ended_at=COALESCE(saved_at, started_at), reason='crashed', "
+                "version=version+1 "
                 "WHERE ended_at IS NULL")
         return cur.rowcount
 
@@ -241,6 +329,65 @@ class Store:
             cur = db.execute("SELECT * FROM usage ORDER BY started_at")
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def migrate(self) -> list[int]:
+        """Nothing left to do: opening the file brought it up to date."""
+        return []
+
+    def ship_usage(self, lease_ttl_s: float) -> int:
+        """Nothing to ship: this file is the ledger."""
+        return 0
+
+    def usage_report(self, key_id: str | None, since: float) -> list[dict[str, Any]]:
+        """The sessions (of ``key_id``, or every key) started at ``since`` or later."""
+        with self._connection() as db:
+            cur = db.execute(
+                "SELECT * FROM usage WHERE started_at >= ? AND (? IS NULL OR key_id = ?) "
+                "ORDER BY started_at", (since, key_id, key_id))
+            names = [d[0] for d in cur.description]
+            return [report_row(dict(zip(names, row))) for row in cur.fetchall()]
+
+    # -- the outbox (PostgreSQL backend) --------------------------------------------------
+    def unshipped(self, limit: int) -> list[dict[str, Any]]:
+        """Rows written since they were last shipped, oldest change first."""
+        with self._connection() as db:
+            cur = db.execute("SELECT * FROM usage WHERE version > shipped_version "
+                             "ORDER BY version LIMIT ?", (limit,))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def prune_shipped(self, ended_before: float) -> int:
+        """Forget rows that ended before ``ended_before`` and were shipped as they are."""
+        with self._connection() as db:
+            cur = db.execute("DELETE FROM usage WHERE ended_at < ? "
+                             "AND version = shipped_version", (ended_before,))
+        return cur.rowcount
+
+    def shared_keys(self) -> list[tuple[Any, ...]]:
+        """The host's copy of the shared keys: (id, name, tier, created_at, revoked_at,
+        hash, version) rows."""
+        with self._connection() as db:
+            return db.execute("SELECT id, name, tier, created_at, revoked_at, hash, version "
+                              "FROM shared_keys").fetchall()
+
+    def keep_shared_keys(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO shared_keys (id, name, tier, created_at, "
+                           "revoked_at, hash, version) VALUES (?,?,?,?,?,?,?)", rows)
+            db.execute("COMMIT")
+
+    def mark_shipped(self, shipped: Iterable[tuple[str, int]]) -> None:
+        """(session id, version) pairs now in the shared database; a row written again
+        meanwhile stays to be shipped."""
+        rows = [(version, session_id, version) for session_id, version in shipped]
+        if not rows:
+            return
+        with self._connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE usage SET shipped_version=? WHERE session_id=? "
+                           "AND shipped_version < ?", rows)
+            db.execute("COMMIT")
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -261,7 +408,7 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 DEV_KEY_FILE = "dev-key"
 
 
-def ensure_dev_key(store: Store, data_dir: Path) -> str | None:
+def ensure_dev_key(store: StoreBackend, data_dir: Path) -> str | None:
     """On a first start with no keys, make a `pro` development key; return it once.
     Its file is created private (0600), never readable by others even for a moment;
     a file of that name left from an older key store is replaced, not reused."""

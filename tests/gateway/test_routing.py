@@ -53,3 +53,18 @@ def test_keys_wherever_clients_and_sdks_put_them():
     assert find_key([], [], {"api_key": "k6"}) == ("k6", None)
     assert find_key([], [], {}) == (None, None)
     assert redact("/v1/tts/x?api_key=secret&voice=a") == "/v1/tts/x?api_key=***&voice=a"
+
+
+def test_openai_realtime_route_names_the_model_from_the_query():
+    route = parse_path("/v1/realtime?intent=transcription&model=kyutai")
+    assert route is not None and route.realtime and route.kind == "stt"
+    assert route.name == "kyutai" and route.query["intent"] == "transcription"
+    bare = parse_path("/v1/realtime/?intent=transcription")
+    assert bare is not None and bare.realtime and bare.name == ""
+    assert parse_path("/v1/realtime/calls") is None
+
+
+def test_openai_browser_subprotocol_carries_the_key_and_is_answered_realtime():
+    protocols = ["realtime", "openai-insecure-api-key.sk-gw", "openai-beta.realtime-v1"]
+    assert find_key([], protocols, {}) == ("sk-gw", "realtime")
+    assert find_key([("Authorization", "Bearer hdr")], protocols, {}) == ("hdr", None)

@@ -578,7 +578,8 @@ class SessionBridge:
                 return
             self.last_client = trio.current_time()
             wait = None
-            if isinstance(frame, str) and self.take_message is not None:
+            if isinstance(frame, str) and self.take_message is not None \
+                    and self.session.metered(frame):
                 wait = await self.take_message(self.last_client)
             await self.inbox.put(FromClient(frame, wait))
 

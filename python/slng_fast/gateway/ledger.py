@@ -3,12 +3,13 @@ thread (SQLite waiting for a lock, or for the disk, never stalls the loop's sess
 the open sessions' running totals are saved every ``lease_ttl_s / 3`` in one batched
 write, and rows whose saves stopped for ``lease_ttl_s`` (their worker died, even by
 ``kill -9``) are closed as ``worker_lost``. A ``kill -9`` therefore loses at most one
-interval of usage, and its rows are closed about one TTL later by any live worker."""
+interval of usage, and its rows are closed about one TTL later by any live worker.
+With a store that ships its rows elsewhere (PostgreSQL), each interval also ships what
+changed; a failed shipping is tried again at the next, the rows waiting on the host."""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import trio
 
 from slng_fast.gateway.bridge import OutsideEnd
-from slng_fast.store import Store, UsageTotals
+from slng_fast.store import STORE_ERRORS, StoreBackend, UsageTotals
 
 log = logging.getLogger("slng_fast.ledger")
 
@@ -51,13 +52,14 @@ class _Close:
 class Ledger:
     """The store seen from the event loop, and the task that keeps open rows current."""
 
-    def __init__(self, store: Store, worker_id: str, lease_ttl_s: float) -> None:
+    def __init__(self, store: StoreBackend, worker_id: str, lease_ttl_s: float) -> None:
         self.store = store
         self.worker_id = worker_id
         self.lease_ttl_s = lease_ttl_s
         self.sessions: dict[str, OpenSession] = {}  # session id -> open session
         self._limiter = trio.CapacityLimiter(STORE_THREADS)
         self._unwritten: list[_Close] = []  # final closes that failed: retried each interval
+        self.store_ok = True  # the last interval's steps all succeeded (for /healthz)
 
     @property
     def save_interval_s(self) -> float:
@@ -69,11 +71,12 @@ class Ledger:
         return await trio.to_thread.run_sync(partial(fn, *args, **kwargs),
                                              limiter=self._limiter)
 
-    async def open(self, session: Any, key_id: str, provider: str,
-                   started_at: float) -> OpenSession:
-        """Write the session's row (raises ``sqlite3.Error``) and count it as open."""
+    async def open(self, session: Any, key_id: str, provider: str, started_at: float, *,
+                   kind: str = "", upstream: str = "") -> OpenSession:
+        """Write the session's row (raises one of ``STORE_ERRORS``) and count it as open."""
         await self.call(self.store.open_session, session.session_id, key_id,
-                        session.context_id, provider, started_at, self.worker_id)
+                        session.context_id, provider, started_at, self.worker_id,
+                        kind=kind, upstream=upstream)
         opened = OpenSession(session, key_id)
         self.sessions[session.session_id] = opened
         return opened
@@ -90,7 +93,7 @@ class Ledger:
         with trio.CancelScope(shield=True):
             try:
                 await self.call(self.store.close_session, close.session_id, **close.fields)
-            except sqlite3.Error as exc:
+            except STORE_ERRORS as exc:
                 log.error("could not write the end of a session (%s); retrying", exc,
                           extra={"context_id": totals.context_id})
                 self._unwritten.append(close)
@@ -102,12 +105,15 @@ class Ledger:
         task_status.started()
         while True:
             await trio.sleep(self.save_interval_s)
-            for step in (self.save, self.write_unwritten, self.close_lost):
+            ok = True
+            for step in (self.save, self.write_unwritten, self.close_lost, self.ship):
                 try:
                     await step()
-                except sqlite3.Error as exc:
+                except STORE_ERRORS as exc:
+                    ok = False
                     log.error("ledger: %s failed (%s); trying again in %.1f s",
                               step.__name__, exc, self.save_interval_s)
+            self.store_ok = ok
 
     async def save(self) -> None:
         totals = [opened.totals() for opened in self.sessions.values()]
@@ -118,6 +124,9 @@ class Ledger:
             close = self._unwritten[0]
             await self.call(self.store.close_session, close.session_id, **close.fields)
             self._unwritten.pop(0)
+
+    async def ship(self) -> None:
+        await self.call(self.store.ship_usage, self.lease_ttl_s)
 
     async def close_lost(self) -> None:
         lost = await self.call(self.store.close_lost, time.time() - self.lease_ttl_s)

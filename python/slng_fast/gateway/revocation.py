@@ -1,7 +1,8 @@
 """Revocation reaching open sessions, on every worker of every host.
 
-``slng-fast keys revoke`` writes the key store (SQLite, shared by the workers of a
-host). Every worker asks the store, every ``revocation_check_s``, which keys are revoked
+``slng-fast keys revoke`` writes the key store (SQLite, shared by the workers of a host;
+or PostgreSQL, shared by every host, whose store syncs its key cache on each check).
+Every worker asks the store, every ``revocation_check_s``, which keys are revoked
 among those of its open sessions and among those revoked lately; it ends its sessions of
 those keys and publishes the keys to the limits backend (Redis's ``revoked`` hash), where
 the workers of other hosts find them at their next lease renewal (``LeaseKeeper``'s
@@ -11,7 +12,6 @@ the workers of other hosts find them at their next lease renewal (``LeaseKeeper`
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from slng_fast.gateway.ledger import Ledger
+from slng_fast.store import STORE_ERRORS
 
 log = logging.getLogger("slng_fast.gateway")
 
@@ -42,7 +43,7 @@ class RevocationWatch:
             await trio.sleep(self.interval_s)
             try:
                 await self.check(time.time() - RECENT_S)
-            except sqlite3.Error as exc:
+            except STORE_ERRORS as exc:
                 log.error("could not check for revoked keys (%s); retrying", exc)
 
     async def check(self, since: float) -> None:

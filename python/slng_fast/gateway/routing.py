@@ -17,6 +17,10 @@ DROP_IN: dict[str, tuple[str, re.Pattern[str]]] = {
     "deepgram": ("tts", re.compile(r"/v1/speak")),
     "cartesia": ("tts", re.compile(r"/tts/websocket")),
 }
+# OpenAI's Realtime API: the transcription intent is served (an STT session).
+REALTIME_PATH = "/v1/realtime"
+# How a browser passes OpenAI's SDK its key (it cannot set headers); answered "realtime".
+OPENAI_KEY_SUBPROTOCOL = "openai-insecure-api-key."
 # Where each SDK puts its API key, besides Authorization and the query (PROTOCOL.md 2).
 KEY_HEADERS = ("xi-api-key", "x-api-key", "cartesia-api-key", "kyutai-api-key")
 PRESET_FIELDS = ("voice_id", "voice", "language", "codec", "encoding", "sample_rate_hz",
@@ -30,6 +34,10 @@ class Route:
     query: dict[str, str]
     # For a drop-in route: the provider's own path and query string, relayed natively.
     passthrough: tuple[str, str] | None = None
+    # OpenAI's Realtime API (``/v1/realtime``): ``name`` is the query's ``model`` (maybe
+    # empty, or an OpenAI model name: the gateway then picks its default STT endpoint).
+    realtime: bool = False
+    flavour: str = "ga"  # realtime: "beta" for a client that sends OpenAI-Beta: realtime=v1
 
     def presets(self) -> dict[str, str | int]:
         out: dict[str, str | int] = {}
@@ -48,6 +56,9 @@ def parse_path(path: str) -> Route | None:
     match = _PATH.match(decoded)
     if match:
         return Route(match.group(1), match.group(2), dict(parse_qsl(parts.query)))
+    if decoded.rstrip("/") == REALTIME_PATH:
+        query = dict(parse_qsl(parts.query))
+        return Route("stt", query.get("model", ""), query, realtime=True)
     provider, sep, rest = decoded.lstrip("/").partition("/")
     if provider in DROP_IN and sep:
         kind, allowed = DROP_IN[provider]
@@ -71,6 +82,9 @@ def find_key(headers: list[tuple[str, str]], subprotocols: list[str],
     for proto in subprotocols:
         if proto.startswith("bearer."):
             return proto[len("bearer."):], proto
+        if proto.startswith(OPENAI_KEY_SUBPROTOCOL) and len(proto) > len(OPENAI_KEY_SUBPROTOCOL):
+            return (proto[len(OPENAI_KEY_SUBPROTOCOL):],
+                    "realtime" if "realtime" in subprotocols else None)
     if query.get("api_key"):
         return query["api_key"], None
     return None, None

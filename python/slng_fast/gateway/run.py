@@ -3,7 +3,7 @@
 One worker serves in this process. With ``--workers N`` this process keeps the engines
 and N worker processes (``python -m slng_fast.gateway.worker``), each one trio loop,
 listen on the same port (SO_REUSEPORT); they share the engines, the key store (SQLite in
-the data directory) and, through Redis (``--redis``, required then), the limits.
+the data directory, or PostgreSQL with ``--database``) and, through Redis (``--redis``, required then), the limits.
 Workers learn of engine restarts on their stdin (``engine_feed``) and get the Redis URL
 in their environment."""
 
@@ -24,7 +24,8 @@ from typing import Any
 
 import trio
 
-from slng_fast.config import REDIS_URL_ENV, Config
+from slng_fast.config import DATABASE_URL_ENV, REDIS_URL_ENV, Config
+from slng_fast.database import open_store
 from slng_fast.engines.supervisor import EngineSupervisor
 from slng_fast.gateway.engine_feed import feed_engines
 from slng_fast.gateway.native_transport import open_reuse_port_listener
@@ -32,7 +33,7 @@ from slng_fast.gateway.server import Gateway, serve_gateway
 from slng_fast.limits import LocalLimits
 from slng_fast.protocol.audio import prewarm_resamplers
 from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.store import Store, ensure_dev_key
+from slng_fast.store import STORE_ERRORS, StoreBackend, ensure_dev_key
 
 log = logging.getLogger("slng_fast.gateway")
 
@@ -71,7 +72,7 @@ async def open_limits(redis_url: str | None, worker_id: str,
         nursery.cancel_scope.cancel()
 
 
-async def serve_one_worker(config: Config, store: Store, registry: ProviderRegistry, *,
+async def serve_one_worker(config: Config, store: StoreBackend, registry: ProviderRegistry, *,
                            redis_url: str | None, ssl_context: ssl.SSLContext | None,
                            transport: str, reuse_port: bool, shutdown: trio.Event,
                            worker_id: str,
@@ -115,7 +116,14 @@ async def run_gateway(config: Config, certfile: str | None = None,
                       workers: int = 1, redis_url: str | None = None,
                       config_path: str | None = None,
                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    store = Store(config.data_dir)
+    store = open_store(config.database, config.data_dir)
+    try:
+        applied = store.migrate()  # several hosts at once: each migration applies once
+    except STORE_ERRORS as exc:
+        store.close()
+        raise SystemExit(f"slng-fast: cannot bring the database up to date: {exc}") from exc
+    if applied:
+        log.info("database migrations applied: %s", applied)
     crashed = store.close_crashed()
     if crashed:
         log.warning("closed %d usage rows left open by a crashed gateway", crashed)
@@ -187,9 +195,12 @@ async def run_workers(config: Config, count: int, supervisor: EngineSupervisor, 
     if certfile:
         base += ["--certfile", certfile] + (["--keyfile", keyfile] if keyfile else [])
     # Secrets go through the environment, which only this user can read (not `ps`).
-    env = {name: value for name, value in os.environ.items() if name != REDIS_URL_ENV}
+    env = {name: value for name, value in os.environ.items()
+           if name not in (REDIS_URL_ENV, DATABASE_URL_ENV)}
     if redis_url:
         env[REDIS_URL_ENV] = redis_url
+    if config.database:
+        env[DATABASE_URL_ENV] = config.database
 
     def command(n: int) -> list[str]:
         # The engines as they are now; later changes reach the worker on its stdin.

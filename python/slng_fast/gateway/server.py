@@ -8,11 +8,10 @@ import hmac
 import logging
 import math
 import os
-import sqlite3
 import ssl
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,18 +29,33 @@ from slng_fast.gateway.native_transport import serve_native_websocket
 from slng_fast.gateway.playground import answer as playground_answer
 from slng_fast.gateway.provider_voices import ProviderVoices
 from slng_fast.gateway.revocation import RevocationWatch
-from slng_fast.gateway.routing import find_key, parse_path, redact
+from slng_fast.gateway.routing import Route, find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
-from slng_fast.gateway.transport import Connection, IncomingRequest, serve_trio_websocket
+from slng_fast.gateway.transport import (
+    Connection,
+    ConnectionClosed,
+    IncomingRequest,
+    serve_trio_websocket,
+)
 from slng_fast.limits import LocalLimits
 from slng_fast.metrics import Metrics
 from slng_fast.protocol import events
+from slng_fast.protocol.openai_realtime import (
+    BETA,
+    GA,
+    RealtimeTranscription,
+    error_event,
+)
+from slng_fast.protocol.realtime_session import RealtimeSttSession
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers import registry as reg
-from slng_fast.store import Store
+from slng_fast.store import STORE_ERRORS, StoreBackend
 
 log = logging.getLogger("slng_fast.gateway")
+
+# The key store's failures and the limits backend's (RedisUnavailable is an OSError).
+_BACKEND_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, OSError)
 
 
 @dataclass
@@ -49,7 +63,7 @@ class Gateway:
     """Everything the sessions of one gateway process share."""
 
     config: Config
-    store: Store
+    store: StoreBackend
     registry: reg.ProviderRegistry
     limits: LocalLimits | SharedLimits = field(default_factory=LocalLimits)
     shutdown: trio.Event = field(default_factory=trio.Event)
@@ -89,6 +103,10 @@ class Gateway:
             await self._http(request)
             return
         route = parse_path(request.path)
+        if route is not None and route.realtime:
+            route = await self._realtime_route(request, route)
+            if route is None:
+                return
         endpoint = self.registry.endpoint(route.kind, route.name) if route else None
         if route is None or endpoint is None:
             body = {"error": "unknown_endpoint", "path": redact(request.path).split("?")[0],
@@ -102,10 +120,12 @@ class Gateway:
             await request.reject(503, b'{"error":"draining","retry":true}')
             return
         secret, subprotocol = find_key(request.headers, request.subprotocols, route.query)
+        if route.realtime and subprotocol is None and "realtime" in request.subprotocols:
+            subprotocol = "realtime"
         try:
             key = await self.ledger.call(self.store.authenticate, secret) if secret else None
             store_error = None
-        except sqlite3.Error as exc:
+        except STORE_ERRORS as exc:
             key, store_error = None, exc
         # The frame layer refuses messages over the key's tier from their header; a
         # connection without a valid key gets the smallest tier's limit for its refusal.
@@ -117,12 +137,13 @@ class Gateway:
             send_timeout=self.config.slow_client_timeout_s)
         context_id = route.query.get("context_id") or str(uuid.uuid4())
         if store_error is not None:
-            await self._store_failed(conn, context_id, store_error)
+            await self._store_failed(conn, context_id, store_error, realtime=route.realtime)
             return
         if key is None:
             what = "no API key presented" if secret is None else "unknown or revoked API key"
             self.metrics.error(errors.AUTH_FAILED.code)
-            await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, what))
+            await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, what),
+                         realtime=route.realtime)
             return
         tier = self.config.tiers[key.tier]
         try:
@@ -135,17 +156,19 @@ class Gateway:
             self.metrics.error(errors.INTERNAL_ERROR.code)
             await refuse(conn, context_id, GatewayError(
                 errors.INTERNAL_ERROR, "the limits backend is unavailable; try again later",
-                close_code=errors.CLOSE_TRY_AGAIN_LATER))
+                close_code=errors.CLOSE_TRY_AGAIN_LATER), realtime=route.realtime)
             return
         if revoked:
             self.metrics.error(errors.AUTH_FAILED.code)
-            await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, "revoked API key"))
+            await refuse(conn, context_id, GatewayError(errors.AUTH_FAILED, "revoked API key"),
+                         realtime=route.realtime)
             return
         if lease is None:
             self.metrics.error(errors.TOO_MANY_CONNECTIONS.code)
             await refuse(conn, context_id, GatewayError(
                 errors.TOO_MANY_CONNECTIONS,
-                f"the {tier.name} tier allows {tier.max_connections} concurrent connection(s)"))
+                f"the {tier.name} tier allows {tier.max_connections} concurrent connection(s)"),
+                realtime=route.realtime)
             return
         self.active += 1
         self.idle = trio.Event() if self.idle.is_set() else self.idle
@@ -173,7 +196,8 @@ class Gateway:
         try:
             dialect = self.registry.dialect(endpoint)
         except GatewayError as err:
-            await refuse(conn, context_id, err, with_session_ended=True)
+            await refuse(conn, context_id, err, with_session_ended=True,
+                         realtime=route.realtime)
             return
         now = trio.current_time()
         presets = {**route.presets(), "context_id": context_id}
@@ -182,6 +206,14 @@ class Gateway:
         if route.kind == "tts":
             session = TtsSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
                                  defaults=presets, provider_timeout_s=timeout)
+        elif route.realtime:
+            translator = RealtimeTranscription(
+                model=endpoint.name, flavour=route.flavour,
+                languages=endpoint.languages, stt_endpoints=reg.known("stt"))
+            session = RealtimeSttSession(translator=translator, endpoint=endpoint,
+                                         dialect=dialect, tier=tier, now=now,
+                                         defaults={"context_id": context_id},
+                                         provider_timeout_s=timeout)
         else:
             session = SttSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
                                  defaults=presets, provider_timeout_s=timeout)
@@ -194,9 +226,11 @@ class Gateway:
                     errors.PROVIDER_UNAVAILABLE, f"no drop-in route {path!r}: {exc}"))
                 return
         try:
-            opened = await self.ledger.open(session, key.id, endpoint.name, time.time())
-        except sqlite3.Error as exc:
-            await self._store_failed(conn, session.context_id, exc, with_session_ended=True)
+            opened = await self.ledger.open(session, key.id, endpoint.name, time.time(),
+                                           kind=endpoint.kind, upstream=endpoint.dialect)
+        except STORE_ERRORS as exc:
+            await self._store_failed(conn, session.context_id, exc, with_session_ended=True,
+                                     realtime=route.realtime)
             return
         log.info("session start", extra={"context_id": session.context_id,
                                           "provider": endpoint.name, "tier": tier.name})
@@ -207,6 +241,9 @@ class Gateway:
             async def take_message(now: float) -> float:
                 return await self.limits.take_message(key.id, tier, now)
 
+            if isinstance(session, RealtimeSttSession):
+                await send_opening(conn, session.opening_frames(),
+                                   self.config.slow_client_timeout_s)
             await SessionBridge(conn, session, shutdown=self.shutdown, metrics=self.metrics,
                                 slow_client_timeout=self.config.slow_client_timeout_s,
                                 connect_timeout=self.config.upstream_connect_timeout_s,
@@ -223,15 +260,31 @@ class Gateway:
             log.info("session end", extra={"context_id": session.context_id,
                                             "reason": session.ended})
 
-    async def _store_failed(self, conn: Connection, context_id: str, exc: sqlite3.Error, *,
-                            with_session_ended: bool = False) -> None:
+    async def _realtime_route(self, request: IncomingRequest, route: Route) -> Route | None:
+        """``/v1/realtime``: the transcription intent is an STT session on the endpoint the
+        query's ``model`` names, else on the configured default (an OpenAI model name such
+        as ``gpt-4o-transcribe`` is such an alias). Other intents are refused (400)."""
+        if route.query.get("intent") != "transcription":
+            await request.reject(400, orjson.dumps({
+                "error": {"type": "invalid_request_error", "code": "unsupported_intent",
+                          "message": "this gateway serves /v1/realtime?intent=transcription "
+                                     "only (speech-to-text)"}}))
+            return None
+        name = route.name if self.registry.endpoint("stt", route.name) else \
+            self.config.realtime_stt
+        beta = any(k.lower() == "openai-beta" and "realtime=v1" in v
+                   for k, v in request.headers)
+        return replace(route, name=name, flavour=BETA if beta else GA)
+
+    async def _store_failed(self, conn: Connection, context_id: str, exc: Exception, *,
+                            with_session_ended: bool = False, realtime: bool = False) -> None:
         """The key store failed (locked too long, disk full, ...): no session, 1011."""
         log.error("refusing a session: the key store failed (%s)", exc,
                   extra={"context_id": context_id})
         self.metrics.error(errors.INTERNAL_ERROR.code)
         await refuse(conn, context_id, GatewayError(
             errors.INTERNAL_ERROR, "the gateway's key store failed; try again"),
-            with_session_ended=with_session_ended)
+            with_session_ended=with_session_ended, realtime=realtime)
 
     async def _http(self, request: IncomingRequest) -> None:
         """Plain HTTP on the gateway's own port: the playground page (open), ``/healthz``
@@ -256,7 +309,9 @@ class Gateway:
             body = {"status": status, "sessions": self.active,
                     "pending_connections": self.pending.count,
                     "engines": sorted(self.registry.engine_urls), "pid": os.getpid(),
-                    "limits": "ok" if self.limits.healthy else "unreachable"}
+                    "limits": "ok" if self.limits.healthy else "unreachable",
+                    # Sessions go on without it (usage waits on the host): not a 503.
+                    "database": "ok" if self.ledger.store_ok else "failing"}
             await request.reject(200 if ok else 503, orjson.dumps(body))
         elif path == "/metrics":
             self.metrics.set("slng_tasks_living",
@@ -282,7 +337,7 @@ class Gateway:
             # A catalogue request costs one message of the key's tier, as a command does.
             wait = 0.0 if key is None or revoked else await self.limits.take_message(
                 key.id, self.config.tiers[key.tier], trio.current_time())
-        except (sqlite3.Error, OSError) as exc:
+        except _BACKEND_ERRORS as exc:
             log.error("refusing GET /v1/voices: %s", exc)
             await request.reject(503, orjson.dumps({
                 "error": errors.INTERNAL_ERROR.code,
@@ -337,16 +392,32 @@ class Gateway:
 
 
 async def refuse(conn: Connection, context_id: str, err: GatewayError, *,
-                 with_session_ended: bool = False) -> None:
-    """Refuse an accepted connection: `error`, maybe `session_ended`, then the close code."""
+                 with_session_ended: bool = False, realtime: bool = False) -> None:
+    """Refuse an accepted connection: `error`, maybe `session_ended`, then the close code.
+    ``realtime``: the client speaks OpenAI's Realtime protocol (its `error`, no
+    `session_ended`)."""
     with trio.move_on_after(2.0):
         try:
-            await conn.send(events.error(context_id, err))
-            if with_session_ended:
+            if realtime:
+                await conn.send(orjson.dumps(error_event(err.code, err.message)).decode())
+            else:
+                await conn.send(events.error(context_id, err))
+            if with_session_ended and not realtime:
                 await conn.send(events.session_ended(context_id, "error", {
                     "characters": 0, "audio_ms": 0, "messages": 0, "duration_ms": 0}))
             await conn.close(err.fatal_close_code or errors.CLOSE_INTERNAL_ERROR, err.message[:120])
         except Exception:
+            pass
+
+
+async def send_opening(conn: Connection, frames: list[bytes], timeout: float) -> None:
+    """Frames a protocol sends as the connection opens (OpenAI's ``session.created``); a
+    client already gone is left to the session's own reader to notice."""
+    with trio.move_on_after(timeout):
+        try:
+            for frame in frames:
+                await conn.send(frame.decode())
+        except ConnectionClosed:
             pass
 
 

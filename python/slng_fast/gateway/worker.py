@@ -1,6 +1,7 @@
 """One worker process of ``slng-fast serve --workers N``: a gateway loop on the shared
 port (SO_REUSEPORT), reaching the engines the parent started, with Redis-backed limits
-(the URL in ``$SLNG_FAST_REDIS_URL``, never on the command line: it may hold a password).
+(the URL in ``$SLNG_FAST_REDIS_URL``, never on the command line: it may hold a password;
+likewise the database's in ``$SLNG_FAST_DATABASE_URL``).
 Prints ``READY`` once it listens; reads the engines' new URLs on stdin when the parent
 restarts one; SIGTERM ends its sessions (1001) and exits 0; it also stops if the parent
 dies."""
@@ -16,21 +17,22 @@ import sys
 
 import trio
 
-from slng_fast.config import REDIS_URL_ENV, ConfigError, load_config
+from slng_fast.config import DATABASE_URL_ENV, REDIS_URL_ENV, ConfigError, load_config
+from slng_fast.database import open_store
 from slng_fast.gateway.collector import tune_collector
 from slng_fast.gateway.engine_feed import follow_engines
 from slng_fast.gateway.run import make_ssl_context, serve_one_worker
 from slng_fast.logs import setup_logging
 from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.store import Store
 
 log = logging.getLogger("slng_fast.gateway")
 
 
 async def run_worker(args: argparse.Namespace) -> None:
     config = load_config(args.config, host=args.host, port=args.port, data_dir=args.data_dir,
-                         drain_s=args.drain_s)
-    store = Store(config.data_dir)
+                         drain_s=args.drain_s,
+                         database=os.environ.get(DATABASE_URL_ENV) or None)
+    store = open_store(config.database, config.data_dir)  # the parent applied migrations
     registry = ProviderRegistry(config, json.loads(args.engine_urls), json.loads(args.engine_info))
     redis_url = os.environ.get(REDIS_URL_ENV) or None
     shutdown = trio.Event()

@@ -198,6 +198,12 @@ class SessionCore:
         return self.on_audio(frame, now)
 
     # -- subclass hooks ----------------------------------------------------------------
+    def metered(self, frame: str | bytes) -> bool:
+        """Whether a text frame counts against messages per minute (asked by the I/O
+        layer before it asks the limits backend). A protocol whose audio travels in text
+        frames (OpenAI Realtime's appends) leaves those out, as binary audio is."""
+        return True
+
     def mode_for_first_binary(self, frame: bytes) -> str:
         return NATIVE
 
