@@ -124,6 +124,11 @@ class Config:
     model_aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
     max_upload_bytes: int = 25 * 1000 * 1000
     http_body_timeout_s: float = 60.0
+    # `GET /v1/voices`: a cloud provider with a key configured is asked for its voices,
+    # waiting at most `voices_fetch_timeout_s`; an answer is kept `voices_cache_ttl_s`
+    # (a failure, during which the documented voices are listed, at most a minute).
+    voices_cache_ttl_s: float = 600.0
+    voices_fetch_timeout_s: float = 3.0
     # The STT endpoint of ``/v1/realtime?intent=transcription`` when the URL's ``model``
     # names none of the gateway's (absent, or an OpenAI model name such as whisper-1).
     realtime_stt: str = "pocketsphinx"
@@ -182,7 +187,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
                 "drain_s", "provider_timeout_s", "revocation_check_s",
                 "upstream_connect_timeout_s", "upstream_send_timeout_s", "realtime_stt",
-                "max_upload_bytes", "http_body_timeout_s"):
+                "max_upload_bytes", "http_body_timeout_s",
+                "voices_cache_ttl_s", "voices_fetch_timeout_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "database" in gateway:

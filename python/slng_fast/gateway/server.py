@@ -31,6 +31,7 @@ from slng_fast.gateway.openai_routes import OpenAiRoutes, serve_models
 from slng_fast.gateway.openai_speech import serve_speech
 from slng_fast.gateway.openai_transcriptions import serve_transcription
 from slng_fast.gateway.playground import answer as playground_answer
+from slng_fast.gateway.provider_voices import ProviderVoices
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import Route, find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
@@ -83,6 +84,7 @@ class Gateway:
     # Plain HTTP routes by path (besides /healthz and /metrics): add one here.
     http_routes: dict[str, Callable[[IncomingRequest], Awaitable[None]]] = field(init=False)
     openai_api: OpenAiRoutes = field(init=False)
+    provider_voices: ProviderVoices = field(default_factory=ProviderVoices)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
@@ -386,11 +388,14 @@ class Gateway:
             return
         registry = self.registry
         endpoints = registry.endpoints()
+        fetched = await self.provider_voices.lookup(
+            registry, ttl=self.config.voices_cache_ttl_s,
+            timeout=self.config.voices_fetch_timeout_s, only=query.get("provider"))
         try:
             body = catalogue(endpoints, engine_info=registry.engine_info,
                              capabilities=registry.capabilities(),
                              available={e.name: registry.available(e) for e in endpoints},
-                             provider=query.get("provider"))
+                             provider=query.get("provider"), provider_voices=fetched)
         except UnknownProvider as exc:
             await request.reject(404, orjson.dumps({
                 "error": "unknown_provider", "provider": str(exc),
