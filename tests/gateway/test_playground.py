@@ -20,8 +20,7 @@ import pytest
 import trio
 
 from cdp import Browser
-from harness import Running, make_gateway, start_engine_process, start_engines, start_gateway
-from slng_fast.engines.supervisor import _engine_info
+from harness import Running, make_gateway, start_engines, start_gateway, start_gateway_with_piper
 from slng_fast.gateway import playground
 from slng_fast.wavfile import write_wav
 from wsclient import connect, recv, recv_until, send
@@ -37,10 +36,7 @@ EXPECTED_WORDS = {"open", "opened", "door", "weather", "nice", "today"}
 
 @pytest.fixture
 async def gw(nursery, tmp_path) -> Running:
-    urls, info = await start_engines(nursery)
-    urls["piper"] = await start_engine_process(nursery, "piper")
-    info["piper"] = await _engine_info("piper", urls["piper"])
-    return await start_gateway(nursery, make_gateway(tmp_path, urls, info))
+    return await start_gateway_with_piper(nursery, tmp_path)
 
 
 @pytest.fixture
