@@ -117,6 +117,15 @@ async def start_gateway(nursery: trio.Nursery, running: Running) -> Running:
     return running
 
 
+async def start_gateway_with_piper(nursery: trio.Nursery, tmp_path: Path) -> Running:
+    """A gateway with the in-process eSpeak and PocketSphinx engines and a real Piper engine
+    process (Piper is GPL: it runs only in its own process)."""
+    urls, info = await start_engines(nursery)
+    urls["piper"] = await start_engine_process(nursery, "piper")
+    info["piper"] = await _engine_info("piper", urls["piper"])
+    return await start_gateway(nursery, make_gateway(tmp_path, urls, info))
+
+
 def engine_pids(gateway_pid: int) -> dict[str, int]:
     """The gateway's engine children, by engine name, from /proc."""
     out = {}

@@ -142,3 +142,19 @@ def test_engine_voices_tolerates_a_listing_that_is_not_one():
     assert engine_voices({"voices": [{"id": "x", "languages": "en", "gender": 1}]}, 8000) == [
         {"id": "x", "name": "x", "languages": [], "gender": None, "sample_rate_hz": 8000,
          "source": "engine"}]
+
+
+def test_a_providers_own_listing_replaces_its_documented_voices():
+    reg = registry()
+    endpoints = reg.endpoints()
+    listed = [{"id": "v1", "name": "One", "languages": ["en"], "gender": "female",
+               "sample_rate_hz": 24000, "source": "provider"}]
+    body = catalogue(endpoints, engine_info=reg.engine_info, capabilities=reg.capabilities(),
+                     available={e.name: reg.available(e) for e in endpoints},
+                     provider_voices={"elevenlabs": listed})
+    by_name = {e["provider"]: e for e in body["endpoints"]}
+    assert by_name["elevenlabs"]["voices"] == listed
+    assert by_name["elevenlabs"]["voices_source"] == "provider"
+    assert by_name["cartesia"]["voices_source"] == "documented"  # nothing fetched for it
+    assert [v["id"] for v in by_name["cartesia"]["voices"]] == \
+        [v.id for v in VOICES["cartesia"]]

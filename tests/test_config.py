@@ -109,3 +109,25 @@ def test_provider_fallback_and_warm(tmp_path):
     path.write_text('[providers.orpheus]\nfallback = "kokoro"\n')
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+def test_openai_aliases_and_upload_limits_from_the_config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[gateway]\nmax_upload_bytes = 1000\nhttp_body_timeout_s = 5\n'
+                    '[openai.aliases]\ntts-1 = "espeak"\nmy-voice = "kokoro"\n')
+    config = load_config(path)
+    assert config.model_aliases["tts-1"] == "espeak" and config.model_aliases["my-voice"] == "kokoro"
+    assert config.model_aliases["whisper-1"] == "pocketsphinx"  # the defaults stay
+    assert (config.max_upload_bytes, config.http_body_timeout_s) == (1000, 5)
+    path.write_text('[openai.aliases]\ntts-1 = 3\n')
+    with pytest.raises(ConfigError, match="openai.aliases"):
+        load_config(path)
+
+
+def test_the_voice_listing_cache_and_timeout(tmp_path):
+    defaults = load_config()
+    assert (defaults.voices_cache_ttl_s, defaults.voices_fetch_timeout_s) == (600.0, 3.0)
+    path = tmp_path / "gw.toml"
+    path.write_text("[gateway]\nvoices_cache_ttl_s = 60\nvoices_fetch_timeout_s = 0.5\n")
+    config = load_config(path)
+    assert (config.voices_cache_ttl_s, config.voices_fetch_timeout_s) == (60, 0.5)

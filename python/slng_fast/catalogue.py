@@ -7,8 +7,11 @@ its own, above ``protocol/`` (whose capability objects it reuses) and ``provider
 Where the voices come from (each voice says so in ``source``):
 - ``engine``: a built-in engine's own listing, read from its ``ready`` frame by the
   supervisor, so the gateway process never loads the engine's library;
+- ``provider``: a cloud provider's own listing for the configured account, fetched and
+  cached by the gateway (``gateway/provider_voices.py``, ``providers/voice_lists.py``);
 - ``documented``: the product documents (SLNG-hosted family) or the provider's public
-  documents (cloud providers), from ``providers/documented_voices.py``."""
+  documents (cloud providers without a key, or whose listing could not be fetched),
+  from ``providers/documented_voices.py``."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any
 from slng_fast.protocol.stt import stt_capabilities
 from slng_fast.protocol.tts import tts_capabilities
 from slng_fast.providers.documented_voices import STT_LANGUAGES, VOICES, DocumentedVoice
+from slng_fast.providers.voice_lists import SOURCE as PROVIDER
 from slng_fast.vocabulary import Capabilities, Endpoint
 
 ENGINE = "engine"
@@ -30,10 +34,14 @@ class UnknownProvider(LookupError):
 
 def catalogue(endpoints: Sequence[Endpoint], *, engine_info: Mapping[str, Mapping[str, Any]],
               capabilities: Mapping[str, Capabilities], available: Mapping[str, bool],
-              provider: str | None = None) -> dict[str, Any]:
+              provider: str | None = None,
+              provider_voices: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+              ) -> dict[str, Any]:
     """The JSON body of ``GET /v1/voices[?provider=X]``. ``capabilities``: each TTS
     dialect's, by dialect name; ``available``: by endpoint name, whether a session could
-    open now (an engine running, an upstream and credential configured). Raises
+    open now (an engine running, an upstream and credential configured);
+    ``provider_voices``: by endpoint name, the voices a provider listed itself (those
+    replace the documented ones). Raises
     ``UnknownProvider`` when ``provider`` names none of ``endpoints``."""
     chosen = [e for e in endpoints if provider is None or e.name == provider]
     if provider is not None and not chosen:
@@ -41,14 +49,15 @@ def catalogue(endpoints: Sequence[Endpoint], *, engine_info: Mapping[str, Mappin
     chosen.sort(key=lambda e: (e.kind, e.name))
     return {"endpoints": [
         endpoint_entry(e, engine_info.get(e.name) or {}, capabilities.get(e.dialect),
-                       available.get(e.name, False))
+                       available.get(e.name, False), (provider_voices or {}).get(e.name))
         for e in chosen]}
 
 
 def endpoint_entry(endpoint: Endpoint, info: Mapping[str, Any],
-                   dialect_capabilities: Capabilities | None, available: bool) -> dict[str, Any]:
+                   dialect_capabilities: Capabilities | None, available: bool,
+                   fetched: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """One endpoint: where it is, whether it is up, its capabilities and its voices (TTS)
-    or models and languages (STT)."""
+    or models and languages (STT). ``fetched``: the provider's own listing, if any."""
     built_in = not endpoint.needs_url
     entry: dict[str, Any] = {
         "provider": endpoint.name,
@@ -70,6 +79,8 @@ def endpoint_entry(endpoint: Endpoint, info: Mapping[str, Any],
         return entry
     if built_in:
         voices, source = engine_voices(info, endpoint.sample_rate), ENGINE
+    elif fetched is not None:
+        voices, source = [dict(v) for v in fetched], PROVIDER
     else:
         voices = [documented(v, endpoint.sample_rate) for v in VOICES.get(endpoint.name, ())]
         source = DOCUMENTED

@@ -53,6 +53,15 @@ DEFAULT_TIERS: dict[str, TierLimits] = {
 TIER_NAMES = tuple(DEFAULT_TIERS)
 
 
+# OpenAI's model names, for code written against its audio API: each means an endpoint
+# of this gateway (``[openai.aliases]`` in the config adds or changes them).
+DEFAULT_MODEL_ALIASES: dict[str, str] = {
+    "tts-1": "piper", "tts-1-hd": "piper", "gpt-4o-mini-tts": "piper",
+    "whisper-1": "pocketsphinx", "gpt-4o-transcribe": "pocketsphinx",
+    "gpt-4o-mini-transcribe": "pocketsphinx",
+}
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     url: str | None = None
@@ -117,6 +126,17 @@ class Config:
     # balancers probe /healthz without credentials.
     metrics_key: str | None = None
     healthz_needs_key: bool = False
+    # The OpenAI-compatible routes: model aliases, and the largest upload
+    # (POST /v1/audio/transcriptions; OpenAI's own limit is 25 MB) and the seconds a
+    # request body may take to arrive.
+    model_aliases: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
+    max_upload_bytes: int = 25 * 1000 * 1000
+    http_body_timeout_s: float = 60.0
+    # `GET /v1/voices`: a cloud provider with a key configured is asked for its voices,
+    # waiting at most `voices_fetch_timeout_s`; an answer is kept `voices_cache_ttl_s`
+    # (a failure, during which the documented voices are listed, at most a minute).
+    voices_cache_ttl_s: float = 600.0
+    voices_fetch_timeout_s: float = 3.0
     # The STT endpoint of ``/v1/realtime?intent=transcription`` when the URL's ``model``
     # names none of the gateway's (absent, or an OpenAI model name such as whisper-1).
     realtime_stt: str = "pocketsphinx"
@@ -179,6 +199,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
                 "max_pending_connections", "max_pending_per_address", "handshake_timeout_s",
                 "drain_s", "provider_timeout_s", "revocation_check_s",
                 "upstream_connect_timeout_s", "upstream_send_timeout_s", "realtime_stt",
+                "max_upload_bytes", "http_body_timeout_s",
+                "voices_cache_ttl_s", "voices_fetch_timeout_s",
                 "first_audio_timeout_s", "stt_replay_s"):
         if key in gateway:
             values[key] = gateway[key]
@@ -208,6 +230,11 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         raise ConfigError("[gateway] healthz_needs_key needs metrics_key (or "
                           f"${METRICS_KEY_ENV})")
     values["healthz_needs_key"] = healthz_needs_key
+    aliases = raw.get("openai", {}).get("aliases", {})
+    if not isinstance(aliases, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in aliases.items()):
+        raise ConfigError("[openai.aliases] maps model names to endpoint names (strings)")
+    values["model_aliases"] = {**DEFAULT_MODEL_ALIASES, **aliases}
     for key, value in overrides.items():
         if value is not None:
             values[key] = Path(value) if key == "data_dir" else value

@@ -107,6 +107,9 @@ class Transcript:
     text: str
     is_final: bool
     confidence: float | None = None
+    # Seconds into the session's audio, where the recogniser says.
+    start: float | None = None
+    end: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -337,12 +337,14 @@ async def http(port: int, request: bytes) -> bytes:
 
 async def test_plain_http_reaches_the_handler(server):
     port, seen = server
-    out = await http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    # Header names as h11 writes them (lower case); Connection: close, else the
+    # connection is kept alive for the next request.
+    out = await http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"Content-Type: application/json\r\n" in out and out.endswith(b'\r\n\r\n{"status":"ok"}')
+    assert b"content-type: application/json\r\n" in out and out.endswith(b'\r\n\r\n{"status":"ok"}')
     assert seen.requests[-1].is_websocket is False  # type: ignore[attr-defined]
-    out = await http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert b"Content-Type: text/plain; charset=utf-8\r\n" in out and out.endswith(b"\r\n\r\nup 1\n")
+    out = await http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"content-type: text/plain; charset=utf-8\r\n" in out and out.endswith(b"\r\n\r\nup 1\n")
     out = await http(port, b"GET /nothing HTTP/1.0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 404 Not Found\r\n")
 

@@ -11,6 +11,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from email.message import Message
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,7 @@ import pytest
 import trio
 
 from cdp import Browser
-from harness import Running, make_gateway, start_engine_process, start_engines, start_gateway
-from slng_fast.engines.supervisor import _engine_info
+from harness import Running, make_gateway, start_engines, start_gateway, start_gateway_with_piper
 from slng_fast.gateway import playground
 from slng_fast.wavfile import write_wav
 from wsclient import connect, recv, recv_until, send
@@ -36,10 +36,7 @@ EXPECTED_WORDS = {"open", "opened", "door", "weather", "nice", "today"}
 
 @pytest.fixture
 async def gw(nursery, tmp_path) -> Running:
-    urls, info = await start_engines(nursery)
-    urls["piper"] = await start_engine_process(nursery, "piper")
-    info["piper"] = await _engine_info("piper", urls["piper"])
-    return await start_gateway(nursery, make_gateway(tmp_path, urls, info))
+    return await start_gateway_with_piper(nursery, tmp_path)
 
 
 @pytest.fixture
@@ -53,13 +50,14 @@ def http_url(gw: Running) -> str:
     return gw.url.replace("ws://", "http://", 1)
 
 
-def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, method: str = "GET") -> tuple[int, Message, bytes]:
+    """Status, headers (names case-insensitive: h11 writes them in lower case), body."""
     request = urllib.request.Request(url, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 def test_the_page_ships_in_the_package():

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from harness import Running, make_gateway, start_engine_process, start_engines, start_gateway
-from slng_fast.engines.supervisor import _engine_info
+from harness import Running, start_gateway_with_piper
 from wsclient import connect, recv, recv_until, send
 
 HANG_GUARD = 60  # seconds; only stops a broken test from hanging, never a threshold
@@ -30,10 +29,7 @@ LONG_TEXT = " ".join(f"This is sentence number {n} of a long text." for n in ran
 
 @pytest.fixture
 async def gw(nursery, tmp_path) -> Running:
-    urls, info = await start_engines(nursery)
-    urls["piper"] = await start_engine_process(nursery, "piper")
-    info["piper"] = await _engine_info("piper", urls["piper"])
-    return await start_gateway(nursery, make_gateway(tmp_path, urls, info))
+    return await start_gateway_with_piper(nursery, tmp_path)
 
 
 async def synthesize(gw: Running, nursery, text: str, **init) -> tuple[list[dict], bytes]:

@@ -13,6 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+import trio_websocket
+
 from slng_fast.emulators.faults import NO_FAULTS, FaultPlan, with_faults
 
 log = logging.getLogger("slng_fast.emulators")
@@ -36,3 +39,28 @@ def one_connection_only(handler: Callable[[Any], Awaitable[None]],
             log.debug("emulator connection ended with an error", exc_info=True)
 
     return guarded
+
+
+class EngineVoices:
+    """The built-in engine's voices (its ``ready`` frame's listing), read once: what an
+    emulator's REST voice listing shows, in its provider's shape."""
+
+    def __init__(self, engine_url: str) -> None:
+        self.engine_url = engine_url
+        self.voices: list[dict[str, Any]] | None = None
+
+    async def get(self) -> list[dict[str, Any]]:
+        if self.voices is None:
+            async with trio_websocket.open_websocket_url(self.engine_url) as ws:
+                ready = orjson.loads(await ws.get_message())
+            listing = ready.get("voices") if isinstance(ready, dict) else None
+            self.voices = [v for v in listing if isinstance(v, dict)
+                           and isinstance(v.get("id"), str)] \
+                if isinstance(listing, list) else []
+        return self.voices
+
+
+def bcp47(tag: str) -> str:
+    """``en-us`` -> ``en-US`` (a two-letter second part is a region)."""
+    first, _, rest = tag.partition("-")
+    return f"{first}-{rest.upper()}" if len(rest) == 2 else tag

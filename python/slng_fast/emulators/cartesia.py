@@ -23,7 +23,11 @@ process). It follows Cartesia's public protocol, not our adapter:
   while nothing is being generated (Cartesia: about 5 minutes).
 
 The voice id picks an eSpeak variant (the same id, the same variant); ``language``
-picks the eSpeak voice."""
+picks the eSpeak voice.
+
+REST, on the same port: ``GET /voices`` lists the installed eSpeak voices in Cartesia's
+paged shape (``{"data": [...], "has_more"}``; ``limit`` 1-100, 10 by default, and
+``starting_after=<id>``), with the same key and ``Cartesia-Version`` checks."""
 
 from __future__ import annotations
 
@@ -41,8 +45,9 @@ import trio
 import trio_websocket
 
 from slng_fast import _native
-from slng_fast.emulators import one_connection_only
+from slng_fast.emulators import EngineVoices, bcp47, one_connection_only
 from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
+from slng_fast.emulators.plain_http import serve_http_and_websocket
 
 ENGINE = "espeak"
 PATH = "/tts/websocket"
@@ -361,6 +366,39 @@ def _presented_key(query: dict[str, str], headers: dict[str, str]) -> str | None
             or bearer or None)
 
 
+GENDERS = {"male": "masculine", "female": "feminine"}
+PAGE_DEFAULT, PAGE_MAX = 10, 100
+
+
+def voice_entry(v: dict[str, Any]) -> dict[str, Any]:
+    """One engine voice in the shape of Cartesia's ``Voice``."""
+    languages = [x for x in v.get("languages") or [] if isinstance(x, str)] or [v["id"]]
+    return {"id": v["id"], "name": v.get("name") or v["id"], "description": "eSpeak NG voice",
+            "tagline": "", "language": languages[0].partition("-")[0],
+            "locales": [{"locale": bcp47(x), "is_native": i == 0}
+                        for i, x in enumerate(languages)],
+            "gender": GENDERS.get(str(v.get("gender"))), "is_owner": False,
+            "access": "public", "visibility": "all", "created_at": "2024-01-01T00:00:00Z",
+            "accent": None, "country": None}
+
+
+def voices_page(voices: list[dict[str, Any]], query: dict[str, str]) -> tuple[int, Any]:
+    """``GET /voices``: one page, after ``starting_after`` when given."""
+    try:
+        limit = int(query.get("limit", PAGE_DEFAULT))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= PAGE_MAX:
+        return 400, {"error": f"limit must be between 1 and {PAGE_MAX}",
+                     "message": f"limit must be between 1 and {PAGE_MAX}", "status_code": 400}
+    ids = [v["id"] for v in voices]
+    after = query.get("starting_after")
+    first = ids.index(after) + 1 if after in ids else 0
+    page = voices[first:first + limit]
+    return 200, {"data": [voice_entry(v) for v in page],
+                 "has_more": first + limit < len(voices)}
+
+
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
                          faults: FaultPlan = NO_FAULTS,
                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -393,7 +431,23 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
         stats["connections"] += 1
         await Connection(ws, engine_url).run(IDLE_TIMEOUT)
 
+    engine = EngineVoices(engine_url)
+
+    async def rest(method: str, target: str, headers: dict[str, str]) -> tuple[int, Any] | None:
+        url = urlsplit(target)
+        if url.path.rstrip("/") != "/voices":
+            return None
+        query = dict(parse_qsl(url.query))
+        if api_key is not None and _presented_key(query, headers) != api_key:
+            return 401, {"error": "Invalid API key", "message": "Invalid API key",
+                         "status_code": 401}
+        version = query.get("cartesia_version") or headers.get("cartesia-version")
+        if not version or not VERSION.fullmatch(version):
+            message = "a Cartesia-Version header of the form YYYY-MM-DD is required"
+            return 400, {"error": message, "message": message, "status_code": 400}
+        return voices_page(await engine.get(), query)
+
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(trio_websocket.serve_websocket, one_connection_only(on_request, faults),
-                                             host, port, None))
-        task_status.started(server.port)
+        bound = await nursery.start(partial(
+            serve_http_and_websocket, one_connection_only(on_request, faults), rest, host, port))
+        task_status.started(bound)

@@ -29,7 +29,11 @@ On connect: ``{"type":"Metadata","request_id",...,"model_name",...}``. Then:
 Audio: eSpeak's 22,050 Hz PCM16 resampled to the asked rate, then mu-law or A-law when
 asked. The model picks an eSpeak voice deterministically: the model's language (``en``
 -> ``en-us``), and an eSpeak variant of the model's gender (``f1``..``f5`` for Aura's
-female voices, ``m1``..``m8`` for the male ones, chosen by a CRC of the name)."""
+female voices, ``m1``..``m8`` for the male ones, chosen by a CRC of the name).
+
+REST, on the same port: ``GET /v1/models`` answers ``{"stt": [], "tts": [...]}``, one
+Aura-shaped model per installed eSpeak voice (``aura-<voice>-<language>``, the voice's
+``-`` written ``_``, so ``model=`` picks that language), with the same key check."""
 
 from __future__ import annotations
 
@@ -45,8 +49,9 @@ import trio
 import trio_websocket
 
 from slng_fast import _native
-from slng_fast.emulators import one_connection_only
+from slng_fast.emulators import EngineVoices, one_connection_only
 from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
+from slng_fast.emulators.plain_http import serve_http_and_websocket
 
 ENGINE = "espeak"
 ENGINE_RATE = 22050
@@ -88,7 +93,9 @@ def espeak_voice(model: str, available: set[str] | None = None) -> str:
     if not speaker:
         speaker, lang = lang, "en"
     base = LANGUAGES.get(lang, lang)
-    if available is not None and base not in available:
+    if available is not None and speaker.replace("_", "-") in available:
+        base = speaker.replace("_", "-")  # a model of the REST listing: that eSpeak voice
+    elif available is not None and base not in available:
         base = "en-us"
     crc = zlib.crc32(speaker.encode())
     if speaker in MALE or (speaker not in FEMALE and crc % 2):
@@ -417,6 +424,28 @@ async def _handle(request: trio_websocket.WebSocketRequest, *, engine_url: str,
         live.discard(session)
 
 
+def models_answer(voices: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GET /v1/models``: the engine's voices as Deepgram TTS models."""
+    tts = []
+    for v in voices:
+        languages = [x for x in v.get("languages") or [] if isinstance(x, str)] or [v["id"]]
+        language = languages[0].partition("-")[0]
+        gender = {"male": "masculine", "female": "feminine"}.get(str(v.get("gender")))
+        tts.append({
+            "name": v["id"], "canonical_name": f"aura-{v['id'].replace('-', '_')}-{language}",
+            "architecture": "aura", "languages": languages, "version": "emulator",
+            "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"espeak:{v['id']}")),
+            "metadata": {"accent": v.get("name") or v["id"], "color": "#000000", "image": "",
+                         "sample": "", "tags": [gender] if gender else [],
+                         "use_cases": []}})
+    return {"stt": [], "tts": tts}
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() in ("token", "bearer") else None
+
+
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
                          idle_timeout: float = IDLE_TIMEOUT_S,
                          faults: FaultPlan = NO_FAULTS,
@@ -426,11 +455,20 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
     live: set[SpeakSession] = set()
     handler = partial(_handle, engine_url=engine_url, api_key=api_key,
                       idle_timeout=idle_timeout, live=live)
+    engine = EngineVoices(engine_url)
+
+    async def rest(method: str, target: str, headers: dict[str, str]) -> tuple[int, Any] | None:
+        if urlsplit(target).path.rstrip("/") != "/v1/models":
+            return None
+        if api_key is not None and presented_key(headers) != api_key:
+            return 401, {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.",
+                         "request_id": str(uuid.uuid4())}
+        return 200, models_answer(await engine.get())
+
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(
-            trio_websocket.serve_websocket, one_connection_only(handler, faults), host, port, None,
+        bound = await nursery.start(partial(
+            serve_http_and_websocket, one_connection_only(handler, faults), rest, host, port,
             max_message_size=4 * 1024 * 1024))
-        bound = server.port
         CONNECTIONS[bound] = live
         try:
             task_status.started(bound)

@@ -19,7 +19,12 @@ relative to the chunk). ``{"text": ""}`` ends a stream-input socket (remaining a
 ``isFinal``, close 1000) and keeps a context alive; ``close_context`` lets flushed text
 finish, then answers ``isFinal``; ``close_socket`` does that for every context, then
 closes. ``voice_settings.speed`` sets espeak's speed. A voice_id maps to an espeak voice
-deterministically. At most 5 live contexts a connection."""
+deterministically (one the REST listing gives, an eSpeak id, is that voice). At most 5 live
+contexts a connection.
+
+REST, on the same port: ``GET /v1/voices`` lists the installed eSpeak voices as premade
+voices (``voice_id`` the eSpeak id), with the same key check (``xi-api-key``; a wrong or
+missing one gets 401 ``{"detail": {"status": "invalid_api_key", ...}}``)."""
 
 from __future__ import annotations
 
@@ -37,8 +42,9 @@ import trio
 import trio_websocket
 
 from slng_fast import _native
-from slng_fast.emulators import one_connection_only
+from slng_fast.emulators import EngineVoices, bcp47, one_connection_only
 from slng_fast.emulators.faults import NO_FAULTS, FaultPlan
+from slng_fast.emulators.plain_http import serve_http_and_websocket
 
 ENGINE = "espeak"
 ENGINE_RATE = 22050
@@ -83,8 +89,9 @@ class Connection:
         self.api_key = api_key
         self.rate, self.encoding = FORMATS[query["output_format"]]
         language = query.get("language_code")
-        self.voice = language if language and not language.startswith("en") \
-            else espeak_voice(voice_id)
+        self.voice_id = voice_id
+        self.by_language = bool(language and not language.startswith("en"))
+        self.voice = language if language and self.by_language else espeak_voice(voice_id)
         self.auto = query.get("auto_mode", "false").lower() == "true"
         self.timeout = min(180.0, float(query.get("inactivity_timeout", 20)))
         self.contexts: dict[str | None, Context] = {}
@@ -273,7 +280,11 @@ class Connection:
     async def open_engine(self, nursery: trio.Nursery,
                           context: Context) -> trio_websocket.WebSocketConnection:
         engine = await trio_websocket.connect_websocket_url(nursery, self.engine_url)
-        await engine.get_message()  # {"type":"ready",...}
+        ready = orjson.loads(await engine.get_message())  # {"type":"ready",...}
+        listed = ready.get("voices") if isinstance(ready, dict) else None
+        if not self.by_language and isinstance(listed, list) and any(
+                isinstance(v, dict) and v.get("id") == self.voice_id for v in listed):
+            self.voice = self.voice_id  # a voice of the REST listing
         settings: dict[str, Any] = {"voice": self.voice}
         speed = context.voice_settings.get("speed")
         if isinstance(speed, (int, float)):
@@ -338,6 +349,28 @@ class Connection:
             await self.send(message)
 
 
+def voices_answer(voices: list[dict[str, Any]]) -> dict[str, Any]:
+    """``GET /v1/voices``: the engine's voices in ElevenLabs' shape."""
+    out = []
+    for v in voices:
+        languages = [x for x in v.get("languages") or [] if isinstance(x, str)]
+        language = languages[0].partition("-")[0] if languages else None
+        labels = {k: x for k, x in (("gender", v.get("gender")), ("language", language))
+                  if isinstance(x, str) and x}
+        out.append({
+            "voice_id": v["id"], "name": v.get("name") or v["id"], "category": "premade",
+            "labels": labels, "description": None, "preview_url": None,
+            "available_for_tiers": [], "settings": None, "samples": None,
+            "fine_tuning": {"is_allowed_to_fine_tune": False, "language": language},
+            "high_quality_base_model_ids": [],
+            "verified_languages": [{"language": x.partition("-")[0],
+                                    "model_id": "eleven_multilingual_v2", "accent": None,
+                                    "locale": bcp47(x), "preview_url": None}
+                                   for x in languages],
+            "is_owner": False, "is_legacy": False})
+    return {"voices": out}
+
+
 async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str | None = None,
                          ssl_context: Any = None,
                          faults: FaultPlan = NO_FAULTS,
@@ -375,8 +408,19 @@ async def serve_emulator(host: str, port: int, *, engine_url: str, api_key: str 
         except trio_websocket.ConnectionClosed:
             pass
 
+    engine = EngineVoices(engine_url)
+
+    async def rest(method: str, target: str, headers: dict[str, str]) -> tuple[int, Any] | None:
+        if urlsplit(target).path.rstrip("/") != "/v1/voices":
+            return None
+        if api_key is not None and headers.get("xi-api-key") != api_key:
+            return 401, {"detail": {"status": "invalid_api_key",
+                                    "message": "Invalid API key" if "xi-api-key" in headers
+                                    else "Missing the xi-api-key header"}}
+        return 200, voices_answer(await engine.get())
+
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(
-            trio_websocket.serve_websocket, one_connection_only(handler, faults), host, port,
+        bound = await nursery.start(partial(
+            serve_http_and_websocket, one_connection_only(handler, faults), rest, host, port,
             ssl_context=ssl_context))
-        task_status.started(server.port)
+        task_status.started(bound)

@@ -4,10 +4,12 @@ its CPU per message.
 
 Each TCP (or TLS) connection is read until its HTTP request head is complete; the
 handler then gets a `NativeIncomingRequest`. A WebSocket upgrade is answered with
-``accept(subprotocol)``, which returns a `NativeWebSocketConnection`; a plain HTTP
-request (``is_websocket`` False: ``/healthz``, ``/metrics``) with
-``reject(status, body)``. A malformed handshake is answered here (400, 405, 426 or
-431) and never reaches the handler.
+``accept(subprotocol)``, which returns a `NativeWebSocketConnection`. A plain HTTP
+request (``is_websocket`` False) goes to h11 (gateway/http.py), which owns that
+connection from then on: each request reaches the handler with ``http`` set (its
+body, a streamed answer) and may be answered with ``reject(status, body)``. A
+malformed handshake is answered here (400, 405, 426 or 431) and never reaches the
+handler.
 
 One reader task per accepted connection feeds every ``receive_some`` to the native
 `WsConnection` (one call returns every complete event), answers pings, matches
@@ -36,6 +38,7 @@ import trio
 from slng_fast import _native
 from slng_fast._native import BinaryMessage, TextMessage
 from slng_fast.gateway.admission import BUSY_RESPONSE, PendingConnections
+from slng_fast.gateway.http import HttpConnection, HttpExchange
 from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.transport import (
     PEER_NOT_READING,
@@ -465,8 +468,8 @@ class NativeWebSocketConnection(Connection):
 
 async def _read_request(stream: trio.abc.Stream, timeout: float = HANDSHAKE_TIMEOUT
                         ) -> tuple[_native.WsRequest, bytes] | None:
-    """The request head and the bytes after it; None if the peer went away or was
-    answered here."""
+    """The request head and every byte read (the head included); None if the peer went
+    away or was answered here."""
     buf = b""
     with trio.move_on_after(timeout):
         while True:
@@ -479,7 +482,7 @@ async def _read_request(stream: trio.abc.Stream, timeout: float = HANDSHAKE_TIME
                     status, body, [("Content-Type", "application/json")]))
                 return None
             if request is not None:
-                return request, buf[request.consumed:]
+                return request, buf
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return None
@@ -503,7 +506,15 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
     head = await _read_request(stream, handshake_timeout)
     if head is None:
         return
-    request, leftover = head
+    request, buf = head
+    if not request.is_websocket:
+        # Plain HTTP: h11 reads the request again from its first byte and owns the
+        # connection from here (bodies, keep-alive, chunked answers).
+        await HttpConnection(stream, send_timeout=SEND_TIMEOUT, answered_hook=answered_hook
+                             ).serve(partial(_http_request, handler), buf,
+                                     head_timeout=handshake_timeout)
+        return
+    leftover = buf[request.consumed:]
     answered = False
     connection: NativeWebSocketConnection | None = None
 
@@ -566,6 +577,18 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
                 except _OK_ERRORS:
                     pass
             nursery.cancel_scope.cancel()
+
+
+async def _http_request(handler: Handler, exchange: HttpExchange) -> None:
+    """One plain HTTP request, handed to the gateway's handler as an `IncomingRequest`
+    whose ``http`` is the exchange (its body, a streamed answer)."""
+
+    async def accept(*_args: object, **_kwargs: object) -> Connection:
+        raise RuntimeError("not a WebSocket upgrade request: answer it with reject()")
+
+    head = exchange.head
+    await handler(NativeIncomingRequest(head.target, head.headers, [], accept, exchange.reject,
+                                        is_websocket=False, method=head.method, http=exchange))
 
 
 async def open_native_upstream(url: str, headers: list[tuple[str, str]],

@@ -11,6 +11,7 @@ import os
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -27,7 +28,11 @@ from slng_fast.gateway.bridge import SessionBridge
 from slng_fast.gateway.health import HealthWatch
 from slng_fast.gateway.ledger import Ledger
 from slng_fast.gateway.native_transport import open_native_upstream, serve_native_websocket
+from slng_fast.gateway.openai_routes import OpenAiRoutes, serve_models
+from slng_fast.gateway.openai_speech import serve_speech
+from slng_fast.gateway.openai_transcriptions import serve_transcription
 from slng_fast.gateway.playground import answer as playground_answer
+from slng_fast.gateway.provider_voices import ProviderVoices
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import Route, find_key, parse_path, redact
 from slng_fast.gateway.shared_limits import SharedLimits
@@ -53,7 +58,7 @@ from slng_fast.protocol.realtime_session import RealtimeSttSession
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers import registry as reg
-from slng_fast.store import STORE_ERRORS, StoreBackend
+from slng_fast.store import STORE_ERRORS, ApiKey, StoreBackend
 from slng_fast.vocabulary import Endpoint, Settings
 
 log = logging.getLogger("slng_fast.gateway")
@@ -82,9 +87,20 @@ class Gateway:
     ledger: Ledger = field(init=False)
     health: HealthWatch = field(init=False)
     warm: WarmPool = field(init=False)
+    # Plain HTTP routes by path (besides /healthz and /metrics): add one here.
+    http_routes: dict[str, Callable[[IncomingRequest], Awaitable[None]]] = field(init=False)
+    openai_api: OpenAiRoutes = field(init=False)
+    provider_voices: ProviderVoices = field(default_factory=ProviderVoices)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
+        self.openai_api = api = OpenAiRoutes(self)
+        self.http_routes = {
+            "/v1/voices": self._voices,
+            "/v1/models": api.route("GET", serve_models),
+            "/v1/audio/speech": api.route("POST", serve_speech, session=True),
+            "/v1/audio/transcriptions": api.route("POST", serve_transcription, session=True),
+        }
         self.limits.on_revoked = self.end_revoked  # revocations other hosts published
         shared = getattr(self.limits, "limits", None)  # RedisLimits behind SharedLimits
 
@@ -199,6 +215,16 @@ class Gateway:
         if store_error is not None:
             await self._store_failed(conn, context_id, store_error, realtime=route.realtime)
             return
+        await self.serve_session(conn, route, endpoint, key, secret, context_id)
+
+    async def serve_session(self, conn: Connection, route: Route, endpoint: Endpoint,
+                            key: ApiKey | None, secret: str | None, context_id: str, *,
+                            take_message: bool = True, lease: str | None = None) -> None:
+        """Run one session for an accepted client connection (a WebSocket, or an HTTP
+        request's stand-in): refuse a missing, revoked or over-limit key on it, else
+        hold one of the key's connection slots for the session's life. ``take_message``
+        False: the caller charged the messages-per-minute bucket itself; ``lease``: the
+        caller already holds the slot (this session gives it back)."""
         if key is None:
             what = "no API key presented" if secret is None else "unknown or revoked API key"
             self.metrics.error(errors.AUTH_FAILED.code)
@@ -207,8 +233,9 @@ class Gateway:
             return
         tier = self.config.tiers[key.tier]
         try:
-            revoked = await self.limits.is_revoked(key.id)
-            lease = None if revoked else await self.limits.open_connection(key.id, tier)
+            revoked = lease is None and await self.limits.is_revoked(key.id)
+            if lease is None and not revoked:
+                lease = await self.limits.open_connection(key.id, tier)
         except OSError as exc:  # the shared limits backend is unreachable: no session
             # The limits say why at error level once per outage; each refusal is info.
             log.info("refusing a session: the limits backend is unavailable (%s)", exc,
@@ -244,7 +271,7 @@ class Gateway:
 
         conn.on_closing = release
         try:
-            await self._run(conn, route, endpoint, key, tier, context_id)
+            await self._run(conn, route, endpoint, key, tier, context_id, charge=take_message)
         finally:
             release()
             self.active -= 1
@@ -252,7 +279,7 @@ class Gateway:
                 self.idle.set()
 
     async def _run(self, conn: Connection, route: Any, endpoint: Any, key: Any, tier: Any,
-                   context_id: str) -> None:
+                   context_id: str, *, charge: bool = True) -> None:
         try:
             dialect = self.registry.dialect(endpoint)
         except GatewayError as err:
@@ -309,7 +336,8 @@ class Gateway:
                                 slow_client_timeout=self.config.slow_client_timeout_s,
                                 connect_timeout=self.config.upstream_connect_timeout_s,
                                 upstream_send_timeout=self.config.upstream_send_timeout_s,
-                                take_message=take_message, transport=self.transport,
+                                take_message=take_message if charge else None,
+                                transport=self.transport,
                                 draining=self.draining, outside_end=opened.end,
                                 on_provider_failed=self.health.failed,
                                 warm=self.warm).run()
@@ -326,16 +354,16 @@ class Gateway:
 
     async def _realtime_route(self, request: IncomingRequest, route: Route) -> Route | None:
         """``/v1/realtime``: the transcription intent is an STT session on the endpoint the
-        query's ``model`` names, else on the configured default (an OpenAI model name such
-        as ``gpt-4o-transcribe`` is such an alias). Other intents are refused (400)."""
+        query's ``model`` names (or an alias of, such as ``whisper-1``), else on the
+        configured default. Other intents are refused (400)."""
         if route.query.get("intent") != "transcription":
             await request.reject(400, orjson.dumps({
                 "error": {"type": "invalid_request_error", "code": "unsupported_intent",
                           "message": "this gateway serves /v1/realtime?intent=transcription "
                                      "only (speech-to-text)"}}))
             return None
-        name = route.name if self.registry.endpoint("stt", route.name) else \
-            self.config.realtime_stt
+        # An endpoint's name, or a model alias (`[openai.aliases]`, as the HTTP routes).
+        name = self.openai_api.resolve("stt", route.name) or self.config.realtime_stt
         beta = any(k.lower() == "openai-beta" and "realtime=v1" in v
                    for k, v in request.headers)
         return replace(route, name=name, flavour=BETA if beta else GA)
@@ -353,15 +381,16 @@ class Gateway:
     async def _http(self, request: IncomingRequest) -> None:
         """Plain HTTP on the gateway's own port: the playground page (open), ``/healthz``
         and ``/metrics``, open unless the config gives them a key (``metrics_key``,
-        ``healthz_needs_key``), and ``/v1/voices``, which needs a gateway key like every
-        session."""
+        ``healthz_needs_key``), and the routes of `http_routes` (``/v1/voices``, the
+        OpenAI-compatible ones), which need a gateway key like every session."""
         path = request.path.split("?", 1)[0]
         page = playground_answer(path, request.method)
+        route = self.http_routes.get(path)
         if page is not None:  # the playground (gateway/playground.py): open, no key
             await request.reject(page.status, page.body, page.content_type,
                                  extra_headers=list(page.headers))
-        elif path == "/v1/voices":
-            await self._voices(request)
+        elif route is not None:
+            await route(request)
         elif self._needs_key(path) and not self._has_metrics_key(request.headers):
             await request.reject(401, orjson.dumps({
                 "error": "unauthorized", "message": f"{path} needs Authorization: Bearer "
@@ -424,11 +453,14 @@ class Gateway:
             return
         registry = self.registry
         endpoints = registry.endpoints()
+        fetched = await self.provider_voices.lookup(
+            registry, ttl=self.config.voices_cache_ttl_s,
+            timeout=self.config.voices_fetch_timeout_s, only=query.get("provider"))
         try:
             body = catalogue(endpoints, engine_info=registry.engine_info,
                              capabilities=registry.capabilities(),
                              available={e.name: registry.available(e) for e in endpoints},
-                             provider=query.get("provider"))
+                             provider=query.get("provider"), provider_voices=fetched)
         except UnknownProvider as exc:
             await request.reject(404, orjson.dumps({
                 "error": "unknown_provider", "provider": str(exc),

@@ -16,6 +16,7 @@ import trio_websocket
 from wsproto.frame_protocol import Frame, MessageDecoder, Opcode, ParseFailed
 
 from slng_fast import _native
+from slng_fast.gateway.http import HttpExchange
 
 # What the native framing hands over for each thing a peer sent (rust/src/py/ws_events.rs).
 WsEvent: TypeAlias = (_native.TextMessage | _native.BinaryMessage | _native.InvalidTextMessage
@@ -127,6 +128,9 @@ class IncomingRequest:
     # False for a plain HTTP request (GET /healthz, /metrics): only `reject` answers it.
     is_websocket: bool = True
     method: str = "GET"
+    # A plain HTTP request on the native transport: its body and a streamed answer
+    # (gateway/http.py). None on trio-websocket, which answers only with `reject`.
+    http: HttpExchange | None = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()

@@ -157,7 +157,8 @@ class SttSession(ChainMixin, SessionCore):
                     self.segments.append(event.text)
                     stt_failover.segment_final(self)
                 actions.append(SendClient(events.transcript(
-                    self.context_id, event.text, event.is_final, event.confidence, now)))
+                    self.context_id, event.text, event.is_final, event.confidence, now,
+                    start=event.start, end=event.end)))
             elif isinstance(event, FinalTranscript):
                 actions += self._final(event, now)
             elif isinstance(event, UpstreamError):

@@ -83,6 +83,9 @@ class SlngDialect(HeldText, TtsDialect):
         for key in SERVER_EXTRAS:
             if key in settings.extras:
                 message[key] = settings.extras[key]
+        if "speed" in settings.extras and not self.endpoint.needs_url:
+            # The built-in engines take a speaking-rate multiplier (engines/wire.py).
+            message["speed"] = settings.extras["speed"]
         if settings.style:
             message["style"] = settings.style
         return message

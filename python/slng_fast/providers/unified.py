@@ -67,8 +67,12 @@ class UnifiedSttDialect(SttDialect):
             return [UpstreamReady(sample_rate=rate if isinstance(rate, int) else None)]
         if kind == "transcript":
             confidence = event.get("confidence")
+            start, end = event.get("start"), event.get("end")
+            if not (isinstance(start, (int, float)) and isinstance(end, (int, float))):
+                start = end = None
             return [Transcript(str(event.get("text", "")), bool(event.get("is_final")),
-                               float(confidence) if isinstance(confidence, (int, float)) else None)]
+                               float(confidence) if isinstance(confidence, (int, float)) else None,
+                               start, end)]
         if kind == "final_transcript":
             seconds = event.get("audio_duration_seconds")
             return [FinalTranscript(str(event.get("text", "")),
