@@ -162,9 +162,15 @@ class TtsDialect(ABC):
     sample_rate: int
     keepalive_interval: float | None
     api_key: str | None = None
-    binary_is_pcm16: bool = False
-    """Upstream binary frames are PCM16 at ``sample_rate`` and nothing else: the
-    transport may chunk them for the client without the session looking at each one."""
+
+    @property
+    def relay_framing(self) -> str | None:
+        """How the provider's steady-state audio messages are framed, for the data plane
+        (`protocol.audio.RELAY_FRAMINGS`; ``"binary"``: every binary frame is PCM16 at
+        ``sample_rate`` and nothing else), or None: the session sees every message. Read
+        each time the session considers lending the stream, so a dialect may make it None
+        while its binary frames mean something else (audio of a cleared flush, say)."""
+        return None
 
     @abstractmethod
     def request(self, settings: Settings) -> UpstreamRequest: ...

@@ -221,6 +221,12 @@ class DeepgramDialect(HeldText, TtsDialect):
         return []
 
     # -- frames -> events -------------------------------------------------------------
+    @property
+    def relay_framing(self) -> str | None:
+        """Binary frames are linear16 at `sample_rate`, except while a Clear is answered
+        (they are then the cleared flush's audio, which the session drops)."""
+        return None if self._clearing else "binary"
+
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):
             if not frame or self._clearing:
