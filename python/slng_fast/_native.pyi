@@ -578,12 +578,14 @@ class AudioRelay:
     data plane) run the same conversion on the same state."""
     def __new__(cls, *, codec: str, sample_rate: int, max_chunk_bytes: int, context_id: str,
                 in_rate: int, in_format: str = "pcm16", framing: str = "binary",
-                next_sequence: int = 0) -> AudioRelay: ...
+                framing_context: str | None = None, next_sequence: int = 0) -> AudioRelay: ...
     @property
     def framing(self) -> str:
-        """Which upstream messages ``feed`` owns (``"binary"``: every binary message)."""
-    @framing.setter
-    def framing(self, value: str) -> None: ...
+        """Which upstream messages ``feed`` owns: ``"binary"`` (every binary message) or
+        ``"elevenlabs"`` (JSON that is only base64 PCM16 of one context)."""
+    def set_framing(self, framing: str, context_id: str | None = None) -> None:
+        """Own other messages from now on (``context_id``: the provider's utterance, for
+        ``"elevenlabs"``); the conversion state stays as it is."""
     @property
     def in_rate(self) -> int: ...
     @property

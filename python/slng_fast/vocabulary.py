@@ -91,6 +91,16 @@ class Audio:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayFraming:
+    """Which of a provider's messages the data plane may carry (`_native.AudioRelay`):
+    ``binary`` (every binary frame is PCM16 at the dialect's rate and nothing else) or
+    ``elevenlabs`` (JSON that is only base64 audio of ``context_id``)."""
+
+    name: str
+    context_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UtteranceDone:
     pass
 
@@ -164,10 +174,9 @@ class TtsDialect(ABC):
     api_key: str | None = None
 
     @property
-    def relay_framing(self) -> str | None:
-        """How the provider's steady-state audio messages are framed, for the data plane
-        (`protocol.audio.RELAY_FRAMINGS`; ``"binary"``: every binary frame is PCM16 at
-        ``sample_rate`` and nothing else), or None: the session sees every message. Read
+    def relay_framing(self) -> RelayFraming | None:
+        """How the provider's steady-state audio messages are framed, for the data plane,
+        or None: the session sees every message. Read
         each time the session considers lending the stream, so a dialect may make it None
         while its binary frames mean something else (audio of a cleared flush, say)."""
         return None

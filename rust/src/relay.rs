@@ -18,7 +18,11 @@
 //! Resampling (`crate::resample`), G.711 (`crate::codec`) and chunking
 //! (`crate::chunker`) are the core's own; this module only composes them.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
+
+use base64_simd::STANDARD;
+use serde_json::Value;
 
 use crate::buf::extend_with;
 use crate::chunker::Chunker;
@@ -28,31 +32,87 @@ use crate::ws::{Event, WsConnection};
 use crate::{Error, Result};
 
 /// How the upstream's audio messages are framed (the messages the relay owns).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Framing {
     /// Every binary message is raw audio in the spec's input format, and nothing
     /// else (the SLNG model servers, Deepgram).
     Binary,
+    /// ElevenLabs' multi-context JSON: a text message is owned when it is nothing
+    /// but base64 audio (a whole number of PCM16 samples) of `context_id`, not its
+    /// last (`isFinal`) and no error; its alignment, if any, is not looked at (the
+    /// session lends such a stream only when it sends no word timestamps).
+    ElevenLabs { context_id: String },
 }
 
 impl Framing {
-    pub const NAMES: &'static [&'static str] = &["binary"];
+    pub const NAMES: &'static [&'static str] = &["binary", "elevenlabs"];
 
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Self::Binary => "binary",
+            Self::ElevenLabs { .. } => "elevenlabs",
         }
     }
 
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "binary" => Ok(Self::Binary),
+    /// `context_id` is the utterance's on the provider, for the framings that have one.
+    pub fn parse(name: &str, context_id: Option<&str>) -> Result<Self> {
+        match (name, context_id) {
+            ("binary", None) => Ok(Self::Binary),
+            ("elevenlabs", Some(id)) => Ok(Self::ElevenLabs {
+                context_id: id.to_owned(),
+            }),
+            ("binary" | "elevenlabs", _) => Err(Error::InvalidArgument(format!(
+                "relay framing {name:?} {} a context_id",
+                if name == "binary" {
+                    "takes no"
+                } else {
+                    "needs"
+                }
+            ))),
             _ => Err(Error::InvalidArgument(format!(
                 "unknown relay framing {name:?}; expected one of {:?}",
                 Self::NAMES
             ))),
         }
     }
+
+    /// The audio of `event` if this framing owns it; None leaves it to the session.
+    fn owned_audio<'e>(&self, event: &'e Event) -> Option<Cow<'e, [u8]>> {
+        match (self, event) {
+            (Self::Binary, Event::Binary(audio)) => Some(Cow::Borrowed(audio)),
+            (Self::ElevenLabs { context_id }, Event::Text(text)) => {
+                elevenlabs_audio(text, context_id).map(Cow::Owned)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The PCM16 of an ElevenLabs message that is only audio of `context_id`; None for
+/// anything the session must see (it decides what a doubtful message means).
+fn elevenlabs_audio(text: &str, context_id: &str) -> Option<Vec<u8>> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let message = value.as_object()?;
+    let is_false = |key: &str| {
+        matches!(
+            message.get(key),
+            None | Some(Value::Null | Value::Bool(false))
+        )
+    };
+    if !is_false("isFinal") || !is_false("is_final") || !is_false("error") {
+        return None;
+    }
+    let context = match message.get("contextId") {
+        Some(id) => id,
+        None => message.get("context_id")?,
+    };
+    if context.as_str() != Some(context_id) {
+        return None;
+    }
+    let audio = message.get("audio")?.as_str()?;
+    let pcm = STANDARD.decode_to_vec(audio).ok()?;
+    // Half a sample is carried by the dialect from one message to the next.
+    (!pcm.is_empty() && pcm.len() % 2 == 0).then_some(pcm)
 }
 
 /// The client's codec.
@@ -172,8 +232,8 @@ impl Relay {
         })
     }
 
-    pub fn framing(&self) -> Framing {
-        self.framing
+    pub fn framing(&self) -> &Framing {
+        &self.framing
     }
 
     /// Change which messages `feed` owns; the conversion state stays as it is.
@@ -260,18 +320,15 @@ impl Relay {
         let mut report = Report::default();
         let mut handed_back = false;
         while let Some(event) = upstream.next_event() {
-            let audio = match (self.framing, &event) {
-                (Framing::Binary, Event::Binary(audio)) => audio,
-                _ => {
-                    upstream.put_back(event);
-                    handed_back = true;
-                    break;
-                }
+            let Some(audio) = self.framing.owned_audio(&event) else {
+                upstream.put_back(event);
+                handed_back = true;
+                break;
             };
             report.messages += 1;
             report.in_bytes += audio.len();
             let mut chunks = 0;
-            report.out_bytes += self.push_audio(audio, |frame| {
+            report.out_bytes += self.push_audio(&audio, |frame| {
                 chunks += 1;
                 wire.extend_from_slice(&client.send_text_trusted(frame)?);
                 Ok(())
@@ -504,6 +561,48 @@ mod tests {
             })
             .unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn elevenlabs_audio_of_the_context_is_owned_and_nothing_else() {
+        let pcm = noise(960, 8);
+        let b64 = STANDARD.encode_to_string(&pcm);
+        let owned = [
+            format!(
+                r#"{{"audio":"{b64}","isFinal":null,"contextId":"u1","alignment":{{"chars":["a"]}}}}"#
+            ),
+            format!(r#"{{"audio":"{b64}","context_id":"u1","isFinal":false}}"#),
+        ];
+        let not_owned = [
+            format!(r#"{{"audio":"{b64}","isFinal":true,"contextId":"u1"}}"#),
+            format!(r#"{{"audio":"{b64}","contextId":"u2"}}"#),
+            format!(r#"{{"audio":"{b64}"}}"#),
+            format!(r#"{{"audio":"{b64}","contextId":"u1","error":"quota"}}"#),
+            r#"{"audio":"AAE","contextId":"u1"}"#.to_owned(), // no padding
+            r#"{"audio":"AA==","contextId":"u1"}"#.to_owned(), // half a sample
+            r#"{"audio":"","contextId":"u1"}"#.to_owned(),
+            r#"{"message":"bad","contextId":"u1"}"#.to_owned(),
+            r#"["audio"]"#.to_owned(),
+            "not json".to_owned(),
+        ];
+        let framing = Framing::parse("elevenlabs", Some("u1")).unwrap();
+        for text in &owned {
+            let event = Event::Text(text.clone());
+            assert_eq!(
+                framing.owned_audio(&event).as_deref(),
+                Some(&pcm[..]),
+                "{text}"
+            );
+        }
+        for text in &not_owned {
+            assert!(
+                framing.owned_audio(&Event::Text(text.clone())).is_none(),
+                "{text}"
+            );
+        }
+        assert!(framing.owned_audio(&Event::Binary(pcm.clone())).is_none());
+        assert!(Framing::parse("elevenlabs", None).is_err());
+        assert!(Framing::parse("binary", Some("u1")).is_err());
     }
 
     #[test]

@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 from slng_fast import _native as native
 from slng_fast.protocol.audio import AudioOut
+from slng_fast.vocabulary import RelayFraming
+
+BINARY = RelayFraming("binary")
 
 CODECS = ("pcm16", "mulaw", "alaw")
 CLIENT_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
@@ -51,7 +54,7 @@ def both_planes(messages: list[tuple[int, bytes]], cuts: list[int], in_rate: int
     own path, the same state) and lends the stream again. Also the ms and reports."""
     out, client = audio_out(codec, rate, max_chunk), native.WsConnection(1 << 22)
     upstream = native.WsConnection(1 << 22, client=True)
-    relay = out.relay("binary", in_rate)
+    relay = out.relay(BINARY, in_rate)
     data = server_frames(*messages)
     wire, ms, reported, pos = b"", 0.0, 0, 0
     for cut in [*cuts, len(data)]:
@@ -67,7 +70,7 @@ def both_planes(messages: list[tuple[int, bytes]], cuts: list[int], in_rate: int
                     frames, got = out.push(event.data, in_rate)
                     wire += b"".join(client.send_text_utf8(f) for f in frames)
                     ms += got
-            relay = out.relay("binary", in_rate)  # lent again
+            relay = out.relay(BINARY, in_rate)  # lent again
     frames, got = out.end_utterance()
     return wire + b"".join(client.send_text_utf8(f) for f in frames), ms + got, reported
 
@@ -84,7 +87,7 @@ def test_stops_at_the_first_other_message_and_keeps_the_rest_in_order():
     data = server_frames((2, a), (1, b'{"type":"flushed"}'), (2, b), (9, b"hi"))
     out = audio_out()
     upstream, client = native.WsConnection(1 << 22, client=True), native.WsConnection(1 << 22)
-    wire, report, handed_back = out.relay("binary", 24000).feed(upstream, data, client)
+    wire, report, handed_back = out.relay(BINARY, 24000).feed(upstream, data, client)
     assert handed_back and report.messages == 1 and report.in_bytes == len(a)
     assert wire == b"".join(client.send_text_utf8(f) for f in audio_out().push(a, 24000)[0])
     assert upstream.receive_data(b"") == [native.TextMessage('{"type":"flushed"}'),
@@ -94,7 +97,7 @@ def test_stops_at_the_first_other_message_and_keeps_the_rest_in_order():
 def test_a_protocol_error_is_left_for_the_ordinary_path():
     upstream, client = native.WsConnection(1 << 22, client=True), native.WsConnection(1 << 22)
     masked = native.ws_encode_frame(2, b"xx", True, b"\x05\x06\x07\x08")  # a server must not mask
-    wire, report, handed_back = audio_out().relay("binary", 24000).feed(upstream, masked, client)
+    wire, report, handed_back = audio_out().relay(BINARY, 24000).feed(upstream, masked, client)
     assert wire == b"" and report.messages == 0 and handed_back
     assert isinstance(upstream.receive_data(b"")[0], native.ProtocolViolation)
 
@@ -103,14 +106,14 @@ def test_after_our_close_the_relay_refuses():
     upstream, client = native.WsConnection(1 << 22, client=True), native.WsConnection(1 << 22)
     client.send_close(1000, "")
     with pytest.raises(native.WsClosedError):
-        audio_out().relay("binary", 24000).feed(upstream, server_frames((2, b"\0\0")), client)
+        audio_out().relay(BINARY, 24000).feed(upstream, server_frames((2, b"\0\0")), client)
 
 
 def test_a_new_provider_rate_goes_on_with_the_sequence():
     out = audio_out()
-    first = out.relay("binary", 24000)
+    first = out.relay(BINARY, 24000)
     first.push(os.urandom(9600))
-    second = out.relay("binary", 16000)
+    second = out.relay(BINARY, 16000)
     assert second is not first and second.next_sequence == first.next_sequence == 2
 
 

@@ -8,9 +8,8 @@ from collections.abc import Callable
 
 from slng_fast import _native
 from slng_fast.protocol.commands import CODEC_SAMPLE_WIDTH, STT_SAMPLE_RATES, TTS_SAMPLE_RATES
+from slng_fast.vocabulary import RelayFraming
 
-# How a provider's audio messages may be framed for the data plane (`_native.AudioRelay`).
-RELAY_FRAMINGS = ("binary",)
 _DECODERS: dict[str, Callable[[bytes], bytes] | None] = {
     "pcm16": None,
     "mulaw": _native.mulaw_to_pcm16,
@@ -43,32 +42,30 @@ class AudioOut:
         self._max_chunk_bytes = max_chunk_bytes
         self._context_id = context_id
         self._bytes_per_ms = sample_rate * CODEC_SAMPLE_WIDTH[codec] / 1000.0
-        self._relay = self._new_relay(RELAY_FRAMINGS[0], sample_rate, "pcm16", 0)
+        self._relay = self._new_relay(sample_rate, "pcm16", 0)
 
-    def _new_relay(self, framing: str, rate: int, sample_format: str,
-                   next_sequence: int) -> _native.AudioRelay:
+    def _new_relay(self, rate: int, sample_format: str, next_sequence: int) -> _native.AudioRelay:
         return _native.AudioRelay(
             codec=self.codec, sample_rate=self.sample_rate,
             max_chunk_bytes=self._max_chunk_bytes, context_id=self._context_id,
-            in_rate=rate, in_format=sample_format, framing=framing,
-            next_sequence=next_sequence)
+            in_rate=rate, in_format=sample_format, next_sequence=next_sequence)
 
-    def relay(self, framing: str, rate: int, sample_format: str = "pcm16") -> _native.AudioRelay:
+    def relay(self, framing: RelayFraming, rate: int,
+              sample_format: str = "pcm16") -> _native.AudioRelay:
         """The state for provider audio of this rate and format, owning messages of this
         framing: the current one, or a new one that goes on with its sequence (the
         provider's format changed)."""
         relay = self._relay
         if (relay.in_rate, relay.in_format) != (rate, sample_format):
-            relay = self._relay = self._new_relay(framing, rate, sample_format,
-                                                  relay.next_sequence)
-        relay.framing = framing
+            relay = self._relay = self._new_relay(rate, sample_format, relay.next_sequence)
+        relay.set_framing(framing.name, framing.context_id)
         return relay
 
     def push(self, data: bytes, rate: int, sample_format: str = "pcm16") -> tuple[list[bytes], float]:
         """Frames for this piece of provider audio, and the milliseconds they carry."""
         relay = self._relay
         if (relay.in_rate, relay.in_format) != (rate, sample_format):
-            relay = self.relay(relay.framing, rate, sample_format)
+            relay = self._relay = self._new_relay(rate, sample_format, relay.next_sequence)
         frames, made = relay.push(data)
         return frames, made / self._bytes_per_ms
 

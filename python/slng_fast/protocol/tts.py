@@ -261,7 +261,8 @@ class TtsSession(SessionCore):
         """Lend the stream to the data plane once an utterance's first audio is out (that
         one is timed here) and the dialect frames its audio so the relay can own it."""
         if (self.relaying or self.ended or not self.upstream_open or self.mode == NATIVE
-                or self.audio is None or not self.pending or self.pending[0].audio_ms == 0):
+                or self.audio is None or not self.pending or self.pending[0].audio_ms == 0
+                or self.word_timestamps):  # the data plane reads no timings
             return []
         framing = self.dialect.relay_framing
         if framing is None:

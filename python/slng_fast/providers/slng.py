@@ -24,6 +24,7 @@ from slng_fast.vocabulary import (
     Endpoint,
     Frame,
     Ignored,
+    RelayFraming,
     Settings,
     TtsDialect,
     UpstreamError,
@@ -110,10 +111,10 @@ class SlngDialect(HeldText, TtsDialect):
 
     # -- frames -> events -------------------------------------------------------------
     @property
-    def relay_framing(self) -> str | None:
+    def relay_framing(self) -> RelayFraming | None:
         """Every binary frame is PCM16 at `sample_rate` and nothing else: the data plane
         may carry it straight to the client."""
-        return "binary"
+        return RelayFraming("binary")
 
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):

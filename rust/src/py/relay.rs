@@ -53,7 +53,8 @@ fn frames_list<'py>(py: Python<'py>, frames: Vec<Vec<u8>>) -> PyResult<Bound<'py
 impl AudioRelay {
     #[new]
     #[pyo3(signature = (*, codec, sample_rate, max_chunk_bytes, context_id, in_rate,
-                        in_format = "pcm16", framing = "binary", next_sequence = 0))]
+                        in_format = "pcm16", framing = "binary", framing_context = None,
+                        next_sequence = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -64,10 +65,11 @@ impl AudioRelay {
         in_rate: u32,
         in_format: &str,
         framing: &str,
+        framing_context: Option<&str>,
         next_sequence: u64,
     ) -> PyResult<Self> {
         let spec = RelaySpec {
-            framing: Framing::parse(framing)?,
+            framing: Framing::parse(framing, framing_context)?,
             in_rate,
             in_format: SampleFormat::parse(in_format)?,
             codec: Codec::parse(codec)?,
@@ -80,15 +82,16 @@ impl AudioRelay {
         Ok(AudioRelay(py.detach(|| Relay::new(spec))?))
     }
 
-    /// Which upstream messages `feed` owns (settable: the conversion state stays).
+    /// Which upstream messages `feed` owns.
     #[getter]
-    fn get_framing(&self) -> &'static str {
+    fn framing(&self) -> &'static str {
         self.0.framing().name()
     }
 
-    #[setter]
-    fn set_framing(&mut self, framing: &str) -> PyResult<()> {
-        self.0.set_framing(Framing::parse(framing)?);
+    /// Own other messages from now on; the conversion state stays as it is.
+    #[pyo3(signature = (framing, context_id = None))]
+    fn set_framing(&mut self, framing: &str, context_id: Option<&str>) -> PyResult<()> {
+        self.0.set_framing(Framing::parse(framing, context_id)?);
         Ok(())
     }
 
