@@ -93,8 +93,9 @@ class Audio:
 @dataclass(frozen=True, slots=True)
 class RelayFraming:
     """Which of a provider's messages the data plane may carry (`_native.AudioRelay`):
-    ``binary`` (every binary frame is PCM16 at the dialect's rate and nothing else) or
-    ``elevenlabs`` (JSON that is only base64 audio of ``context_id``)."""
+    ``binary`` (every binary frame is PCM16 at the dialect's rate and nothing else),
+    ``elevenlabs`` (JSON that is only base64 audio of ``context_id``) or ``cartesia`` (a
+    ``chunk`` of ``context_id``)."""
 
     name: str
     context_id: str | None = None

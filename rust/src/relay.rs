@@ -42,15 +42,19 @@ pub enum Framing {
     /// last (`isFinal`) and no error; its alignment, if any, is not looked at (the
     /// session lends such a stream only when it sends no word timestamps).
     ElevenLabs { context_id: String },
+    /// Cartesia's JSON: a text message is owned when it is a `chunk` of `context_id`
+    /// whose `data` is valid base64 audio (PCM16, any length).
+    Cartesia { context_id: String },
 }
 
 impl Framing {
-    pub const NAMES: &'static [&'static str] = &["binary", "elevenlabs"];
+    pub const NAMES: &'static [&'static str] = &["binary", "elevenlabs", "cartesia"];
 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Binary => "binary",
             Self::ElevenLabs { .. } => "elevenlabs",
+            Self::Cartesia { .. } => "cartesia",
         }
     }
 
@@ -61,7 +65,10 @@ impl Framing {
             ("elevenlabs", Some(id)) => Ok(Self::ElevenLabs {
                 context_id: id.to_owned(),
             }),
-            ("binary" | "elevenlabs", _) => Err(Error::InvalidArgument(format!(
+            ("cartesia", Some(id)) => Ok(Self::Cartesia {
+                context_id: id.to_owned(),
+            }),
+            ("binary" | "elevenlabs" | "cartesia", _) => Err(Error::InvalidArgument(format!(
                 "relay framing {name:?} {} a context_id",
                 if name == "binary" {
                     "takes no"
@@ -83,9 +90,27 @@ impl Framing {
             (Self::ElevenLabs { context_id }, Event::Text(text)) => {
                 elevenlabs_audio(text, context_id).map(Cow::Owned)
             }
+            (Self::Cartesia { context_id }, Event::Text(text)) => {
+                cartesia_audio(text, context_id).map(Cow::Owned)
+            }
             _ => None,
         }
     }
+}
+
+/// The PCM16 of a Cartesia `chunk` of `context_id`; None for anything else.
+fn cartesia_audio(text: &str, context_id: &str) -> Option<Vec<u8>> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let message = value.as_object()?;
+    if message.get("type")?.as_str()? != "chunk"
+        || message.get("context_id")?.as_str()? != context_id
+    {
+        return None;
+    }
+    let pcm = STANDARD
+        .decode_to_vec(message.get("data")?.as_str()?)
+        .ok()?;
+    (!pcm.is_empty()).then_some(pcm)
 }
 
 /// The PCM16 of an ElevenLabs message that is only audio of `context_id`; None for
@@ -603,6 +628,32 @@ mod tests {
         assert!(framing.owned_audio(&Event::Binary(pcm.clone())).is_none());
         assert!(Framing::parse("elevenlabs", None).is_err());
         assert!(Framing::parse("binary", Some("u1")).is_err());
+    }
+
+    #[test]
+    fn cartesia_chunks_of_the_context_are_owned_and_nothing_else() {
+        let pcm = noise(961, 9);
+        let b64 = STANDARD.encode_to_string(&pcm);
+        let framing = Framing::parse("cartesia", Some("c1")).unwrap();
+        let owned = format!(
+            r#"{{"type":"chunk","data":"{b64}","done":false,"status_code":206,"context_id":"c1"}}"#
+        );
+        assert_eq!(
+            framing.owned_audio(&Event::Text(owned)).as_deref(),
+            Some(&pcm[..])
+        );
+        for text in [
+            format!(r#"{{"type":"chunk","data":"{b64}","context_id":"c2"}}"#),
+            format!(r#"{{"type":"timestamps","data":"{b64}","context_id":"c1"}}"#),
+            r#"{"type":"chunk","data":"A","context_id":"c1"}"#.to_owned(),
+            r#"{"type":"chunk","data":"","context_id":"c1"}"#.to_owned(),
+            r#"{"type":"done","context_id":"c1"}"#.to_owned(),
+        ] {
+            assert!(
+                framing.owned_audio(&Event::Text(text.clone())).is_none(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

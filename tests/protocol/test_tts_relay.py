@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from slng_fast import _native as native
 from slng_fast.protocol.actions import SendClient, StartRelay, StopRelay
 from slng_fast.protocol.tts import TtsSession
+from slng_fast.providers.cartesia import CartesiaDialect
 from slng_fast.providers.elevenlabs import ElevenLabsDialect
 from slng_fast.providers.registry import ENDPOINTS
 from slng_fast.providers.slng import SlngDialect
@@ -26,6 +27,7 @@ BINARY = RelayFraming("binary")
 
 FLUSHED = '{"type":"flushed"}'
 ELEVENLABS = ENDPOINTS["elevenlabs"]
+CARTESIA = ENDPOINTS["cartesia"]
 
 
 def make(codec: str = "pcm16", rate: int = 24000, utterances: int = 1,
@@ -33,9 +35,12 @@ def make(codec: str = "pcm16", rate: int = 24000, utterances: int = 1,
     if provider == "orpheus":
         s = TtsSession(endpoint=ORPHEUS, dialect=SlngDialect(ORPHEUS, "ws://model.invalid/ws"),
                        tier=PRO, now=0.0)
-    else:
+    elif provider == "elevenlabs":
         s = TtsSession(endpoint=ELEVENLABS, tier=PRO, now=0.0,
                        dialect=ElevenLabsDialect(ELEVENLABS, "wss://el.invalid", "k"))
+    else:
+        s = TtsSession(endpoint=CARTESIA, tier=PRO, now=0.0,
+                       dialect=CartesiaDialect(CARTESIA, "wss://c.invalid", "k", context_prefix="t"))
     s.receive_text(cmd(type="init", codec=codec, sample_rate_hz=rate, context_id="c"), 0.0)
     for _ in range(utterances):
         s.receive_text(cmd(type="input_text", text="Hello there."), 0.0)
@@ -125,7 +130,7 @@ def run(messages: list[str | bytes], codec: str, rate: int, cuts: list[int] | No
             if lent is None:
                 events = upstream.receive_data(piece)
             else:
-                assert lent.relay.framing == ("binary" if provider == "orpheus" else "elevenlabs")
+                assert lent.relay.framing == ("binary" if provider == "orpheus" else provider)
                 wire, report, handed_back = lent.relay.feed(upstream, piece, client)
                 s.relayed(epoch, report, 1.0)
                 reader = native.WsConnection(1 << 22, client=True)
@@ -180,5 +185,35 @@ def test_elevenlabs_json_audio_on_the_data_plane_is_what_the_session_would_send(
     the dialect), alignment, audio of later contexts held until theirs is the oldest."""
     chunks, ends = run(messages, codec, rate, cuts, "elevenlabs", utterances=3)
     expected_chunks, expected_ends = run(messages, codec, rate, None, "elevenlabs", utterances=3)
+    assert chunks == expected_chunks
+    assert ends == pytest.approx(expected_ends)
+
+
+def cartesia_message(kind: str, pcm: bytes, context: str) -> str:
+    message: dict = {"type": kind, "context_id": context}
+    if kind == "chunk":
+        message.update(data=base64.b64encode(pcm).decode(), done=False, status_code=206)
+    elif kind == "timestamps":
+        message["word_timestamps"] = {"words": ["hi"], "start": [0.0], "end": [0.1]}
+    return orjson.dumps(message).decode()
+
+
+cartesia_messages = st.lists(
+    st.tuples(st.sampled_from(["chunk", "chunk", "chunk", "timestamps", "done"]),
+              st.binary(max_size=2400), st.sampled_from(["t-1", "t-1", "t-2", "t-3"])),
+    max_size=12,
+).map(lambda items: [cartesia_message(kind, pcm, ctx) for kind, pcm, ctx in items]
+      + [cartesia_message("done", b"", c) for c in ("t-1", "t-2", "t-3")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(cartesia_messages, st.sampled_from(["pcm16", "mulaw", "alaw"]),
+       st.sampled_from([8000, 16000, 24000, 48000]), st.lists(st.integers(1, 4000), max_size=6))
+def test_cartesia_chunks_on_the_data_plane_are_what_the_session_would_send(
+        messages, codec, rate, cuts):
+    """Three utterances (contexts t-1..t-3): audio of any length, timestamps, done, and
+    chunks of later contexts held until theirs is the oldest."""
+    chunks, ends = run(messages, codec, rate, cuts, "cartesia", utterances=3)
+    expected_chunks, expected_ends = run(messages, codec, rate, None, "cartesia", utterances=3)
     assert chunks == expected_chunks
     assert ends == pytest.approx(expected_ends)
