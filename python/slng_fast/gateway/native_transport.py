@@ -113,6 +113,9 @@ class NativeWebSocketConnection(Connection):
         self._drained = False  # the last read emptied the socket's buffer
         self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
         self._relay: Relay | None = None
+        # The reader is handing the events of one read on: a relay started now would
+        # write the next read's audio before the rest of them reached the session.
+        self._delivering = False
 
     # ---- the Connection interface ----
 
@@ -148,8 +151,10 @@ class NativeWebSocketConnection(Connection):
 
     def start_relay(self, relay: Relay) -> bool:
         """Relay to a client of this transport (the frames go to its socket in one write
-        per read); False for any other client."""
-        if not isinstance(relay.client, NativeWebSocketConnection):
+        per read); False for any other client, and while messages already read are not
+        all handed to `pump`'s sink (they come first: the session asks again after)."""
+        if (not isinstance(relay.client, NativeWebSocketConnection) or self._delivering
+                or self._sink is None):
             return False
         self._relay = relay
         return True
@@ -413,6 +418,7 @@ class NativeWebSocketConnection(Connection):
                         relay = self._relay
                         events = (ws.receive_data(data) if relay is None
                                   else await self._relay_read(relay, data))
+                        self._delivering = True
                         for event in events:
                             # Messages first, by class identity: a match on class patterns
                             # costs a few hundred ns per event more (bench in decisions.md).
@@ -454,6 +460,7 @@ class NativeWebSocketConnection(Connection):
                                     return
                                 case _:
                                     assert_never(event)
+                        self._delivering = False
                     data = await self._receive_some()
                     if not data:
                         self._peer_closing()
