@@ -187,7 +187,8 @@ class SessionBridge:
 
     async def _interruptible(self, wait: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         """Run ``wait()`` in the loop so that `request_end` can interrupt it: (finished,
-        its result). Elsewhere (the hot path) it simply runs."""
+        its result). Elsewhere (an upstream reader ending a session whose client is gone)
+        it simply runs."""
         if trio.lowlevel.current_task() is not self._loop_task:
             return True, await wait()
         with trio.CancelScope() as scope:
