@@ -139,7 +139,10 @@ def run(messages: list[str | bytes], codec: str, rate: int, cuts: list[int] | No
                 if handed_back:
                     lent = None
             for event in events:
-                lent = apply(s.receive_upstream(epoch, event.data, 1.0)) or lent
+                # As the bridge: a message that reaches the session takes the stream back
+                # (the session then lends it again, or not); a relay is engaged only from
+                # the last message of a read (the transport refuses while it delivers).
+                lent = apply(s.receive_upstream(epoch, event.data, 1.0))
     ends = [orjson.loads(f)["total_duration_ms"] for f in out if b'"audio_end"' in f]
     return [f for f in out if b'"audio_chunk"' in f], ends
 
@@ -217,3 +220,26 @@ def test_cartesia_chunks_on_the_data_plane_are_what_the_session_would_send(
     expected_chunks, expected_ends = run(messages, codec, rate, None, "cartesia", utterances=3)
     assert chunks == expected_chunks
     assert ends == pytest.approx(expected_ends)
+
+
+def test_deepgram_is_taken_back_at_stop_and_lent_again_after_cleared():
+    """Deepgram's binary frames are audio except between a ``Clear`` and its ``Cleared``
+    (the stopped flush's audio, which the dialect swallows): no lending then."""
+    from slng_fast.providers.deepgram import DeepgramDialect
+
+    deepgram = ENDPOINTS["deepgram"]
+    s = TtsSession(endpoint=deepgram, tier=PRO, now=0.0,
+                   dialect=DeepgramDialect(deepgram, "wss://dg.invalid", "k"))
+    s.receive_text(cmd(type="input_text", text="Hello there."), 0.0)
+    s.receive_text(cmd(type="flush"), 0.0)
+    epoch = s.upstream_epoch
+    (start,) = relays(s.receive_upstream(epoch, bytes(960), 0.1))
+    assert isinstance(start, StartRelay) and start.relay.framing == "binary"
+    stop = s.receive_text(cmd(type="stop"), 0.2)
+    assert isinstance(stop[0], StopRelay)
+    s.receive_text(cmd(type="input_text", text="Again."), 0.3)
+    s.receive_text(cmd(type="flush"), 0.3)
+    assert relays(s.receive_upstream(epoch, bytes(960), 0.4)) == []  # swallowed: clearing
+    s.receive_upstream(epoch, '{"type":"Cleared","sequence_id":0}', 0.5)
+    (again,) = relays(s.receive_upstream(epoch, bytes(960), 0.6))
+    assert isinstance(again, StartRelay)
