@@ -8,12 +8,8 @@ from collections.abc import Callable
 
 from slng_fast import _native
 from slng_fast.protocol.commands import CODEC_SAMPLE_WIDTH, STT_SAMPLE_RATES, TTS_SAMPLE_RATES
+from slng_fast.vocabulary import RelayFraming
 
-_ENCODERS: dict[str, Callable[[bytes], bytes] | None] = {
-    "pcm16": None,
-    "mulaw": _native.pcm16_to_mulaw,
-    "alaw": _native.pcm16_to_alaw,
-}
 _DECODERS: dict[str, Callable[[bytes], bytes] | None] = {
     "pcm16": None,
     "mulaw": _native.mulaw_to_pcm16,
@@ -35,63 +31,56 @@ def prewarm_resamplers() -> int:
 
 
 class AudioOut:
-    """Turns provider PCM into client frames for one TTS session."""
+    """Turns provider audio into client frames for one TTS session. Its state (resampler,
+    encoder, chunker, sequence) is one native `AudioRelay`, which the session may lend to
+    the data plane (`relay`): both planes then run the same conversion on the same state."""
 
     def __init__(self, *, codec: str, sample_rate: int, max_chunk_bytes: int,
                  context_id: str) -> None:
         self.codec = codec
         self.sample_rate = sample_rate
-        self._encode = _ENCODERS[codec]
-        width = CODEC_SAMPLE_WIDTH[codec]
-        self._bytes_per_ms = sample_rate * width / 1000.0
-        self._chunker = _native.AudioChunker(max_chunk_bytes, width, sample_rate, context_id)
-        self._resampler: _native.Resampler | None = None
-        self._source: tuple[int, str] | None = None
+        self._max_chunk_bytes = max_chunk_bytes
+        self._context_id = context_id
+        self._bytes_per_ms = sample_rate * CODEC_SAMPLE_WIDTH[codec] / 1000.0
+        self._relay = self._new_relay(sample_rate, "pcm16", 0)
 
-    def _resampler_for(self, rate: int, sample_format: str) -> _native.Resampler:
-        if self._resampler is None or self._source != (rate, sample_format):
-            self._resampler = _native.Resampler(rate, self.sample_rate, sample_format, "pcm16")
-            self._source = (rate, sample_format)
-        return self._resampler
+    def _new_relay(self, rate: int, sample_format: str, next_sequence: int) -> _native.AudioRelay:
+        return _native.AudioRelay(
+            codec=self.codec, sample_rate=self.sample_rate,
+            max_chunk_bytes=self._max_chunk_bytes, context_id=self._context_id,
+            in_rate=rate, in_format=sample_format, next_sequence=next_sequence)
+
+    def relay(self, framing: RelayFraming, rate: int,
+              sample_format: str = "pcm16") -> _native.AudioRelay:
+        """The state for provider audio of this rate and format, owning messages of this
+        framing: the current one, or a new one that goes on with its sequence (the
+        provider's format changed)."""
+        relay = self._relay
+        if (relay.in_rate, relay.in_format) != (rate, sample_format):
+            relay = self._relay = self._new_relay(rate, sample_format, relay.next_sequence)
+        relay.set_framing(framing.name, framing.context_id)
+        return relay
 
     def push(self, data: bytes, rate: int, sample_format: str = "pcm16") -> tuple[list[bytes], float]:
         """Frames for this piece of provider audio, and the milliseconds they carry."""
-        if rate == self.sample_rate and sample_format == "pcm16" and self._resampler is None:
-            return self._frames(data)  # already what the client asked for: no copy
-        pcm = self._resampler_for(rate, sample_format).process(data)
-        return self._frames(pcm)
-
-    def relay_chunker(self, rate: int) -> _native.AudioChunker | None:
-        """The chunker, when audio at ``rate`` (PCM16) needs only cutting and wrapping:
-        the client takes PCM16 at that rate and no resampler holds audio back."""
-        if self._encode is None and rate == self.sample_rate and self._resampler is None:
-            return self._chunker
-        return None
+        relay = self._relay
+        if (relay.in_rate, relay.in_format) != (rate, sample_format):
+            relay = self._relay = self._new_relay(rate, sample_format, relay.next_sequence)
+        frames, made = relay.push(data)
+        return frames, made / self._bytes_per_ms
 
     def credit(self, nbytes: int) -> float:
-        """The milliseconds in ``nbytes`` of client audio sent without `push`."""
+        """The milliseconds in ``nbytes`` of client audio."""
         return nbytes / self._bytes_per_ms
 
     def end_utterance(self) -> tuple[list[bytes], float]:
         """Emit what the resampler holds back at the end of an utterance."""
-        frames: list[bytes] = []
-        ms = 0.0
-        if self._resampler is not None:
-            frames, ms = self._frames(self._resampler.flush())
-        self._chunker.flush()  # an odd byte left over belongs to no sample
-        return frames, ms
+        frames, made = self._relay.end_utterance()
+        return frames, made / self._bytes_per_ms
 
     def drop(self) -> None:
         """Forget audio in flight (after stop)."""
-        if self._resampler is not None:
-            self._resampler.reset()
-        self._chunker.flush()
-
-    def _frames(self, pcm: bytes) -> tuple[list[bytes], float]:
-        if not pcm:
-            return [], 0.0
-        data = self._encode(pcm) if self._encode else pcm
-        return self._chunker.push_frames(data), len(data) / self._bytes_per_ms
+        self._relay.drop_audio()
 
 
 class AudioIn:
