@@ -13,6 +13,8 @@ __all__ = [
     "PanicException",
     "_panic_for_tests",
     "AudioChunker",
+    "AudioRelay",
+    "RelayReport",
     "audio_chunk_frame",
     "pcm16_to_mulaw",
     "mulaw_to_pcm16",
@@ -358,7 +360,6 @@ __all__ += [
     "ws_accept_key",
     "ws_accept_response",
     "ws_reject_response",
-    "ws_relay_audio",
     "ws_encode_frame",
 ]
 
@@ -542,13 +543,65 @@ def ws_reject_response(status: int, body: bytes = b"",
     """A whole HTTP/1.1 response with ``Content-Length`` and ``Connection: close``
     (a 426 also says ``Sec-WebSocket-Version: 13``)."""
 
-def ws_relay_audio(upstream: WsConnection, data: bytes, chunker: AudioChunker,
-                   client: WsConnection) -> tuple[bytes, int, list[_WsEvent]]:
-    """Parse ``data`` from the upstream; while its messages are binary PCM, cut them with
-    ``chunker`` into ``audio_chunk`` frames, framed as text for ``client``. Returns (wire
-    bytes for the client, PCM bytes relayed, the first other event and all after it)."""
-
 def ws_encode_frame(opcode: int, payload: bytes, fin: bool = True,
                     mask: bytes | None = None) -> bytes:
     """One raw frame of any opcode 0..15, masked with the 4-byte ``mask`` if given:
     for tests and raw clients."""
+
+
+# ---- the data plane (rust/src/relay.rs) ----------------------------------------
+
+@final
+class RelayReport:
+    """What one ``AudioRelay.feed`` carried."""
+    @property
+    def messages(self) -> int:
+        """Upstream messages taken."""
+    @property
+    def in_bytes(self) -> int:
+        """Bytes of provider audio taken."""
+    @property
+    def out_bytes(self) -> int:
+        """Bytes of client audio (resampled, encoded) handed to the chunker."""
+    @property
+    def chunks(self) -> int:
+        """``audio_chunk`` frames made."""
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number of the next frame."""
+
+@final
+class AudioRelay:
+    """One TTS stream's output state: provider audio (``in_rate``, ``in_format``) to
+    ``audio_chunk`` frames in the client's ``codec`` and ``sample_rate``, at most
+    ``max_chunk_bytes`` of audio each. ``push`` (the session's path) and ``feed`` (the
+    data plane) run the same conversion on the same state."""
+    def __new__(cls, *, codec: str, sample_rate: int, max_chunk_bytes: int, context_id: str,
+                in_rate: int, in_format: str = "pcm16", framing: str = "binary",
+                framing_context: str | None = None, next_sequence: int = 0) -> AudioRelay: ...
+    @property
+    def framing(self) -> str:
+        """Which upstream messages ``feed`` owns: ``"binary"`` (every binary message) or
+        ``"elevenlabs"`` (JSON that is only base64 PCM16 of one context)."""
+    def set_framing(self, framing: str, context_id: str | None = None) -> None:
+        """Own other messages from now on (``context_id``: the provider's utterance, for
+        ``"elevenlabs"``); the conversion state stays as it is."""
+    @property
+    def in_rate(self) -> int: ...
+    @property
+    def in_format(self) -> str: ...
+    @property
+    def next_sequence(self) -> int: ...
+    def push(self, data: bytes) -> tuple[list[bytes], int]:
+        """The frames (UTF-8 JSON) for one piece of provider audio, and the bytes of
+        client audio it made."""
+    def end_utterance(self) -> tuple[list[bytes], int]:
+        """The frames of what the resampler holds back; a partial sample is dropped."""
+    def drop_audio(self) -> None:
+        """Forget the audio in flight."""
+    def feed(self, upstream: WsConnection, data: bytes,
+             client: WsConnection) -> tuple[bytes, RelayReport, bool]:
+        """Parse ``data`` read from ``upstream``; frame every message this relay owns as
+        text for ``client``. Returns (wire bytes for the client, the report, whether it
+        met a message it does not own: that one and every later one stay queued in
+        ``upstream``, for ``upstream.receive_data(b"")``). Runs without the GIL."""

@@ -91,6 +91,17 @@ class Audio:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayFraming:
+    """Which of a provider's messages the data plane may carry (`_native.AudioRelay`):
+    ``binary`` (every binary frame is PCM16 at the dialect's rate and nothing else),
+    ``elevenlabs`` (JSON that is only base64 audio of ``context_id``) or ``cartesia`` (a
+    ``chunk`` of ``context_id``)."""
+
+    name: str
+    context_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UtteranceDone:
     pass
 
@@ -165,9 +176,14 @@ class TtsDialect(ABC):
     sample_rate: int
     keepalive_interval: float | None
     api_key: str | None = None
-    binary_is_pcm16: bool = False
-    """Upstream binary frames are PCM16 at ``sample_rate`` and nothing else: the
-    transport may chunk them for the client without the session looking at each one."""
+
+    @property
+    def relay_framing(self) -> RelayFraming | None:
+        """How the provider's steady-state audio messages are framed, for the data plane,
+        or None: the session sees every message. Read
+        each time the session considers lending the stream, so a dialect may make it None
+        while its binary frames mean something else (audio of a cleared flush, say)."""
+        return None
 
     @abstractmethod
     def request(self, settings: Settings) -> UpstreamRequest: ...

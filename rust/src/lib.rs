@@ -10,6 +10,7 @@ pub mod error;
 pub mod frames;
 pub mod msgpack;
 pub mod ratelimit;
+pub mod relay;
 pub mod resample;
 pub mod ws;
 

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import trio
+import trio.testing
 
 from slng_fast import _native as native
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, serve_native_websocket
@@ -153,3 +154,39 @@ def test_serving_process_collector_settings(mode, frozen):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == [str(frozen), str(frozen)]
+
+
+async def test_no_relay_starts_while_a_reads_messages_are_handed_on(nursery):
+    """The data plane (`start_relay`) is refused while the messages of a read are still
+    being handed to the sink: a relay started from the sink (the session, on one of them)
+    would write the next read's audio before the rest of them reached the session."""
+    from slng_fast.gateway.native_transport import open_native_upstream
+    from slng_fast.gateway.transport import Relay
+    from slng_fast.protocol.audio import AudioOut
+
+    async def body(conn: NativeWebSocketConnection) -> None:
+        await conn._write(b"".join(native.ws_encode_frame(2, bytes([i]) * 4) for i in range(3)))
+        await trio.sleep_forever()
+
+    port = await start_server(nursery, body)
+    upstream = await open_native_upstream(f"ws://127.0.0.1:{port}/x", [], [], nursery)
+    out = AudioOut(codec="pcm16", sample_rate=24000, max_chunk_bytes=4800, context_id="c")
+
+    async def lost(closed: ConnectionClosed | None) -> None:
+        raise AssertionError("not reached")
+
+    assert isinstance(upstream, NativeWebSocketConnection)
+    relay = Relay(out._relay, upstream, 1.0, lambda report: None, lambda seconds: None, lost)
+    answers: list[bool] = []
+    with trio.CancelScope() as scope:
+        async def sink(message: str | bytes) -> None:
+            answers.append(upstream.start_relay(relay))
+            upstream.stop_relay()
+            if len(answers) == 3:
+                scope.cancel()
+
+        await upstream.pump(sink)
+    assert answers == [False, False, False]
+    await trio.testing.wait_all_tasks_blocked()
+    assert upstream.start_relay(relay)  # the read is all handed on
+    upstream.stop_relay()

@@ -2,8 +2,8 @@
 the release profile unwinds, PyO3 raises `PanicException` (a BaseException), and the
 gateway ends that session with `internal_error` and 1011 while the others stream on.
 The panics are real ones, from `_native._panic_for_tests`, injected where a native call
-is made: in a session step (the dialect's flush) and on the hot path
-(`_native.ws_relay_audio`, in an upstream reader task)."""
+is made: in a session step (the dialect's flush) and on the data plane
+(`AudioRelay.feed`, in an upstream reader task)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import logging
 import pytest
 
 from slng_fast import _native
+from slng_fast.protocol.audio import AudioOut
 from slng_fast.providers.slng import SlngDialect
 from wsclient import closed_code, connect, recv, recv_until, send
 
@@ -68,14 +69,33 @@ async def test_a_panic_in_a_session_step_ends_that_session_only(gw, nursery, mon
                for r in caplog.records)
 
 
-async def test_a_panic_on_the_hot_path_ends_that_connection_only(gw, nursery, monkeypatch,
-                                                                 caplog):
-    def panicking_relay(*args):
+class PanickingRelay:
+    """An `AudioRelay` whose data-plane step panics (the native type cannot be patched)."""
+
+    def __init__(self, inner: _native.AudioRelay) -> None:
+        self.__dict__["inner"] = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self.inner, name, value)
+
+    def feed(self, *args):
         _native._panic_for_tests("a bug in the relay")
 
-    # Only sessions at the engine's own rate (22050 Hz) take the native relay; the one
-    # that streams on is resampled to 16 kHz, so it never calls it.
-    monkeypatch.setattr(_native, "ws_relay_audio", panicking_relay)
+
+async def test_a_panic_on_the_data_plane_ends_that_connection_only(gw, nursery, monkeypatch,
+                                                                   caplog):
+    # Only the session at 22050 Hz gets a panicking relay; the one at 16 kHz streams on
+    # through a real one.
+    new_relay = AudioOut._new_relay
+
+    def doomed_relay(self, *args):
+        relay = new_relay(self, *args)
+        return PanickingRelay(relay) if self.sample_rate == 22050 else relay
+
+    monkeypatch.setattr(AudioOut, "_new_relay", doomed_relay)
     streaming = await start_long_utterance(gw, nursery, 16000)
     doomed = await start_long_utterance(gw, nursery, 22050)
     assert await closed_code(doomed) == 1011

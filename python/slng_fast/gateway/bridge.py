@@ -3,12 +3,13 @@ bounded inbox; a single loop hands each item to the sans-I/O session and carries
 the actions it returns, in order. A slow client therefore slows the loop, which fills the
 inbox, which stops reading the upstream: backpressure instead of unbounded memory.
 
-The one exception is the hot path, a provider's audio: an upstream message is handed to
-the session in the upstream's own reader task, and when all it yields is frames to send,
-they are sent from there (no inbox, no task switch per frame). A slow client then stalls
-that reader, so the upstream socket is not read: the same backpressure. Anything else the
-session answers (an upstream to open or close, the end) goes through the inbox, and so
-does every later upstream message until the loop has caught up, so order is kept."""
+The one exception is the data plane: once the session lends a stream's steady-state
+audio to it (`StartRelay`), the upstream connection relays each read straight to the
+client (`transport.Relay`), in its own reader task, and reports what went through to
+the session. A slow client then stalls that reader, so the upstream socket is not read:
+the same backpressure. The relay stops at the first message it does not own, which
+comes through the inbox like any other; it is engaged only while nothing of its link
+waits in the inbox, so order is kept (docs/decisions.md, "The data plane boundary")."""
 
 from __future__ import annotations
 
@@ -23,11 +24,10 @@ import trio
 import trio_websocket
 
 from slng_fast import errors
-from slng_fast._native import PanicException
+from slng_fast._native import PanicException, RelayReport
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.inbox import (
     ClientTooLarge,
-    Deferred,
     EndRequested,
     FromClient,
     FromUpstream,
@@ -45,8 +45,8 @@ from slng_fast.gateway.transport import (
     Connection,
     ConnectionClosed,
     MessageTooLarge,
+    Relay,
     UpstreamRejected,
-    WsEvent,
     open_upstream,
 )
 from slng_fast.metrics import Metrics
@@ -57,6 +57,8 @@ from slng_fast.protocol.actions import (
     OpenUpstream,
     SendClient,
     SendUpstream,
+    StartRelay,
+    StopRelay,
 )
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
@@ -78,6 +80,8 @@ class UpstreamLink:
     epoch: int
     outbox: ByteBoundedQueue[Any]
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    conn: Connection | None = None  # once open
+    backlog: int = 0  # its messages waiting in the inbox
 
 
 @dataclass
@@ -130,9 +134,6 @@ class SessionBridge:
         self.links: dict[int, UpstreamLink] = {}
         self.last_client = trio.current_time()
         self.client_gone = False
-        # Upstream items waiting in the inbox: while any do, upstream messages queue
-        # behind them instead of taking the hot path.
-        self.deferred = 0
         # A deadline that fired (maximum duration, idle, heartbeat, shutdown) or a client
         # gone while the inbox was full: it ends the session without waiting in the
         # inbox, and interrupts whatever the loop is waiting for (an inbox item, room in
@@ -191,7 +192,8 @@ class SessionBridge:
 
     async def _interruptible(self, wait: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         """Run ``wait()`` in the loop so that `request_end` can interrupt it: (finished,
-        its result). Elsewhere (the hot path) it simply runs."""
+        its result). Elsewhere (an upstream reader ending a session whose client is gone)
+        it simply runs."""
         if trio.lowlevel.current_task() is not self._loop_task:
             return True, await wait()
         with trio.CancelScope() as scope:
@@ -255,13 +257,15 @@ class SessionBridge:
             if not got:
                 continue
             now = trio.current_time()
+            from_upstream = isinstance(item, FromUpstream)
+            if from_upstream:
+                link = self.links.get(item.epoch)
+                if link is not None:
+                    link.backlog -= 1
             try:
                 actions = self._step(item, now)
             except (Exception, PanicException) as exc:
                 actions = self._fault(exc, now)
-            from_upstream = isinstance(item, (FromUpstream, Deferred))
-            if from_upstream:
-                self.deferred -= 1
             sent = await self._execute(actions)
             if from_upstream and any(isinstance(a, SendClient) for a in actions):
                 self.added_latency.observe(trio.current_time() - item.received_at)
@@ -279,8 +283,6 @@ class SessionBridge:
             return session.receive_binary(item.frame, now)
         if isinstance(item, FromUpstream):
             return session.receive_upstream(item.epoch, item.frame, now)
-        if isinstance(item, Deferred):
-            return item.actions
         if isinstance(item, UpstreamFailed):
             return session.upstream_failed(item.epoch, item.message, now, item.status)
         if isinstance(item, UpstreamClosed):
@@ -342,6 +344,12 @@ class SessionBridge:
                 if self.opened_upstreams > 1:
                     self.metrics.inc("slng_upstream_reconnects_total", provider=self.provider)
                 self._open_link(action)
+            elif isinstance(action, StartRelay):
+                self._start_relay(action)
+            elif isinstance(action, StopRelay):
+                link = self.links.get(action.epoch)
+                if link is not None and link.conn is not None:
+                    link.conn.stop_relay()
             elif isinstance(action, CloseUpstream):
                 self._close_link(action.epoch)
             elif isinstance(action, CloseClient):
@@ -410,6 +418,8 @@ class SessionBridge:
     def _close_link(self, epoch: int) -> None:
         link = self.links.pop(epoch, None)
         if link is not None:
+            if link.conn is not None:
+                link.conn.stop_relay()
             link.outbox.close()  # the writer sends what is queued, then closes the socket
 
     def _forget_link(self, epoch: int) -> None:
@@ -464,7 +474,8 @@ class SessionBridge:
                     await self.inbox.put(UpstreamFailed(
                         link.epoch, f"cannot reach the provider: {exc}"))
                     return
-                nursery.start_soon(self._read_upstream, link.epoch, conn)
+                link.conn = conn
+                nursery.start_soon(self._read_upstream, link, conn)
                 while True:
                     try:
                         frame = await outbox.get()
@@ -521,14 +532,10 @@ class SessionBridge:
                 await trio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _read_upstream(self, epoch: int, conn: Connection) -> None:
-        sink = partial(self._on_upstream, epoch)
-        hooked = False
-        if isinstance(self.session, TtsSession) and conn.direct and self.conn.direct:
-            conn.set_receive_hook(partial(self._relay, epoch, self.session, conn))
-            hooked = True
+    async def _read_upstream(self, link: UpstreamLink, conn: Connection) -> None:
+        epoch = link.epoch
         try:
-            await conn.pump(sink)
+            await conn.pump(partial(self._on_upstream, epoch))
         except ConnectionClosed as exc:
             if exc.broken:  # the close code is ours, not the provider's: it sent none
                 await self.inbox.put(UpstreamClosed(
@@ -536,64 +543,37 @@ class SessionBridge:
             else:
                 await self.inbox.put(UpstreamClosed(epoch, exc.code, exc.reason))
         finally:
-            if hooked:
-                # The hook holds this connection and the bridge: left in place it makes a
-                # cycle that only the collector frees, which serving processes run rarely
-                # (gateway/collector.py), so every session's objects would pile up.
-                conn.set_receive_hook(None)
-
-    async def _relay(self, epoch: int, session: TtsSession, upstream: Connection,
-                     data: bytes) -> list[WsEvent]:
-        """The hottest path: while an utterance streams and its audio needs only cutting
-        and wrapping, a read from the upstream goes to the client in one native call and
-        one write; whatever else the read holds is left to `_on_upstream`, in order."""
-        chunker = None if self.deferred or self.client_gone else session.relay_chunker(epoch)
-        if chunker is None:
-            return upstream.framing.receive_data(data)
-        now = trio.current_time()
-        try:
-            rest, relayed, delivered = await self.conn.relay_audio(
-                upstream, data, chunker, self.slow_client_timeout)
-        except ConnectionClosed:
-            if await self._client_lost():
-                self.nursery.cancel_scope.cancel()
-            return []
-        if relayed:
-            session.credit_relayed(relayed, now)
-        if not delivered:
-            if await self._client_too_slow():
-                self.nursery.cancel_scope.cancel()
-            return []
-        if relayed:
-            self.added_latency.observe(trio.current_time() - now)
-        return rest
+            # A relay holds the bridge, the link holds the connection: left in place they
+            # make cycles that only the collector frees, which serving processes run
+            # rarely (gateway/collector.py), so every session's objects would pile up.
+            conn.stop_relay()
+            link.conn = None
 
     async def _on_upstream(self, epoch: int, frame: str | bytes) -> None:
-        """The hot path: one upstream message, in the upstream reader's task."""
-        now = trio.current_time()
-        if self.deferred:
-            self.deferred += 1
-            await self.inbox.put(FromUpstream(epoch, frame, now))
+        """A provider's message that the data plane does not carry: to the loop, in order."""
+        link = self.links.get(epoch)
+        if link is not None:
+            link.backlog += 1
+        await self.inbox.put(FromUpstream(epoch, frame, trio.current_time()))
+
+    # -- the data plane ------------------------------------------------------------------
+    def _start_relay(self, action: StartRelay) -> None:
+        """Hand the stream to the upstream connection, unless messages of its link still
+        wait in the inbox (they come first: the session asks again after them)."""
+        link = self.links.get(action.epoch)
+        if link is None or link.conn is None or link.backlog or self.client_gone:
             return
-        session = self.session
-        try:
-            actions = session.receive_upstream(epoch, frame, now)
-        except (Exception, PanicException) as exc:
-            actions = self._fault(exc, now)
-        to_client = False
-        for action in actions:
-            if isinstance(action, SendClient):
-                to_client = True
-            elif not isinstance(action, SendUpstream):
-                self.deferred += 1
-                await self.inbox.put(Deferred(actions, now))
-                return
-        over = await self._execute(actions) if actions else False
-        if to_client:
-            self.added_latency.observe(trio.current_time() - now)
-        if session.observations:
-            self._record(session)
-        if over:  # the client went away or was too slow: the session has ended
+        link.conn.start_relay(Relay(action.relay, self.conn, self.slow_client_timeout,
+                                    partial(self._relayed, action.epoch),
+                                    self.added_latency.observe, self._relay_lost))
+
+    def _relayed(self, epoch: int, report: RelayReport) -> None:
+        self.session.relayed(epoch, report, trio.current_time())
+
+    async def _relay_lost(self, closed: ConnectionClosed | None) -> None:
+        over = await (self._client_too_slow() if closed is None or closed.reason == PEER_NOT_READING
+                      else self._client_lost())
+        if over:
             self.nursery.cancel_scope.cancel()
 
     # -- client and timers ------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slng_fast.errors import GatewayError
-from slng_fast.protocol.actions import Action
 
 Frame = str | bytes
 
@@ -22,19 +21,10 @@ class FromClient:
 
 @dataclass(frozen=True, slots=True)
 class FromUpstream:
-    """A provider's message that could not take the hot path (something was queued)."""
+    """A provider's message that the data plane does not carry."""
 
     epoch: int
     frame: Frame
-    received_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """What the hot path's session step answered and could not carry out itself (an
-    upstream to open or close, the end): the loop carries it out, in order."""
-
-    actions: list[Action]
     received_at: float
 
 
@@ -74,7 +64,7 @@ class EndRequested:
     error: GatewayError | None = None
 
 
-InboxItem = (FromClient | FromUpstream | Deferred | UpstreamFailed | UpstreamClosed
+InboxItem = (FromClient | FromUpstream | UpstreamFailed | UpstreamClosed
              | ClientTooLarge | KeepaliveDue | EndRequested)
 
 

@@ -48,8 +48,8 @@ from slng_fast.gateway.transport import (
     Handler,
     IncomingRequest,
     MessageTooLarge,
+    Relay,
     UpstreamRejected,
-    WsEvent,
     only_failures,
 )
 
@@ -115,7 +115,10 @@ class NativeWebSocketConnection(Connection):
         self._eager_reads = 0
         self._drained = False  # the last read emptied the socket's buffer
         self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
-        self._receive_hook: Callable[[bytes], Awaitable[list[WsEvent]]] | None = None
+        self._relay: Relay | None = None
+        # The reader is handing the events of one read on: a relay started now would
+        # write the next read's audio before the rest of them reached the session.
+        self._delivering = False
 
     # ---- the Connection interface ----
 
@@ -147,34 +150,48 @@ class NativeWebSocketConnection(Connection):
             raise ConnectionClosed(self._close_code, self._close_reason) from None
         return await self._write(data, timeout)
 
-    @property
-    def direct(self) -> bool:
-        """Whether this connection reads and writes its descriptor itself (plain TCP)."""
-        return self._sock is not None
+    # ---- the data plane (`transport.Relay`) ----
 
-    @property
-    def framing(self) -> _native.WsConnection:
-        """The native framing state, for a receive hook."""
-        return self._ws
+    def start_relay(self, relay: Relay) -> bool:
+        """Relay to a client of this transport (the frames go to its socket in one write
+        per read); False for any other client, and while messages already read are not
+        all handed to `pump`'s sink (they come first: the session asks again after)."""
+        if (not isinstance(relay.client, NativeWebSocketConnection) or self._delivering
+                or self._sink is None):
+            return False
+        self._relay = relay
+        return True
 
-    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[WsEvent]]] | None) -> None:
-        """Let ``hook(data)`` stand in for ``framing.receive_data(data)`` on every read:
-        it parses the bytes itself (with `framing`) and returns the events it leaves to
-        this connection's ordinary handling, in order."""
-        self._receive_hook = hook
+    def stop_relay(self) -> None:
+        self._relay = None
 
-    async def relay_audio(self, upstream: Connection, data: bytes,
-                          chunker: _native.AudioChunker, timeout: float) -> tuple[list[WsEvent], int, bool]:
-        """Send the binary PCM at the head of ``data`` (read from ``upstream``) to this
-        connection as ``audio_chunk`` frames cut by ``chunker``, in one native call and
-        one write. Returns (the events left for the ordinary path, PCM bytes relayed,
-        whether the frames were written within ``timeout``)."""
-        if self._close_code is not None or self._ws.close_sent:
-            raise ConnectionClosed(self._close_code, self._close_reason)
-        assert isinstance(upstream, NativeWebSocketConnection)  # direct connections are
-        out, relayed, rest = _native.ws_relay_audio(upstream._ws, data, chunker, self._ws)
-        delivered = await self._write(out, timeout) if out else True
-        return rest, relayed, delivered
+    async def _relay_read(self, relay: Relay, data: bytes) -> list[_native._WsEvent]:
+        """One read through the relay: the events it leaves for the ordinary path."""
+        client = relay.client
+        assert isinstance(client, NativeWebSocketConnection)  # start_relay checked it
+        if client._close_code is not None or client._ws.close_sent:
+            self._relay = None  # the client is going: the session sees the rest
+            return self._ws.receive_data(data)
+        start = trio.current_time()
+        wire, report, handed_back = relay.state.feed(self._ws, data, client._ws)
+        if handed_back:
+            self._relay = None
+        if report.messages:
+            relay.report(report)
+        if wire:
+            try:
+                delivered = await client._write(wire, relay.timeout)
+            except ConnectionClosed as exc:
+                self._relay = None
+                await relay.lost(exc)
+                return []
+            if not delivered:
+                self._relay = None
+                await relay.lost(None)
+                return []
+            relay.written(trio.current_time() - start)
+        # What it did not own stays queued in the framing, in order.
+        return self._ws.receive_data(b"") if handed_back else []
 
     async def pump(self, sink: Callable[[str | bytes], Awaitable[None]]) -> None:
         """Hand every message to ``sink`` from the reader task itself (no queue, no task
@@ -401,8 +418,10 @@ class NativeWebSocketConnection(Connection):
                 data = initial
                 while True:
                     if data:
-                        hook = self._receive_hook
-                        events = ws.receive_data(data) if hook is None else await hook(data)
+                        relay = self._relay
+                        events = (ws.receive_data(data) if relay is None
+                                  else await self._relay_read(relay, data))
+                        self._delivering = True
                         for event in events:
                             # Messages first, by class identity: a match on class patterns
                             # costs a few hundred ns per event more (bench in decisions.md).
@@ -444,6 +463,7 @@ class NativeWebSocketConnection(Connection):
                                     return
                                 case _:
                                     assert_never(event)
+                        self._delivering = False
                     data = await self._receive_some()
                     if not data:
                         self._peer_closing()

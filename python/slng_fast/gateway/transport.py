@@ -9,7 +9,6 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeAlias
 
 import trio
 import trio_websocket
@@ -17,10 +16,6 @@ from wsproto.frame_protocol import Frame, MessageDecoder, Opcode, ParseFailed
 
 from slng_fast import _native
 from slng_fast.gateway.http import HttpExchange
-
-# What the native framing hands over for each thing a peer sent (rust/src/py/ws_events.rs).
-WsEvent: TypeAlias = (_native.TextMessage | _native.BinaryMessage | _native.InvalidTextMessage
-                      | _native.Ping | _native.Pong | _native.Close | _native.ProtocolViolation)
 
 # The reason of a ConnectionClosed when we dropped a peer that took nothing we wrote
 # (a pong, a ping, a close) within the send timeout: a slow client, not a closed one.
@@ -61,8 +56,8 @@ class UpstreamRejected(OSError):
 
 class Connection:
     """One accepted or opened WebSocket, as the bridge uses it: every method it calls is
-    here. Transports subclass it; the bodies of the last five are the defaults of a
-    transport that is not direct."""
+    here. Transports subclass it; the bodies of the last three are the defaults of a
+    transport without a data plane."""
 
     # Called once, synchronously, as soon as the peer is closing or gone (before our
     # answer to its close frame is written); a transport that cannot tell leaves it be.
@@ -92,26 +87,36 @@ class Connection:
         while True:
             await sink(await self.receive())
 
-    @property
-    def direct(self) -> bool:
-        """True for a connection that reads and writes its own descriptor: only such a
-        pair (client and upstream) carries the audio relay below."""
+    # -- the data plane (docs/decisions.md, "The data plane boundary") --
+    def start_relay(self, relay: Relay) -> bool:
+        """Carry this upstream's steady-state audio to ``relay.client`` without the
+        session: each read is fed to ``relay.state`` (which frames what it owns for the
+        client), ``relay.report`` is told what went through before the frames are
+        written, and the first message the state does not own, with everything after
+        it, is handed on as usual (to `pump`'s sink), the relay then stopped. False
+        when this transport (or this pair of connections) has no data plane: the
+        session's own path carries the stream."""
         return False
 
-    @property
-    def framing(self) -> _native.WsConnection:
-        """The native framing state of a direct connection, for a receive hook."""
-        raise NotImplementedError(f"{type(self).__name__} is not direct")
+    def stop_relay(self) -> None:
+        """Stop the relay at once (before the next read); nothing if none is running."""
 
-    def set_receive_hook(self, hook: Callable[[bytes], Awaitable[list[WsEvent]]] | None) -> None:
-        """Let ``hook(data)`` parse every read of this (direct) connection itself."""
-        raise NotImplementedError(f"{type(self).__name__} is not direct")
 
-    async def relay_audio(self, upstream: Connection, data: bytes, chunker: _native.AudioChunker,
-                          timeout: float) -> tuple[list[WsEvent], int, bool]:
-        """Send the PCM at the head of ``data``, read from the (direct) ``upstream``, to
-        this (direct) connection as ``audio_chunk`` frames; see the native transport."""
-        raise NotImplementedError(f"{type(self).__name__} is not direct")
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """The one interface between the planes: a stream the session lent to the data plane
+    (its `StartRelay`), as the bridge hands it to the upstream connection."""
+
+    state: _native.AudioRelay  # the session's output state, lent for the relay's life
+    client: Connection
+    timeout: float  # seconds the client may take to accept frames (slow_client)
+    # What one read carried (`TtsSession.relayed`), before its frames are written.
+    report: Callable[[_native.RelayReport], None]
+    # Seconds from a read to its frames written (the added-latency metric).
+    written: Callable[[float], None]
+    # The client is gone (its ConnectionClosed) or too slow (None): the relay has
+    # stopped, and the bridge ends the session.
+    lost: Callable[[ConnectionClosed | None], Awaitable[None]]
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slng_fast._native import AudioRelay
 from slng_fast.vocabulary import Frame, UpstreamRequest
 
 
@@ -33,9 +34,29 @@ class CloseUpstream:
 
 
 @dataclass(frozen=True, slots=True)
+class StartRelay:
+    """Lend the stream of upstream ``epoch`` to the data plane: its steady-state audio
+    messages go through ``relay`` (the session's own output state) straight to the
+    client, until the first message the relay does not own, which comes back to the
+    session as usual, or until `StopRelay`. What went through is reported to the
+    session (`TtsSession.relayed`). An I/O layer without a data plane ignores it."""
+
+    epoch: int
+    relay: AudioRelay
+
+
+@dataclass(frozen=True, slots=True)
+class StopRelay:
+    """Take the stream of upstream ``epoch`` back from the data plane, at once."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class CloseClient:
     code: int
     reason: str
 
 
-Action = SendClient | OpenUpstream | SendUpstream | CloseUpstream | CloseClient
+Action = (SendClient | OpenUpstream | SendUpstream | CloseUpstream | StartRelay | StopRelay
+          | CloseClient)

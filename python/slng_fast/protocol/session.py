@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slng_fast import _native, errors
+from slng_fast._native import RelayReport
 from slng_fast.config import TierLimits
 from slng_fast.errors import GatewayError
 from slng_fast.protocol import events
@@ -231,6 +232,11 @@ class SessionCore:
 
     def on_deadline(self, now: float) -> list[Action]:
         return []
+
+    def relayed(self, epoch: int, report: RelayReport, now: float) -> None:
+        """What the data plane carried of a stream this session lent it (`StartRelay`);
+        a session that lends none has nothing to count."""
+        return None
 
     # -- upstream lifecycle (called by the I/O layer) -------------------------------------
     def upstream_failed(self, epoch: int, message: str, now: float,

@@ -13,11 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from slng_fast import errors
+from slng_fast._native import RelayReport
 from slng_fast.config import TierLimits
 from slng_fast.errors import GatewayError
 from slng_fast.protocol import commands as cmd
 from slng_fast.protocol import events, tts_failover
-from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, SendClient, SendUpstream
+from slng_fast.protocol.actions import (
+    Action,
+    CloseUpstream,
+    OpenUpstream,
+    SendClient,
+    SendUpstream,
+    StartRelay,
+    StopRelay,
+)
 from slng_fast.protocol.audio import AudioOut
 from slng_fast.protocol.failover_session import ChainMixin
 from slng_fast.protocol.fallback import (
@@ -98,6 +107,8 @@ class TtsSession(ChainMixin, SessionCore):
         self._init_chain()
         self.paced = (0, 0.0)  # finished utterances: (characters, audio ms), for a seam
         self.unflushed: list[str] = []  # text since the last flush (sent again on a switch)
+        # The current upstream's stream is lent to the data plane (StartRelay).
+        self.relaying = False
 
     # -- commands ---------------------------------------------------------------------
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
@@ -120,7 +131,7 @@ class TtsSession(ChainMixin, SessionCore):
             return actions + self._stop() + self._ended_if_drained(now)
         if isinstance(command, cmd.Clear):
             self.unflushed.clear()
-            return actions + [SendUpstream(f) for f in self.dialect.clear()]
+            return actions + self._stop_relay() + [SendUpstream(f) for f in self.dialect.clear()]
         if isinstance(command, cmd.Configure):
             return actions + self._configure(command.settings)
         raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
@@ -196,7 +207,7 @@ class TtsSession(ChainMixin, SessionCore):
         self.unflushed.clear()
         had_text = self.dialect.has_buffered_text
         cleared = self.dialect.clear()
-        actions: list[Action] = []
+        actions: list[Action] = self._stop_relay()
         if self.upstream_open and self.dialect.stop_by_reconnect:
             actions += self._close_upstream()
         elif self.upstream_open:
@@ -237,10 +248,11 @@ class TtsSession(ChainMixin, SessionCore):
         return actions + [SendUpstream(f) for f in self.dialect.open_frames(self.settings)]
 
     def _close_upstream(self) -> list[Action]:
+        actions = self._stop_relay()
         self.upstream_open = False
         epoch = self.upstream_epoch
         self.upstream_epoch += 1  # frames still arriving from it are late
-        return [CloseUpstream(epoch)]
+        return actions + [CloseUpstream(epoch)]
 
     def keepalive(self, now: float) -> list[Action]:
         """Called by the I/O layer every ``dialect.keepalive_interval`` seconds."""
@@ -261,10 +273,13 @@ class TtsSession(ChainMixin, SessionCore):
         if self.mode == NATIVE:
             self.usage.audio_ms += self.dialect.native_audio_ms(frame)
             return [SendClient(frame)]
+        # A message reaches the session only when the data plane does not hold the stream
+        # (it never took it, or handed it back at this message, which it does not own).
+        self.relaying = False
         actions: list[Action] = []
         for event in self.dialect.receive(frame):
             actions += self._on_event(event, now)
-        return actions + self._ended_if_drained(now)
+        return actions + self._ended_if_drained(now) + self._start_relay()
 
     def in_flight(self) -> bool:
         return self.mode == NATIVE or bool(self.pending)
@@ -276,26 +291,52 @@ class TtsSession(ChainMixin, SessionCore):
             return switched
         return super().upstream_failed(epoch, message, now, status)
 
-    def relay_chunker(self, epoch: int) -> Any:
-        """The chunker for relaying this upstream's binary frames straight to the client
-        (PCM16 cut into ``audio_chunk`` frames, nothing else), or None when the session
-        must see them: another upstream, native mode, no utterance under way or its first
-        audio not yet sent (that one is timed), resampling or encoding needed, or a
-        dialect whose binary frames are not plain PCM16."""
-        if (self.ended or epoch != self.upstream_epoch or not self.upstream_open
-                or self.mode == NATIVE or self.audio is None or not self.pending
-                or self.pending[0].audio_ms == 0
-                or not self.dialect.binary_is_pcm16 or self.has_chain):
-            return None
-        return self.audio.relay_chunker(self.dialect.sample_rate)
+    # -- the data plane (docs/decisions.md, "The data plane boundary") -------------------
+    def _start_relay(self) -> list[Action]:
+        """Lend the stream to the data plane once an utterance's first audio is out (that
+        one is timed here) and the dialect frames its audio so the relay can own it."""
+        if (self.relaying or self.ended or not self.upstream_open or self.mode == NATIVE
+                or self.audio is None or not self.pending or self.pending[0].audio_ms == 0
+                or self.word_timestamps  # the data plane reads no timings
+                or self.has_chain):  # a seam needs the last frame (docs/decisions.md)
+            return []
+        framing = self.dialect.relay_framing
+        if framing is None:
+            return []
+        self.relaying = True
+        return [StartRelay(self.upstream_epoch,
+                           self.audio.relay(framing, self.dialect.sample_rate))]
 
-    def credit_relayed(self, nbytes: int, now: float) -> None:
-        """Count audio that `relay_chunker`'s chunker sent for the current utterance."""
-        assert self.audio is not None
-        self.last_upstream = now
-        ms = self.audio.credit(nbytes)
-        self.pending[0].audio_ms += ms
-        self.usage.audio_ms += ms
+    def _stop_relay(self) -> list[Action]:
+        """Take the stream back before anything that changes the output state."""
+        if not self.relaying:
+            return []
+        self.relaying = False
+        return [StopRelay(self.upstream_epoch)]
+
+    def relayed(self, epoch: int, report: RelayReport, now: float) -> None:
+        """Input: what the data plane carried of upstream ``epoch`` since its last report
+        (already framed for the client): counted as the session counts its own audio."""
+        if self.ended or epoch != self.upstream_epoch or self.audio is None:
+            return
+        if report.messages:
+            self.last_upstream = now
+        if report.out_bytes:
+            ms = self.audio.credit(report.out_bytes)
+            if self.pending:
+                self.pending[0].audio_ms += ms
+            self.usage.audio_ms += ms
+
+    def end(self, reason: str, now: float, *, close_code: int = errors.CLOSE_NORMAL,
+            close_reason: str = "") -> list[Action]:
+        stop = self._stop_relay()
+        return stop + super().end(reason, now, close_code=close_code, close_reason=close_reason)
+
+    def upstream_closed(self, epoch: int, now: float, code: int | None = None,
+                        reason: str | None = None) -> list[Action]:
+        if epoch == self.upstream_epoch:
+            self.relaying = False  # the relay ended with its connection
+        return super().upstream_closed(epoch, now, code, reason)
 
     def _on_event(self, event: Any, now: float) -> list[Action]:
         if isinstance(event, Audio):

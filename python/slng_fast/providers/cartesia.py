@@ -52,6 +52,7 @@ from slng_fast.vocabulary import (
     Endpoint,
     Frame,
     Ignored,
+    RelayFraming,
     Settings,
     TtsDialect,
     UpstreamError,
@@ -340,6 +341,17 @@ class CartesiaDialect(TtsDialect):
         return base64_size(data) * per_byte
 
     # -- frames -> events -------------------------------------------------------------
+    @property
+    def relay_framing(self) -> RelayFraming | None:
+        """The oldest context's audio chunks, once it is flushed and nothing of it is held
+        back: the data plane may carry them (`relay.rs`, `Framing::Cartesia`); anything
+        else (timestamps, done, errors, other contexts) comes to this dialect."""
+        head = self._queue[0] if self._queue else None
+        if (head is None or not head.flushed or head.done or head.held
+                or head.id in self._cancelled or head.rate != self.sample_rate):
+            return None
+        return RelayFraming("cartesia", head.id)
+
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         self._in_hand = None
         if isinstance(frame, bytes):

@@ -64,6 +64,7 @@ from slng_fast.vocabulary import (
     Endpoint,
     Frame,
     Ignored,
+    RelayFraming,
     Settings,
     TtsDialect,
     UpstreamError,
@@ -221,6 +222,12 @@ class DeepgramDialect(HeldText, TtsDialect):
         return []
 
     # -- frames -> events -------------------------------------------------------------
+    @property
+    def relay_framing(self) -> RelayFraming | None:
+        """Binary frames are linear16 at `sample_rate`, except while a Clear is answered
+        (they are then the cleared flush's audio, which the session drops)."""
+        return None if self._clearing else RelayFraming("binary")
+
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):
             if not frame or self._clearing:

@@ -46,6 +46,7 @@ from slng_fast.vocabulary import (
     Endpoint,
     Frame,
     Ignored,
+    RelayFraming,
     Reply,
     Settings,
     TtsDialect,
@@ -312,6 +313,17 @@ class ElevenLabsDialect(HeldText, TtsDialect):
         return base64_size(audio) * self._native_ms_per_byte if isinstance(audio, str) else 0.0
 
     # -- frames -> events -------------------------------------------------------------
+    @property
+    def relay_framing(self) -> RelayFraming | None:
+        """The oldest utterance's audio messages, once it was sent and while no half sample
+        is carried: the data plane may then carry them (`relay.rs`, `Framing::ElevenLabs`)
+        up to its ``isFinal``. Their alignment is not read there, nor the offset the word
+        timings need kept: a session with word timestamps keeps every message."""
+        head = self._order[0] if self._order else None
+        if head is None or head.frames or head.carry or self._native:
+            return None
+        return RelayFraming("elevenlabs", head.id)
+
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):
             return [Ignored("binary frame from ElevenLabs")]

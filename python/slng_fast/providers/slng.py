@@ -24,6 +24,7 @@ from slng_fast.vocabulary import (
     Endpoint,
     Frame,
     Ignored,
+    RelayFraming,
     Settings,
     TtsDialect,
     UpstreamError,
@@ -50,9 +51,6 @@ class SlngDialect(HeldText, TtsDialect):
     capabilities = CAPABILITIES
     stop_by_reconnect = True
     keepalive_interval: float | None = None
-    # Every binary frame is PCM16 at `sample_rate` and nothing else: the gateway may
-    # relay it straight to the client (`TtsSession.relay_chunker`).
-    binary_is_pcm16 = True
 
     def __init__(self, endpoint: Endpoint, url: str, api_key: str | None = None) -> None:
         self.endpoint = endpoint
@@ -115,6 +113,12 @@ class SlngDialect(HeldText, TtsDialect):
         return []
 
     # -- frames -> events -------------------------------------------------------------
+    @property
+    def relay_framing(self) -> RelayFraming | None:
+        """Every binary frame is PCM16 at `sample_rate` and nothing else: the data plane
+        may carry it straight to the client."""
+        return RelayFraming("binary")
+
     def receive(self, frame: Frame) -> list[UpstreamEvent]:
         if isinstance(frame, bytes):
             if not frame:

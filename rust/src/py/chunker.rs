@@ -12,7 +12,7 @@ use crate::chunker::{AudioChunkFrame, Chunk, Chunker};
 /// A str holding a lone surrogate has no UTF-8 form and cannot be written as
 /// JSON text; that is an InvalidArgumentError naming the argument (with the
 /// UnicodeEncodeError as its cause) rather than a bare codec error.
-fn context_id_str<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
+pub(super) fn context_id_str<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     let text = obj.cast::<PyString>()?;
     text.to_str().map_err(|cause| {
         let err = InvalidArgumentError::new_err(
@@ -43,7 +43,7 @@ fn audio_chunk_frame<'py>(
 /// ``max_chunk_bytes``; optionally wraps them as ``audio_chunk`` JSON frames.
 #[pyclass(module = "slng_fast._native", name = "AudioChunker")]
 pub struct AudioChunker {
-    pub(crate) inner: Chunker,
+    inner: Chunker,
 }
 
 fn chunk_bytes<'py>(py: Python<'py>, chunk: &Chunk<'_>) -> PyResult<Bound<'py, PyBytes>> {

@@ -13,6 +13,7 @@ mod codec;
 mod frames;
 mod msgpack;
 mod ratelimit;
+mod relay;
 mod resample;
 mod ws;
 mod ws_events;
@@ -121,6 +122,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     frames::register(m)?;
     msgpack::register(m)?;
     ratelimit::register(m)?;
+    relay::register(m)?;
     resample::register(m)?;
     ws::register(m)?;
     ws_events::register(m)?;

@@ -2,20 +2,17 @@
 //! returns every complete event, as the classes of `super::ws_events`) and the
 //! handshake helpers.
 
-use std::convert::Infallible;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use super::ws_events;
 
-use crate::buf::extend_with;
-use crate::ws::{self, Event};
+use crate::ws;
 use crate::Error;
 
 /// One WebSocket connection's framing; see `crate::ws::WsConnection` and `_native.pyi`.
 #[pyclass(module = "slng_fast._native", name = "WsConnection")]
-struct WsConnection(ws::WsConnection);
+pub(super) struct WsConnection(pub(super) ws::WsConnection);
 
 #[pymethods]
 impl WsConnection {
@@ -233,49 +230,7 @@ fn ws_encode_frame<'py>(
     ))
 }
 
-/// The audio relay of an established TTS stream, in one call per socket read: parse
-/// ``data`` from the upstream; while its messages are binary PCM, cut each with
-/// ``chunker`` into ``audio_chunk`` frames and frame those as text for ``client``.
-/// Returns ``(wire bytes for the client, PCM bytes relayed, events)``: at the first
-/// message that is not binary audio the relay stops, and that event and every one after
-/// it are returned as ``receive_data`` would, for the caller's ordinary path.
-#[pyfunction]
-fn ws_relay_audio<'py>(
-    py: Python<'py>,
-    mut upstream: PyRefMut<'py, WsConnection>,
-    data: &[u8],
-    mut chunker: PyRefMut<'py, super::chunker::AudioChunker>,
-    mut client: PyRefMut<'py, WsConnection>,
-) -> PyResult<(Bound<'py, PyBytes>, usize, Bound<'py, PyList>)> {
-    upstream.0.receive_data(data);
-    let mut out: Vec<u8> = Vec::new();
-    let mut relayed = 0usize;
-    let rest = PyList::empty(py);
-    let mut json: Vec<u8> = Vec::new();
-    while let Some(event) = upstream.0.next_event() {
-        match event {
-            Event::Binary(pcm) if rest.is_empty() => {
-                relayed += pcm.len();
-                let inner = &mut chunker.inner;
-                let chunks = inner.push(&pcm);
-                for chunk in chunks {
-                    let frame = inner.frame(&chunk);
-                    json.clear();
-                    extend_with(&mut json, frame.len(), |dst| {
-                        Ok::<_, Infallible>(frame.write_into(dst))
-                    })
-                    .unwrap_or_else(|never| match never {});
-                    out.extend(client.0.send_text_trusted(&json)?);
-                }
-            }
-            other => rest.append(ws_events::to_python(py, other)?)?,
-        }
-    }
-    Ok((PyBytes::new(py, &out), relayed, rest))
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(ws_relay_audio, m)?)?;
     m.add_class::<WsConnection>()?;
     m.add_class::<WsRequest>()?;
     m.add_function(wrap_pyfunction!(ws_parse_request, m)?)?;

@@ -248,6 +248,12 @@ impl WsConnection {
         None
     }
 
+    /// Put `event` back in front of the events still to come: a reader that took
+    /// it (`crate::relay`) leaves it, in order, for the next `next_event`.
+    pub fn put_back(&mut self, event: Event) {
+        self.pending.push_front(event);
+    }
+
     /// Every event that the data received so far completes.
     pub fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.next_event()).collect()
@@ -400,7 +406,6 @@ impl WsConnection {
     }
 
     /// A text frame from bytes the caller knows to be UTF-8 (our own JSON), unchecked.
-    #[cfg_attr(not(feature = "python"), allow(dead_code))] // used by the binding only
     pub(crate) fn send_text_trusted(&mut self, utf8: &[u8]) -> Result<Vec<u8>> {
         self.frame(0x1, utf8)
     }

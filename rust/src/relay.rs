@@ -1,0 +1,690 @@
+//! The data plane of a TTS stream: provider audio in, `audio_chunk` frames out.
+//!
+//! A [`Relay`] is one stream's output state, built from a [`RelaySpec`]: the
+//! provider's audio format, the client's codec and rate, the chunk size, the
+//! `context_id` and the next sequence number. It has two inputs that run the same
+//! conversion on the same state, so whichever plane carries a message the client
+//! gets the same bytes:
+//!
+//! - [`Relay::push_audio`]: one piece of provider audio that the control plane (the
+//!   session, in Python) decoded itself;
+//! - [`Relay::feed`]: bytes read from the upstream's socket. It parses them with the
+//!   upstream's framing, converts every message it owns (steady-state audio in the
+//!   spec's input framing) and frames the chunks for the client's socket, and
+//!   stops at the first message it does not own: that message, and everything
+//!   after it, stays queued in the upstream's framing, in order, for the control
+//!   plane. A [`Report`] says what went through, so the session keeps its counts.
+//!
+//! Resampling (`crate::resample`), G.711 (`crate::codec`) and chunking
+//! (`crate::chunker`) are the core's own; this module only composes them.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+
+use base64_simd::STANDARD;
+use serde_json::Value;
+
+use crate::buf::extend_with;
+use crate::chunker::Chunker;
+use crate::codec::{pcm16_to_alaw, pcm16_to_mulaw};
+use crate::resample::{Resampler, SampleFormat};
+use crate::ws::{Event, WsConnection};
+use crate::{Error, Result};
+
+/// How the upstream's audio messages are framed (the messages the relay owns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// Every binary message is raw audio in the spec's input format, and nothing
+    /// else (the SLNG model servers, Deepgram).
+    Binary,
+    /// ElevenLabs' multi-context JSON: a text message is owned when it is nothing
+    /// but base64 audio (a whole number of PCM16 samples) of `context_id`, not its
+    /// last (`isFinal`) and no error; its alignment, if any, is not looked at (the
+    /// session lends such a stream only when it sends no word timestamps).
+    ElevenLabs { context_id: String },
+    /// Cartesia's JSON: a text message is owned when it is a `chunk` of `context_id`
+    /// whose `data` is valid base64 audio (PCM16, any length).
+    Cartesia { context_id: String },
+}
+
+impl Framing {
+    pub const NAMES: &'static [&'static str] = &["binary", "elevenlabs", "cartesia"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Binary => "binary",
+            Self::ElevenLabs { .. } => "elevenlabs",
+            Self::Cartesia { .. } => "cartesia",
+        }
+    }
+
+    /// `context_id` is the utterance's on the provider, for the framings that have one.
+    pub fn parse(name: &str, context_id: Option<&str>) -> Result<Self> {
+        match (name, context_id) {
+            ("binary", None) => Ok(Self::Binary),
+            ("elevenlabs", Some(id)) => Ok(Self::ElevenLabs {
+                context_id: id.to_owned(),
+            }),
+            ("cartesia", Some(id)) => Ok(Self::Cartesia {
+                context_id: id.to_owned(),
+            }),
+            ("binary" | "elevenlabs" | "cartesia", _) => Err(Error::InvalidArgument(format!(
+                "relay framing {name:?} {} a context_id",
+                if name == "binary" {
+                    "takes no"
+                } else {
+                    "needs"
+                }
+            ))),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown relay framing {name:?}; expected one of {:?}",
+                Self::NAMES
+            ))),
+        }
+    }
+
+    /// The audio of `event` if this framing owns it; None leaves it to the session.
+    fn owned_audio<'e>(&self, event: &'e Event) -> Option<Cow<'e, [u8]>> {
+        match (self, event) {
+            (Self::Binary, Event::Binary(audio)) => Some(Cow::Borrowed(audio)),
+            (Self::ElevenLabs { context_id }, Event::Text(text)) => {
+                elevenlabs_audio(text, context_id).map(Cow::Owned)
+            }
+            (Self::Cartesia { context_id }, Event::Text(text)) => {
+                cartesia_audio(text, context_id).map(Cow::Owned)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The PCM16 of a Cartesia `chunk` of `context_id`; None for anything else.
+fn cartesia_audio(text: &str, context_id: &str) -> Option<Vec<u8>> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let message = value.as_object()?;
+    if message.get("type")?.as_str()? != "chunk"
+        || message.get("context_id")?.as_str()? != context_id
+    {
+        return None;
+    }
+    let pcm = STANDARD
+        .decode_to_vec(message.get("data")?.as_str()?)
+        .ok()?;
+    (!pcm.is_empty()).then_some(pcm)
+}
+
+/// The PCM16 of an ElevenLabs message that is only audio of `context_id`; None for
+/// anything the session must see (it decides what a doubtful message means).
+fn elevenlabs_audio(text: &str, context_id: &str) -> Option<Vec<u8>> {
+    let value: Value = serde_json::from_str(text).ok()?;
+    let message = value.as_object()?;
+    let is_false = |key: &str| {
+        matches!(
+            message.get(key),
+            None | Some(Value::Null | Value::Bool(false))
+        )
+    };
+    if !is_false("isFinal") || !is_false("is_final") || !is_false("error") {
+        return None;
+    }
+    let context = match message.get("contextId") {
+        Some(id) => id,
+        None => message.get("context_id")?,
+    };
+    if context.as_str() != Some(context_id) {
+        return None;
+    }
+    let audio = message.get("audio")?.as_str()?;
+    let pcm = STANDARD.decode_to_vec(audio).ok()?;
+    // Half a sample is carried by the dialect from one message to the next.
+    (!pcm.is_empty() && pcm.len() % 2 == 0).then_some(pcm)
+}
+
+/// The client's codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Pcm16,
+    Mulaw,
+    Alaw,
+}
+
+impl Codec {
+    pub const NAMES: &'static [&'static str] = &["pcm16", "mulaw", "alaw"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "pcm16" => Ok(Self::Pcm16),
+            "mulaw" => Ok(Self::Mulaw),
+            "alaw" => Ok(Self::Alaw),
+            _ => Err(Error::UnsupportedFormat {
+                name: name.to_owned(),
+                expected: Self::NAMES,
+            }),
+        }
+    }
+
+    /// Bytes per sample on the client's side.
+    pub fn width(self) -> usize {
+        match self {
+            Self::Pcm16 => 2,
+            Self::Mulaw | Self::Alaw => 1,
+        }
+    }
+}
+
+/// What a stream's relay is built from.
+#[derive(Debug, Clone)]
+pub struct RelaySpec {
+    pub framing: Framing,
+    pub in_rate: u32,
+    pub in_format: SampleFormat,
+    pub codec: Codec,
+    pub out_rate: u32,
+    pub max_chunk_bytes: usize,
+    pub context_id: String,
+    pub next_sequence: u64,
+}
+
+/// What one call carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Upstream messages taken (owned).
+    pub messages: usize,
+    /// Bytes of provider audio taken.
+    pub in_bytes: usize,
+    /// Bytes of client audio (after resampling and encoding) handed to the chunker.
+    pub out_bytes: usize,
+    /// `audio_chunk` frames produced.
+    pub chunks: usize,
+    /// The sequence number the next frame will carry.
+    pub next_sequence: u64,
+}
+
+/// The outcome of [`Relay::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    pub report: Report,
+    /// The relay met a message it does not own: it is the next event of the
+    /// upstream's framing, and the stream is back with the control plane.
+    pub handed_back: bool,
+}
+
+/// One stream's conversion and framing state; see the module documentation.
+pub struct Relay {
+    framing: Framing,
+    in_rate: u32,
+    in_format: SampleFormat,
+    codec: Codec,
+    /// None when the provider's audio is already the client's (PCM16 at its rate).
+    resampler: Option<Resampler>,
+    chunker: Chunker,
+    pcm: Vec<u8>,
+    json: Vec<u8>,
+}
+
+impl Relay {
+    /// Errors: an unsupported rate or format, a chunk size that holds no sample.
+    pub fn new(spec: RelaySpec) -> Result<Self> {
+        let direct = spec.codec == Codec::Pcm16
+            && spec.in_format == SampleFormat::Pcm16
+            && spec.in_rate == spec.out_rate;
+        let resampler = if direct {
+            None
+        } else {
+            Some(Resampler::new(
+                spec.in_rate,
+                spec.out_rate,
+                spec.in_format,
+                SampleFormat::Pcm16,
+            )?)
+        };
+        let mut chunker = Chunker::new(
+            spec.max_chunk_bytes,
+            spec.codec.width(),
+            spec.out_rate,
+            spec.context_id,
+        )?;
+        chunker.set_next_sequence(spec.next_sequence);
+        Ok(Self {
+            framing: spec.framing,
+            in_rate: spec.in_rate,
+            in_format: spec.in_format,
+            codec: spec.codec,
+            resampler,
+            chunker,
+            pcm: Vec::new(),
+            json: Vec::new(),
+        })
+    }
+
+    pub fn framing(&self) -> &Framing {
+        &self.framing
+    }
+
+    /// Change which messages `feed` owns; the conversion state stays as it is.
+    pub fn set_framing(&mut self, framing: Framing) {
+        self.framing = framing;
+    }
+
+    pub fn in_rate(&self) -> u32 {
+        self.in_rate
+    }
+
+    pub fn in_format(&self) -> SampleFormat {
+        self.in_format
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    pub fn next_sequence(&self) -> u64 {
+        self.chunker.next_sequence()
+    }
+
+    /// One piece of provider audio: its `audio_chunk` frames (UTF-8 JSON) go to
+    /// `emit`, in order. Returns the bytes of client audio it made.
+    pub fn push_audio<F>(&mut self, audio: &[u8], mut emit: F) -> Result<usize>
+    where
+        F: FnMut(&[u8]) -> Result<()>,
+    {
+        match self.resampler.as_mut() {
+            None => self.frames(audio, &mut emit),
+            Some(resampler) => {
+                let mut pcm = std::mem::take(&mut self.pcm);
+                pcm.clear();
+                resampler.process(audio, &mut pcm);
+                let made = self.encoded_frames(&pcm, &mut emit);
+                self.pcm = pcm;
+                made
+            }
+        }
+    }
+
+    /// The end of an utterance: the audio the resampler holds back, as frames; a
+    /// trailing partial sample is dropped. Returns the bytes of client audio made.
+    pub fn end_utterance<F>(&mut self, mut emit: F) -> Result<usize>
+    where
+        F: FnMut(&[u8]) -> Result<()>,
+    {
+        let mut made = 0;
+        if let Some(resampler) = self.resampler.as_mut() {
+            let mut pcm = std::mem::take(&mut self.pcm);
+            pcm.clear();
+            resampler.flush(&mut pcm);
+            let result = self.encoded_frames(&pcm, &mut emit);
+            self.pcm = pcm;
+            made = result?;
+        }
+        self.chunker.flush();
+        Ok(made)
+    }
+
+    /// Forget the audio in flight (the utterance was stopped).
+    pub fn drop_audio(&mut self) {
+        if let Some(resampler) = self.resampler.as_mut() {
+            resampler.reset();
+        }
+        self.chunker.flush();
+    }
+
+    /// Parse `data` read from the upstream and relay the messages this relay owns
+    /// as text frames for `client`, appended to `wire`; see the module docs.
+    ///
+    /// Errors: [`Error::CloseSent`] if `client` has sent its close frame (the
+    /// messages already framed are in `wire` and counted in nothing: the stream
+    /// is over).
+    pub fn feed(
+        &mut self,
+        upstream: &mut WsConnection,
+        data: &[u8],
+        client: &mut WsConnection,
+        wire: &mut Vec<u8>,
+    ) -> Result<Fed> {
+        upstream.receive_data(data);
+        let mut report = Report::default();
+        let mut handed_back = false;
+        while let Some(event) = upstream.next_event() {
+            let Some(audio) = self.framing.owned_audio(&event) else {
+                upstream.put_back(event);
+                handed_back = true;
+                break;
+            };
+            report.messages += 1;
+            report.in_bytes += audio.len();
+            let mut chunks = 0;
+            report.out_bytes += self.push_audio(&audio, |frame| {
+                chunks += 1;
+                wire.extend_from_slice(&client.send_text_trusted(frame)?);
+                Ok(())
+            })?;
+            report.chunks += chunks;
+        }
+        report.next_sequence = self.chunker.next_sequence();
+        Ok(Fed {
+            report,
+            handed_back,
+        })
+    }
+
+    /// Encode resampled PCM16 for the client, then frame it.
+    fn encoded_frames<F>(&mut self, pcm: &[u8], emit: &mut F) -> Result<usize>
+    where
+        F: FnMut(&[u8]) -> Result<()>,
+    {
+        match self.codec {
+            Codec::Pcm16 => self.frames(pcm, emit),
+            Codec::Mulaw => self.frames(&pcm16_to_mulaw(pcm)?, emit),
+            Codec::Alaw => self.frames(&pcm16_to_alaw(pcm)?, emit),
+        }
+    }
+
+    fn frames<F>(&mut self, data: &[u8], emit: &mut F) -> Result<usize>
+    where
+        F: FnMut(&[u8]) -> Result<()>,
+    {
+        let mut json = std::mem::take(&mut self.json);
+        let chunks = self.chunker.push(data);
+        let mut result = Ok(data.len());
+        for chunk in chunks {
+            let frame = self.chunker.frame(&chunk);
+            json.clear();
+            extend_with(&mut json, frame.len(), |dst| {
+                Ok::<_, Infallible>(frame.write_into(dst))
+            })
+            .unwrap_or_else(|never| match never {});
+            if let Err(err) = emit(&json) {
+                result = Err(err);
+                break;
+            }
+        }
+        self.json = json;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::encode_frame;
+
+    fn spec(codec: Codec, in_rate: u32, out_rate: u32, max_chunk: usize) -> RelaySpec {
+        RelaySpec {
+            framing: Framing::Binary,
+            in_rate,
+            in_format: SampleFormat::Pcm16,
+            codec,
+            out_rate,
+            max_chunk_bytes: max_chunk,
+            context_id: "ctx".into(),
+            next_sequence: 0,
+        }
+    }
+
+    fn server_frames(messages: &[(u8, &[u8])]) -> Vec<u8> {
+        messages
+            .iter()
+            .flat_map(|(op, payload)| encode_frame(*op, payload, true, None))
+            .collect()
+    }
+
+    /// The frames `push_audio` makes for `pieces`, as the client's wire bytes.
+    fn by_hand(spec: RelaySpec, pieces: &[&[u8]]) -> (Vec<u8>, usize) {
+        let mut relay = Relay::new(spec).unwrap();
+        let mut client = WsConnection::new(1 << 22);
+        let mut wire = Vec::new();
+        let mut made = 0;
+        for piece in pieces {
+            made += relay
+                .push_audio(piece, |f| {
+                    wire.extend(client.send_text(std::str::from_utf8(f).unwrap())?);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        (wire, made)
+    }
+
+    fn noise(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn feed_matches_push_audio_for_every_codec_and_rate() {
+        let a = noise(1920, 1);
+        let b = noise(3333, 2);
+        for (codec, in_rate, out_rate) in [
+            (Codec::Pcm16, 24000, 24000),
+            (Codec::Pcm16, 24000, 16000),
+            (Codec::Mulaw, 24000, 8000),
+            (Codec::Alaw, 22050, 8000),
+            (Codec::Mulaw, 16000, 16000),
+        ] {
+            let s = spec(codec, in_rate, out_rate, 640);
+            let mut relay = Relay::new(s.clone()).unwrap();
+            let mut upstream = WsConnection::new_client(1 << 22);
+            let mut client = WsConnection::new(1 << 22);
+            let mut wire = Vec::new();
+            let data = server_frames(&[(2, &a), (2, &b)]);
+            let fed = relay
+                .feed(&mut upstream, &data, &mut client, &mut wire)
+                .unwrap();
+            let (expected, made) = by_hand(s, &[&a, &b]);
+            assert_eq!(wire, expected, "{codec:?} {in_rate}->{out_rate}");
+            assert!(!fed.handed_back);
+            assert_eq!(fed.report.messages, 2);
+            assert_eq!(fed.report.in_bytes, a.len() + b.len());
+            assert_eq!(fed.report.out_bytes, made);
+            assert_eq!(fed.report.next_sequence, fed.report.chunks as u64);
+        }
+    }
+
+    #[test]
+    fn stops_at_the_first_message_it_does_not_own() {
+        let a = noise(960, 3);
+        let b = noise(960, 4);
+        let data = server_frames(&[(2, &a), (1, b"{\"type\":\"flushed\"}"), (2, &b), (9, b"hi")]);
+        let mut relay = Relay::new(spec(Codec::Pcm16, 24000, 24000, 4800)).unwrap();
+        let mut upstream = WsConnection::new_client(1 << 22);
+        let mut client = WsConnection::new(1 << 22);
+        let mut wire = Vec::new();
+        let fed = relay
+            .feed(&mut upstream, &data, &mut client, &mut wire)
+            .unwrap();
+        assert!(fed.handed_back);
+        assert_eq!(fed.report.messages, 1);
+        assert_eq!(fed.report.in_bytes, a.len());
+        let (expected, _) = by_hand(spec(Codec::Pcm16, 24000, 24000, 4800), &[&a]);
+        assert_eq!(wire, expected);
+        // What it does not own is left in order for the control plane.
+        assert_eq!(
+            upstream.events(),
+            vec![
+                Event::Text("{\"type\":\"flushed\"}".into()),
+                Event::Binary(b.clone()),
+                Event::Ping(b"hi".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frame_split_across_reads_and_the_sequence_goes_on() {
+        let pcm = noise(4000, 5);
+        let data = server_frames(&[(2, &pcm)]);
+        let mut s = spec(Codec::Pcm16, 24000, 24000, 4800);
+        s.next_sequence = 7;
+        let mut relay = Relay::new(s.clone()).unwrap();
+        let mut upstream = WsConnection::new_client(1 << 22);
+        let mut client = WsConnection::new(1 << 22);
+        let mut wire = Vec::new();
+        let first = relay
+            .feed(&mut upstream, &data[..1000], &mut client, &mut wire)
+            .unwrap();
+        assert_eq!(first.report.messages, 0);
+        assert!(wire.is_empty() && !first.handed_back);
+        let second = relay
+            .feed(&mut upstream, &data[1000..], &mut client, &mut wire)
+            .unwrap();
+        assert_eq!(second.report.in_bytes, pcm.len());
+        assert_eq!(second.report.next_sequence, 8);
+        assert_eq!(wire, by_hand(s, &[&pcm]).0);
+    }
+
+    #[test]
+    fn after_the_clients_close_it_refuses() {
+        let mut relay = Relay::new(spec(Codec::Pcm16, 24000, 24000, 4800)).unwrap();
+        let mut upstream = WsConnection::new_client(1 << 22);
+        let mut client = WsConnection::new(1 << 22);
+        client.send_close(Some(1000), "").unwrap();
+        let data = server_frames(&[(2, &[0, 0])]);
+        let err = relay
+            .feed(&mut upstream, &data, &mut client, &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err, Error::CloseSent);
+    }
+
+    #[test]
+    fn end_utterance_flushes_the_resampler_and_drop_forgets() {
+        let pcm = noise(4800, 6);
+        let mut relay = Relay::new(spec(Codec::Mulaw, 24000, 8000, 320)).unwrap();
+        let mut frames = 0;
+        relay.push_audio(&pcm, |_| Ok(())).unwrap();
+        let tail = relay
+            .end_utterance(|_| {
+                frames += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert!(tail > 0 && frames > 0);
+        // A fresh utterance after a drop starts as a fresh relay would.
+        relay.push_audio(&pcm, |_| Ok(())).unwrap();
+        relay.drop_audio();
+        let mut fresh = Relay::new(spec(Codec::Mulaw, 24000, 8000, 320)).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let strip = |f: &[u8]| -> Vec<u8> {
+            let text = std::str::from_utf8(f).unwrap();
+            text.as_bytes()[..text.find("\"sequence\"").unwrap()].to_vec()
+        };
+        relay
+            .push_audio(&pcm, |f| {
+                a.push(strip(f));
+                Ok(())
+            })
+            .unwrap();
+        fresh
+            .push_audio(&pcm, |f| {
+                b.push(strip(f));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn elevenlabs_audio_of_the_context_is_owned_and_nothing_else() {
+        let pcm = noise(960, 8);
+        let b64 = STANDARD.encode_to_string(&pcm);
+        let owned = [
+            format!(
+                r#"{{"audio":"{b64}","isFinal":null,"contextId":"u1","alignment":{{"chars":["a"]}}}}"#
+            ),
+            format!(r#"{{"audio":"{b64}","context_id":"u1","isFinal":false}}"#),
+        ];
+        let not_owned = [
+            format!(r#"{{"audio":"{b64}","isFinal":true,"contextId":"u1"}}"#),
+            format!(r#"{{"audio":"{b64}","contextId":"u2"}}"#),
+            format!(r#"{{"audio":"{b64}"}}"#),
+            format!(r#"{{"audio":"{b64}","contextId":"u1","error":"quota"}}"#),
+            r#"{"audio":"AAE","contextId":"u1"}"#.to_owned(), // no padding
+            r#"{"audio":"AA==","contextId":"u1"}"#.to_owned(), // half a sample
+            r#"{"audio":"","contextId":"u1"}"#.to_owned(),
+            r#"{"message":"bad","contextId":"u1"}"#.to_owned(),
+            r#"["audio"]"#.to_owned(),
+            "not json".to_owned(),
+        ];
+        let framing = Framing::parse("elevenlabs", Some("u1")).unwrap();
+        for text in &owned {
+            let event = Event::Text(text.clone());
+            assert_eq!(
+                framing.owned_audio(&event).as_deref(),
+                Some(&pcm[..]),
+                "{text}"
+            );
+        }
+        for text in &not_owned {
+            assert!(
+                framing.owned_audio(&Event::Text(text.clone())).is_none(),
+                "{text}"
+            );
+        }
+        assert!(framing.owned_audio(&Event::Binary(pcm.clone())).is_none());
+        assert!(Framing::parse("elevenlabs", None).is_err());
+        assert!(Framing::parse("binary", Some("u1")).is_err());
+    }
+
+    #[test]
+    fn cartesia_chunks_of_the_context_are_owned_and_nothing_else() {
+        let pcm = noise(961, 9);
+        let b64 = STANDARD.encode_to_string(&pcm);
+        let framing = Framing::parse("cartesia", Some("c1")).unwrap();
+        let owned = format!(
+            r#"{{"type":"chunk","data":"{b64}","done":false,"status_code":206,"context_id":"c1"}}"#
+        );
+        assert_eq!(
+            framing.owned_audio(&Event::Text(owned)).as_deref(),
+            Some(&pcm[..])
+        );
+        for text in [
+            format!(r#"{{"type":"chunk","data":"{b64}","context_id":"c2"}}"#),
+            format!(r#"{{"type":"timestamps","data":"{b64}","context_id":"c1"}}"#),
+            r#"{"type":"chunk","data":"A","context_id":"c1"}"#.to_owned(),
+            r#"{"type":"chunk","data":"","context_id":"c1"}"#.to_owned(),
+            r#"{"type":"done","context_id":"c1"}"#.to_owned(),
+        ] {
+            assert!(
+                framing.owned_audio(&Event::Text(text.clone())).is_none(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn odd_bytes_wait_for_their_sample() {
+        // One byte at a time gives the same frames as the whole piece, in every codec.
+        let pcm = noise(101, 7);
+        for codec in [Codec::Pcm16, Codec::Alaw] {
+            let s = spec(codec, 16000, 16000, 64);
+            let pieces: Vec<&[u8]> = pcm.chunks(1).collect();
+            let whole = by_hand(s.clone(), &[&pcm]).0;
+            let split = by_hand(s, &pieces).0;
+            // Chunk boundaries differ: compare the audio they carry.
+            assert_eq!(decoded_audio(&whole), decoded_audio(&split));
+        }
+    }
+
+    fn decoded_audio(wire: &[u8]) -> Vec<u8> {
+        let mut reader = WsConnection::new_client(1 << 22);
+        reader.receive_data(wire);
+        reader
+            .events()
+            .into_iter()
+            .flat_map(|event| match event {
+                Event::Text(text) => {
+                    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    base64_simd::STANDARD
+                        .decode_to_vec(value["data"].as_str().unwrap())
+                        .unwrap()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+}
