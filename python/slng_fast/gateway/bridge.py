@@ -389,6 +389,8 @@ class SessionBridge:
         # Ended here, not through the inbox: the loop may be the inbox's only reader, so a
         # full inbox would never drain.
         self.client_gone = True
+        if self._end is not None:  # an end asked for first (a shutdown) names the reason
+            return await self._execute(self._end_actions(self._end, trio.current_time()))
         return await self._execute(self.session.end("client_closed", trio.current_time()))
 
     async def _client_too_slow(self) -> bool:
