@@ -98,6 +98,19 @@ def test_piper_voices_from_the_config(tmp_path):
         load_config(path)
 
 
+def test_provider_fallback_and_warm(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[providers.orpheus]\nurl = "ws://m/orpheus"\nfallback = ["kokoro", "espeak"]\n'
+                    "warm = 2\n[gateway]\nfirst_audio_timeout_s = 3\nstt_replay_s = 4\n")
+    config = load_config(path)
+    assert config.providers["orpheus"].fallback == ("kokoro", "espeak")
+    assert config.providers["orpheus"].options == {"warm": 2}
+    assert config.first_audio_timeout_s == 3 and config.stt_replay_s == 4
+    path.write_text('[providers.orpheus]\nfallback = "kokoro"\n')
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
 def test_openai_aliases_and_upload_limits_from_the_config(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[gateway]\nmax_upload_bytes = 1000\nhttp_body_timeout_s = 5\n'

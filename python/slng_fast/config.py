@@ -67,6 +67,9 @@ class ProviderConfig:
     url: str | None = None
     api_key: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # The default fallback chain of this endpoint's sessions (endpoint names), used
+    # when ``init``/``start`` names none.
+    fallback: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,11 @@ class Config:
     upstream_connect_timeout_s: float = 10.0
     # Seconds a provider may take to accept one frame of ours before it counts as stalled.
     upstream_send_timeout_s: float = 10.0
+    # Failover (sessions with a fallback chain): a provider that has sent no audio this
+    # long after a flush is left for the next; an STT session keeps up to this many
+    # seconds of audio not yet covered by a final transcript, for a backup to hear.
+    first_audio_timeout_s: float = 5.0
+    stt_replay_s: float = 10.0
     # On SIGTERM: stop taking new sessions and let utterances in flight finish for up to
     # this many seconds before ending the rest (0: end them at once, as before).
     drain_s: float = 0.0
@@ -175,8 +183,12 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
     providers = {}
     for name, table in raw.get("providers", {}).items():
         table = dict(table)
+        fallback = table.pop("fallback", [])
+        if not isinstance(fallback, list) or not all(isinstance(f, str) and f for f in fallback):
+            raise ConfigError(f"[providers.{name}] fallback must be a list of endpoint names")
         providers[name] = ProviderConfig(
-            url=table.pop("url", None), api_key=table.pop("api_key", None), options=table
+            url=table.pop("url", None), api_key=table.pop("api_key", None), options=table,
+            fallback=tuple(fallback),
         )
 
     values: dict[str, Any] = {
@@ -188,7 +200,8 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
                 "drain_s", "provider_timeout_s", "revocation_check_s",
                 "upstream_connect_timeout_s", "upstream_send_timeout_s", "realtime_stt",
                 "max_upload_bytes", "http_body_timeout_s",
-                "voices_cache_ttl_s", "voices_fetch_timeout_s"):
+                "voices_cache_ttl_s", "voices_fetch_timeout_s",
+                "first_audio_timeout_s", "stt_replay_s"):
         if key in gateway:
             values[key] = gateway[key]
     if "database" in gateway:

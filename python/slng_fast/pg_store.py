@@ -328,10 +328,11 @@ class PostgresStore:
         self.outbox.save_usage(totals, saved_at)
 
     def close_session(self, session_id: str, *, context_id: str, characters: int,
-                      audio_ms: float, messages: int, ended_at: float, reason: str) -> None:
+                      audio_ms: float, messages: int, ended_at: float, reason: str,
+                      providers: str = "") -> None:
         self.outbox.close_session(session_id, context_id=context_id, characters=characters,
                                   audio_ms=audio_ms, messages=messages, ended_at=ended_at,
-                                  reason=reason)
+                                  reason=reason, providers=providers)
 
     def close_lost(self, saved_before: float) -> int:
         return self.outbox.close_lost(saved_before)

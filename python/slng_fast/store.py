@@ -77,6 +77,9 @@ _ADDED_COLUMNS = (
     ("usage", "upstream", "TEXT NOT NULL DEFAULT ''"),  # the provider (dialect) behind it
     ("usage", "version", "INTEGER NOT NULL DEFAULT 1"),  # bumped by every write
     ("usage", "shipped_version", "INTEGER NOT NULL DEFAULT 0"),  # the last one shipped
+    # JSON: which providers served the session and how much each (failover), e.g.
+    # {"orpheus": {"characters": 120, "audio_ms": 2300.0}, "kokoro": {...}}
+    ("usage", "providers", "TEXT NOT NULL DEFAULT ''"),
 )
 # Made once the columns above exist.
 _INDEXES = """
@@ -114,7 +117,7 @@ class UsageTotals:
     characters: int
     audio_ms: float
     messages: int
-
+    providers: str = ""  # JSON, see _ADDED_COLUMNS
 
 class StoreBackend(Protocol):
     """What the gateway and the CLI use of a store; SQLite (``Store``) and PostgreSQL
@@ -134,12 +137,25 @@ class StoreBackend(Protocol):
                      upstream: str = "") -> None: ...
     def save_usage(self, totals: Iterable[UsageTotals], saved_at: float) -> None: ...
     def close_session(self, session_id: str, *, context_id: str, characters: int,
-                      audio_ms: float, messages: int, ended_at: float, reason: str) -> None: ...
+                      audio_ms: float, messages: int, ended_at: float, reason: str,
+                      providers: str = "") -> None: ...
     def close_lost(self, saved_before: float) -> int: ...
     def close_crashed(self) -> int: ...
     def ship_usage(self, lease_ttl_s: float) -> int: ...
     def usage_rows(self) -> list[dict[str, object]]: ...
     def usage_report(self, key_id: str | None, since: float) -> list[dict[str, Any]]: ...
+
+
+def _served(value: Any) -> list[str]:
+    """The providers that served a session, in order, from the row's ``providers`` JSON
+    (failover: ``{"orpheus": {...}, "kokoro": {...}}``); [] when it has none."""
+    if not value:
+        return []
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return []
+    return [str(name) for name in parsed] if isinstance(parsed, dict) else []
 
 
 def report_row(row: dict[str, Any], host: str = "") -> dict[str, Any]:
@@ -148,11 +164,12 @@ def report_row(row: dict[str, Any], host: str = "") -> dict[str, Any]:
     audio_s = float(row["audio_ms"] or 0) / 1000.0
     stt = row.get("kind") == "stt"
     upstream = row.get("upstream") or ""
+    served = _served(row.get("providers"))
     return {
         "session_id": row["session_id"], "host": row.get("host", host),
         "worker": row.get("worker", ""), "key_id": row["key_id"],
         "context_id": row["context_id"], "kind": row.get("kind", ""),
-        "endpoint": row["provider"], "providers": [upstream] if upstream else [],
+        "endpoint": row["provider"], "providers": served or ([upstream] if upstream else []),
         "characters": int(row["characters"] or 0), "messages": int(row["messages"] or 0),
         "audio_in_s": audio_s if stt else 0.0, "audio_out_s": 0.0 if stt else audio_s,
         "started_at": row["started_at"], "saved_at": row.get("saved_at"),
@@ -281,27 +298,30 @@ class Store:
     def save_usage(self, totals: Iterable[UsageTotals], saved_at: float) -> None:
         """Save open sessions' running totals in one transaction (rows already closed
         are left as they are: their final totals are newer)."""
-        rows = [(t.context_id, t.characters, t.audio_ms, t.messages, saved_at, t.session_id)
-                for t in totals]
+        rows = [(t.context_id, t.characters, t.audio_ms, t.messages, t.providers, saved_at,
+                 t.session_id) for t in totals]
         if not rows:
             return
         with self._connection() as db:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "UPDATE usage SET context_id=?, characters=?, audio_ms=?, messages=?, "
-                "saved_at=?, version=version+1 WHERE session_id=? AND ended_at IS NULL", rows)
+                "providers=?, saved_at=?, version=version+1 "
+                "WHERE session_id=? AND ended_at IS NULL", rows)
             db.execute("COMMIT")
 
     def close_session(self, session_id: str, *, context_id: str, characters: int,
-                      audio_ms: float, messages: int, ended_at: float, reason: str) -> None:
+                      audio_ms: float, messages: int, ended_at: float, reason: str,
+                      providers: str = "") -> None:
         """The final totals. They win over a ``worker_lost`` close (a worker that was
         only stalled, not dead, still knows best)."""
         with self._connection() as db:
             db.execute(
                 "UPDATE usage SET context_id=?, characters=?, audio_ms=?, messages=?, "
-                "ended_at=?, saved_at=?, reason=?, version=version+1 WHERE session_id=?",
+                "ended_at=?, saved_at=?, reason=?, providers=?, version=version+1 "
+                "WHERE session_id=?",
                 (context_id, characters, audio_ms, messages, ended_at, ended_at, reason,
-                 session_id))
+                 providers, session_id))
 
     def close_lost(self, saved_before: float) -> int:
         """Close the open rows last saved (or, never saved, started) before

@@ -161,7 +161,7 @@ def test_a_refused_first_command_keeps_the_session_unified(frame):
 
 def test_an_integer_beyond_64_bits_for_the_provider_is_invalid_parameter():
     s = make()
-    out = s.receive_text('{"type":"start","fallback":1' + "0" * 100 + "}", 0.0)
+    out = s.receive_text('{"type":"start","beam_size":1' + "0" * 100 + "}", 0.0)
     (err,) = client_events(out)
     assert err["code"] == "invalid_parameter" and close_code(out) is None and not s.opened
     assert types(s.receive_text(cmd(type="start"), 1.0)) == ["ready"]

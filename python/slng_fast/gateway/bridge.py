@@ -106,7 +106,13 @@ class SessionBridge:
                  transport: str = "native",
                  upstream_send_timeout: float = UPSTREAM_SEND_TIMEOUT,
                  draining: trio.Event | None = None,
-                 outside_end: OutsideEnd | None = None) -> None:
+                 outside_end: OutsideEnd | None = None,
+                 on_provider_failed: Callable[[str, str], None] | None = None,
+                 warm: Any = None) -> None:
+        # The worker's warm connections (gateway/warm_pool.py), tried before opening one.
+        self.warm = warm
+        # A provider failed this session (name, reason): the worker's health hears of it.
+        self.on_provider_failed = on_provider_failed
         self.outside_end = outside_end
         self.open_upstream = open_native_upstream if transport == "native" else open_upstream
         # The messages-per-minute check, asked before a text frame reaches the session
@@ -156,9 +162,8 @@ class SessionBridge:
             nursery.start_soon(self.timer.run, self._deadline_passed)
             if self.outside_end is not None:
                 nursery.start_soon(self._watch_outside_end, self.outside_end)
-            interval = self.session.dialect.keepalive_interval
-            if interval:
-                nursery.start_soon(self._every, interval, KeepaliveDue())
+            self._keepalives: set[float] = set()
+            self._keep_alive()
             try:
                 self._loop_task = trio.lowlevel.current_task()
                 await self._loop()
@@ -279,7 +284,7 @@ class SessionBridge:
         if isinstance(item, FromUpstream):
             return session.receive_upstream(item.epoch, item.frame, now)
         if isinstance(item, UpstreamFailed):
-            return session.upstream_failed(item.epoch, item.message, now)
+            return session.upstream_failed(item.epoch, item.message, now, item.status)
         if isinstance(item, UpstreamClosed):
             self._forget_link(item.epoch)
             return session.upstream_closed(item.epoch, now, item.code, item.reason)
@@ -306,6 +311,13 @@ class SessionBridge:
             elif what == "first_audio":
                 self.metrics.observe("slng_time_to_first_audio_seconds", value,
                                      provider=self.provider)
+            elif what == "provider_switched":
+                self._keep_alive()  # the backup may need keep-alives the first did not
+                old, new, reason = value
+                self.metrics.inc("slng_provider_switches_total", **{
+                    "from": old, "to": new, "reason": reason})
+            elif what == "provider_failed" and self.on_provider_failed is not None:
+                self.on_provider_failed(*value)
         session.observations.clear()
 
     async def _execute(self, actions: list[Action]) -> bool:
@@ -422,7 +434,8 @@ class SessionBridge:
             # trio-websocket raises a refused handshake from its own background task.
             link.outbox.close()
             await self.inbox.put(UpstreamFailed(
-                link.epoch, f"cannot reach the provider: {group.exceptions[0]}"))
+                link.epoch, f"cannot reach the provider: {group.exceptions[0]}",
+                getattr(group.exceptions[0], "status", None)))
         finally:
             # Whoever waits for room in the outbox stops waiting: nothing reads it now.
             link.outbox.close()
@@ -430,14 +443,29 @@ class SessionBridge:
     async def _link(self, link: UpstreamLink, action: OpenUpstream) -> None:
         request = action.request
         outbox = link.outbox
+        taken = self.warm.take(self.session.serving, request) if self.warm is not None else None
+        try:
+            await self._link_on(link, request, outbox, taken)
+        finally:
+            if taken is not None:
+                taken[1]()  # the warm connection goes back to its owner, to be dropped
+
+    async def _link_on(self, link: UpstreamLink, request: Any, outbox: Any,
+                       taken: tuple[Connection, Callable[[], None]] | None) -> None:
         with link.cancel_scope:
             async with trio.open_nursery() as nursery:
                 try:
-                    conn = await self._open_with_backoff(request, nursery)
+                    if taken is not None:
+                        conn = taken[0]
+                        self.metrics.inc("slng_warm_connections_used_total",
+                                         provider=self.session.serving)
+                    else:
+                        conn = await self._open_with_backoff(request, nursery)
                 except OSError as exc:
                     outbox.close()
                     await self.inbox.put(UpstreamFailed(
-                        link.epoch, f"cannot reach the provider: {exc}"))
+                        link.epoch, f"cannot reach the provider: {exc}",
+                        getattr(exc, "status", None)))
                     return
                 except Exception as exc:  # a fault here must end this session only, cleanly
                     log.exception("opening the upstream failed",
@@ -455,8 +483,15 @@ class SessionBridge:
                         break
                     try:
                         delivered = await conn.send_within(frame, self.upstream_send_timeout)
-                    except ConnectionClosed:
-                        break
+                    except ConnectionClosed as exc:
+                        # The provider's side is gone (a reset seen while writing): said
+                        # here, since the reader is cancelled before it could say it.
+                        outbox.close()
+                        await self.inbox.put(UpstreamClosed(
+                            link.epoch, exc.code,
+                            exc.reason or "the provider's connection broke"))
+                        nursery.cancel_scope.cancel()
+                        return
                     if not delivered:  # the provider has stopped reading: it is stalled
                         outbox.close()
                         await conn.abort()
@@ -590,6 +625,13 @@ class SessionBridge:
                 self.inbox.put_nowait(item)
             except trio.WouldBlock:
                 pass
+
+    def _keep_alive(self) -> None:
+        """Keep-alives at the serving dialect's interval, if it has one not yet running."""
+        interval = self.session.dialect.keepalive_interval
+        if interval and interval not in self._keepalives:
+            self._keepalives.add(interval)
+            self.nursery.start_soon(self._every, interval, KeepaliveDue())
 
     async def _heartbeat(self, interval: float) -> None:
         while True:

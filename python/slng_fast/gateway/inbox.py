@@ -32,6 +32,7 @@ class FromUpstream:
 class UpstreamFailed:
     epoch: int
     message: str
+    status: int | None = None  # a refused handshake's HTTP status
 
 
 @dataclass(frozen=True, slots=True)

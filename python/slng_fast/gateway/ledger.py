@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+import orjson
 import trio
 
 from slng_fast.gateway.bridge import OutsideEnd
@@ -39,8 +40,10 @@ class OpenSession:
 
     def totals(self) -> UsageTotals:
         usage = self.session.usage
+        served = getattr(self.session, "provider_usage", None)
+        providers = orjson.dumps(served()).decode() if served is not None else ""
         return UsageTotals(self.session.session_id, self.session.context_id, usage.characters,
-                           usage.audio_ms, usage.messages)
+                           usage.audio_ms, usage.messages, providers)
 
 
 @dataclass
@@ -89,7 +92,7 @@ class Ledger:
         close = _Close(totals.session_id, {
             "context_id": totals.context_id, "characters": totals.characters,
             "audio_ms": totals.audio_ms, "messages": totals.messages,
-            "ended_at": time.time(), "reason": reason})
+            "ended_at": time.time(), "reason": reason, "providers": totals.providers})
         with trio.CancelScope(shield=True):
             try:
                 await self.call(self.store.close_session, close.session_id, **close.fields)

@@ -21,12 +21,13 @@ import trio
 
 from slng_fast import errors
 from slng_fast.catalogue import UnknownProvider, catalogue
-from slng_fast.config import Config
+from slng_fast.config import Config, ConfigError
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
+from slng_fast.gateway.health import HealthWatch
 from slng_fast.gateway.ledger import Ledger
-from slng_fast.gateway.native_transport import serve_native_websocket
+from slng_fast.gateway.native_transport import open_native_upstream, serve_native_websocket
 from slng_fast.gateway.openai_routes import OpenAiRoutes, serve_models
 from slng_fast.gateway.openai_speech import serve_speech
 from slng_fast.gateway.openai_transcriptions import serve_transcription
@@ -39,11 +40,14 @@ from slng_fast.gateway.transport import (
     Connection,
     ConnectionClosed,
     IncomingRequest,
+    open_upstream,
     serve_trio_websocket,
 )
+from slng_fast.gateway.warm_pool import WarmPool
 from slng_fast.limits import LocalLimits
 from slng_fast.metrics import Metrics
 from slng_fast.protocol import events
+from slng_fast.protocol.fallback import Failover
 from slng_fast.protocol.openai_realtime import (
     BETA,
     GA,
@@ -55,7 +59,7 @@ from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
 from slng_fast.providers import registry as reg
 from slng_fast.store import STORE_ERRORS, ApiKey, StoreBackend
-from slng_fast.vocabulary import Endpoint
+from slng_fast.vocabulary import Endpoint, Settings
 
 log = logging.getLogger("slng_fast.gateway")
 
@@ -81,6 +85,8 @@ class Gateway:
     pending: PendingConnections = field(default_factory=PendingConnections)
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     ledger: Ledger = field(init=False)
+    health: HealthWatch = field(init=False)
+    warm: WarmPool = field(init=False)
     # Plain HTTP routes by path (besides /healthz and /metrics): add one here.
     http_routes: dict[str, Callable[[IncomingRequest], Awaitable[None]]] = field(init=False)
     openai_api: OpenAiRoutes = field(init=False)
@@ -96,6 +102,59 @@ class Gateway:
             "/v1/audio/transcriptions": api.route("POST", serve_transcription, session=True),
         }
         self.limits.on_revoked = self.end_revoked  # revocations other hosts published
+        shared = getattr(self.limits, "limits", None)  # RedisLimits behind SharedLimits
+
+        async def open_any(*args: Any, **kwargs: Any) -> Connection:
+            opener = open_native_upstream if self.transport == "native" else open_upstream
+            return await opener(*args, **kwargs)
+
+        self.health = HealthWatch(self._probe_request, open_any,
+                                  redis=getattr(shared, "redis", None),
+                                  prefix=getattr(shared, "prefix", "slng:"),
+                                  names=tuple(reg.ENDPOINTS))
+        sizes = {}
+        for name, provider in self.config.providers.items():
+            warm = provider.options.get("warm", 0)
+            if not isinstance(warm, int) or isinstance(warm, bool) or not 0 <= warm <= 16 \
+                    or (warm and name not in reg.ENDPOINTS):
+                raise ConfigError(f"[providers.{name}] warm must be an integer from 0 to 16")
+            sizes[name] = warm
+            for backup in provider.fallback:
+                known = reg.ENDPOINTS.get(backup)
+                if known is None or name not in reg.ENDPOINTS \
+                        or known.kind != reg.ENDPOINTS[name].kind or backup == name:
+                    raise ConfigError(f"[providers.{name}] fallback: {backup!r} is not another "
+                                     f"endpoint of the same kind")
+        self.warm = WarmPool(sizes, self._probe_request, open_any)
+
+    def _probe_request(self, name: str) -> Any:
+        """The upstream a probe of ``name`` opens (the one a session would open)."""
+        entry = reg.ENDPOINTS[name]
+        endpoint = self.registry.endpoint(entry.kind, name)
+        assert endpoint is not None
+        dialect = self.registry.dialect(endpoint)
+        return dialect.request(Settings()) if entry.kind == "tts" else dialect.request()
+
+    def failover(self, kind: str, endpoint: Endpoint) -> Failover:
+        """What a session of ``endpoint`` needs to fail over."""
+
+        def resolve(name: str) -> tuple[Endpoint, Any]:
+            backup = self.registry.endpoint(kind, name)
+            if backup is None:
+                raise GatewayError(errors.INVALID_PARAMETER,
+                                   f"fallback {name!r} is not a {kind} provider of this "
+                                   f"gateway; known: {', '.join(reg.known(kind))}")
+            try:
+                return backup, self.registry.dialect(backup)
+            except GatewayError as err:
+                raise GatewayError(errors.INVALID_PARAMETER,
+                                   f"fallback {name!r} cannot be used: {err.message}") from None
+
+        provider = self.config.providers.get(endpoint.name)
+        return Failover(resolve, self.health.is_down,
+                        provider.fallback if provider is not None else (),
+                        first_audio_s=self.config.first_audio_timeout_s,
+                        replay_s=self.config.stt_replay_s)
 
     def end_revoked(self, key_ids: set[str]) -> None:
         """End the open sessions of these keys: `error` auth_failed, close 4000."""
@@ -111,6 +170,8 @@ class Gateway:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.ledger.run)
             await nursery.start(watch.run)
+            await nursery.start(self.health.run)
+            await nursery.start(self.warm.run)
             task_status.started()
 
     async def handle(self, request: IncomingRequest) -> None:
@@ -243,6 +304,7 @@ class Gateway:
         else:
             session = SttSession(endpoint=endpoint, dialect=dialect, tier=tier, now=now,
                                  defaults=presets, provider_timeout_s=timeout)
+        session.failover = self.failover(route.kind, endpoint)
         if route.passthrough is not None:
             path, query = route.passthrough
             try:
@@ -276,13 +338,16 @@ class Gateway:
                                 upstream_send_timeout=self.config.upstream_send_timeout_s,
                                 take_message=take_message if charge else None,
                                 transport=self.transport,
-                                draining=self.draining, outside_end=opened.end).run()
+                                draining=self.draining, outside_end=opened.end,
+                                on_provider_failed=self.health.failed,
+                                warm=self.warm).run()
         finally:
-            usage = session.usage
             self.metrics.inc("slng_sessions_active", -1, **labels)
-            self.metrics.inc("slng_audio_seconds_total", usage.audio_ms / 1000.0,
-                             provider=endpoint.name)
-            self.metrics.inc("slng_characters_total", usage.characters, provider=endpoint.name)
+            # Each provider that served the session counts what it served (failover).
+            for name, served in session.provider_usage().items():
+                self.metrics.inc("slng_audio_seconds_total", served["audio_ms"] / 1000.0,
+                                 provider=name)
+                self.metrics.inc("slng_characters_total", served["characters"], provider=name)
             await self.ledger.close(opened, session.ended or "error")
             log.info("session end", extra={"context_id": session.context_id,
                                             "reason": session.ended})

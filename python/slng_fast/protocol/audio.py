@@ -4,11 +4,19 @@ work is in the native core; this only wires it together per session."""
 
 from __future__ import annotations
 
+import base64
+from array import array
 from collections.abc import Callable
+
+import orjson
 
 from slng_fast import _native
 from slng_fast.protocol.commands import CODEC_SAMPLE_WIDTH, STT_SAMPLE_RATES, TTS_SAMPLE_RATES
 from slng_fast.vocabulary import RelayFraming
+
+# A seam between two providers' audio in one utterance: the first ramps down to silence
+# and the second fades in over this long, so the jump between them makes no click.
+SEAM_MS = 5.0
 
 _DECODERS: dict[str, Callable[[bytes], bytes] | None] = {
     "pcm16": None,
@@ -43,6 +51,9 @@ class AudioOut:
         self._context_id = context_id
         self._bytes_per_ms = sample_rate * CODEC_SAMPLE_WIDTH[codec] / 1000.0
         self._relay = self._new_relay(sample_rate, "pcm16", 0)
+        self._last_frame: bytes | None = None  # the last frame made here (for a seam's ramp)
+        self._fade_left: int | None = None  # input samples of a fade-in still to apply
+        self._fade_len = 0
 
     def _new_relay(self, rate: int, sample_format: str, next_sequence: int) -> _native.AudioRelay:
         return _native.AudioRelay(
@@ -66,7 +77,11 @@ class AudioOut:
         relay = self._relay
         if (relay.in_rate, relay.in_format) != (rate, sample_format):
             relay = self._relay = self._new_relay(rate, sample_format, relay.next_sequence)
+        if self._fade_left is not None:
+            data = self._fade_in(data, rate, sample_format)
         frames, made = relay.push(data)
+        if frames:
+            self._last_frame = frames[-1]
         return frames, made / self._bytes_per_ms
 
     def credit(self, nbytes: int) -> float:
@@ -78,9 +93,61 @@ class AudioOut:
         frames, made = self._relay.end_utterance()
         return frames, made / self._bytes_per_ms
 
+    def seam(self) -> tuple[list[bytes], float]:
+        """The provider changes mid-utterance: what the resampler holds, then a ramp from
+        the last sample sent down to silence; the next provider's audio fades in (and
+        gets a resampler of its own). Frames and milliseconds, as `push`. (A session with
+        a fallback chain keeps its audio off the data plane, so its last frame is here.)"""
+        frames, made = self._relay.end_utterance()
+        last = _last_sample(frames[-1] if frames else self._last_frame, self.codec)
+        n = max(1, int(self.sample_rate * SEAM_MS / 1000))
+        ramp = array("h", (last * (n - 1 - i) // n for i in range(n))).tobytes()
+        self._relay = self._new_relay(self.sample_rate, "pcm16", self._relay.next_sequence)
+        more, made_more = self._relay.push(ramp)
+        self._fade_left, self._fade_len = -1, 0  # sized at the next provider's first audio
+        return frames + more, (made + made_more) / self._bytes_per_ms
+
+    def forget_source(self) -> None:
+        """The provider changes between utterances: nothing of the old one is pending."""
+        self._relay.drop_audio()
+
+    def _fade_in(self, data: bytes, rate: int, sample_format: str) -> bytes:
+        """The next provider's first `SEAM_MS` of audio, faded in from silence."""
+        if self._fade_left == -1:
+            self._fade_left = self._fade_len = max(1, int(rate * SEAM_MS / 1000))
+        assert self._fade_left is not None
+        width = 4 if sample_format == "f32" else 2
+        done = self._fade_len - self._fade_left
+        if width == 4:
+            floats = array("f", data[: len(data) - len(data) % 4])
+            count = min(self._fade_left, len(floats))
+            for i in range(count):
+                floats[i] = floats[i] * (done + i) / self._fade_len
+            samples: array[float] | array[int] = floats
+        else:
+            ints = array("h", data[: len(data) - len(data) % 2])
+            count = min(self._fade_left, len(ints))
+            for i in range(count):
+                ints[i] = ints[i] * (done + i) // self._fade_len
+            samples = ints
+        self._fade_left -= count
+        if self._fade_left == 0:
+            self._fade_left = None
+        return samples.tobytes() + data[len(samples) * width:]
+
     def drop(self) -> None:
         """Forget audio in flight (after stop)."""
         self._relay.drop_audio()
+
+
+def _last_sample(frame: bytes | None, codec: str) -> int:
+    """The last sample (as PCM16) of an ``audio_chunk`` frame, 0 without one."""
+    if not frame:
+        return 0
+    data = base64.b64decode(orjson.loads(frame)["data"])
+    decode = _DECODERS[codec]
+    pcm = decode(data) if decode is not None else data
+    return int.from_bytes(pcm[-2:], "little", signed=True) if len(pcm) >= 2 else 0
 
 
 class AudioIn:

@@ -239,8 +239,10 @@ class SessionCore:
         return None
 
     # -- upstream lifecycle (called by the I/O layer) -------------------------------------
-    def upstream_failed(self, epoch: int, message: str, now: float) -> list[Action]:
-        """The upstream could not be opened (or has no credentials)."""
+    def upstream_failed(self, epoch: int, message: str, now: float,
+                        status: int | None = None) -> list[Action]:
+        """The upstream could not be opened (or has no credentials); ``status``: the HTTP
+        status of a refused handshake, None for a network fault or a timeout."""
         if self.ended or epoch != self.upstream_epoch:
             return []
         self.upstream_open = False

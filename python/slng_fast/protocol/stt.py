@@ -14,9 +14,18 @@ from slng_fast import errors
 from slng_fast.config import TierLimits
 from slng_fast.errors import GatewayError
 from slng_fast.protocol import commands as cmd
-from slng_fast.protocol import events
+from slng_fast.protocol import events, stt_failover
 from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
 from slng_fast.protocol.audio import AudioIn
+from slng_fast.protocol.failover_session import ChainMixin
+from slng_fast.protocol.fallback import (
+    CLOSED,
+    STALLED,
+    UNAVAILABLE,
+    UNREACHABLE,
+    ReplayBuffer,
+    refusal_switches,
+)
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, UNIFIED, SessionCore
 from slng_fast.protocol.state import SessionEvent, SessionState
 from slng_fast.vocabulary import (
@@ -45,7 +54,7 @@ def stt_capabilities(languages: Sequence[str]) -> dict[str, Any]:
     return capabilities
 
 
-class SttSession(SessionCore):
+class SttSession(ChainMixin, SessionCore):
     endpoint_kind = "stt"
     opened_word = "started"
 
@@ -64,6 +73,10 @@ class SttSession(SessionCore):
         self.finalizes_pending = 0
         self.segments: list[str] = []  # final segments since the last finalize
         self.seconds_at_last_final = 0.0
+        self._init_chain()
+        self.replay: ReplayBuffer | None = None  # with a chain: audio a backup would need
+        self.client_codec = "pcm16"
+        self.client_rate = 16000
 
     def mode_for_first_binary(self, frame: bytes) -> str:
         """Binary audio implies ``start``, unless it is the provider's own frame (Kyutai's
@@ -71,49 +84,58 @@ class SttSession(SessionCore):
         return NATIVE if self.dialect.is_native_frame(frame) else UNIFIED
 
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
-        command = cmd.parse_stt(name, {**self.defaults, **fields} if name == "start" else fields)
+        chain = None
+        if name == "start":
+            fields = {**self.defaults, **fields}
+            chain = fields.pop("fallback", None)
+        command = cmd.parse_stt(name, fields)
         if isinstance(command, cmd.Ping):
             return [SendClient(events.pong(self.context_id, now))]
         if isinstance(command, cmd.Start):
             self.machine.check(SessionEvent.OPEN)
-            return self._start(command)
+            return self._start(command, now, chain)
         self.machine.require(SessionState.OPEN, command=name, first="start")
         if isinstance(command, cmd.Finalize):
             if not self.finalizes_pending:
                 self.finalize_waiting_since = now
             self.finalizes_pending += 1
+            if self.replay is not None:
+                self.replay.finalize()
             return [SendUpstream(f) for f in self.dialect.finalize(now)]
         if isinstance(command, cmd.Stop):
             return self.end("client_closed", now)
         raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
 
-    def _start(self, start: cmd.Start) -> list[Action]:
+    def _start(self, start: cmd.Start, now: float, chain: Any = None) -> list[Action]:
         languages = self.endpoint.languages
         if start.language and languages and start.language not in languages:
             raise GatewayError(errors.INVALID_PARAMETER,
                                f"language {start.language!r} is not offered by "
                                f"{self.endpoint.name}; languages: {', '.join(languages)}")
+        links = stt_failover.stt_links(self, chain, start)
         self.machine.move(SessionEvent.OPEN)
         if start.context_id:
             self.context_id = start.context_id
-        rate = start.sample_rate_hz or 16000
-        codec = start.codec or "pcm16"
-        self.audio = AudioIn(codec=codec, sample_rate=rate, model_rate=self.dialect.model_rate,
-                             model_format=self.dialect.model_format)
-        self.upstream_epoch += 1
-        self.upstream_open = True
+        self.client_rate = rate = start.sample_rate_hz or 16000
+        self.client_codec = codec = start.codec or "pcm16"
+        extra = None
+        if len(links) > 1:
+            extra = {"session": {"provider": self.endpoint.name,
+                                 "fallback": [link.name for link in links[1:]]}}
         actions: list[Action] = [
-            SendClient(events.ready_stt(self.context_id, self.endpoint.name, rate, codec)),
-            OpenUpstream(self.upstream_epoch, self.dialect.request()),
-        ]
-        return actions + [SendUpstream(f) for f in
-                          self.dialect.open_frames(start.language, start.extras)]
+            SendClient(events.ready_stt(self.context_id, self.endpoint.name, rate, codec,
+                                        extra))]
+        actions += stt_failover.start_chain(self, links, now)
+        self.audio = stt_failover.new_audio_in(self)
+        return actions + stt_failover.open_serving(self)
 
     def on_audio(self, frame: bytes, now: float) -> list[Action]:
         actions: list[Action] = []
         if not self.opened:
-            actions += self._start(cmd.parse_start(self.defaults))
+            actions += self._start(cmd.parse_start(self.defaults), now)
         assert self.audio is not None
+        if self.replay is not None:
+            self.replay.push(frame)
         before = self.audio.received_seconds
         pcm = self.audio.push(frame)
         self.usage.audio_ms += (self.audio.received_seconds - before) * 1000.0
@@ -133,6 +155,7 @@ class SttSession(SessionCore):
             if isinstance(event, Transcript):
                 if event.is_final and event.text:
                     self.segments.append(event.text)
+                    stt_failover.segment_final(self)
                 actions.append(SendClient(events.transcript(
                     self.context_id, event.text, event.is_final, event.confidence, now,
                     start=event.start, end=event.end)))
@@ -140,6 +163,8 @@ class SttSession(SessionCore):
                 actions += self._final(event, now)
             elif isinstance(event, UpstreamError):
                 # "the server is full" (WhisperLive's WAIT) is unavailability, close 1013.
+                if event.code == "provider_unavailable" and self.has_chain:
+                    return actions + stt_failover.switch(self, UNAVAILABLE, now)
                 kind = (errors.PROVIDER_UNAVAILABLE if event.code == "provider_unavailable"
                         else errors.PROVIDER_ERROR)
                 err = GatewayError(kind, event.message, retryable=event.retryable)
@@ -171,6 +196,8 @@ class SttSession(SessionCore):
         if self.dialect.deadline() is not None:
             return self._upstream_events(self.dialect.on_deadline(now), now)
         quiet = self._quiet_deadline()
+        if quiet is not None and now >= quiet and self.has_chain:
+            return stt_failover.switch(self, STALLED, now)
         if quiet is not None and now >= quiet:
             # The audio already sent is the provider's now: it cannot be replayed to a new
             # connection, so the session ends (the client may retry).
@@ -191,6 +218,8 @@ class SttSession(SessionCore):
             return []
         self.finalizes_pending -= 1
         self.finalize_waiting_since = now if self.finalizes_pending else None
+        if self.replay is not None:
+            self.replay.finalized()
         received = self.audio.received_seconds if self.audio else 0.0
         seconds = received - self.seconds_at_last_final
         self.seconds_at_last_final = received
@@ -198,8 +227,18 @@ class SttSession(SessionCore):
         self.segments.clear()
         return [SendClient(events.final_transcript(self.context_id, text, seconds, now))]
 
+    def upstream_failed(self, epoch: int, message: str, now: float,
+                        status: int | None = None) -> list[Action]:
+        if (self.has_chain and not self.ended and epoch == self.upstream_epoch
+                and refusal_switches(status)):
+            self.upstream_open = False
+            return stt_failover.switch(self, UNREACHABLE, now)
+        return super().upstream_failed(epoch, message, now, status)
+
     def on_upstream_closed(self, now: float, code: int | None = None,
                            reason: str | None = None) -> list[Action]:
+        if self.has_chain:
+            return stt_failover.switch(self, CLOSED, now)
         err = GatewayError(errors.PROVIDER_UNAVAILABLE, "the speech model closed the stream")
         return self._fatal(err, errors.CLOSE_TRY_AGAIN_LATER, now, reason="upstream_closed")
 

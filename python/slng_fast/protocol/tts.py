@@ -17,7 +17,7 @@ from slng_fast._native import RelayReport
 from slng_fast.config import TierLimits
 from slng_fast.errors import GatewayError
 from slng_fast.protocol import commands as cmd
-from slng_fast.protocol import events
+from slng_fast.protocol import events, tts_failover
 from slng_fast.protocol.actions import (
     Action,
     CloseUpstream,
@@ -28,6 +28,14 @@ from slng_fast.protocol.actions import (
     StopRelay,
 )
 from slng_fast.protocol.audio import AudioOut
+from slng_fast.protocol.failover_session import ChainMixin
+from slng_fast.protocol.fallback import (
+    CLOSED,
+    FIRST_AUDIO_TIMEOUT,
+    STALLED,
+    close_switches,
+    speakable,
+)
 from slng_fast.protocol.session import NATIVE, PROVIDER_TIMEOUT_S, SessionCore
 from slng_fast.protocol.state import SessionEvent
 from slng_fast.vocabulary import (
@@ -67,9 +75,14 @@ class Utterance:
     empty: bool = False
     audio_ms: float = 0.0
     flushed_at: float = 0.0
+    # For a switch of provider: its text, whether it has words to say (a provider may
+    # answer a flush of spaces with no audio), and since when its first audio is awaited.
+    text: str = ""
+    speakable: bool = True
+    waiting_since: float = 0.0
 
 
-class TtsSession(SessionCore):
+class TtsSession(ChainMixin, SessionCore):
     endpoint_kind = "tts"
 
     def __init__(self, *, endpoint: Endpoint, dialect: TtsDialect, tier: TierLimits, now: float,
@@ -91,6 +104,9 @@ class TtsSession(SessionCore):
         self.pending: deque[Utterance] = deque()
         self.next_utterance = 1
         self.reconnect_when_idle = False
+        self._init_chain()
+        self.paced = (0, 0.0)  # finished utterances: (characters, audio ms), for a seam
+        self.unflushed: list[str] = []  # text since the last flush (sent again on a switch)
         # The current upstream's stream is lent to the data plane (StartRelay).
         self.relaying = False
 
@@ -98,13 +114,15 @@ class TtsSession(SessionCore):
     def on_command(self, name: str, fields: dict[str, Any], now: float) -> list[Action]:
         if name == "init":
             self.machine.check(SessionEvent.OPEN)
-            return self._init(cmd.parse_init({**self.defaults, **fields}))
+            fields = {**self.defaults, **fields}
+            chain = fields.pop("fallback", None)
+            return self._init(cmd.parse_init(fields), now, chain)
         command = cmd.parse_tts(name, fields)
         if isinstance(command, cmd.Ping):  # a keep-alive opens nothing
             return [SendClient(events.pong(self.context_id, now))]
         actions: list[Action] = []
         if not self.opened:  # any command but ping opens with the defaults
-            actions += self._init(cmd.parse_init(self.defaults))
+            actions += self._init(cmd.parse_init(self.defaults), now)
         if isinstance(command, cmd.InputText):
             return actions + self._input_text(command.text)
         if isinstance(command, cmd.Flush):
@@ -112,15 +130,17 @@ class TtsSession(SessionCore):
         if isinstance(command, cmd.Stop):
             return actions + self._stop() + self._ended_if_drained(now)
         if isinstance(command, cmd.Clear):
+            self.unflushed.clear()
             return actions + self._stop_relay() + [SendUpstream(f) for f in self.dialect.clear()]
         if isinstance(command, cmd.Configure):
             return actions + self._configure(command.settings)
         raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
 
-    def _init(self, init: cmd.Init) -> list[Action]:
+    def _init(self, init: cmd.Init, now: float, chain: Any = None) -> list[Action]:
         voice = init.settings.voice_id or self.endpoint.default_voice
         self._check_voice(voice)
         self._check_language(init.settings.language)
+        links = tts_failover.tts_links(self, chain, init.settings)
         self.machine.move(SessionEvent.OPEN)
         if init.context_id:
             self.context_id = init.context_id
@@ -140,11 +160,12 @@ class TtsSession(SessionCore):
             "sample_rate_hz": self.sample_rate,
             "tier": self.tier.name,
             "limits": self.tier.as_public_dict(),
+            "fallback": [link.name for link in links[1:]],
         }
         capabilities = tts_capabilities(self.dialect.capabilities, self.voices,
                                         self.endpoint.languages)
         actions: list[Action] = [SendClient(events.ready_tts(self.context_id, session, capabilities))]
-        return actions + self._open_upstream()
+        return actions + tts_failover.start_chain(self, links, now) + self._open_upstream()
 
     def _check_voice(self, voice: str | None) -> None:
         # eSpeak-style "voice+variant" names are checked by their voice part.
@@ -165,11 +186,17 @@ class TtsSession(SessionCore):
                                f"text of {len(text)} characters exceeds the "
                                f"{self.tier.max_text_chars}-character limit")
         self.usage.characters += len(text)
+        if self.has_chain:
+            self.unflushed.append(text)
         return self._to_upstream(self.dialect.input_text(text))
 
     def _flush(self, now: float) -> list[Action]:
         frames = self.dialect.flush()
-        utterance = Utterance(self.next_utterance, empty=not frames, flushed_at=now)
+        text = "".join(self.unflushed)
+        self.unflushed.clear()
+        utterance = Utterance(self.next_utterance, empty=not frames, flushed_at=now, text=text,
+                              speakable=speakable(text) if self.has_chain else True,
+                              waiting_since=now)
         self.next_utterance += 1
         if utterance.empty and not self.pending:
             return [self._audio_end(utterance, interrupted=False)]
@@ -177,6 +204,7 @@ class TtsSession(SessionCore):
         return self._to_upstream(frames)
 
     def _stop(self) -> list[Action]:
+        self.unflushed.clear()
         had_text = self.dialect.has_buffered_text
         cleared = self.dialect.clear()
         actions: list[Action] = self._stop_relay()
@@ -256,13 +284,21 @@ class TtsSession(SessionCore):
     def in_flight(self) -> bool:
         return self.mode == NATIVE or bool(self.pending)
 
+    def upstream_failed(self, epoch: int, message: str, now: float,
+                        status: int | None = None) -> list[Action]:
+        switched = tts_failover.upstream_failed(self, epoch, now, status)
+        if switched is not None:
+            return switched
+        return super().upstream_failed(epoch, message, now, status)
+
     # -- the data plane (docs/decisions.md, "The data plane boundary") -------------------
     def _start_relay(self) -> list[Action]:
         """Lend the stream to the data plane once an utterance's first audio is out (that
         one is timed here) and the dialect frames its audio so the relay can own it."""
         if (self.relaying or self.ended or not self.upstream_open or self.mode == NATIVE
                 or self.audio is None or not self.pending or self.pending[0].audio_ms == 0
-                or self.word_timestamps):  # the data plane reads no timings
+                or self.word_timestamps  # the data plane reads no timings
+                or self.has_chain):  # a seam needs the last frame (docs/decisions.md)
             return []
         framing = self.dialect.relay_framing
         if framing is None:
@@ -313,7 +349,7 @@ class TtsSession(SessionCore):
             self.usage.audio_ms += ms
             return [SendClient(f, text=True) for f in frames]
         if isinstance(event, UtteranceDone):
-            return self._utterance_done()
+            return self._utterance_done(now)
         if isinstance(event, Words):
             if self.word_timestamps:
                 return [SendClient(events.word_timestamps(
@@ -328,11 +364,12 @@ class TtsSession(SessionCore):
             return [SendUpstream(f) for f in event.frames]
         return []  # UpstreamReady, Ignored
 
-    def _utterance_done(self) -> list[Action]:
+    def _utterance_done(self, now: float) -> list[Action]:
         actions: list[Action] = []
         if not self.pending:
             return actions
         utterance = self.pending.popleft()
+        tts_failover.utterance_finished(self, utterance, now)
         if self.audio is not None:
             frames, ms = self.audio.end_utterance()
             utterance.audio_ms += ms
@@ -352,12 +389,15 @@ class TtsSession(SessionCore):
 
     def deadline(self) -> float | None:
         """While utterances wait on an open upstream (unified mode): when a provider that
-        has sent nothing since is given up on."""
+        has sent nothing since is given up on (with a fallback chain, also when one that
+        has sent no audio for the utterance since its flush is)."""
         if (self.ended or self.mode == NATIVE or not self.upstream_open or not self.pending
                 or all(u.empty for u in self.pending)):
             return None
         waiting_since = max(self.last_upstream, self.pending[0].flushed_at)
-        return waiting_since + self.provider_timeout_s
+        quiet = waiting_since + self.provider_timeout_s
+        first = tts_failover.first_audio_deadline(self)
+        return quiet if first is None else min(quiet, first)
 
     def on_deadline(self, now: float) -> list[Action]:
         """The provider went quiet mid-utterance: as if it had closed the connection (a
@@ -366,6 +406,13 @@ class TtsSession(SessionCore):
         deadline = self.deadline()
         if deadline is None or now < deadline:
             return []
+        if self.has_chain:
+            head = self.pending[0]
+            if not head.speakable and head.audio_ms == 0:
+                return tts_failover.silent_head(self, now)
+            first = tts_failover.first_audio_deadline(self)
+            reason = FIRST_AUDIO_TIMEOUT if first is not None and now >= first else STALLED
+            return tts_failover.switch(self, reason, now)
         err = GatewayError(errors.PROVIDER_ERROR,
                            f"the provider sent nothing for {self.provider_timeout_s:g} s "
                            "mid-utterance", retryable=True)
@@ -381,6 +428,9 @@ class TtsSession(SessionCore):
         if not self.pending:
             return []
         event = self.dialect.close_error(code, reason)
+        if self.has_chain and close_switches(
+                code, isinstance(event, UpstreamError) and not event.retryable):
+            return tts_failover.switch(self, CLOSED, now)
         if isinstance(event, UpstreamError):
             err = GatewayError(errors.PROVIDER_ERROR, event.message, retryable=event.retryable)
         else:

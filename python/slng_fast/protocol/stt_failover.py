@@ -1,0 +1,114 @@
+"""An STT session moving to its next provider (issue 13 point 4): the chain asked for at
+``start``, and the switch: the old upstream closed, ``provider_switched``, the backup
+opened with the session's own parameters and fed the audio kept since the last final
+transcript (`protocol.fallback.ReplayBuffer`), with the finalizes still unanswered in
+their places, so words spoken during the switch are heard. Functions of an
+`SttSession`; pure, like it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slng_fast import errors
+from slng_fast.errors import GatewayError
+from slng_fast.protocol import commands as cmd
+from slng_fast.protocol.actions import Action, CloseUpstream, OpenUpstream, SendUpstream
+from slng_fast.protocol.audio import AudioIn
+from slng_fast.protocol.failover_session import Link
+from slng_fast.protocol.fallback import (
+    PROVIDER_DOWN,
+    STT_SEGMENT_MARGIN_S,
+    ReplayBuffer,
+    first_entry,
+)
+from slng_fast.vocabulary import Settings
+
+# An `SttSession` (not imported: it imports this module).
+SttSession = Any
+
+
+def stt_links(session: SttSession, raw: Any, start: cmd.Start) -> list[Link]:
+    """The session's chain: its own model, then each entry checked now."""
+    links = [Link(session.endpoint.name, session.endpoint, session.dialect,
+                  Settings(language=start.language), dict(start.extras))]
+    for entry in session.chain_entries(raw):
+        endpoint, dialect = session.resolve_link(entry)
+        if endpoint.kind != "stt":
+            raise GatewayError(errors.INVALID_PARAMETER,
+                               f"fallback {entry.provider!r} is not an STT model")
+        own = cmd.parse_start(entry.fields)
+        language = own.language or start.language
+        if language and endpoint.languages and language not in endpoint.languages:
+            raise GatewayError(errors.INVALID_PARAMETER,
+                               f"fallback {entry.provider!r}: language {language!r} is not "
+                               f"offered; languages: {', '.join(endpoint.languages)}")
+        links.append(Link(entry.provider, endpoint, dialect, Settings(language=language),
+                          dict(own.extras)))
+    return links
+
+
+def start_chain(session: SttSession, links: list[Link], now: float) -> list[Action]:
+    """Take the chain (and the replay buffer it needs); start on the first entry not
+    marked down (``provider_switched`` ``provider_down``) when the model itself is."""
+    session.chain = links
+    if not session.has_chain or session.failover is None:
+        return []
+    width = cmd.CODEC_SAMPLE_WIDTH[session.client_codec]
+    session.replay = ReplayBuffer(int(session.failover.replay_s * session.client_rate * width))
+    at = first_entry(session.chain_names(), session.failover.is_down, now)
+    if at == 0:
+        return []
+    old = session.serving
+    session._begin_link(at)
+    return [session._switched(old, PROVIDER_DOWN)]
+
+
+def new_audio_in(session: SttSession) -> AudioIn:
+    return AudioIn(codec=session.client_codec, sample_rate=session.client_rate,
+                   model_rate=session.dialect.model_rate,
+                   model_format=session.dialect.model_format)
+
+
+def open_serving(session: SttSession) -> list[Action]:
+    link = session.chain[session.chain_at] if session.chain else None
+    language = link.settings.language if link else None
+    extras = link.extras if link else {}
+    session.upstream_epoch += 1
+    session.upstream_open = True
+    actions: list[Action] = [OpenUpstream(session.upstream_epoch, session.dialect.request())]
+    return actions + [SendUpstream(f) for f in session.dialect.open_frames(language, extras)]
+
+
+def segment_final(session: SttSession) -> None:
+    """A stable segment came: the audio before it (but a margin) needs no replay."""
+    if session.replay is not None:
+        width = cmd.CODEC_SAMPLE_WIDTH[session.client_codec]
+        session.replay.keep_last(int(STT_SEGMENT_MARGIN_S * session.client_rate * width))
+
+
+def switch(session: SttSession, reason: str, now: float) -> list[Action]:
+    """Move to the next model of the chain (exhausted: ``provider_unavailable``, 1013)."""
+    old, at = session._next_link(reason, now)
+    if at is None:
+        exhausted: list[Action] = session._exhausted(old, reason, now)
+        return exhausted
+    actions: list[Action] = []
+    if session.upstream_open:
+        actions.append(CloseUpstream(session.upstream_epoch))
+        session.upstream_open = False
+    session._begin_link(at)
+    actions.append(session._switched(old, reason))
+    actions += open_serving(session)
+    received = session.audio.received_seconds if session.audio is not None else 0.0
+    session.audio = new_audio_in(session)
+    for kind, data in session.replay.replay() if session.replay is not None else []:
+        if kind == "audio":
+            pcm = session.audio.push(data)
+            actions += [SendUpstream(f) for f in session.dialect.audio(pcm, now)]
+        else:
+            actions += [SendUpstream(f) for f in session.dialect.finalize(now)]
+    session.audio.received_seconds = received
+    if session.finalizes_pending:
+        session.finalize_waiting_since = now
+    session.last_upstream = now
+    return actions
