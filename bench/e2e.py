@@ -5,8 +5,9 @@ An upstream (bench/e2e_upstream.py, a fake SLNG model server) streams 24 kHz PCM
 ``audio_chunk`` for the clients (bench/e2e_clients.py), another process. The gateway (or
 baseline) is pinned to core 0; upstream and clients share core 1. Per system and K:
 
-* gateway CPU per stream-second: the server process's own CPU time (user + system, psutil;
-  children not counted) over the window when all K streams run, / (K x window);
+* gateway CPU per stream-second: the CPU time (user + system, psutil) of the server's whole
+  process tree (the process and its children, the workers with ``--workers N``) over the
+  window when all K streams run, / (K x window);
 * added latency p50 / p99: client receive time of ``audio_chunk`` n minus the upstream's
   send time of PCM frame n of the same session (``time.monotonic()``, one clock for all
   processes), over every frame;
@@ -24,9 +25,20 @@ Systems, measured in the same run, interleaved level by level:
 Then, per system, the largest real-time K: doubling from the largest fixed level that
 passed, then bisecting (bounded in steps), each level streaming ``--seconds``.
 
+``--workers N`` (N > 1) measures capacity that grows with the cores: ``ours`` only, run as
+``serve --workers N`` (N processes on one port, SO_REUSEPORT, limits shared through a
+``redis-server`` the bench starts on a free port). The server's tree (parent, workers and
+that redis, whose CPU is counted with the server's: a multi-worker gateway needs it) is
+pinned to cores 0..N-1, each worker to its own core once it is up, and the load generator
+to core N, the same one process as with one worker. On a machine without N + 1 cores the
+load generator shares the last server core; the run says so, and its figures are then not
+a scaling measurement. "server core" is then the tree's CPU over the window in cores (up
+to N x 100 %), "core 0 all" the mean of the server cores.
+
     python bench/e2e.py            # K = 10, 100, 1000, then the search (about 10 minutes)
     python bench/e2e.py --quick    # K = 10 and 100 only
     python bench/e2e.py --levels 10,500 --no-search --systems ours,websockets
+    python bench/e2e.py --workers 4 --levels 1000,2000   # 4 workers on cores 0-3, bench on 4
 """
 
 from __future__ import annotations
@@ -36,8 +48,10 @@ import atexit
 import os
 import pickle
 import queue
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +67,7 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 SERVER_CORE = 0
 BENCH_CORE = 1
+SERVER_CORES = [SERVER_CORE]  # --workers N: cores 0..N-1
 GOAL_K = 1000
 P99_LIMIT_MS = 20.0
 SYSTEMS = ("ours", "trio-websocket", "websockets", "picows")
@@ -116,15 +131,18 @@ class Proc:
 
     nice = 0
     rt = False
+    url = ""  # a redis-server's, for --workers N
 
-    def __init__(self, argv: list[str], *, cpu: int, log: Path, stdin: bool = False,
-                 rt_priority: int = 0) -> None:
+    def __init__(self, argv: list[str], *, cpu: int | list[int], log: Path,
+                 stdin: bool = False, rt_priority: int = 0) -> None:
         self.log = log
         nice = Proc.nice
         rt = Proc.rt and rt_priority > 0
+        cores = {cpu} if isinstance(cpu, int) else set(cpu)
+        self.extra: list[psutil.Process] = []  # counted with this process (redis)
 
         def setup() -> None:
-            os.sched_setaffinity(0, {cpu})
+            os.sched_setaffinity(0, cores)
             if rt:
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
             elif nice:
@@ -137,6 +155,7 @@ class Proc:
             preexec_fn=setup, cwd=HERE.parent)
         CHILDREN.append(self.proc)
         self.ps = psutil.Process(self.proc.pid)
+        self.tree = [self.ps]  # fixed by take_tree() once the server is up
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -168,12 +187,26 @@ class Proc:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
+    def take_tree(self) -> list[psutil.Process]:
+        """Fix the processes counted from now on: this one, its descendants as they are
+        (the workers), and ``extra``; the same set at both ends of a window."""
+        self.tree = [self.ps, *self.ps.children(recursive=True), *self.extra]
+        return self.tree
+
+    def _each(self, what) -> float:
+        total = 0.0
+        for proc in self.tree:
+            try:
+                total += what(proc)
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def cpu(self) -> float:
-        t = self.ps.cpu_times()  # this process only, not its children
-        return t.user + t.system
+        return self._each(lambda p: sum(p.cpu_times()[:2]))  # user + system, the tree
 
     def rss(self) -> int:
-        return self.ps.memory_info().rss
+        return int(self._each(lambda p: p.memory_info().rss))
 
     def tail(self) -> str:
         try:
@@ -267,8 +300,30 @@ class Bench:
             f'[providers.orpheus]\nurl = "ws://127.0.0.1:{upstream_port}/"\n')
         return path
 
-    def start_server(self, system: str, upstream_port: int) -> tuple[Proc, int]:
+    def start_redis(self) -> Proc:
+        """A throwaway redis-server for ``--workers N`` (their shared limits)."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--loglevel", "warning"],
+                     cpu=SERVER_CORES, log=self.tmp / f"{self.run_no:02d}-redis.log")
+        redis.url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return redis
+            except OSError:
+                if time.monotonic() > deadline or redis.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start: {redis.tail()}") from None
+                time.sleep(0.05)
+
+    def start_server(self, system: str, upstream_port: int) -> tuple[Proc, int, list[Proc]]:
+        """The server, its port, and the helpers to stop after it (redis)."""
         log = self.tmp / f"{self.run_no:02d}-{system}-server.log"
+        workers = self.args.workers
+        helpers: list[Proc] = []
         if system in ("websockets", "picows"):
             argv = [PY, str(HERE / f"relay_{system}.py"), "--upstream",
                     f"ws://127.0.0.1:{upstream_port}/"]
@@ -276,12 +331,29 @@ class Bench:
             argv = [PY, "-m", "slng_fast", "serve", "--port", "0", "--data-dir",
                     str(self.data_dir), "--config", str(self._config(upstream_port)),
                     "--transport", "native" if system == "ours" else "trio-websocket"]
+            if workers > 1:
+                helpers.append(self.start_redis())
+                argv += ["--workers", str(workers), "--redis", helpers[0].url]
         if self.args.gc_log:  # diagnosis: time every collection of the server's GC
             argv = [PY, "-c", GC_LOG, *argv[1:]]
-        server = Proc(argv, cpu=SERVER_CORE, log=log, rt_priority=5 if self.args.server_rt else 0)
-        line = server.expect("listening on ws://", 60)
-        port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
-        return server, port
+        server = Proc(argv, cpu=SERVER_CORES, log=log,
+                      rt_priority=5 if self.args.server_rt else 0)
+        server.extra = [h.ps for h in helpers]
+        try:
+            line = server.expect("listening on ws://", 60)
+        except RuntimeError:
+            server.stop()
+            for helper in helpers:
+                helper.stop()
+            raise
+        port = int(re.search(r"ws://[^:]+:(\d+)", line).group(1))
+        workers_up = [p for p in server.take_tree() if p not in (server.ps, *server.extra)]
+        for core, proc in zip(SERVER_CORES, workers_up):  # one worker per core
+            try:
+                proc.cpu_affinity([core])
+            except psutil.NoSuchProcess:
+                pass
+        return server, port, helpers
 
     def run_level(self, system: str, k: int) -> Level:
         args = self.args
@@ -294,8 +366,8 @@ class Bench:
         procs = [upstream]
         try:
             uport = int(upstream.expect("port ", 30).split()[1])
-            server, port = self.start_server(system, uport)
-            procs.append(server)
+            server, port, helpers = self.start_server(system, uport)
+            procs += [*helpers, server]  # stopped in reverse: the server before redis
             time.sleep(1.0)  # let startup settle before the baseline RSS
             rss0 = server.rss()
             n_clients = max(1, min(args.client_procs, k))
@@ -358,7 +430,7 @@ class Bench:
             share = lambda c: ((busy(b_cores[c]) - busy(a_cores[c]))  # noqa: E731
                                / (sum(b_cores[c]) - sum(a_cores[c])))
             level.core1_busy = share(BENCH_CORE)
-            level.core0_busy = share(SERVER_CORE)
+            level.core0_busy = sum(share(c) for c in SERVER_CORES) / len(SERVER_CORES)
             level.rss_per_session_kib = (rss - rss0) / k / 1024
 
             recv: dict[int, np.ndarray] = {}
@@ -397,6 +469,20 @@ class Bench:
             for proc in reversed(procs):
                 proc.stop()
         return level
+
+
+def setup_cores(workers: int) -> bool:
+    """Pin the server to cores 0..workers-1 and the load generator to the next one, or
+    to the last server core when there is none to spare; returns whether there was."""
+    global BENCH_CORE
+    if workers == 1:
+        return True  # core 0 and core 1, as always
+    cores = sorted(os.sched_getaffinity(0))
+    SERVER_CORES[:] = cores[:workers]
+    LABEL["ours"] = f"ours (native, {workers} workers)"
+    spare = len(cores) > workers
+    BENCH_CORE = cores[workers] if spare else SERVER_CORES[-1]
+    return spare
 
 
 def sleep_until(t: float) -> None:
@@ -441,6 +527,9 @@ def main() -> None:
     parser.add_argument("--search-steps", type=int, default=4, help="levels per system in the search")
     parser.add_argument("--cap", type=int, default=8000, help="largest K tried")
     parser.add_argument("--client-procs", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="N > 1: `serve --workers N` (ours only) on cores 0..N-1, each worker "
+                             "on its own core, the load generator on core N (see the docstring)")
     parser.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
                         help="priority of the bench's processes (default -10 as root, to shield "
                              "the figures from unrelated load on a shared machine)")
@@ -458,6 +547,15 @@ def main() -> None:
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2 or os.cpu_count() < 2:
         raise SystemExit("needs two cores (the server on core 0, the bench on core 1)")
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    if args.workers > 1:
+        if args.systems != ",".join(SYSTEMS) and args.systems != "ours":
+            raise SystemExit("--workers N measures ours only (the others have no workers)")
+        args.systems = "ours"
+        if not shutil.which("redis-server"):
+            raise SystemExit("--workers N needs redis-server (the workers share limits there)")
+    spare = setup_cores(args.workers)
     levels = [int(x) for x in args.levels.split(",")] if args.levels else (
         [10, 100] if args.quick else [10, 100, 1000])
     systems = [s for s in args.systems.split(",") if s]
@@ -470,10 +568,16 @@ def main() -> None:
     Proc.rt = args.rt and os.geteuid() == 0
     bench = Bench(args)
     started = time.monotonic()
-    print(f"e2e: {args.seconds:g} s of 24 kHz PCM16 in 40 ms frames per session; server on core "
-          f"{SERVER_CORE} (nice {args.nice}), upstream + clients on core {BENCH_CORE} "
+    where = (f"core {SERVER_CORE}" if args.workers == 1 else
+             f"{args.workers} workers on cores {','.join(map(str, SERVER_CORES))}")
+    print(f"e2e: {args.seconds:g} s of 24 kHz PCM16 in 40 ms frames per session; server on "
+          f"{where} (nice {args.nice}), upstream + clients on core {BENCH_CORE} "
           f"({'SCHED_FIFO' if Proc.rt else f'nice {args.nice}'}); load average "
           f"{os.getloadavg()[0]:.2f}; logs in {bench.tmp}", flush=True)
+    if not spare:
+        print(f"NOTE: {os.cpu_count()} cores: no core to spare for the load generator, which "
+              f"shares core {BENCH_CORE} with a worker; these figures are not a scaling "
+              "measurement", flush=True)
     print(HEADER, flush=True)
 
     def say(level: Level) -> None:
@@ -522,7 +626,7 @@ def report(results: list[Level], best: dict[str, int], systems: list[str], searc
                 if sat else "")
         print(f"  {LABEL[system]:24s} {best[system]:>6,}{bound}{note}")
 
-    if "ours" in systems:
+    if "ours" in systems and args.workers == 1:  # the goals are about one core
         print()
         print("Ours against the baselines, same run (ratio > 1: ours better):")
         print("| K | vs | CPU per stream-s | p99 latency | RSS per session |")

@@ -581,11 +581,12 @@ class AudioRelay:
                 framing_context: str | None = None, next_sequence: int = 0) -> AudioRelay: ...
     @property
     def framing(self) -> str:
-        """Which upstream messages ``feed`` owns: ``"binary"`` (every binary message) or
-        ``"elevenlabs"`` (JSON that is only base64 PCM16 of one context)."""
+        """Which upstream messages ``feed`` owns: ``"binary"`` (every binary message),
+        ``"elevenlabs"`` (JSON that is only base64 PCM16 of one context), ``"cartesia"``
+        (a ``chunk`` of one context) or ``"kyutai"`` (MessagePack ``Audio`` of float32)."""
     def set_framing(self, framing: str, context_id: str | None = None) -> None:
         """Own other messages from now on (``context_id``: the provider's utterance, for
-        ``"elevenlabs"``); the conversion state stays as it is."""
+        ``"elevenlabs"`` and ``"cartesia"``); the conversion state stays as it is."""
     @property
     def in_rate(self) -> int: ...
     @property

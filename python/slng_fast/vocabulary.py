@@ -94,8 +94,9 @@ class Audio:
 class RelayFraming:
     """Which of a provider's messages the data plane may carry (`_native.AudioRelay`):
     ``binary`` (every binary frame is PCM16 at the dialect's rate and nothing else),
-    ``elevenlabs`` (JSON that is only base64 audio of ``context_id``) or ``cartesia`` (a
-    ``chunk`` of ``context_id``)."""
+    ``elevenlabs`` (JSON that is only base64 audio of ``context_id``), ``cartesia`` (a
+    ``chunk`` of ``context_id``) or ``kyutai`` (moshi-server's MessagePack ``Audio``,
+    float32: the relay's format must be ``f32``)."""
 
     name: str
     context_id: str | None = None

@@ -45,16 +45,22 @@ pub enum Framing {
     /// Cartesia's JSON: a text message is owned when it is a `chunk` of `context_id`
     /// whose `data` is valid base64 audio (PCM16, any length).
     Cartesia { context_id: String },
+    /// moshi-server's TTS MessagePack (Kyutai): a binary message is owned when it is
+    /// exactly `{"type":"Audio","pcm":[...]}`, at least one sample, every sample a
+    /// float32 (marker `0xca`, as moshi-server writes them); its audio is those
+    /// samples as float32 little-endian (the spec's `in_format` must be `f32`).
+    Kyutai,
 }
 
 impl Framing {
-    pub const NAMES: &'static [&'static str] = &["binary", "elevenlabs", "cartesia"];
+    pub const NAMES: &'static [&'static str] = &["binary", "elevenlabs", "cartesia", "kyutai"];
 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Binary => "binary",
             Self::ElevenLabs { .. } => "elevenlabs",
             Self::Cartesia { .. } => "cartesia",
+            Self::Kyutai => "kyutai",
         }
     }
 
@@ -62,25 +68,38 @@ impl Framing {
     pub fn parse(name: &str, context_id: Option<&str>) -> Result<Self> {
         match (name, context_id) {
             ("binary", None) => Ok(Self::Binary),
+            ("kyutai", None) => Ok(Self::Kyutai),
             ("elevenlabs", Some(id)) => Ok(Self::ElevenLabs {
                 context_id: id.to_owned(),
             }),
             ("cartesia", Some(id)) => Ok(Self::Cartesia {
                 context_id: id.to_owned(),
             }),
-            ("binary" | "elevenlabs" | "cartesia", _) => Err(Error::InvalidArgument(format!(
-                "relay framing {name:?} {} a context_id",
-                if name == "binary" {
-                    "takes no"
-                } else {
-                    "needs"
-                }
-            ))),
+            ("binary" | "elevenlabs" | "cartesia" | "kyutai", _) => {
+                Err(Error::InvalidArgument(format!(
+                    "relay framing {name:?} {} a context_id",
+                    if matches!(name, "binary" | "kyutai") {
+                        "takes no"
+                    } else {
+                        "needs"
+                    }
+                )))
+            }
             _ => Err(Error::InvalidArgument(format!(
                 "unknown relay framing {name:?}; expected one of {:?}",
                 Self::NAMES
             ))),
         }
+    }
+
+    /// Kyutai's audio is float32 whatever the spec says; the others' is the spec's.
+    fn check_format(&self, format: SampleFormat) -> Result<()> {
+        if matches!(self, Self::Kyutai) && format != SampleFormat::F32 {
+            return Err(Error::InvalidArgument(format!(
+                "relay framing \"kyutai\" carries float32 audio, not {format:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// The audio of `event` if this framing owns it; None leaves it to the session.
@@ -93,9 +112,67 @@ impl Framing {
             (Self::Cartesia { context_id }, Event::Text(text)) => {
                 cartesia_audio(text, context_id).map(Cow::Owned)
             }
+            (Self::Kyutai, Event::Binary(message)) => kyutai_audio(message).map(Cow::Owned),
             _ => None,
         }
     }
+}
+
+/// The float32 little-endian samples of a moshi-server `Audio` message that is
+/// nothing else; None for anything the session must see (`Text`, `Error`, a message
+/// with more fields, samples in another encoding, bytes after the message).
+fn kyutai_audio(message: &[u8]) -> Option<Vec<u8>> {
+    /// `message[at..]` starts with the MessagePack string `text`: the position after it.
+    fn str_at(message: &[u8], at: usize, text: &str) -> Option<usize> {
+        let n = text.len();
+        debug_assert!(n < 32, "fixstr only");
+        let end = at + 1 + n;
+        (message.get(at) == Some(&(0xa0 | n as u8)) && message.get(at + 1..end)? == text.as_bytes())
+            .then_some(end)
+    }
+    /// The array header at `at`: its length and the position of its first item.
+    fn array_at(message: &[u8], at: usize) -> Option<(usize, usize)> {
+        let be = |n: usize| -> Option<usize> {
+            let bytes = message.get(at + 1..at + 1 + n)?;
+            Some(bytes.iter().fold(0usize, |len, &b| len << 8 | b as usize))
+        };
+        match *message.get(at)? {
+            b @ 0x90..=0x9f => Some(((b & 0x0f) as usize, at + 1)),
+            0xdc => Some((be(2)?, at + 3)),
+            0xdd => Some((be(4)?, at + 5)),
+            _ => None,
+        }
+    }
+    if message.first() != Some(&0x82) {
+        return None; // a map of exactly two entries
+    }
+    // moshi-server writes `type` first; another order goes to the session.
+    let pcm_at = str_at(
+        message,
+        str_at(message, str_at(message, 1, "type")?, "Audio")?,
+        "pcm",
+    )?;
+    let (len, first) = array_at(message, pcm_at)?;
+    if message.len().checked_sub(first)? != len.checked_mul(5)? {
+        return None; // not only float32 samples, or bytes after them
+    }
+    f32_samples(&message[first..])
+}
+
+/// `0xca` + big-endian float32, repeated, as float32 little-endian; None if empty or
+/// any item is not a float32.
+fn f32_samples(items: &[u8]) -> Option<Vec<u8>> {
+    if items.is_empty() || items.len() % 5 != 0 {
+        return None;
+    }
+    let mut pcm = Vec::with_capacity(items.len() / 5 * 4);
+    for item in items.chunks_exact(5) {
+        if item[0] != 0xca {
+            return None;
+        }
+        pcm.extend_from_slice(&[item[4], item[3], item[2], item[1]]);
+    }
+    Some(pcm)
 }
 
 /// The PCM16 of a Cartesia `chunk` of `context_id`; None for anything else.
@@ -223,8 +300,10 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Errors: an unsupported rate or format, a chunk size that holds no sample.
+    /// Errors: an unsupported rate or format, a framing whose audio is in another
+    /// format, a chunk size that holds no sample.
     pub fn new(spec: RelaySpec) -> Result<Self> {
+        spec.framing.check_format(spec.in_format)?;
         let direct = spec.codec == Codec::Pcm16
             && spec.in_format == SampleFormat::Pcm16
             && spec.in_rate == spec.out_rate;
@@ -262,8 +341,11 @@ impl Relay {
     }
 
     /// Change which messages `feed` owns; the conversion state stays as it is.
-    pub fn set_framing(&mut self, framing: Framing) {
+    /// Errors: the framing's audio is not in this relay's format.
+    pub fn set_framing(&mut self, framing: Framing) -> Result<()> {
+        framing.check_format(self.in_format)?;
         self.framing = framing;
+        Ok(())
     }
 
     pub fn in_rate(&self) -> u32 {
@@ -653,6 +735,167 @@ mod tests {
                 framing.owned_audio(&Event::Text(text.clone())).is_none(),
                 "{text}"
             );
+        }
+    }
+
+    /// `n` float32 samples in [-1, 1), little-endian.
+    fn float_pcm(n: usize, seed: u32) -> Vec<u8> {
+        noise(n * 2, seed)
+            .chunks_exact(2)
+            .flat_map(|b| (i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0).to_le_bytes())
+            .collect()
+    }
+
+    fn kyutai_spec(codec: Codec, out_rate: u32, max_chunk: usize) -> RelaySpec {
+        RelaySpec {
+            framing: Framing::Kyutai,
+            in_format: SampleFormat::F32,
+            ..spec(codec, 24000, out_rate, max_chunk)
+        }
+    }
+
+    fn msgpack_map(entries: &[(&str, crate::msgpack::Value)]) -> Vec<u8> {
+        use crate::msgpack::{Encoder, Value};
+        let mut enc = Encoder::new();
+        let map = Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (Value::Str((*k).into()), v.clone()))
+                .collect(),
+        );
+        map.encode(&mut enc).unwrap();
+        enc.into_bytes()
+    }
+
+    #[test]
+    fn kyutai_audio_messages_are_owned_and_nothing_else() {
+        use crate::msgpack::{kyutai_audio_frame, Value};
+        let framing = Framing::parse("kyutai", None).unwrap();
+        // fixarray, array16 and array32 headers.
+        for samples in [1, 15, 1920, 70_000] {
+            let pcm = float_pcm(samples, samples as u32);
+            let message = kyutai_audio_frame(&pcm).unwrap();
+            assert_eq!(
+                framing.owned_audio(&Event::Binary(message)).as_deref(),
+                Some(&pcm[..]),
+                "{samples} samples"
+            );
+        }
+        let audio = kyutai_audio_frame(&float_pcm(4, 1)).unwrap();
+        let floats = |items: Vec<Value>| Value::Array(items);
+        let str_ = |s: &str| Value::Str(s.into());
+        let mut not_owned = vec![
+            kyutai_audio_frame(&[]).unwrap(),
+            msgpack_map(&[
+                ("type", str_("Text")),
+                ("text", str_("hi")),
+                ("start_s", Value::F64(0.0)),
+                ("stop_s", Value::F64(0.2)),
+            ]),
+            msgpack_map(&[("type", str_("Error")), ("message", str_("no"))]),
+            msgpack_map(&[("type", str_("Ready"))]),
+            msgpack_map(&[
+                ("type", str_("Audio")),
+                ("pcm", floats(vec![Value::F64(0.5)])),
+            ]),
+            msgpack_map(&[
+                ("type", str_("Audio")),
+                ("pcm", floats(vec![Value::Int(0)])),
+            ]),
+            msgpack_map(&[
+                ("type", str_("Audio")),
+                ("pcm", floats(vec![Value::F32(0.5), Value::F64(0.5)])),
+            ]),
+            msgpack_map(&[
+                ("pcm", floats(vec![Value::F32(0.5)])),
+                ("type", str_("Audio")),
+            ]),
+            msgpack_map(&[
+                ("type", str_("Audio")),
+                ("pcm", floats(vec![Value::F32(0.5)])),
+                ("extra", Value::Nil),
+            ]),
+            msgpack_map(&[("type", str_("Audio")), ("pcm", Value::Bin(vec![0; 8]))]),
+            msgpack_map(&[("type", str_("Audio"))]),
+            [audio.clone(), vec![0xc0]].concat(), // a byte after the message
+            audio[..audio.len() - 1].to_vec(),    // cut short
+            Vec::new(),
+        ];
+        let mut wrong_length = audio.clone();
+        wrong_length[16] += 1; // the fixarray's length: one sample more than there is
+        not_owned.push(wrong_length);
+        for message in &not_owned {
+            assert!(
+                framing
+                    .owned_audio(&Event::Binary(message.clone()))
+                    .is_none(),
+                "{message:02x?}"
+            );
+        }
+        assert_eq!(audio[16], 0x94, "the index above is the array header");
+        assert!(framing.owned_audio(&Event::Text("{}".into())).is_none());
+        assert!(Framing::parse("kyutai", Some("c1")).is_err());
+        let pcm16 = spec(Codec::Pcm16, 24000, 24000, 4800);
+        let mut relay = Relay::new(pcm16.clone()).unwrap();
+        assert!(relay.set_framing(Framing::Kyutai).is_err());
+        assert_eq!(relay.framing(), &Framing::Binary);
+        let kyutai_pcm16 = RelaySpec {
+            framing: Framing::Kyutai,
+            ..pcm16
+        };
+        assert!(Relay::new(kyutai_pcm16).is_err());
+    }
+
+    #[test]
+    fn kyutai_feed_matches_push_audio_cut_at_any_byte() {
+        use crate::msgpack::kyutai_audio_frame;
+        let (a, b, c) = (float_pcm(40, 11), float_pcm(57, 12), float_pcm(33, 13));
+        let text = msgpack_map(&[("type", crate::msgpack::Value::Str("Text".into()))]);
+        let data = server_frames(&[
+            (2, &kyutai_audio_frame(&a).unwrap()),
+            (2, &kyutai_audio_frame(&b).unwrap()),
+            (2, &text),
+            (2, &kyutai_audio_frame(&c).unwrap()),
+        ]);
+        for (codec, out_rate) in [(Codec::Pcm16, 24000), (Codec::Mulaw, 8000)] {
+            let s = kyutai_spec(codec, out_rate, 16);
+            let (expected, made) = by_hand(s.clone(), &[&a, &b]);
+            assert!(!expected.is_empty());
+            for cut in 0..=data.len() {
+                let mut relay = Relay::new(s.clone()).unwrap();
+                let mut upstream = WsConnection::new_client(1 << 22);
+                let mut client = WsConnection::new(1 << 22);
+                let mut wire = Vec::new();
+                let mut report = Report::default();
+                let mut handed_back = false;
+                for part in [&data[..cut], &data[cut..]] {
+                    if handed_back {
+                        upstream.receive_data(part); // the session reads the rest
+                        break;
+                    }
+                    let fed = relay
+                        .feed(&mut upstream, part, &mut client, &mut wire)
+                        .unwrap();
+                    report.messages += fed.report.messages;
+                    report.in_bytes += fed.report.in_bytes;
+                    report.out_bytes += fed.report.out_bytes;
+                    handed_back = fed.handed_back;
+                }
+                assert!(handed_back, "cut {cut}");
+                assert_eq!(wire, expected, "{codec:?} cut {cut}");
+                assert_eq!(report.messages, 2);
+                assert_eq!(report.in_bytes, a.len() + b.len());
+                assert_eq!(report.out_bytes, made);
+                // The Text message and the audio after it wait, in order, for the session.
+                assert_eq!(
+                    upstream.events(),
+                    vec![
+                        Event::Binary(text.clone()),
+                        Event::Binary(kyutai_audio_frame(&c).unwrap()),
+                    ],
+                    "cut {cut}"
+                );
+            }
         }
     }
 

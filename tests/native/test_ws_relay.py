@@ -7,7 +7,9 @@ message it does not own and leaves it, and everything after it, queued in order.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from slng_fast.protocol.audio import AudioOut
 from slng_fast.vocabulary import RelayFraming
 
 BINARY = RelayFraming("binary")
+KYUTAI = RelayFraming("kyutai")
 
 CODECS = ("pcm16", "mulaw", "alaw")
 CLIENT_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
@@ -32,14 +35,29 @@ def audio_out(codec: str = "pcm16", rate: int = 24000, max_chunk: int = 4800) ->
     return AudioOut(codec=codec, sample_rate=rate, max_chunk_bytes=max_chunk, context_id="ctx-1")
 
 
+def binary_audio(payload: bytes) -> bytes:
+    return payload
+
+
+def kyutai_audio(payload: bytes) -> bytes:
+    """What a Kyutai TTS dialect makes of a binary message: the float32 samples of an
+    ``Audio`` message (little-endian), nothing for any other message."""
+    msg = native.msgpack_decode(payload)
+    if isinstance(msg, dict) and msg.get("type") == "Audio" and isinstance(msg.get("pcm"), list):
+        return np.asarray(msg["pcm"], dtype="<f4").tobytes()
+    return b""
+
+
 def session_path(messages: list[tuple[int, bytes]], in_rate: int, codec: str = "pcm16",
-                 rate: int = 24000, max_chunk: int = 4800) -> tuple[bytes, float]:
+                 rate: int = 24000, max_chunk: int = 4800, *,
+                 audio_of: Callable[[bytes], bytes] = binary_audio,
+                 in_format: str = "pcm16") -> tuple[bytes, float]:
     """The client's bytes when the session handles every message itself, and the ms."""
     out, client = audio_out(codec, rate, max_chunk), native.WsConnection(1 << 22)
     wire, ms = b"", 0.0
     for op, payload in messages:
         if op == 2:
-            frames, got = out.push(payload, in_rate)
+            frames, got = out.push(audio_of(payload), in_rate, in_format)
             wire += b"".join(client.send_text_utf8(f) for f in frames)
             ms += got
     frames, got = out.end_utterance()
@@ -47,14 +65,15 @@ def session_path(messages: list[tuple[int, bytes]], in_rate: int, codec: str = "
 
 
 def both_planes(messages: list[tuple[int, bytes]], cuts: list[int], in_rate: int,
-                codec: str = "pcm16", rate: int = 24000,
-                max_chunk: int = 4800) -> tuple[bytes, float, int]:
+                codec: str = "pcm16", rate: int = 24000, max_chunk: int = 4800, *,
+                framing: RelayFraming = BINARY, audio_of: Callable[[bytes], bytes] = binary_audio,
+                in_format: str = "pcm16") -> tuple[bytes, float, int]:
     """The client's bytes when the data plane holds the stream and hands it back at each
     message it does not own; the session then handles the rest of that read (its
     own path, the same state) and lends the stream again. Also the ms and reports."""
     out, client = audio_out(codec, rate, max_chunk), native.WsConnection(1 << 22)
     upstream = native.WsConnection(1 << 22, client=True)
-    relay = out.relay(BINARY, in_rate)
+    relay = out.relay(framing, in_rate, in_format)
     data = server_frames(*messages)
     wire, ms, reported, pos = b"", 0.0, 0, 0
     for cut in [*cuts, len(data)]:
@@ -67,10 +86,10 @@ def both_planes(messages: list[tuple[int, bytes]], cuts: list[int], in_rate: int
         if handed_back:
             for event in upstream.receive_data(b""):
                 if isinstance(event, native.BinaryMessage):
-                    frames, got = out.push(event.data, in_rate)
+                    frames, got = out.push(audio_of(event.data), in_rate, in_format)
                     wire += b"".join(client.send_text_utf8(f) for f in frames)
                     ms += got
-            relay = out.relay(BINARY, in_rate)  # lent again
+            relay = out.relay(framing, in_rate, in_format)  # lent again
     frames, got = out.end_utterance()
     return wire + b"".join(client.send_text_utf8(f) for f in frames), ms + got, reported
 
@@ -133,6 +152,48 @@ def test_any_stream_any_codec_any_rate_any_cut(messages, codec, rate, in_rate, m
     expected, expected_ms = session_path(messages, in_rate, codec, rate, max_chunk)
     assert wire == expected
     assert ms == pytest.approx(expected_ms)
+
+
+float32 = st.binary(max_size=1200).map(  # whole samples in [-1, 1): PCM16 / 32768
+    lambda b: (np.frombuffer(b[:len(b) // 2 * 2], "<i2") / 32768).astype("<f4").tobytes())
+kyutai_message = st.one_of(
+    float32.map(lambda pcm: (2, native.kyutai_audio_frame(pcm))),
+    st.sampled_from([{"type": "Text", "text": "hi", "start_s": 0.0, "stop_s": 0.24},
+                     {"type": "Audio", "pcm": [0.5, 1]}, {"type": "Ready"},
+                     {"type": "Error", "message": "no"}]).map(
+        lambda m: (2, native.msgpack_encode(m))),
+    st.tuples(st.just(1), st.just(b"{}")),
+    st.tuples(st.just(9), st.binary(max_size=8)),
+)
+
+
+def test_kyutai_audio_is_carried_until_a_text_message():
+    a, b = (np.linspace(-1, 1, n, dtype="<f4").tobytes() for n in (1920, 777))
+    text = native.msgpack_encode({"type": "Text", "text": "hi", "start_s": 0.0, "stop_s": 0.1})
+    messages = [(2, native.kyutai_audio_frame(a)), (2, native.kyutai_audio_frame(b)), (2, text),
+                (2, native.kyutai_audio_frame(a))]
+    for codec, rate in (("pcm16", 24000), ("mulaw", 8000)):
+        wire, ms, reported = both_planes(messages, [], 24000, codec, rate, 640, framing=KYUTAI,
+                                         audio_of=kyutai_audio, in_format="f32")
+        assert reported == 2  # before the Text; the rest of that read is the session's
+        assert (wire, ms) == pytest.approx(session_path(
+            messages, 24000, codec, rate, 640, audio_of=kyutai_audio, in_format="f32"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(kyutai_message, max_size=8), st.sampled_from(CODECS),
+       st.sampled_from(CLIENT_RATES), st.integers(2, 4096),
+       st.lists(st.integers(1, 3000), max_size=6))
+def test_kyutai_any_stream_any_codec_any_rate_any_cut(messages, codec, rate, max_chunk, cuts):
+    """Kyutai's MessagePack (float32 at 24 kHz): the data plane owns exactly the ``Audio``
+    messages, and the client gets what a session decoding every message would send."""
+    wire, ms, reported = both_planes(messages, cuts, 24000, codec, rate, max_chunk,
+                                     framing=KYUTAI, audio_of=kyutai_audio, in_format="f32")
+    expected, expected_ms = session_path(messages, 24000, codec, rate, max_chunk,
+                                         audio_of=kyutai_audio, in_format="f32")
+    assert wire == expected
+    assert ms == pytest.approx(expected_ms)
+    assert reported <= sum(1 for op, m in messages if op == 2 and kyutai_audio(m))
 
 
 def pieces_by_hand(pieces: list[bytes], in_rate: int, codec: str, rate: int,

@@ -91,7 +91,7 @@ impl AudioRelay {
     /// Own other messages from now on; the conversion state stays as it is.
     #[pyo3(signature = (framing, context_id = None))]
     fn set_framing(&mut self, framing: &str, context_id: Option<&str>) -> PyResult<()> {
-        self.0.set_framing(Framing::parse(framing, context_id)?);
+        self.0.set_framing(Framing::parse(framing, context_id)?)?;
         Ok(())
     }
 
