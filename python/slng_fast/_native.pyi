@@ -14,6 +14,7 @@ __all__ = [
     "_panic_for_tests",
     "AudioChunker",
     "AudioRelay",
+    "DataPlane",
     "RelayReport",
     "audio_chunk_frame",
     "pcm16_to_mulaw",
@@ -569,6 +570,28 @@ class RelayReport:
     @property
     def next_sequence(self) -> int:
         """The sequence number of the next frame."""
+
+@final
+class DataPlane:
+    """One worker's data plane (Linux only): an epoll set over the upstream sockets of
+    the lent streams; ``serve`` carries every ready one (read, ``AudioRelay.feed``,
+    write to the client's socket) in one call without the GIL."""
+    def __new__(cls) -> DataPlane: ...
+    def fileno(self) -> int:
+        """The epoll descriptor: readable while a lent stream has input."""
+    def __len__(self) -> int: ...
+    def lend(self, source_fd: int, source: WsConnection, relay: AudioRelay, sink_fd: int,
+             sink: WsConnection) -> int:
+        """Lend a stream (its descriptors must stay open until it leaves): its key."""
+    def take_back(self, key: int) -> bool:
+        """Take a stream back; False if it had already left the plane."""
+    def serve(self) -> list[tuple[int, RelayReport, float | None,
+                                  tuple[bool, bytes, str | None, str | None,
+                                        BaseException | None] | None]]:
+        """Serve every ready stream once: ``(key, report, seconds, outcome)`` each, for
+        streams that carried something; ``seconds`` from the read to the frames written
+        (None if none were), ``outcome`` None while the stream stays lent, else
+        ``(handed_back, unwritten, sink_error, ended, error)`` and it has left."""
 
 @final
 class AudioRelay:

@@ -9,6 +9,8 @@ pub mod codec;
 pub mod error;
 pub mod frames;
 pub mod msgpack;
+#[cfg(target_os = "linux")]
+pub mod plane;
 pub mod ratelimit;
 pub mod relay;
 pub mod resample;

@@ -278,7 +278,7 @@ pub struct Report {
 }
 
 /// The outcome of [`Relay::feed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fed {
     pub report: Report,
     /// The relay met a message it does not own: it is the next event of the

@@ -230,32 +230,20 @@ async def test_native_frames_relay_unchanged(family, nursery):
 async def test_streamed_audio_takes_the_native_relay(family, nursery, monkeypatch):
     """Once an utterance's first chunk is out, its PCM goes through the data plane
     (`AudioRelay.feed`, checked byte for byte against the session's path in
-    tests/native/test_ws_relay.py): the chunks keep their sequence, the utterance's
-    duration counts the relayed audio, and the speech still round-trips
+    tests/native/test_ws_relay.py; on the worker's epoll plane here, both ends being
+    plain sockets): the chunks keep their sequence, the utterance's duration counts
+    the relayed audio, and the speech still round-trips
     (test_orpheus_speech_round_trips_through_pocketsphinx)."""
-    from slng_fast import _native
-    from slng_fast.protocol.audio import AudioOut
+    from slng_fast.protocol.tts import TtsSession
 
     relayed: list[int] = []
+    counted = TtsSession.relayed
 
-    class CountingRelay:
-        def __init__(self, inner: _native.AudioRelay) -> None:
-            self.__dict__["inner"] = inner
+    def counting(self, epoch, report, now):
+        relayed.append(report.in_bytes)
+        return counted(self, epoch, report, now)
 
-        def __getattr__(self, name: str):
-            return getattr(self.inner, name)
-
-        def __setattr__(self, name: str, value) -> None:
-            setattr(self.inner, name, value)
-
-        def feed(self, *args):
-            out = self.inner.feed(*args)
-            relayed.append(out[1].in_bytes)
-            return out
-
-    new_relay = AudioOut._new_relay
-    monkeypatch.setattr(AudioOut, "_new_relay",
-                        lambda self, *args: CountingRelay(new_relay(self, *args)))
+    monkeypatch.setattr(TtsSession, "relayed", counting)
     ws, _ = await open_session(family, nursery, "orpheus", voice_id="tara")
     sequences: list[int] = []
     for utterance_id in (1, 2):  # the second starts on the session path again

@@ -38,6 +38,7 @@ import trio
 from slng_fast import _native
 from slng_fast._native import BinaryMessage, TextMessage
 from slng_fast.gateway.admission import BUSY_RESPONSE, PendingConnections
+from slng_fast.gateway.data_plane import DataPlane, Lent, current_plane
 from slng_fast.gateway.http import HttpConnection, HttpExchange
 from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.transport import (
@@ -119,6 +120,10 @@ class NativeWebSocketConnection(Connection):
         # The reader is handing the events of one read on: a relay started now would
         # write the next read's audio before the rest of them reached the session.
         self._delivering = False
+        # The stream on the worker's data plane: read by the plane (this connection
+        # its source), or written by it (this connection its sink).
+        self._plane: DataPlane | None = None
+        self._lent: Lent | None = None
 
     # ---- the Connection interface ----
 
@@ -164,6 +169,69 @@ class NativeWebSocketConnection(Connection):
 
     def stop_relay(self) -> None:
         self._relay = None
+        self._leave_plane()
+
+    def _leave_plane(self) -> None:
+        """Take a stream this connection is the source or sink of off the data plane,
+        synchronously: before anything else writes to the sink or closes either socket."""
+        lent = self._lent
+        if lent is not None:
+            assert self._plane is not None
+            self._plane.take_back(lent)
+            source, sink = lent.ends
+            source._lent = sink._lent = None
+
+    def _plane_for(self, relay: Relay) -> DataPlane | None:
+        """The data plane, if this stream can be lent to it now: both ends plain sockets
+        (TLS stays on the reader), the client open and no write of its in progress."""
+        client = relay.client
+        if (self._sock is None or not isinstance(client, NativeWebSocketConnection)
+                or client._sock is None or client._close_code is not None
+                or client._ws.close_sent or client._send_lock.locked() or client._lent):
+            return None
+        return current_plane()
+
+    async def _carry_on(self, plane: DataPlane, relay: Relay) -> list[_native._WsEvent] | None:
+        """Lend the stream to the plane until it comes back: then what the reader would
+        have done with the read the plane could not finish (the events left for the
+        ordinary path, None at the end of the stream)."""
+        client = relay.client
+        assert isinstance(client, NativeWebSocketConnection) and self._sock is not None
+        assert client._sock is not None
+        lent = plane.lend(self._sock.fileno(), self._ws, client._sock.fileno(), client._ws, relay)
+        self._plane = client._plane = plane
+        self._lent = client._lent = lent
+        lent.ends = (self, client)
+        try:
+            await lent.back.wait()
+        finally:
+            self._leave_plane()
+        if lent.outcome is None:
+            return []  # taken back: nothing read is waiting
+        assert lent.report is not None
+        handed_back, unwritten, sink_error, ended, error = lent.outcome
+        if error is not None:
+            raise error
+        if lent.report.messages:
+            relay.report(lent.report)
+        if sink_error is not None:
+            self._relay = None
+            client._set_closed(1006, "connection lost")
+            await relay.lost(ConnectionClosed(client._close_code, client._close_reason))
+        elif unwritten:
+            await self._relay_write(relay, unwritten, trio.current_time() - (lent.seconds or 0.0))
+        elif lent.seconds is not None:
+            relay.written(lent.seconds)
+        if ended is not None:
+            if ended:
+                raise trio.BrokenResourceError(ended)
+            return None
+        if not handed_back:
+            return []
+        if self._relay is relay:
+            self._relay = None
+        # What it did not own stays queued in the framing, in order.
+        return self._ws.receive_data(b"")
 
     async def _relay_read(self, relay: Relay, data: bytes) -> list[_native._WsEvent]:
         """One read through the relay: the events it leaves for the ordinary path."""
@@ -178,20 +246,28 @@ class NativeWebSocketConnection(Connection):
             self._relay = None
         if report.messages:
             relay.report(report)
-        if wire:
-            try:
-                delivered = await client._write(wire, relay.timeout)
-            except ConnectionClosed as exc:
-                self._relay = None
-                await relay.lost(exc)
-                return []
-            if not delivered:
-                self._relay = None
-                await relay.lost(None)
-                return []
-            relay.written(trio.current_time() - start)
+        if wire and not await self._relay_write(relay, wire, start):
+            return []
         # What it did not own stays queued in the framing, in order.
         return self._ws.receive_data(b"") if handed_back else []
+
+    async def _relay_write(self, relay: Relay, wire: bytes, start: float) -> bool:
+        """Write relayed frames to the client within its slow-client timeout; False (the
+        relay stopped, the bridge told) if it is gone or too slow."""
+        client = relay.client
+        assert isinstance(client, NativeWebSocketConnection)
+        try:
+            delivered = await client._write(wire, relay.timeout)
+        except ConnectionClosed as exc:
+            self._relay = None
+            await relay.lost(exc)
+            return False
+        if not delivered:
+            self._relay = None
+            await relay.lost(None)
+            return False
+        relay.written(trio.current_time() - start)
+        return True
 
     async def pump(self, sink: Callable[[str | bytes], Awaitable[None]]) -> None:
         """Hand every message to ``sink`` from the reader task itself (no queue, no task
@@ -251,6 +327,7 @@ class NativeWebSocketConnection(Connection):
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._done.wait()
         if not self._done.is_set():
+            self._leave_plane()
             self._reader_scope.cancel()
             await trio.aclose_forcefully(self._stream)
 
@@ -264,6 +341,7 @@ class NativeWebSocketConnection(Connection):
         return ConnectionClosed(self._close_code, self._close_reason)
 
     def _set_closed(self, code: int | None, reason: str | None) -> None:
+        self._leave_plane()
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
 
@@ -280,6 +358,8 @@ class NativeWebSocketConnection(Connection):
         it unfinished."""
         if not data:
             return True
+        if self._lent is not None:  # our writes and the plane's must not interleave
+            self._leave_plane()
         deadline = math.inf
         try:
             self._send_lock.acquire_nowait()  # no extra checkpoint when uncontended
@@ -415,12 +495,9 @@ class NativeWebSocketConnection(Connection):
         ws = self._ws
         with self._reader_scope:
             try:
-                data = initial
+                events = ws.receive_data(initial)
                 while True:
-                    if data:
-                        relay = self._relay
-                        events = (ws.receive_data(data) if relay is None
-                                  else await self._relay_read(relay, data))
+                    if events:
                         self._delivering = True
                         for event in events:
                             # Messages first, by class identity: a match on class patterns
@@ -464,11 +541,23 @@ class NativeWebSocketConnection(Connection):
                                 case _:
                                     assert_never(event)
                         self._delivering = False
+                    relay = self._relay
+                    if relay is not None and (plane := self._plane_for(relay)) is not None:
+                        carried = await self._carry_on(plane, relay)
+                        if carried is None:
+                            self._peer_closing()
+                            self._set_closed(1006, "connection lost")
+                            return
+                        events = carried
+                        continue
                     data = await self._receive_some()
                     if not data:
                         self._peer_closing()
                         self._set_closed(1006, "connection lost")
                         return
+                    relay = self._relay
+                    events = (ws.receive_data(data) if relay is None
+                              else await self._relay_read(relay, data))
             except _OK_ERRORS:
                 self._set_closed(1006, "connection lost")
             finally:

@@ -12,6 +12,8 @@ mod chunker;
 mod codec;
 mod frames;
 mod msgpack;
+#[cfg(target_os = "linux")]
+mod plane;
 mod ratelimit;
 mod relay;
 mod resample;
@@ -121,6 +123,8 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     codec::register(m)?;
     frames::register(m)?;
     msgpack::register(m)?;
+    #[cfg(target_os = "linux")]
+    plane::register(m)?;
     ratelimit::register(m)?;
     relay::register(m)?;
     resample::register(m)?;

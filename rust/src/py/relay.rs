@@ -11,7 +11,7 @@ use crate::resample::SampleFormat;
 
 /// What one `AudioRelay.feed` carried; see `crate::relay::Report`.
 #[pyclass(frozen, get_all, module = "slng_fast._native", name = "RelayReport")]
-struct RelayReport {
+pub(super) struct RelayReport {
     messages: usize,
     in_bytes: usize,
     out_bytes: usize,
@@ -43,7 +43,7 @@ impl RelayReport {
 
 /// One TTS stream's output state (resampler, codec, chunker); see `crate::relay`.
 #[pyclass(module = "slng_fast._native", name = "AudioRelay")]
-struct AudioRelay(Relay);
+pub(super) struct AudioRelay(pub(super) Relay);
 
 fn frames_list<'py>(py: Python<'py>, frames: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, frames.iter().map(|f| PyBytes::new(py, f)))
