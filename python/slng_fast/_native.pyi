@@ -575,7 +575,7 @@ class RelayReport:
 class DataPlane:
     """One worker's data plane (Linux only): an epoll set over the upstream sockets of
     the lent streams; ``serve`` carries every ready one (read, ``AudioRelay.feed``,
-    write to the client's socket) in one call without the GIL."""
+    write to the client's socket) in one call, holding the GIL (see docs/decisions.md)."""
     def __new__(cls) -> DataPlane: ...
     def fileno(self) -> int:
         """The epoll descriptor: readable while a lent stream has input."""

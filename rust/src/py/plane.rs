@@ -111,7 +111,7 @@ impl DataPlane {
         self.forget(key)
     }
 
-    /// Serve every ready stream once, without the GIL. A list of ``(key, report,
+    /// Serve every ready stream once. A list of ``(key, report,
     /// seconds, outcome)``: ``seconds`` from the read to the frames written (None if
     /// nothing was written), ``outcome`` None while the stream stays on the plane,
     /// else ``(handed_back, unwritten, sink_error, ended, error)`` and the stream is
@@ -150,16 +150,18 @@ impl DataPlane {
                 )
             })
             .collect();
-        let results: Vec<(u64, Carried)> = py.detach(|| {
-            work.iter_mut()
-                .map(|(key, source_fd, source, relay, sink_fd, sink)| {
-                    (
-                        *key,
-                        plane.carry(*source_fd, source, *relay, *sink_fd, sink),
-                    )
-                })
-                .collect()
-        });
+        // With the GIL held: a call serves many streams in microseconds each, and a
+        // release would let any other Python thread (the store's writes) take the GIL
+        // for up to the switch interval (5 ms) before this one gets it back.
+        let results: Vec<(u64, Carried)> = work
+            .iter_mut()
+            .map(|(key, source_fd, source, relay, sink_fd, sink)| {
+                (
+                    *key,
+                    plane.carry(*source_fd, source, *relay, *sink_fd, sink),
+                )
+            })
+            .collect();
         drop(work);
         drop(borrowed);
         let out = PyList::empty(py);
