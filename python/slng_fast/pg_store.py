@@ -47,6 +47,7 @@ from slng_fast.config import TIER_NAMES
 from slng_fast.store import (
     KEY_PREFIX,
     ApiKey,
+    IdleConnections,
     Store,
     StoreUnavailable,
     UsageTotals,
@@ -127,14 +128,11 @@ class _Pool:
             "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
             "tcp_user_timeout": 10_000, "application_name": "slng-fast",
             **conninfo_to_dict(url), "autocommit": True}
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        self._idle: IdleConnections[psycopg.Connection[Any]] = IdleConnections(size)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
+        conn = self._idle.take()
         try:
             if conn is None:
                 conn = psycopg.connect(**self.params)
@@ -148,18 +146,10 @@ class _Pool:
                 conn.close()
             raise
         else:
-            with self._lock:
-                if self._closed or len(self._idle) >= self.size or conn.closed:
-                    conn.close()
-                else:
-                    self._idle.append(conn)
+            self._idle.give_back(conn, reusable=not conn.closed)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._idle.close()
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from slng_fast.config import TIER_NAMES
 
@@ -178,6 +178,43 @@ def report_row(row: dict[str, Any], host: str = "") -> dict[str, Any]:
     }
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+class IdleConnections(Generic[_C]):
+    """The open connections of a pool that wait for their next call, shared by both
+    backends: once the pool is closed, a connection handed back is closed, not kept."""
+
+    def __init__(self, most: int | None = None) -> None:
+        self._most = most
+        self._idle: list[_C] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self) -> _C | None:
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def give_back(self, conn: _C, *, reusable: bool = True) -> None:
+        with self._lock:
+            if self._closed or not reusable or (
+                    self._most is not None and len(self._idle) >= self._most):
+                conn.close()
+            else:
+                self._idle.append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -191,9 +228,7 @@ class Store:
         self.path = path if path is not None else data_dir / DEFAULT_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        self._idle: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        self._idle: IdleConnections[sqlite3.Connection] = IdleConnections()
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")  # a property of the file: set once
             db.executescript(_SCHEMA)
@@ -209,8 +244,7 @@ class Store:
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """A connection for one call, from the pool (or a new one); one thread at a time."""
-        with self._lock:
-            db = self._idle.pop() if self._idle else None
+        db = self._idle.take()
         if db is None:
             db = self._connect()
         try:
@@ -218,18 +252,10 @@ class Store:
         finally:
             if db.in_transaction:
                 db.rollback()
-            with self._lock:
-                if self._closed:
-                    db.close()
-                else:
-                    self._idle.append(db)
+            self._idle.give_back(db)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for db in idle:
-            db.close()
+        self._idle.close()
 
     # -- keys -----------------------------------------------------------------------
     def create_key(self, tier: str, name: str = "") -> tuple[ApiKey, str]:
