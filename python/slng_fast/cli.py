@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -42,6 +43,23 @@ def database_of(args: argparse.Namespace) -> str | None:
 
 def open_store_of(args: argparse.Namespace) -> StoreBackend:
     return open_store(database_of(args), data_dir_of(args))
+
+
+def on_store(args: argparse.Namespace, failed: str, call: Callable[[StoreBackend], int]) -> int:
+    """Run ``call`` on the store of ``args`` and close it. The exit status: 2 when the
+    store cannot be named (bad configuration), 1 when it fails (``failed: why``)."""
+    try:
+        store = open_store_of(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"slng-fast: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return call(store)
+    except STORE_ERRORS as exc:
+        print(f"slng-fast: {failed}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
 
 
 def default_key(args: argparse.Namespace) -> str:
@@ -92,28 +110,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- keys -------------------------------------------------------------------------------
 def cmd_keys(args: argparse.Namespace) -> int:
-    try:
-        store = open_store_of(args)
-    except (ConfigError, ValueError) as exc:
-        print(f"slng-fast: {exc}", file=sys.stderr)
-        return 2
-    try:
-        if args.keys_command == "create":
-            key, secret = store.create_key(args.tier, args.name or "")
-            print(f"created key {key.id} (tier {key.tier}); it is shown only once:")
-            print(secret)
-        elif args.keys_command == "list":
-            for key in store.list_keys():
-                state = "revoked" if key.revoked_at else "active"
-                created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
-                print(f"{key.id}  {key.tier:<10} {state:<8} {created}  {key.name}")
-        elif args.keys_command == "revoke":
-            return revoke_key(store, args.id, args.redis)
-    except STORE_ERRORS as exc:
-        print(f"slng-fast: the key store failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
+    return on_store(args, "the key store failed", partial(keys_command, args))
+
+
+def keys_command(args: argparse.Namespace, store: StoreBackend) -> int:
+    if args.keys_command == "create":
+        key, secret = store.create_key(args.tier, args.name or "")
+        print(f"created key {key.id} (tier {key.tier}); it is shown only once:")
+        print(secret)
+    elif args.keys_command == "list":
+        for key in store.list_keys():
+            state = "revoked" if key.revoked_at else "active"
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
+            print(f"{key.id}  {key.tier:<10} {state:<8} {created}  {key.name}")
+    elif args.keys_command == "revoke":
+        return revoke_key(store, args.id, args.redis)
     return 0
 
 
@@ -140,22 +151,19 @@ def iso(at: float | None) -> str | None:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
+    try:
+        since = parse_since(args.since) if args.since else 0.0
+    except ValueError as exc:
+        print(f"slng-fast: {exc}", file=sys.stderr)
+        return 2
+    return on_store(args, "the usage ledger failed", partial(print_usage, args, since))
+
+
+def print_usage(args: argparse.Namespace, since: float, store: StoreBackend) -> int:
     import csv
     import json
 
-    try:
-        since = parse_since(args.since) if args.since else 0.0
-        store = open_store_of(args)
-    except (ConfigError, ValueError) as exc:
-        print(f"slng-fast: {exc}", file=sys.stderr)
-        return 2
-    try:
-        rows = store.usage_report(args.key, since)
-    except STORE_ERRORS as exc:
-        print(f"slng-fast: the usage ledger failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
+    rows = store.usage_report(args.key, since)
     out = [{name: row[name] for name in USAGE_FIELDS} for row in rows]
     for row in out:
         row["started_at"], row["ended_at"] = iso(row["started_at"]), iso(row["ended_at"])
@@ -171,18 +179,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    try:
-        store = open_store_of(args)
-    except (ConfigError, ValueError) as exc:
-        print(f"slng-fast: {exc}", file=sys.stderr)
-        return 2
-    try:
-        applied = store.migrate()
-    except STORE_ERRORS as exc:
-        print(f"slng-fast: cannot migrate the database: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
+    return on_store(args, "cannot migrate the database", migrate)
+
+
+def migrate(store: StoreBackend) -> int:
+    applied = store.migrate()
     print(f"applied migrations {applied}" if applied else "the database is up to date")
     return 0
 
