@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 import trio
@@ -190,6 +190,24 @@ async def run_session(api: OpenAiRoutes, conn: HttpSessionConnection, endpoint: 
             conn.finish(gone=failure is not None)
     if failure is not None:
         raise failure
+
+
+async def answer_from(http: HttpExchange, conn: HttpSessionConnection,
+                      on_event: Callable[[dict[str, Any]], Awaitable[bool]],
+                      ended_early: str) -> None:
+    """Hand ``conn``'s events to ``on_event`` until it says the answer is complete. An
+    ``error`` event is the HTTP refusal while nothing is sent, and after that cuts the
+    answer where it stands (as OpenAI does); a session that ends before the answer
+    started is a 503 saying ``ended_early``."""
+    async for event in conn.events:
+        if event.get("type") == "error":
+            if http.started:
+                return  # cut: the body ends without its last part
+            raise api_errors.from_event(event)
+        if await on_event(event):
+            return
+    if not http.started:
+        raise api_errors.unavailable(ended_early)
 
 
 async def serve_models(api: OpenAiRoutes, http: HttpExchange, admitted: Admitted) -> None:

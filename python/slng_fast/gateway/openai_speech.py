@@ -9,14 +9,15 @@ from __future__ import annotations
 import base64
 import uuid
 from functools import partial
+from typing import Any
 
 import orjson
 
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
-from slng_fast.gateway.openai_routes import Admitted, OpenAiRoutes, run_session
+from slng_fast.gateway.openai_routes import Admitted, OpenAiRoutes, answer_from, run_session
 from slng_fast.openai_compat.audio_files import SpeechEncoder, speech_rate
-from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
+from slng_fast.openai_compat.errors import bad_request
 from slng_fast.openai_compat.requests import SpeechRequest, parse_speech
 from slng_fast.protocol.commands import TTS_SAMPLE_RATES
 from slng_fast.vocabulary import Endpoint
@@ -73,7 +74,8 @@ async def serve_speech(api: OpenAiRoutes, http: HttpExchange, admitted: Admitted
 async def _answer(http: HttpExchange, conn: HttpSessionConnection, encoder: SpeechEncoder,
                   context_id: str) -> None:
     headers = [("x-request-id", context_id)]
-    async for event in conn.events:
+
+    async def on_event(event: dict[str, Any]) -> bool:
         kind = event.get("type")
         if kind == "audio_chunk":
             out = encoder.push(base64.b64decode(event["data"]))
@@ -85,10 +87,7 @@ async def _answer(http: HttpExchange, conn: HttpSessionConnection, encoder: Spee
                 await http.start(200, encoder.content_type, headers=headers)
             await http.write(encoder.finish())
             await http.end()
-            return
-        elif kind == "error":
-            if http.started:
-                return  # cut: the body ends without its last chunk
-            raise from_event(event)
-    if not http.started:
-        raise unavailable("the speech session ended without audio")
+            return True
+        return False
+
+    await answer_from(http, conn, on_event, "the speech session ended without audio")

@@ -15,9 +15,9 @@ import trio
 
 from slng_fast.gateway.http import HttpExchange
 from slng_fast.gateway.http_session import HttpSessionConnection
-from slng_fast.gateway.openai_routes import Admitted, OpenAiRoutes, run_session
+from slng_fast.gateway.openai_routes import Admitted, OpenAiRoutes, answer_from, run_session
 from slng_fast.openai_compat.audio_files import AudioTooLong, UnreadableAudio, decode_upload
-from slng_fast.openai_compat.errors import bad_request, from_event, unavailable
+from slng_fast.openai_compat.errors import bad_request
 from slng_fast.openai_compat.requests import TranscriptionRequest, parse_transcription
 from slng_fast.openai_compat.transcripts import answer_body, segment, sse
 
@@ -60,34 +60,33 @@ async def _answer(http: HttpExchange, conn: HttpSessionConnection,
     headers = [("x-request-id", context_id)]
     segments: list[dict[str, Any]] = []
     deltas = 0
-    async for event in conn.events:
+
+    async def send_event(data: dict[str, Any]) -> None:
+        if not http.started:
+            await http.start(200, "text/event-stream",
+                             headers=[("cache-control", "no-cache"), *headers])
+        await http.write(sse(data))
+
+    async def on_event(event: dict[str, Any]) -> bool:
+        nonlocal deltas
         kind = event.get("type")
         if kind == "transcript" and event.get("is_final") and event.get("text"):
             text = str(event["text"])
             if isinstance(event.get("start"), (int, float)):
                 segments.append(segment(len(segments), event["start"], event["end"], text))
             if request.stream:
-                if not http.started:
-                    await http.start(200, "text/event-stream",
-                                     headers=[("cache-control", "no-cache"), *headers])
                 delta = " " + text if deltas else text
                 deltas += 1
-                await http.write(sse({"type": "transcript.text.delta", "delta": delta}))
+                await send_event({"type": "transcript.text.delta", "delta": delta})
         elif kind == "final_transcript":
             text = str(event.get("text", ""))
             if request.stream:
-                if not http.started:
-                    await http.start(200, "text/event-stream",
-                                     headers=[("cache-control", "no-cache"), *headers])
-                await http.write(sse({"type": "transcript.text.done", "text": text}))
+                await send_event({"type": "transcript.text.done", "text": text})
                 await http.end()
             else:
                 body, content_type = answer_body(request, text, seconds, segments)
                 await http.respond(200, body, content_type, headers=headers)
-            return
-        elif kind == "error":
-            if http.started:
-                return  # cut: the stream ends without its done event
-            raise from_event(event)
-    if not http.started:
-        raise unavailable("the transcription session ended without a transcript")
+            return True
+        return False
+
+    await answer_from(http, conn, on_event, "the transcription session ended without a transcript")
