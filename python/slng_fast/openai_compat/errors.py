@@ -13,6 +13,12 @@ import orjson
 from slng_fast import errors
 
 
+def error_object(message: str, type: str, code: str | None,
+                 param: str | None = None) -> dict[str, Any]:
+    """OpenAI's ``error`` object, one shape for the HTTP body and the Realtime event."""
+    return {"message": message, "type": type, "param": param, "code": code}
+
+
 @dataclass(frozen=True)
 class ApiError(Exception):
     """One refusal: the status, OpenAI's ``type`` and ``code``, and the parameter at
@@ -26,8 +32,8 @@ class ApiError(Exception):
     retry_after_s: float | None = None
 
     def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.type,
-                                       "param": self.param, "code": self.code}})
+        return orjson.dumps({"error": error_object(self.message, self.type, self.code,
+                                                   self.param)})
 
     def headers(self) -> list[tuple[str, str]]:
         if self.retry_after_s is None:

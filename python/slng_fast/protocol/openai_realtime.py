@@ -41,6 +41,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from slng_fast.openai_compat.errors import error_object
+
 GA = "ga"
 BETA = "beta"
 
@@ -435,9 +437,7 @@ class RealtimeTranscription:
               client_event_id: str | None = None,
               retry_after_ms: Any = None) -> dict[str, Any]:
         """An OpenAI ``error`` event for a unified error code (or one of OpenAI's own)."""
-        kind, openai_code = _ERROR_TYPES.get(code, ("invalid_request_error", None))
-        error: dict[str, Any] = {"type": kind, "code": openai_code or code, "message": message,
-                                 "param": param, "event_id": client_event_id}
+        error = _error(code, message, param, client_event_id)
         if isinstance(retry_after_ms, int):
             error["retry_after_ms"] = retry_after_ms
         return self._event("error", error=error)
@@ -445,7 +445,12 @@ class RealtimeTranscription:
 
 def error_event(code: str, message: str) -> dict[str, Any]:
     """An OpenAI ``error`` event outside a session (a refused connection)."""
+    return {"type": "error", "event_id": _new_id("event"), "error": _error(code, message)}
+
+
+def _error(code: str, message: str, param: str | None = None,
+           client_event_id: str | None = None) -> dict[str, Any]:
+    """The ``error`` object of an event for a unified error code (or one of OpenAI's own)."""
     kind, openai_code = _ERROR_TYPES.get(code, ("invalid_request_error", None))
-    return {"type": "error", "event_id": _new_id("event"),
-            "error": {"type": kind, "code": openai_code or code, "message": message,
-                      "param": None, "event_id": None}}
+    return {**error_object(message, kind, openai_code or code, param),
+            "event_id": client_event_id}
