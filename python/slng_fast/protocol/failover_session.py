@@ -45,6 +45,7 @@ class ChainMixin:
     context_id: str
     observations: list[tuple[str, Any]]
     usage: Any
+    upstream_open: bool
     _fatal: Callable[..., list[Action]]  # SessionCore's
 
     def _init_chain(self) -> None:
@@ -119,6 +120,17 @@ class ChainMixin:
         self.observations.append(("provider_failed", (old, reason)))
         assert self.failover is not None
         return old, next_entry(self.chain_names(), self.chain_at, self.failover.is_down, now)
+
+    def _switch(self, reason: str, now: float, close: Callable[[], list[Action]],
+                move: Callable[[str, int], list[Action]]) -> list[Action]:
+        """The serving provider failed for ``reason``: ``close()`` its upstream if open,
+        then ``move(old, at)`` to link ``at``; with the chain exhausted, the session ends
+        ``provider_unavailable`` (close 1013) instead."""
+        old, at = self._next_link(reason, now)
+        if at is None:
+            return self._exhausted(old, reason, now)
+        actions = close() if self.upstream_open else []
+        return actions + move(old, at)
 
     def _switched(self, old: str, reason: str) -> SendClient:
         new = self.serving

@@ -7,6 +7,7 @@ their places, so words spoken during the switch are heard. Functions of an
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from slng_fast import errors
@@ -88,16 +89,20 @@ def segment_final(session: SttSession) -> None:
 
 def switch(session: SttSession, reason: str, now: float) -> list[Action]:
     """Move to the next model of the chain (exhausted: ``provider_unavailable``, 1013)."""
-    old, at = session._next_link(reason, now)
-    if at is None:
-        exhausted: list[Action] = session._exhausted(old, reason, now)
-        return exhausted
-    actions: list[Action] = []
-    if session.upstream_open:
-        actions.append(CloseUpstream(session.upstream_epoch))
-        session.upstream_open = False
+    actions: list[Action] = session._switch(reason, now, partial(close_upstream, session),
+                                            partial(_move, session, reason, now))
+    return actions
+
+
+def close_upstream(session: SttSession) -> list[Action]:
+    session.upstream_open = False
+    return [CloseUpstream(session.upstream_epoch)]
+
+
+def _move(session: SttSession, reason: str, now: float, old: str, at: int) -> list[Action]:
+    """Serve link ``at`` and replay to it the audio kept, the finalizes in their places."""
     session._begin_link(at)
-    actions.append(session._switched(old, reason))
+    actions: list[Action] = [session._switched(old, reason)]
     actions += open_serving(session)
     received = session.audio.received_seconds if session.audio is not None else 0.0
     session.audio = new_audio_in(session)

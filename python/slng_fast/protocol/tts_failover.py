@@ -5,6 +5,7 @@ again by the backup, in order. Functions of a `TtsSession`; pure, like it."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from slng_fast import errors
@@ -116,13 +117,13 @@ def switch(session: TtsSession, reason: str, now: float) -> list[Action]:
     and close 1013). An utterance whose audio had started is finished from its first
     sentence not yet heard; the later ones, and the text not yet flushed, are sent
     whole."""
-    old, at = session._next_link(reason, now)
-    if at is None:
-        exhausted: list[Action] = session._exhausted(old, reason, now)
-        return exhausted
+    actions: list[Action] = session._switch(reason, now, session._close_upstream,
+                                            partial(_move, session, reason, now))
+    return actions
+
+
+def _move(session: TtsSession, reason: str, now: float, old: str, at: int) -> list[Action]:
     actions: list[Action] = []
-    if session.upstream_open:
-        actions += session._close_upstream()
     head = session.pending[0] if session.pending else None
     if session.audio is not None:
         if head is not None and head.audio_ms > 0:
