@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,19 +127,34 @@ async def start_gateway_with_piper(nursery: trio.Nursery, tmp_path: Path) -> Run
     return await start_gateway(nursery, make_gateway(tmp_path, urls, info))
 
 
-def engine_pids(gateway_pid: int) -> dict[str, int]:
-    """The gateway's engine children, by engine name, from /proc."""
-    out = {}
+def child_processes(parent: int) -> list[tuple[int, bytes]]:
+    """The children of process ``parent``: (pid, its NUL-separated command line), from /proc."""
+    out = []
     for proc in Path("/proc").iterdir():
         try:
             stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == gateway_pid and b"slng_fast.engines" in cmdline:
-            out[cmdline[cmdline.index(b"slng_fast.engines") + 1].decode()] = int(proc.name)
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            out.append((int(proc.name), cmdline))
     return out
+
+
+def engine_pids(gateway_pid: int) -> dict[str, int]:
+    """The gateway's engine children, by engine name."""
+    out = {}
+    for pid, cmdline in child_processes(gateway_pid):
+        argv = cmdline.split(b"\0")
+        if b"slng_fast.engines" in argv:
+            out[argv[argv.index(b"slng_fast.engines") + 1].decode()] = pid
+    return out
+
+
+def worker_pids(gateway_pid: int) -> list[int]:
+    """The gateway's worker processes."""
+    return [pid for pid, cmdline in child_processes(gateway_pid)
+            if b"slng_fast.gateway.worker" in cmdline]
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -214,6 +230,24 @@ class RedisServer:
 CLI = [sys.executable, "-m", "slng_fast"]
 
 
+def listening_url(proc: subprocess.Popen[str], lines: list[str] | None = None,
+                  exited: Callable[[], str] | None = None) -> str:
+    """Read ``proc``'s stdout (each line kept in ``lines``) up to ``listening on URL``:
+    the URL. A process that exits first fails, saying ``exited()`` (else its status)."""
+    lines = [] if lines is None else lines
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"serve exited: {exited() if exited else proc.poll()}")
+        lines.append(line.rstrip("\n"))
+        match = re.search(r"listening on (ws://\S+)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError("serve did not start")
+
+
 class Served:
     """`slng-fast serve --port 0` as a user runs it, with its data directory."""
 
@@ -224,17 +258,7 @@ class Served:
         self.proc = subprocess.Popen(CLI + ["serve", "--port", "0"], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, env=env)
         self.lines: list[str] = []
-        deadline = time.monotonic() + 90
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"serve exited: {self.lines}")
-            self.lines.append(line.rstrip("\n"))
-            match = re.search(r"listening on (ws://\S+)", line)
-            if match:
-                self.url = match.group(1)
-                break
+        self.url = listening_url(self.proc, self.lines, lambda: str(self.lines))
         # the dev key (first start only) follows within three more lines
         if first_start:
             for _ in range(3):

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
+from harness import CLI
 from slng_fast.config import ConfigError, load_config
 from slng_fast.database import open_store
 from slng_fast.store import Store
-
-CLI = [sys.executable, "-m", "slng_fast"]
 
 
 def run(*args: str, home) -> subprocess.CompletedProcess[str]:

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import termios
-import time
 from pathlib import Path
 
 import orjson
 import trio
 import trio_websocket
 
+from harness import CLI, listening_url
 from slng_fast.store import Store
 from wsclient import auth, recv, send
-
-CLI = [sys.executable, "-m", "slng_fast"]
 
 
 class GatewayProcess:
@@ -52,17 +48,8 @@ class GatewayProcess:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=log,
                                          text=True, env=env)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"serve exited: {self.log.read_text()[-2000:]}")
-            match = re.search(r"listening on (ws://\S+)", line)
-            if match:
-                self.url = match.group(1)
-                return self
-        raise AssertionError("serve did not start")
+        self.url = listening_url(self.proc, exited=lambda: self.log.read_text()[-2000:])
+        return self
 
     def key(self, tier: str, name: str = "") -> tuple[str, str]:
         """A new key of `tier` in the gateway's key store: (key id, secret)."""
@@ -284,21 +271,6 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def worker_pids(gateway_pid: int) -> list[int]:
-    """The gateway's worker processes, from /proc."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == gateway_pid \
-                and b"slng_fast.gateway.worker" in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 def zombie(pid: int) -> bool:

@@ -24,10 +24,9 @@ from faults.processes import (
     accepted_again,
     first_event,
     open_ws,
-    worker_pids,
     zombie,
 )
-from harness import RedisServer
+from harness import RedisServer, worker_pids
 from slng_fast.gateway.redis_client import open_redis
 from slng_fast.gateway.shared_limits import RedisLimits
 from wsclient import closed_code, recv, recv_until, send

@@ -5,15 +5,14 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import orjson
 import trio
 
+from harness import listening_url
 from wsclient import closed_code, connect, recv, recv_until, send
 
 LONG = "This sentence is long enough to keep the engine busy for a little while. " * 4
@@ -58,13 +57,7 @@ def test_serve_drain_s_on_sigterm(tmp_path):
                              "--drain-s", "20"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
     try:
-        assert proc.stdout is not None
-        url = None
-        deadline = time.monotonic() + 90
-        while url is None and time.monotonic() < deadline:
-            match = re.search(r"listening on (ws://\S+)", proc.stdout.readline())
-            url = match.group(1) if match else None
-        assert url, "serve did not start"
+        url = listening_url(proc)
         key = (tmp_path / "dev-key").read_text().strip()
 
         async def main() -> tuple[list[dict], int, dict]:

@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,15 +21,14 @@ import pytest
 import trio
 import trio_websocket
 
-from faults.processes import GatewayProcess, open_ws, worker_pids
+from faults.processes import GatewayProcess, open_ws
 from gateway.test_observability import http_get
-from harness import RedisServer
+from harness import CLI, RedisServer, worker_pids
 from pgserver import PostgresServer, postgres_server  # noqa: F401 - the fixture
 from slng_fast.pg_store import MIGRATIONS, PostgresStore
 from slng_fast.store import StoreUnavailable, UsageTotals
 from wsclient import closed_code, recv, recv_until, send
 
-CLI = [sys.executable, "-m", "slng_fast"]
 TEXT = "One two three."
 
 

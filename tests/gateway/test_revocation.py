@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
-from harness import RedisServer
+from harness import CLI, RedisServer
 from slng_fast.config import Config
 from slng_fast.gateway.redis_client import open_redis
 from slng_fast.gateway.run import open_limits
@@ -22,8 +21,6 @@ from slng_fast.gateway.server import Gateway, serve_gateway
 from slng_fast.providers.registry import ProviderRegistry
 from slng_fast.store import Store
 from wsclient import closed_code, connect, recv, recv_until, send
-
-CLI = [sys.executable, "-m", "slng_fast"]
 
 
 async def ping(ws) -> None:

@@ -9,12 +9,9 @@ and the Redis password is on no command line."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -22,10 +19,8 @@ import pytest
 import trio
 import trio_websocket
 
-from harness import RedisServer, engine_pids, listening_ports
+from harness import CLI, RedisServer, engine_pids, listening_ports, listening_url, worker_pids
 from wsclient import auth, closed_code, recv, send
-
-CLI = [sys.executable, "-m", "slng_fast"]
 
 
 @pytest.fixture
@@ -50,14 +45,7 @@ def start_workers(tmp_path: Path, redis_url: str | None,
                                    str(config)] + (["--redis", redis_url] if redis_url else []),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env)
-    assert proc.stdout is not None
-    url = None
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and url is None:
-        match = re.search(r"listening on (ws://\S+)", proc.stdout.readline())
-        url = match.group(1) if match else None
-    assert url, "the gateway did not start"
-    return proc, url, free
+    return proc, listening_url(proc), free
 
 
 def create_key(tmp_path: Path, tier: str) -> str:
@@ -220,20 +208,6 @@ async def test_a_killed_workers_usage_rows_are_closed_with_their_saved_totals(
         assert row["characters"] == len(text) and round(row["audio_ms"], 3) >= spoken
         store.close()
         nursery.cancel_scope.cancel()
-
-
-def worker_pids(gateway_pid: int) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == gateway_pid \
-                and b"slng_fast.gateway.worker" in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 async def speaks(url: str, key: str) -> bool:
