@@ -4,6 +4,7 @@ ElevenLabs emulator, the espeak engine; all real sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import base64
+import math
 
 import orjson
 import pytest
@@ -119,10 +120,13 @@ async def ended_row(gw) -> dict:
             await trio.sleep(0.05)
 
 
-async def test_an_idle_upstream_drop_is_invisible(provider_gateway, nursery, autojump_clock,
+async def test_an_idle_upstream_drop_is_invisible(provider_gateway, nursery, mock_clock,
                                                    monkeypatch):
     # A 5 s inactivity timeout (under the 15 s keep-alive) makes the emulator drop the
     # idle socket; the next utterance reopens it without the client seeing anything.
+    # The fake clock moves only while the session is idle: had it jumped while the real
+    # engine speaks (work trio does not see), every deadline on the way (the client's
+    # idle timeout, the provider's) could pass in the middle of an utterance.
     from slng_fast.emulators import elevenlabs as emulator
 
     sockets = []
@@ -133,12 +137,12 @@ async def test_an_idle_upstream_drop_is_invisible(provider_gateway, nursery, aut
         await real_run(self)
 
     monkeypatch.setattr(emulator.Connection, "run", counted)
-    # The fake clock jumps while the real engine speaks: no provider deadline in this test.
-    ws, _ = await open_session(provider_gateway, nursery, inactivity_timeout=5,
-                               gateway_settings={"provider_timeout_s": 3600.0})
+    ws, _ = await open_session(provider_gateway, nursery, inactivity_timeout=5)
     first = await utterance(ws, "Before the drop.")
     assert first[-1]["interrupted"] is False
+    mock_clock.autojump_threshold = 0
     await trio.sleep(30)
+    mock_clock.autojump_threshold = math.inf
     await send(ws, type="ping")
     assert (await recv(ws))["type"] == "pong"  # nothing else came meanwhile
     second = await utterance(ws, "After the drop.")
