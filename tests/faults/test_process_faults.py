@@ -26,7 +26,7 @@ from faults.processes import (
     open_ws,
     zombie,
 )
-from harness import RedisServer, worker_pids
+from harness import worker_pids
 from slng_fast.gateway.redis_client import open_redis
 from slng_fast.gateway.shared_limits import RedisLimits
 from wsclient import closed_code, recv, recv_until, send
@@ -49,14 +49,6 @@ async def ended_rows(gw: GatewayProcess, key_id: str) -> list[dict]:
 
 
 # -- Redis killed and restarted under load --------------------------------------------
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
 
 WORKERS_CONFIG = """
 [gateway]

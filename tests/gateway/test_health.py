@@ -4,23 +4,14 @@ provider back in both."""
 
 from __future__ import annotations
 
-import pytest
 import trio
 from trio_websocket import ConnectionClosed, serve_websocket
 
-from harness import RedisServer, free_port
+from harness import free_port
 from slng_fast.gateway.health import HealthWatch
 from slng_fast.gateway.native_transport import open_native_upstream
 from slng_fast.gateway.redis_client import open_redis
 from slng_fast.vocabulary import UpstreamRequest
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_down_is_shared_and_a_probe_brings_it_back(nursery, redis_server):

@@ -27,14 +27,6 @@ from harness import RedisServer, free_port
 
 
 @pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 async def redis(redis_server):
     async with open_redis(redis_server.url) as client:
         yield client

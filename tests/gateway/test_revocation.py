@@ -10,10 +10,9 @@ import subprocess
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 
-from harness import CLI, RedisServer
+from harness import CLI
 from slng_fast.config import Config
 from slng_fast.gateway.redis_client import open_redis
 from slng_fast.gateway.run import open_limits
@@ -54,14 +53,6 @@ async def test_a_revoked_keys_open_sessions_end_with_4000(gw, nursery, tmp_path)
 
 
 # -- two hosts, one Redis ---------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @asynccontextmanager

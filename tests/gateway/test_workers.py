@@ -23,14 +23,6 @@ from harness import CLI, RedisServer, engine_pids, listening_ports, listening_ur
 from wsclient import auth, closed_code, recv, send
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 def start_workers(tmp_path: Path, redis_url: str | None,
                   extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, str]:
     """`serve --workers 2` (the Redis URL on its command line if given); the process, its
