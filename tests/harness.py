@@ -118,6 +118,21 @@ async def start_gateway(nursery: trio.Nursery, running: Running) -> Running:
     return running
 
 
+async def start_fronting_gateway(nursery: trio.Nursery, tmp_path: Path,
+                                 engines: tuple[dict[str, str], dict[str, Any]], provider: str,
+                                 *, url: str | None = None, api_key: str | None = EMULATOR_KEY,
+                                 faults: FaultPlan = NO_FAULTS, **settings: Any) -> Running:
+    """A gateway whose ``[providers.<provider>]`` is that provider's emulator (misbehaving
+    as ``faults`` says) in front of ``engines``, or the server at ``url``; ``api_key`` is
+    the key the gateway presents, ``settings`` the rest of its `Config`."""
+    urls, info = engines
+    if url is None:
+        url = await start_emulator(nursery, provider, urls, faults=faults)
+    config = Config(data_dir=tmp_path,
+                    providers={provider: ProviderConfig(url=url, api_key=api_key)}, **settings)
+    return await start_gateway(nursery, make_gateway(tmp_path, urls, info, config=config))
+
+
 async def start_gateway_with_piper(nursery: trio.Nursery, tmp_path: Path) -> Running:
     """A gateway with the in-process eSpeak and PocketSphinx engines and a real Piper engine
     process (Piper is GPL: it runs only in its own process)."""

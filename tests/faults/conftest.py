@@ -8,15 +8,7 @@ from typing import Any
 import pytest
 
 from engines.engine_audio import ROUND_TRIP_SENTENCES, speech_16k
-from harness import (
-    EMULATOR_KEY,
-    Running,
-    make_gateway,
-    start_emulator,
-    start_engines,
-    start_gateway,
-)
-from slng_fast.config import Config, ProviderConfig
+from harness import Running, start_engines, start_fronting_gateway
 from slng_fast.emulators.faults import FaultPlan
 from slng_fast.engines.espeak import EspeakSynth
 
@@ -39,13 +31,10 @@ def faulty(nursery, tmp_path):
     built-in eSpeak for the healthy session beside."""
 
     async def start(provider: str, url: str | None = None, **faults: Any) -> Running:
-        urls, info = await start_engines(nursery, sphinx=provider in STT_PROVIDERS)
-        if url is None:
-            url = await start_emulator(nursery, provider, urls, faults=FaultPlan(**faults))
-        config = Config(data_dir=tmp_path,
-                        providers={provider: ProviderConfig(url=url, api_key=EMULATOR_KEY)},
-                        provider_timeout_s=PROVIDER_TIMEOUT_S,
-                        upstream_connect_timeout_s=CONNECT_TIMEOUT_S)
-        return await start_gateway(nursery, make_gateway(tmp_path, urls, info, config=config))
+        engines = await start_engines(nursery, sphinx=provider in STT_PROVIDERS)
+        return await start_fronting_gateway(nursery, tmp_path, engines, provider, url=url,
+                                            faults=FaultPlan(**faults),
+                                            provider_timeout_s=PROVIDER_TIMEOUT_S,
+                                            upstream_connect_timeout_s=CONNECT_TIMEOUT_S)
 
     return start

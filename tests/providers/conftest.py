@@ -6,15 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import (
-    EMULATOR_KEY,
-    Running,
-    make_gateway,
-    start_emulator,
-    start_engines,
-    start_gateway,
-)
-from slng_fast.config import Config, ProviderConfig
+from harness import EMULATOR_KEY, Running, start_engines, start_fronting_gateway
 
 
 @pytest.fixture
@@ -27,10 +19,7 @@ def provider_gateway(nursery, tmp_path, engines):
     """``await provider_gateway("elevenlabs")``: a gateway fronting that emulator."""
 
     async def start(name: str, api_key: str | None = EMULATOR_KEY, **settings) -> Running:
-        urls, info = engines
-        base = await start_emulator(nursery, name, urls)
-        providers = {name: ProviderConfig(url=base, api_key=api_key)}
-        config = Config(data_dir=tmp_path, providers=providers, **settings)
-        return await start_gateway(nursery, make_gateway(tmp_path, urls, info, config=config))
+        return await start_fronting_gateway(nursery, tmp_path, engines, name, api_key=api_key,
+                                            **settings)
 
     return start
