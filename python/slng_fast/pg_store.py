@@ -29,7 +29,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import secrets
 import socket
 import sqlite3
 import threading
@@ -43,15 +42,14 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from slng_fast.config import TIER_NAMES
 from slng_fast.store import (
-    KEY_PREFIX,
     ApiKey,
     IdleConnections,
     Store,
     StoreUnavailable,
     UsageTotals,
     hash_key,
+    new_key,
     report_row,
 )
 
@@ -201,10 +199,7 @@ class PostgresStore:
 
     # -- keys -------------------------------------------------------------------------
     def create_key(self, tier: str, name: str = "") -> tuple[ApiKey, str]:
-        if tier not in TIER_NAMES:
-            raise ValueError(f"unknown tier {tier!r}; tiers are {', '.join(TIER_NAMES)}")
-        key_id = secrets.token_hex(4)
-        secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(24)}"
+        key_id, secret = new_key(tier)
         now = time.time()
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("LOCK TABLE slng_keys IN EXCLUSIVE MODE")

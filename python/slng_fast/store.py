@@ -215,6 +215,14 @@ class IdleConnections(Generic[_C]):
             conn.close()
 
 
+def new_key(tier: str) -> tuple[str, str]:
+    """A new key of ``tier`` (ValueError if there is no such tier): (its id, its secret)."""
+    if tier not in TIER_NAMES:
+        raise ValueError(f"unknown tier {tier!r}; tiers are {', '.join(TIER_NAMES)}")
+    key_id = secrets.token_hex(4)
+    return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(24)}"
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -259,10 +267,7 @@ class Store:
 
     # -- keys -----------------------------------------------------------------------
     def create_key(self, tier: str, name: str = "") -> tuple[ApiKey, str]:
-        if tier not in TIER_NAMES:
-            raise ValueError(f"unknown tier {tier!r}; tiers are {', '.join(TIER_NAMES)}")
-        key_id = secrets.token_hex(4)
-        secret = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(24)}"
+        key_id, secret = new_key(tier)
         now = time.time()
         with self._connection() as db:
             db.execute("INSERT INTO keys (id, name, tier, hash, created_at) VALUES (?,?,?,?,?)",
