@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import trio
@@ -26,6 +27,13 @@ class TranscribeResult:
     text: str = ""
     partials: int = 0
     error: str | None = None
+
+
+def failure(event: dict[str, Any]) -> str:
+    """What an ``error`` or ``session_ended`` event, which ends the call, says went wrong."""
+    if event["type"] == "error":
+        return f"{event['code']}: {event['message']}"
+    return f"session ended: {event['reason']}"
 
 
 def _headers(key: str) -> list[tuple[bytes, bytes]]:
@@ -57,11 +65,8 @@ async def say(url: str, key: str, text: str, *, provider: str = "piper",
                     result.duration_ms += event["duration_ms"]
                 elif kind == "audio_end":
                     break
-                elif kind == "error":
-                    result.error = f"{event['code']}: {event['message']}"
-                    break
-                elif kind == "session_ended":
-                    result.error = result.error or f"session ended: {event['reason']}"
+                elif kind in ("error", "session_ended"):
+                    result.error = failure(event)
                     break
     result.audio = b"".join(chunks)
     return result
@@ -99,11 +104,8 @@ async def transcribe(url: str, key: str, audio: bytes, sample_rate: int, codec: 
                     elif kind == "final_transcript":
                         result.text = event["text"]
                         break
-                    elif kind == "error":
-                        result.error = f"{event['code']}: {event['message']}"
-                        break
-                    elif kind == "session_ended":
-                        result.error = result.error or f"session ended: {event['reason']}"
+                    elif kind in ("error", "session_ended"):
+                        result.error = failure(event)
                         break
                 nursery.cancel_scope.cancel()
     return result
