@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import RedisServer
+from harness import RedisServer, Served
 
 
 @pytest.fixture
@@ -17,3 +17,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """`slng-fast serve` in its own data directory, killed after the test if still up."""
+    s = Served(tmp_path)
+    yield s
+    if s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait()

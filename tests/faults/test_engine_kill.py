@@ -6,32 +6,16 @@ from __future__ import annotations
 import os
 import signal
 
-import pytest
 import trio
 
-from engines.engine_audio import ROUND_TRIP_SENTENCES, recognised, speech_16k
-from harness import Served, engine_pids, run_cli
-from slng_fast.engines.espeak import EspeakSynth
+from engines.engine_audio import recognised
+from harness import engine_pids, run_cli
 from wsclient import connect, recv, send
 
 HANG_GUARD = 90  # seconds; the serve process and its engines start within it too
 LONG_TEXT = "The quick brown fox jumps over the lazy dog, again and again. " * 90  # ~5,500
 TEXT = "one two three four five"
 FRAME = 640  # 20 ms at 16 kHz
-
-
-@pytest.fixture
-def served(tmp_path):
-    s = Served(tmp_path)
-    yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def speech() -> bytes:
-    return speech_16k(EspeakSynth.shared(), ROUND_TRIP_SENTENCES[1])
 
 
 async def events_until(ws, kind: str) -> list[dict]:

@@ -10,21 +10,14 @@ import pytest
 import trio
 import trio_websocket
 
-from engines.engine_audio import ROUND_TRIP_SENTENCES, speech_16k
 from faults.upstream import HANG_GUARD
 from harness import EMULATOR_KEY, make_gateway, start_emulator, start_engines, start_gateway
 from slng_fast.config import Config, ProviderConfig
 from slng_fast.emulators.faults import FaultPlan
-from slng_fast.engines.espeak import EspeakSynth
 from wsclient import connect, recv, send
 
 WORDS = {"one", "two", "three", "four", "five"}
 BASELINE: dict[int, set[str]] = {}
-
-
-@pytest.fixture(scope="module")
-def speech() -> bytes:
-    return speech_16k(EspeakSynth.shared(), ROUND_TRIP_SENTENCES[1])
 
 
 async def gateway(nursery: Any, tmp_path: Any, whisper: dict | None = None, **faults: Any) -> Any:

@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-import pytest
 import trio
 import trio_websocket
 
@@ -22,15 +21,6 @@ from engines.engine_audio import (
 from harness import Served, engine_pids, run_cli
 from slng_fast.wavfile import read_wav, write_wav
 from wsclient import closed_code, recv, send
-
-
-@pytest.fixture
-def served(tmp_path):
-    s = Served(tmp_path)
-    yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
 
 
 def test_first_start_prints_url_and_dev_key_once(served, tmp_path):
