@@ -161,9 +161,11 @@ class SessionBridge:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._read_client)
-            nursery.start_soon(self._watch_clock, tier.idle_timeout_s, tier.max_duration_s)
+            self._idle_s = tier.idle_timeout_s
+            self._end_at = trio.current_time() + tier.max_duration_s \
+                if math.isfinite(tier.max_duration_s) else math.inf
             nursery.start_soon(self._heartbeat, tier.heartbeat_s)
-            nursery.start_soon(self.timer.run, self._deadline_passed)
+            nursery.start_soon(self.timer.run, self._deadline_passed, self._clock)
             outside = self.outside_end
             if outside is not None:
                 outside.hook = self._outside_ended
@@ -618,18 +620,16 @@ class SessionBridge:
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.request_end(EndRequested("client_closed"))
 
-    async def _watch_clock(self, idle_s: float, max_s: float) -> None:
-        """The idle timeout and the maximum duration, in one task."""
-        end_at = trio.current_time() + max_s if math.isfinite(max_s) else math.inf
-        while True:
-            await trio.sleep_until(min(self.last_client + idle_s, end_at))
-            now = trio.current_time()
-            if now >= self.last_client + idle_s:
-                self.request_end(EndRequested("idle_timeout"))
-                return
-            if now >= end_at:
-                self.request_end(EndRequested("max_duration"))
-                return
+    def _clock(self, now: float) -> float | None:
+        """The idle timeout and the maximum duration (run by the session timer's task):
+        when to look again, or None once the session is told to end."""
+        if now >= self.last_client + self._idle_s:
+            self.request_end(EndRequested("idle_timeout"))
+            return None
+        if now >= self._end_at:
+            self.request_end(EndRequested("max_duration"))
+            return None
+        return min(self.last_client + self._idle_s, self._end_at)
 
     async def _every(self, seconds: float, item: InboxItem) -> None:
         while True:
