@@ -78,3 +78,16 @@ async def test_another_clock_shares_the_task_and_ends_it(nursery, autojump_clock
     with trio.fail_after(3600):
         await timer.run(lambda: calls.append("fired"), also)
     assert calls == [0, 10, 20]
+
+
+async def test_wake_asks_the_other_clock_again(nursery, autojump_clock):
+    t0 = trio.current_time()
+    timer, calls = SessionTimer(started_session(t0)), []
+    nursery.start_soon(timer.run, lambda: None,
+                       lambda now: calls.append(round(now - t0)) or now + 100)
+    await trio.sleep(5)
+    timer.wake()
+    await trio.sleep(1)
+    assert calls == [0, 5]
+    await trio.sleep(100)
+    assert calls == [0, 5, 105]

@@ -104,11 +104,11 @@ class OutsideEnd:
 class SessionBridge:
     # One per connection, with more attributes than an instance dict shares keys for:
     # slots save about 1.3 KiB each (issue 12 point 3).
-    __slots__ = ("_deadline_due", "_drain_due", "_end", "_end_at", "_idle_s", "_keepalives",
-                 "_loop_task", "_waiting", "added_latency", "client_gone", "conn",
-                 "connect_timeout", "draining", "inbox", "last_client", "links", "metrics",
-                 "nursery", "on_provider_failed", "open_upstream", "opened_upstreams",
-                 "outside_end", "provider", "session", "shutdown", "slow",
+    __slots__ = ("_deadline_due", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
+                 "_keepalives", "_loop_task", "_ping_at", "_waiting", "added_latency",
+                 "client_gone", "conn", "connect_timeout", "draining", "inbox", "last_client",
+                 "links", "metrics", "nursery", "on_provider_failed", "open_upstream",
+                 "opened_upstreams", "outside_end", "provider", "session", "shutdown", "slow",
                  "slow_client_timeout", "take_message", "timer", "upstream_send_timeout",
                  "warm")
 
@@ -174,7 +174,8 @@ class SessionBridge:
             self._idle_s = tier.idle_timeout_s
             self._end_at = trio.current_time() + tier.max_duration_s \
                 if math.isfinite(tier.max_duration_s) else math.inf
-            nursery.start_soon(self._heartbeat, tier.heartbeat_s)
+            self._heartbeat_s = tier.heartbeat_s
+            self._ping_at = trio.current_time() + tier.heartbeat_s
             nursery.start_soon(self.timer.run, self._deadline_passed, self._clock)
             outside = self.outside_end
             if outside is not None:
@@ -639,7 +640,10 @@ class SessionBridge:
         if now >= self._end_at:
             self.request_end(EndRequested("max_duration"))
             return None
-        return min(self.last_client + self._idle_s, self._end_at)
+        if now >= self._ping_at:  # a task only while a ping waits for its pong
+            self._ping_at = math.inf
+            self.nursery.start_soon(self._heartbeat, self._heartbeat_s)
+        return min(self.last_client + self._idle_s, self._end_at, self._ping_at)
 
     async def _every(self, seconds: float, item: InboxItem) -> None:
         while True:
@@ -657,16 +661,17 @@ class SessionBridge:
             self.nursery.start_soon(self._every, interval, KeepaliveDue())
 
     async def _heartbeat(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            with trio.move_on_after(interval):
-                try:
-                    await self.conn.ping()
-                except ConnectionClosed:
-                    return
-                continue
-            self.request_end(EndRequested("heartbeat_timeout"))
+        """One ping, ``interval`` seconds after the last pong (`_clock` starts it): no
+        pong within ``interval`` ends the session; a pong sets the next ping's time."""
+        with trio.move_on_after(interval):
+            try:
+                await self.conn.ping()
+            except ConnectionClosed:
+                return
+            self._ping_at = trio.current_time() + interval
+            self.timer.wake()
             return
+        self.request_end(EndRequested("heartbeat_timeout"))
 
     def _drain_now(self) -> None:
         self._drain_due = True
