@@ -63,3 +63,31 @@ async def test_a_deadline_set_by_a_step_rearms_the_timer(nursery, autojump_clock
         assert await inbox.receive() == ("deadline",)
     assert trio.current_time() == pytest.approx(now + 1 + FINALIZE_SILENCE_S
                                                 + FINALIZE_GRACE_S)
+
+
+async def test_another_clock_shares_the_task_and_ends_it(nursery, autojump_clock):
+    t0 = trio.current_time()
+    session = started_session(t0)
+    assert session.deadline() is None
+    timer, calls = SessionTimer(session), []
+
+    def also(now: float) -> float | None:
+        calls.append(now - t0)
+        return None if now >= t0 + 20 else now + 10
+
+    with trio.fail_after(3600):
+        await timer.run(lambda: calls.append("fired"), also)
+    assert calls == [0, 10, 20]
+
+
+async def test_wake_asks_the_other_clock_again(nursery, autojump_clock):
+    t0 = trio.current_time()
+    timer, calls = SessionTimer(started_session(t0)), []
+    nursery.start_soon(timer.run, lambda: None,
+                       lambda now: calls.append(round(now - t0)) or now + 100)
+    await trio.sleep(5)
+    timer.wake()
+    await trio.sleep(1)
+    assert calls == [0, 5]
+    await trio.sleep(100)
+    assert calls == [0, 5, 105]

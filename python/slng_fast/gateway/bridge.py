@@ -26,6 +26,7 @@ import trio_websocket
 from slng_fast import errors
 from slng_fast._native import PanicException, RelayReport
 from slng_fast.errors import GatewayError
+from slng_fast.gateway.event_hooks import when_set
 from slng_fast.gateway.inbox import (
     ClientTooLarge,
     EndRequested,
@@ -87,18 +88,30 @@ class UpstreamLink:
 @dataclass
 class OutsideEnd:
     """Ends a running session from outside it (its key was revoked): the session then
-    fails with ``error`` as if one of its own steps had raised it."""
+    fails with ``error`` as if one of its own steps had raised it. The running bridge
+    sets ``hook`` (a call, not a task waiting on an event: issue 12 point 3)."""
 
     error: GatewayError | None = None
-    event: trio.Event = field(default_factory=trio.Event)
+    hook: Callable[[], None] | None = None
 
     def end(self, error: GatewayError) -> None:
-        if not self.event.is_set():
+        if self.error is None:
             self.error = error
-            self.event.set()
+            if self.hook is not None:
+                self.hook()
 
 
 class SessionBridge:
+    # One per connection, with more attributes than an instance dict shares keys for:
+    # slots save about 1.3 KiB each (issue 12 point 3).
+    __slots__ = ("_deadline_due", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
+                 "_keepalives", "_loop_task", "_ping_at", "_waiting", "added_latency",
+                 "client_gone", "conn", "connect_timeout", "draining", "inbox", "last_client",
+                 "links", "metrics", "nursery", "on_provider_failed", "open_upstream",
+                 "opened_upstreams", "outside_end", "provider", "session", "shutdown", "slow",
+                 "slow_client_timeout", "take_message", "timer", "upstream_send_timeout",
+                 "warm")
+
     def __init__(self, conn: Connection, session: TtsSession | SttSession, *, shutdown: trio.Event,
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
                  slow_client_timeout: float = 10.0,
@@ -151,23 +164,34 @@ class SessionBridge:
 
     async def run(self, nursery_for_upstreams: trio.Nursery | None = None) -> None:
         tier = self.session.tier
+        # The worker's shutdown and drain, and a revocation, reach the session by a call
+        # (gateway/event_hooks.py), not a task each: fewer tasks per connection.
+        unhook = [when_set(self.shutdown, partial(self.request_end, EndRequested("shutdown"))),
+                  when_set(self.draining, self._drain_now)]
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._read_client)
-            nursery.start_soon(self._watch_idle, tier.idle_timeout_s)
-            nursery.start_soon(self._after, tier.max_duration_s, EndRequested("max_duration"))
-            nursery.start_soon(self._heartbeat, tier.heartbeat_s)
-            nursery.start_soon(self._watch_shutdown)
-            nursery.start_soon(self._watch_drain)
-            nursery.start_soon(self.timer.run, self._deadline_passed)
-            if self.outside_end is not None:
-                nursery.start_soon(self._watch_outside_end, self.outside_end)
+            self._idle_s = tier.idle_timeout_s
+            self._end_at = trio.current_time() + tier.max_duration_s \
+                if math.isfinite(tier.max_duration_s) else math.inf
+            self._heartbeat_s = tier.heartbeat_s
+            self._ping_at = trio.current_time() + tier.heartbeat_s
+            nursery.start_soon(self.timer.run, self._deadline_passed, self._clock)
+            outside = self.outside_end
+            if outside is not None:
+                outside.hook = self._outside_ended
+                if outside.error is not None:
+                    self._outside_ended()
             self._keepalives: set[float] = set()
             self._keep_alive()
             try:
                 self._loop_task = trio.lowlevel.current_task()
                 await self._loop()
             finally:
+                for remove in unhook:
+                    remove()
+                if outside is not None:
+                    outside.hook = None
                 nursery.cancel_scope.cancel()
                 with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                     scope.shield = True
@@ -607,18 +631,19 @@ class SessionBridge:
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.request_end(EndRequested("client_closed"))
 
-    async def _watch_idle(self, idle_s: float) -> None:
-        while True:
-            deadline = self.last_client + idle_s
-            await trio.sleep_until(deadline)
-            if trio.current_time() >= self.last_client + idle_s:
-                self.request_end(EndRequested("idle_timeout"))
-                return
-
-    async def _after(self, seconds: float, item: EndRequested) -> None:
-        if math.isfinite(seconds):
-            await trio.sleep(seconds)
-            self.request_end(item)
+    def _clock(self, now: float) -> float | None:
+        """The idle timeout and the maximum duration (run by the session timer's task):
+        when to look again, or None once the session is told to end."""
+        if now >= self.last_client + self._idle_s:
+            self.request_end(EndRequested("idle_timeout"))
+            return None
+        if now >= self._end_at:
+            self.request_end(EndRequested("max_duration"))
+            return None
+        if now >= self._ping_at:  # a task only while a ping waits for its pong
+            self._ping_at = math.inf
+            self.nursery.start_soon(self._heartbeat, self._heartbeat_s)
+        return min(self.last_client + self._idle_s, self._end_at, self._ping_at)
 
     async def _every(self, seconds: float, item: InboxItem) -> None:
         while True:
@@ -636,27 +661,23 @@ class SessionBridge:
             self.nursery.start_soon(self._every, interval, KeepaliveDue())
 
     async def _heartbeat(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            with trio.move_on_after(interval):
-                try:
-                    await self.conn.ping()
-                except ConnectionClosed:
-                    return
-                continue
-            self.request_end(EndRequested("heartbeat_timeout"))
+        """One ping, ``interval`` seconds after the last pong (`_clock` starts it): no
+        pong within ``interval`` ends the session; a pong sets the next ping's time."""
+        with trio.move_on_after(interval):
+            try:
+                await self.conn.ping()
+            except ConnectionClosed:
+                return
+            self._ping_at = trio.current_time() + interval
+            self.timer.wake()
             return
+        self.request_end(EndRequested("heartbeat_timeout"))
 
-    async def _watch_shutdown(self) -> None:
-        await self.shutdown.wait()
-        self.request_end(EndRequested("shutdown"))
-
-    async def _watch_drain(self) -> None:
-        await self.draining.wait()
+    def _drain_now(self) -> None:
         self._drain_due = True
         if self._waiting is not None:
             self._waiting.cancel()
 
-    async def _watch_outside_end(self, end: OutsideEnd) -> None:
-        await end.event.wait()
-        self.request_end(EndRequested("outside_end", end.error))
+    def _outside_ended(self) -> None:
+        assert self.outside_end is not None
+        self.request_end(EndRequested("outside_end", self.outside_end.error))

@@ -117,6 +117,10 @@ struct Partial {
     checked: usize,
 }
 
+/// Input buffer capacity kept between reads once everything in it was consumed;
+/// past it the buffer is released (issue 12 point 3: memory per connection).
+pub const KEEP_CAPACITY: usize = 16 * 1024;
+
 /// One WebSocket connection, server side (or client side with [`WsConnection::new_client`]).
 #[derive(Debug)]
 pub struct WsConnection {
@@ -201,7 +205,13 @@ impl WsConnection {
             return;
         }
         if self.start == self.buf.len() {
-            self.buf.clear();
+            if self.buf.capacity() > KEEP_CAPACITY {
+                // One large read (a burst, up to 64 KiB) must not stay reserved for the
+                // connection's life: thousands of connections would each keep one.
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.start = 0;
         } else if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
@@ -510,6 +520,17 @@ mod tests {
             apply_mask(&mut masked, [1, 2, 3, 4]);
             assert_eq!(masked, data);
         }
+    }
+
+    #[test]
+    fn a_large_read_is_not_kept_reserved() {
+        let mut conn = server();
+        let big = encode_frame(2, &vec![7; 70000], true, MASK);
+        assert_eq!(feed(&mut conn, &big), [Event::Binary(vec![7; 70000])]);
+        let small = encode_frame(2, &[1, 2, 3], true, MASK);
+        assert_eq!(feed(&mut conn, &small), [Event::Binary(vec![1, 2, 3])]);
+        assert!(conn.buf.capacity() <= KEEP_CAPACITY);
+        assert_eq!(feed(&mut conn, &small), [Event::Binary(vec![1, 2, 3])]);
     }
 
     #[test]
