@@ -15,6 +15,7 @@ mod msgpack;
 mod ratelimit;
 mod relay;
 mod resample;
+mod uplink;
 mod ws;
 mod ws_events;
 
@@ -124,6 +125,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     relay::register(m)?;
     resample::register(m)?;
+    uplink::register(m)?;
     ws::register(m)?;
     ws_events::register(m)?;
     Ok(())
