@@ -166,6 +166,10 @@ class SttSession(ChainMixin, SessionCore):
 
     def _upstream_events(self, upstream_events: list[Any], now: float) -> list[Action]:
         actions: list[Action] = []
+        if any(isinstance(event, Reply) for event in upstream_events):
+            # First, before anything that waits: the data plane must not carry one more
+            # read once the dialect holds the audio again.
+            actions += self._stop_uplink()
         for event in upstream_events:
             if isinstance(event, Transcript):
                 if event.is_final and event.text:
@@ -185,7 +189,7 @@ class SttSession(ChainMixin, SessionCore):
                 err = GatewayError(kind, event.message, retryable=event.retryable)
                 actions += self.fail(err, now) if event.fatal else [self._error(err)]
             elif isinstance(event, Reply):
-                actions += self._stop_uplink() + [SendUpstream(f) for f in event.frames]
+                actions += [SendUpstream(f) for f in event.frames]
         return actions + self._ended_if_drained(now)
 
     def in_flight(self) -> bool:
@@ -249,7 +253,9 @@ class SttSession(ChainMixin, SessionCore):
 
     def _stop_uplink(self) -> list[Action]:
         """Take the client's audio back (and what the uplink holds back, into the
-        dialect) before anything that sends upstream or converts audio."""
+        dialect) before anything that sends upstream or converts audio. Its action goes
+        first in the step's list: the I/O layer then stops the uplink before it awaits
+        anything, so no read goes through it after the dialect has the audio back."""
         if not self.uplinking:
             return []
         self.uplinking = False
