@@ -202,7 +202,7 @@ class NativeWebSocketConnection(Connection):
         its socket in one write per read); False for any other upstream, and while
         messages already read are not all received (they come first)."""
         if (not isinstance(uplink.upstream, NativeWebSocketConnection) or self._delivering
-                or len(self._queue) or self._sink is not None):
+                or self._queue.waiting or self._sink is not None):
             return False
         self._uplink = uplink
         return True
