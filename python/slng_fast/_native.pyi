@@ -15,6 +15,7 @@ __all__ = [
     "AudioChunker",
     "AudioRelay",
     "DataPlane",
+    "AudioUplink",
     "RelayReport",
     "audio_chunk_frame",
     "pcm16_to_mulaw",
@@ -554,22 +555,24 @@ def ws_encode_frame(opcode: int, payload: bytes, fin: bool = True,
 
 @final
 class RelayReport:
-    """What one ``AudioRelay.feed`` carried."""
+    """What one ``AudioRelay.feed`` (TTS) or ``AudioUplink.feed`` (STT) carried."""
     @property
     def messages(self) -> int:
-        """Upstream messages taken."""
+        """Source messages taken (upstream's for TTS, client's for STT)."""
     @property
     def in_bytes(self) -> int:
-        """Bytes of provider audio taken."""
+        """Bytes of source audio taken."""
     @property
     def out_bytes(self) -> int:
-        """Bytes of client audio (resampled, encoded) handed to the chunker."""
+        """Bytes of converted audio: client audio handed to the chunker (TTS), the
+        model's audio (STT)."""
     @property
     def chunks(self) -> int:
-        """``audio_chunk`` frames made."""
+        """Messages framed for the sink: ``audio_chunk`` frames (TTS), the provider's
+        audio messages (STT)."""
     @property
     def next_sequence(self) -> int:
-        """The sequence number of the next frame."""
+        """The sequence number of the next frame (TTS; 0 for STT)."""
 
 @final
 class DataPlane:
@@ -629,3 +632,42 @@ class AudioRelay:
         text for ``client``. Returns (wire bytes for the client, the report, whether it
         met a message it does not own: that one and every later one stay queued in
         ``upstream``, for ``upstream.receive_data(b"")``). Runs without the GIL."""
+
+@final
+class AudioUplink:
+    """One STT stream's input state: client audio (``codec`` at ``sample_rate``) to the
+    model's (``model_rate``, ``model_format``), in the provider's ``framing``:
+    ``"binary"`` (one binary message of converted audio per client message that makes
+    any) or ``"kyutai"`` (MessagePack ``Audio`` of exactly 1920 float32 samples, less
+    held back). ``push`` (the session's path) and ``feed`` (the data plane) run the same
+    conversion on the same state."""
+    def __new__(cls, *, codec: str, sample_rate: int, model_rate: int,
+                model_format: str = "pcm16", framing: str = "binary",
+                max_message_bytes: int = 4194304) -> AudioUplink: ...
+    @property
+    def framing(self) -> str: ...
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def model_rate(self) -> int: ...
+    @property
+    def max_message_bytes(self) -> int:
+        """A longer binary message is not owned by ``feed`` (the session refuses it)."""
+    def push(self, data: bytes) -> bytes:
+        """The model's audio for one client audio message (not framed)."""
+    def flush(self) -> bytes:
+        """What the resampler holds back."""
+    @property
+    def held(self) -> bytes:
+        """Converted audio the framing holds back (``kyutai``: under one message)."""
+    def set_held(self, held: bytes) -> None:
+        """Go on from audio the session's own framing held back."""
+    def take_held(self) -> bytes:
+        """What the framing holds back, leaving nothing."""
+    def feed(self, client: WsConnection, data: bytes,
+             upstream: WsConnection) -> tuple[bytes, RelayReport, bool]:
+        """Parse ``data`` read from ``client``; frame every binary message this uplink
+        owns (no longer than ``max_message_bytes``) for ``upstream`` (masked). Returns
+        (wire bytes for the upstream, the report, whether it met a message it does not
+        own: that one and every later one stay queued in ``client``, for
+        ``client.receive_data(b"")``). Runs without the GIL."""

@@ -280,6 +280,28 @@ class SttDialect(ABC):
         """A first binary frame in the provider's own format makes the session native."""
         return False
 
+    # -- the data plane (docs/decisions.md, "The data plane boundary") --------------------
+    @property
+    def uplink_framing(self) -> str | None:
+        """How the provider takes audio, for the data plane (`_native.AudioUplink`):
+        ``binary`` (``audio`` returns the PCM as one binary frame, or nothing for none)
+        or ``kyutai`` (moshi-server's ``Audio`` of exactly 1920 float32 samples, the rest
+        held back); None: the session sees every client frame."""
+        return None
+
+    def lend_held(self) -> bytes:
+        """The audio ``audio`` holds back (taken: the data plane goes on from it)."""
+        return b""
+
+    def take_held(self, held: bytes) -> None:
+        """The audio the data plane held back, when the session takes the stream back."""
+        return None
+
+    def uplinked(self, nbytes: int, frames: int, now: float) -> None:
+        """The data plane sent ``nbytes`` of the model's audio in ``frames`` frames: the
+        dialect counts them as if ``audio`` had made them."""
+        return None
+
     def native_audio_ms(self, frame: bytes) -> float:
         """Milliseconds of audio in a native frame (usage): PCM16 at 16 kHz by default."""
         return len(frame) / 32.0

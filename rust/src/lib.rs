@@ -4,6 +4,7 @@
 
 pub mod buf;
 pub mod builder;
+pub mod carry;
 pub mod chunker;
 pub mod codec;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod plane;
 pub mod ratelimit;
 pub mod relay;
 pub mod resample;
+pub mod uplink;
 pub mod ws;
 
 #[cfg(feature = "python")]

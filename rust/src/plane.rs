@@ -22,9 +22,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::relay::{Fed, Relay};
+pub use crate::carry::Carry;
+use crate::carry::Fed;
 use crate::ws::WsConnection;
-use crate::Result;
 
 /// Bytes taken from a source per read (the socket's usual receive window is
 /// larger than one read needs: a stream that has more is ready again at once).
@@ -32,32 +32,6 @@ pub const READ_SIZE: usize = 65536;
 
 /// The events one [`Plane::ready`] call returns at most.
 pub const MAX_EVENTS: usize = 1024;
-
-/// A stream's steady state: what [`carry`] drives. The same shape as
-/// [`Relay::feed`]: parse `data` with `source`'s framing, frame what it owns
-/// for `sink` into `wire`, leave the first message it does not own (and all
-/// after it) queued in `source`.
-pub trait Carry {
-    fn feed(
-        &mut self,
-        source: &mut WsConnection,
-        data: &[u8],
-        sink: &mut WsConnection,
-        wire: &mut Vec<u8>,
-    ) -> Result<Fed>;
-}
-
-impl Carry for Relay {
-    fn feed(
-        &mut self,
-        source: &mut WsConnection,
-        data: &[u8],
-        sink: &mut WsConnection,
-        wire: &mut Vec<u8>,
-    ) -> Result<Fed> {
-        Relay::feed(self, source, data, sink, wire)
-    }
-}
 
 /// How the source looked after the read.
 #[derive(Debug)]
@@ -270,7 +244,7 @@ fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::{Codec, Framing, RelaySpec};
+    use crate::relay::{Codec, Framing, Relay, RelaySpec};
     use crate::resample::SampleFormat;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;

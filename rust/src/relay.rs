@@ -25,6 +25,8 @@ use base64_simd::STANDARD;
 use serde_json::Value;
 
 use crate::buf::extend_with;
+use crate::carry::Carry;
+pub use crate::carry::{Fed, Report};
 use crate::chunker::Chunker;
 use crate::codec::{pcm16_to_alaw, pcm16_to_mulaw};
 use crate::resample::{Resampler, SampleFormat};
@@ -262,30 +264,6 @@ pub struct RelaySpec {
     pub next_sequence: u64,
 }
 
-/// What one call carried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Report {
-    /// Upstream messages taken (owned).
-    pub messages: usize,
-    /// Bytes of provider audio taken.
-    pub in_bytes: usize,
-    /// Bytes of client audio (after resampling and encoding) handed to the chunker.
-    pub out_bytes: usize,
-    /// `audio_chunk` frames produced.
-    pub chunks: usize,
-    /// The sequence number the next frame will carry.
-    pub next_sequence: u64,
-}
-
-/// The outcome of [`Relay::feed`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fed {
-    pub report: Report,
-    /// The relay met a message it does not own: it is the next event of the
-    /// upstream's framing, and the stream is back with the control plane.
-    pub handed_back: bool,
-}
-
 /// One stream's conversion and framing state; see the module documentation.
 pub struct Relay {
     framing: Framing,
@@ -482,6 +460,18 @@ impl Relay {
         }
         self.json = json;
         result
+    }
+}
+
+impl Carry for Relay {
+    fn feed(
+        &mut self,
+        source: &mut WsConnection,
+        data: &[u8],
+        sink: &mut WsConnection,
+        wire: &mut Vec<u8>,
+    ) -> Result<Fed> {
+        Relay::feed(self, source, data, sink, wire)
     }
 }
 

@@ -190,3 +190,57 @@ async def test_no_relay_starts_while_a_reads_messages_are_handed_on(nursery):
     await trio.testing.wait_all_tasks_blocked()
     assert upstream.start_relay(relay)  # the read is all handed on
     upstream.stop_relay()
+
+
+async def test_an_uplink_carries_a_clients_audio_and_hands_back_the_rest(nursery):
+    """The STT direction (`start_uplink`): refused while a message already read waits to
+    be received; then each read's audio goes straight to the upstream's socket, reported
+    first, and the first message it does not own is received as usual, in order."""
+    from slng_fast.gateway.native_transport import open_native_upstream
+    from slng_fast.gateway.transport import Uplink
+
+    heard: list[str | bytes] = []
+    ended = trio.Event()
+
+    async def provider(conn: NativeWebSocketConnection) -> None:
+        while (message := await conn.receive()) != "end":
+            heard.append(message)
+        ended.set()
+
+    accepted: list[NativeWebSocketConnection] = []
+    ready = trio.Event()
+
+    async def gateway(conn: NativeWebSocketConnection) -> None:
+        accepted.append(conn)
+        ready.set()
+        await trio.sleep_forever()
+
+    upstream = await open_native_upstream(
+        f"ws://127.0.0.1:{await start_server(nursery, provider)}/x", [], [], nursery)
+    stream, _ = await open_raw(await start_server(nursery, gateway))
+    await ready.wait()
+    conn = accepted[0]
+    ws = native.WsConnection(1 << 20, client=True)
+    reports: list[native.RelayReport] = []
+
+    async def lost(closed: ConnectionClosed | None) -> None:
+        raise AssertionError("not reached")
+
+    state = native.AudioUplink(codec="pcm16", sample_rate=16000, model_rate=16000)
+    uplink = Uplink(state, upstream, 5.0, reports.append, lost)
+    await stream.send_all(ws.send_binary(b"\x01\x00" * 8))
+    await trio.testing.wait_all_tasks_blocked()
+    assert not conn.start_uplink(uplink)  # that message comes first
+    assert await conn.receive() == b"\x01\x00" * 8
+    assert conn.start_uplink(uplink)
+    a, b = os.urandom(640), os.urandom(642)
+    await stream.send_all(ws.send_binary(a) + ws.send_binary(b) + ws.send_text("finalize"))
+    with trio.fail_after(10):
+        assert await conn.receive() == "finalize"
+        await upstream.send("end")
+        await ended.wait()
+    assert heard == [a, b]
+    assert sum(r.messages for r in reports) == 2
+    assert sum(r.in_bytes for r in reports) == len(a) + len(b)
+    assert conn._uplink is None  # handed back at the text message
+    await stream.aclose()

@@ -83,3 +83,28 @@ async def test_a_cancelled_put_queues_nothing():
     with trio.move_on_after(0.01):
         await queue.put(b"b")
     assert len(queue) == 1 and queue.get_nowait() == b"a"
+
+
+async def test_an_item_being_handed_to_the_consumer_still_waits(nursery):
+    """``get`` yields once after taking an item: until it returns, the item counts in
+    ``waiting`` (the STT uplink starts only when nothing of the client's waits)."""
+    queue = ByteBoundedQueue[bytes](max_items=4, max_bytes=1 << 20)
+    seen: list[int] = []
+    got: list[bytes] = []
+
+    async def consumer() -> None:
+        got.append(await queue.get())
+
+    async def watcher() -> None:
+        while not got:
+            seen.append(queue.waiting)
+            await trio.sleep(0)
+
+    nursery.start_soon(consumer)
+    await trio.testing.wait_all_tasks_blocked()
+    queue.put_nowait(b"a")
+    assert queue.waiting == 1
+    nursery.start_soon(watcher)
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == [b"a"] and queue.waiting == 0
+    assert seen and all(n == 1 for n in seen)  # never 0 while it was in flight

@@ -9,7 +9,11 @@ client (`transport.Relay`), in its own reader task, and reports what went throug
 the session. A slow client then stalls that reader, so the upstream socket is not read:
 the same backpressure. The relay stops at the first message it does not own, which
 comes through the inbox like any other; it is engaged only while nothing of its link
-waits in the inbox, so order is kept (docs/decisions.md, "The data plane boundary")."""
+waits in the inbox, so order is kept (docs/decisions.md, "The data plane boundary").
+The STT direction is the mirror image (`StartUplink`): the client's connection carries
+each read of client audio straight to the upstream (`transport.Uplink`), engaged only
+while no client message waits in the inbox and every frame the session queued for the
+upstream has been written; a slow provider then stalls the client's reader."""
 
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ from slng_fast.gateway.transport import (
     ConnectionClosed,
     MessageTooLarge,
     Relay,
+    Uplink,
     UpstreamRejected,
     open_upstream,
 )
@@ -59,7 +64,9 @@ from slng_fast.protocol.actions import (
     SendClient,
     SendUpstream,
     StartRelay,
+    StartUplink,
     StopRelay,
+    StopUplink,
 )
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
@@ -83,6 +90,20 @@ class UpstreamLink:
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     conn: Connection | None = None  # once open
     backlog: int = 0  # its messages waiting in the inbox
+    unsent: int = 0  # frames put in its outbox and not yet written
+    flushed: trio.Event | None = None  # set once `unsent` is back to 0 (for a waiter)
+
+    def sent_one(self) -> None:
+        self.unsent = max(0, self.unsent - 1)
+        if not self.unsent and self.flushed is not None:
+            self.flushed.set()
+            self.flushed = None
+
+    async def wait_flushed(self) -> None:
+        while self.unsent:
+            if self.flushed is None:
+                self.flushed = trio.Event()
+            await self.flushed.wait()
 
 
 @dataclass
@@ -104,7 +125,7 @@ class OutsideEnd:
 class SessionBridge:
     # One per connection, with more attributes than an instance dict shares keys for:
     # slots save about 1.3 KiB each (issue 12 point 3).
-    __slots__ = ("_deadline_due", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
+    __slots__ = ("_deadline_due", "_uplink_epoch", "client_backlog", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
                  "_keepalives", "_loop_task", "_ping_at", "_waiting", "added_latency",
                  "client_gone", "conn", "connect_timeout", "draining", "inbox", "last_client",
                  "links", "metrics", "nursery", "on_provider_failed", "open_upstream",
@@ -147,6 +168,10 @@ class SessionBridge:
         self.links: dict[int, UpstreamLink] = {}
         self.last_client = trio.current_time()
         self.client_gone = False
+        # Client messages received and not yet taken by the loop; the upstream epoch the
+        # client's audio is lent to (`StartUplink`), if any.
+        self.client_backlog = 0
+        self._uplink_epoch: int | None = None
         # A deadline that fired (maximum duration, idle, heartbeat, shutdown) or a client
         # gone while the inbox was full: it ends the session without waiting in the
         # inbox, and interrupts whatever the loop is waiting for (an inbox item, room in
@@ -193,6 +218,7 @@ class SessionBridge:
                 if outside is not None:
                     outside.hook = None
                 nursery.cancel_scope.cancel()
+                self.conn.stop_uplink()  # it holds this bridge: no cycle left behind
                 with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                     scope.shield = True
                     if not self.client_gone:
@@ -282,6 +308,8 @@ class SessionBridge:
                 continue
             now = trio.current_time()
             from_upstream = isinstance(item, FromUpstream)
+            if isinstance(item, FromClient):
+                self.client_backlog -= 1
             if from_upstream:
                 link = self.links.get(item.epoch)
                 if link is not None:
@@ -374,6 +402,10 @@ class SessionBridge:
                 link = self.links.get(action.epoch)
                 if link is not None and link.conn is not None:
                     link.conn.stop_relay()
+            elif isinstance(action, StartUplink):
+                await self._start_uplink(action)
+            elif isinstance(action, StopUplink):
+                self._stop_uplink()
             elif isinstance(action, CloseUpstream):
                 self._close_link(action.epoch)
             elif isinstance(action, CloseClient):
@@ -398,6 +430,7 @@ class SessionBridge:
         reported through the inbox."""
         try:
             link.outbox.put_nowait(frame)
+            link.unsent += 1
             return True
         except trio.WouldBlock:
             pass
@@ -407,6 +440,8 @@ class SessionBridge:
             finished, _ = await self._interruptible(lambda: link.outbox.put(frame))
         except trio.ClosedResourceError:
             return True
+        if finished:
+            link.unsent += 1
         return finished
 
     async def _client_lost(self) -> bool:
@@ -442,6 +477,7 @@ class SessionBridge:
         self.nursery.start_soon(self._run_link, link, action)
 
     def _close_link(self, epoch: int) -> None:
+        self._stop_uplink(epoch)
         link = self.links.pop(epoch, None)
         if link is not None:
             if link.conn is not None:
@@ -449,6 +485,7 @@ class SessionBridge:
             link.outbox.close()  # the writer sends what is queued, then closes the socket
 
     def _forget_link(self, epoch: int) -> None:
+        self._stop_uplink(epoch)
         link = self.links.pop(epoch, None)
         if link is not None:
             link.cancel_scope.cancel()
@@ -465,6 +502,8 @@ class SessionBridge:
         finally:
             # Whoever waits for room in the outbox stops waiting: nothing reads it now.
             link.outbox.close()
+            link.unsent = 0
+            link.sent_one()  # nor for its frames to be written
 
     async def _link(self, link: UpstreamLink, action: OpenUpstream) -> None:
         request = action.request
@@ -509,6 +548,7 @@ class SessionBridge:
                         break
                     try:
                         delivered = await conn.send_within(frame, self.upstream_send_timeout)
+                        link.sent_one()
                     except ConnectionClosed as exc:
                         # The provider's side is gone (a reset seen while writing): said
                         # here, since the reader is cancelled before it could say it.
@@ -573,6 +613,7 @@ class SessionBridge:
             # make cycles that only the collector frees, which serving processes run
             # rarely (gateway/collector.py), so every session's objects would pile up.
             conn.stop_relay()
+            self._stop_uplink(epoch)
             link.conn = None
 
     async def _on_upstream(self, epoch: int, frame: str | bytes) -> None:
@@ -602,6 +643,53 @@ class SessionBridge:
         if over:
             self.nursery.cancel_scope.cancel()
 
+    async def _start_uplink(self, action: StartUplink) -> None:
+        """Hand the client's audio to the client connection once every frame the
+        session queued for the upstream is written (they come first), unless client
+        messages wait for the loop (they come first too: the session asks again after
+        them)."""
+        link = self.links.get(action.epoch)
+        if link is None or link.conn is None or self.client_gone:
+            return
+        if link.unsent:
+            finished, _ = await self._interruptible(link.wait_flushed)
+            if not finished or self.links.get(action.epoch) is not link or link.conn is None:
+                return
+        if self.client_backlog or self.client_gone:
+            return
+        uplink = Uplink(action.uplink, link.conn, self.upstream_send_timeout,
+                        partial(self._uplinked, action.epoch),
+                        partial(self._uplink_lost, link))
+        if self.conn.start_uplink(uplink):
+            self._uplink_epoch = action.epoch
+
+    def _stop_uplink(self, epoch: int | None = None) -> None:
+        """Stop the uplink (only if it carries to ``epoch``, when one is given)."""
+        if self._uplink_epoch is not None and epoch in (None, self._uplink_epoch):
+            self._uplink_epoch = None
+            self.conn.stop_uplink()
+
+    def _uplinked(self, epoch: int, report: RelayReport) -> None:
+        self.last_client = now = trio.current_time()
+        self.session.uplinked(epoch, report, now)
+
+    async def _uplink_lost(self, link: UpstreamLink, closed: ConnectionClosed | None) -> None:
+        """The uplink could not write to the upstream: what the link's writer reports
+        for the same fault (the provider's connection broke, or it took no data)."""
+        self._uplink_epoch = None
+        conn = link.conn
+        link.outbox.close()
+        link.cancel_scope.cancel()  # its reader and writer: this is the link's one report
+        if closed is not None:
+            item: InboxItem = UpstreamClosed(link.epoch, closed.code,
+                                             closed.reason or "the provider's connection broke")
+        else:
+            if conn is not None:
+                await conn.abort()
+            item = UpstreamFailed(link.epoch, f"the provider took no data for "
+                                              f"{self.upstream_send_timeout:g} s")
+        await self.inbox.put(item)
+
     # -- client and timers ------------------------------------------------------------------
     async def _read_client(self) -> None:
         while True:
@@ -617,6 +705,7 @@ class SessionBridge:
             except MessageTooLarge as exc:
                 await self.inbox.put(ClientTooLarge(exc.reason))
                 return
+            self.client_backlog += 1
             self.last_client = trio.current_time()
             wait = None
             if isinstance(frame, str) and self.take_message is not None \

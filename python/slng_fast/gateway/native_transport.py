@@ -50,6 +50,7 @@ from slng_fast.gateway.transport import (
     IncomingRequest,
     MessageTooLarge,
     Relay,
+    Uplink,
     UpstreamRejected,
     only_failures,
 )
@@ -117,6 +118,7 @@ class NativeWebSocketConnection(Connection):
         self._drained = False  # the last read emptied the socket's buffer
         self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
         self._relay: Relay | None = None
+        self._uplink: Uplink | None = None  # the STT direction, on a client's connection
         # The reader is handing the events of one read on: a relay started now would
         # write the next read's audio before the rest of them reached the session.
         self._delivering = False
@@ -268,6 +270,49 @@ class NativeWebSocketConnection(Connection):
             return False
         relay.written(trio.current_time() - start)
         return True
+
+    # ---- the data plane, STT direction (`transport.Uplink`) ----
+
+    def start_uplink(self, uplink: Uplink) -> bool:
+        """Carry this client's audio to an upstream of this transport (the frames go to
+        its socket in one write per read); False for any other upstream, and while
+        messages already read are not all received (they come first)."""
+        if (not isinstance(uplink.upstream, NativeWebSocketConnection) or self._delivering
+                or self._queue.waiting or self._sink is not None):
+            return False
+        self._uplink = uplink
+        return True
+
+    def stop_uplink(self) -> None:
+        self._uplink = None
+
+    async def _uplink_read(self, uplink: Uplink, data: bytes) -> list[_native._WsEvent]:
+        """One read through the uplink: the events it leaves for the ordinary path."""
+        upstream = uplink.upstream
+        assert isinstance(upstream, NativeWebSocketConnection)  # start_uplink checked it
+        # From here until its events are handed on, no uplink may start: it would carry
+        # the next read before the messages left of this one reached the session.
+        self._delivering = True
+        if upstream._close_code is not None or upstream._ws.close_sent:
+            self._uplink = None  # the upstream is going: the session sees the rest
+            return self._ws.receive_data(data)
+        wire, report, handed_back = uplink.state.feed(self._ws, data, upstream._ws)
+        if handed_back:
+            self._uplink = None
+        if report.messages:
+            uplink.report(report)
+        if wire:
+            try:
+                delivered = await upstream._write(wire, uplink.timeout)
+            except ConnectionClosed as exc:
+                self._uplink = None
+                await uplink.lost(exc)
+            else:
+                if not delivered:
+                    self._uplink = None
+                    await uplink.lost(None)
+        # What it did not own stays queued in the framing, in order, for the session.
+        return self._ws.receive_data(b"") if self._uplink is None else []
 
     async def pump(self, sink: Callable[[str | bytes], Awaitable[None]]) -> None:
         """Hand every message to ``sink`` from the reader task itself (no queue, no task
@@ -540,7 +585,7 @@ class NativeWebSocketConnection(Connection):
                                     return
                                 case _:
                                     assert_never(event)
-                        self._delivering = False
+                    self._delivering = False
                     relay = self._relay
                     if relay is not None and (plane := self._plane_for(relay)) is not None:
                         carried = await self._carry_on(plane, relay)
@@ -555,8 +600,9 @@ class NativeWebSocketConnection(Connection):
                         self._peer_closing()
                         self._set_closed(1006, "connection lost")
                         return
-                    relay = self._relay
-                    events = (ws.receive_data(data) if relay is None
+                    relay, uplink = self._relay, self._uplink
+                    events = (await self._uplink_read(uplink, data) if uplink is not None
+                              else ws.receive_data(data) if relay is None
                               else await self._relay_read(relay, data))
             except _OK_ERRORS:
                 self._set_closed(1006, "connection lost")

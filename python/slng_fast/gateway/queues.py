@@ -33,6 +33,7 @@ class ByteBoundedQueue(Generic[T]):
         self._size = size
         self._items: deque[tuple[T, int]] = _EMPTY
         self._bytes = 0
+        self._handing = 0
         self._closed = False
         self._not_full: trio.lowlevel.ParkingLot | None = None
         self._not_empty: trio.lowlevel.ParkingLot | None = None
@@ -97,8 +98,18 @@ class ByteBoundedQueue(Generic[T]):
                     self._not_empty = trio.lowlevel.ParkingLot()
                 await self._not_empty.park()
                 continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._handing += 1  # taken, not yet in the consumer's hands: see `waiting`
+            try:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            finally:
+                self._handing -= 1
             return item
+
+    @property
+    def waiting(self) -> int:
+        """Items queued, or taken by ``get`` and not yet returned to its caller (``get``
+        yields once after taking one)."""
+        return len(self._items) + self._handing
 
     def close(self) -> None:
         """No more items: waiting producers fail, the consumer drains then ends."""

@@ -101,6 +101,18 @@ class Connection:
     def stop_relay(self) -> None:
         """Stop the relay at once (before the next read); nothing if none is running."""
 
+    def start_uplink(self, uplink: Uplink) -> bool:
+        """The STT mirror of `start_relay`, on the client's connection: each read is fed
+        to ``uplink.state``, which frames the client audio it owns for
+        ``uplink.upstream``; ``uplink.report`` is told what went through before it is
+        written, and the first message the state does not own, with everything after
+        it, is received as usual, the uplink then stopped. False when this transport
+        (or this pair of connections) has no data plane."""
+        return False
+
+    def stop_uplink(self) -> None:
+        """Stop the uplink at once (before the next read); nothing if none is running."""
+
 
 @dataclass(frozen=True, slots=True)
 class Relay:
@@ -116,6 +128,21 @@ class Relay:
     written: Callable[[float], None]
     # The client is gone (its ConnectionClosed) or too slow (None): the relay has
     # stopped, and the bridge ends the session.
+    lost: Callable[[ConnectionClosed | None], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """The STT direction of the same interface: the client's audio the session lent to
+    the data plane (its `StartUplink`), as the bridge hands it to the client connection."""
+
+    state: _native.AudioUplink  # the session's input state, lent for the uplink's life
+    upstream: Connection
+    timeout: float  # seconds the provider may take to accept our frames (stalled)
+    # What one read carried (`SttSession.uplinked`), before its frames are written.
+    report: Callable[[_native.RelayReport], None]
+    # The upstream is gone (its ConnectionClosed) or took nothing (None): the uplink has
+    # stopped, and the bridge reports it as its writer would.
     lost: Callable[[ConnectionClosed | None], Awaitable[None]]
 
 

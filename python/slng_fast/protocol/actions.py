@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slng_fast._native import AudioRelay
+from slng_fast._native import AudioRelay, AudioUplink
 from slng_fast.vocabulary import Frame, UpstreamRequest
 
 
@@ -53,10 +53,29 @@ class StopRelay:
 
 
 @dataclass(frozen=True, slots=True)
+class StartUplink:
+    """The STT mirror of `StartRelay`: lend the client's steady-state audio to the data
+    plane, ``uplink`` (the session's own input state) carrying it straight to upstream
+    ``epoch``, until the first client message it does not own, which comes to the
+    session as usual, or until `StopUplink`. What went through is reported to the
+    session (`SttSession.uplinked`). An I/O layer without a data plane ignores it."""
+
+    epoch: int
+    uplink: AudioUplink
+
+
+@dataclass(frozen=True, slots=True)
+class StopUplink:
+    """Take the client's audio back from the data plane, at once."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class CloseClient:
     code: int
     reason: str
 
 
 Action = (SendClient | OpenUpstream | SendUpstream | CloseUpstream | StartRelay | StopRelay
-          | CloseClient)
+          | StartUplink | StopUplink | CloseClient)

@@ -151,21 +151,32 @@ def _last_sample(frame: bytes | None, codec: str) -> int:
 
 
 class AudioIn:
-    """Client audio (any supported rate and codec) to what a speech model wants."""
+    """Client audio (any supported rate and codec) to what a speech model wants. Its state
+    (decoder, resampler, and the provider's framing for the data plane) is one native
+    `AudioUplink`, which the session may lend to the data plane (`uplink`): both planes
+    then run the same conversion on the same state. What was received is counted in
+    bytes, so the seconds are the same however the messages were batched."""
 
     def __init__(self, *, codec: str, sample_rate: int, model_rate: int,
-                 model_format: str = "pcm16") -> None:
-        self._decode = _DECODERS[codec]
-        self._width = CODEC_SAMPLE_WIDTH[codec]
-        self._resampler = _native.Resampler(sample_rate, model_rate, "pcm16", model_format)
-        self._rate = sample_rate
-        self.received_seconds = 0.0
+                 model_format: str = "pcm16", framing: str = "binary",
+                 max_message_bytes: int = 4 * 1024 * 1024) -> None:
+        self.uplink = _native.AudioUplink(
+            codec=codec, sample_rate=sample_rate, model_rate=model_rate,
+            model_format=model_format, framing=framing, max_message_bytes=max_message_bytes)
+        self._bytes_per_second = CODEC_SAMPLE_WIDTH[codec] * sample_rate
+        self.received_bytes = 0
+
+    @property
+    def received_seconds(self) -> float:
+        return self.received_bytes / self._bytes_per_second
 
     def push(self, data: bytes) -> bytes:
-        self.received_seconds += len(data) / self._width / self._rate
-        if self._decode is not None:
-            data = self._decode(data)
-        return self._resampler.process(data)
+        self.received_bytes += len(data)
+        return self.uplink.push(data)
+
+    def credit(self, nbytes: int) -> None:
+        """``nbytes`` of client audio went through the data plane."""
+        self.received_bytes += nbytes
 
     def flush(self) -> bytes:
-        return self._resampler.flush()
+        return self.uplink.flush()

@@ -43,6 +43,9 @@ def _translated(method: F) -> F:
 
 
 class RealtimeSttSession(SttSession):
+    # Its audio comes base64 in JSON appends, which the data plane's uplink does not own.
+    binary_audio = False
+
     def __init__(self, *, translator: rt.RealtimeTranscription, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.translator = translator

@@ -238,6 +238,11 @@ class SessionCore:
         a session that lends none has nothing to count."""
         return None
 
+    def uplinked(self, epoch: int, report: RelayReport, now: float) -> None:
+        """What the data plane carried of the client's audio this session lent it
+        (`StartUplink`, STT); a session that lends none has nothing to count."""
+        return None
+
     # -- upstream lifecycle (called by the I/O layer) -------------------------------------
     def upstream_failed(self, epoch: int, message: str, now: float,
                         status: int | None = None) -> list[Action]:

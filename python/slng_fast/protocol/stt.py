@@ -8,14 +8,22 @@ since the previous one."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from slng_fast import errors
+from slng_fast._native import RelayReport
 from slng_fast.config import TierLimits
 from slng_fast.errors import GatewayError
 from slng_fast.protocol import commands as cmd
 from slng_fast.protocol import events, stt_failover
-from slng_fast.protocol.actions import Action, OpenUpstream, SendClient, SendUpstream
+from slng_fast.protocol.actions import (
+    Action,
+    OpenUpstream,
+    SendClient,
+    SendUpstream,
+    StartUplink,
+    StopUplink,
+)
 from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.failover_session import ChainMixin
 from slng_fast.protocol.fallback import (
@@ -57,6 +65,8 @@ def stt_capabilities(languages: Sequence[str]) -> dict[str, Any]:
 class SttSession(ChainMixin, SessionCore):
     endpoint_kind = "stt"
     opened_word = "started"
+    # Its client audio comes in binary frames, which the data plane's uplink can own.
+    binary_audio: ClassVar[bool] = True
 
     def __init__(self, *, endpoint: Endpoint, dialect: SttDialect, tier: TierLimits, now: float,
                  defaults: dict[str, Any] | None = None,
@@ -77,6 +87,8 @@ class SttSession(ChainMixin, SessionCore):
         self.replay: ReplayBuffer | None = None  # with a chain: audio a backup would need
         self.client_codec = "pcm16"
         self.client_rate = 16000
+        # The client's audio is lent to the data plane (StartUplink).
+        self.uplinking = False
 
     def mode_for_first_binary(self, frame: bytes) -> str:
         """Binary audio implies ``start``, unless it is the provider's own frame (Kyutai's
@@ -96,12 +108,13 @@ class SttSession(ChainMixin, SessionCore):
             return self._start(command, now, chain)
         self.machine.require(SessionState.OPEN, command=name, first="start")
         if isinstance(command, cmd.Finalize):
+            actions = self._stop_uplink()
             if not self.finalizes_pending:
                 self.finalize_waiting_since = now
             self.finalizes_pending += 1
             if self.replay is not None:
                 self.replay.finalize()
-            return [SendUpstream(f) for f in self.dialect.finalize(now)]
+            return actions + [SendUpstream(f) for f in self.dialect.finalize(now)]
         if isinstance(command, cmd.Stop):
             return self.end("client_closed", now)
         raise GatewayError(errors.UNKNOWN_COMMAND, f"unknown command {name!r}")
@@ -134,12 +147,14 @@ class SttSession(ChainMixin, SessionCore):
         if not self.opened:
             actions += self._start(cmd.parse_start(self.defaults), now)
         assert self.audio is not None
+        # A frame that reaches the session means the data plane does not hold the stream.
+        actions += self._stop_uplink()
         if self.replay is not None:
             self.replay.push(frame)
-        before = self.audio.received_seconds
         pcm = self.audio.push(frame)
-        self.usage.audio_ms += (self.audio.received_seconds - before) * 1000.0
-        return actions + [SendUpstream(f) for f in self.dialect.audio(pcm, now)]
+        self.usage.audio_ms = self.audio.received_seconds * 1000.0
+        actions += [SendUpstream(f) for f in self.dialect.audio(pcm, now)]
+        return actions + self._start_uplink()
 
     def receive_upstream(self, epoch: int, frame: Frame, now: float) -> list[Action]:
         if self.ended or epoch != self.upstream_epoch or not self.upstream_open:
@@ -151,6 +166,10 @@ class SttSession(ChainMixin, SessionCore):
 
     def _upstream_events(self, upstream_events: list[Any], now: float) -> list[Action]:
         actions: list[Action] = []
+        if any(isinstance(event, Reply) for event in upstream_events):
+            # First, before anything that waits: the data plane must not carry one more
+            # read once the dialect holds the audio again.
+            actions += self._stop_uplink()
         for event in upstream_events:
             if isinstance(event, Transcript):
                 if event.is_final and event.text:
@@ -211,7 +230,60 @@ class SttSession(ChainMixin, SessionCore):
         """Called by the I/O layer every ``dialect.keepalive_interval`` seconds."""
         if self.ended or not self.upstream_open:
             return []
-        return [SendUpstream(f) for f in self.dialect.keepalive()]
+        actions = self._stop_uplink()  # the dialect may send audio it holds back
+        actions += [SendUpstream(f) for f in self.dialect.keepalive()]
+        return actions + self._start_uplink()
+
+    # -- the data plane (docs/decisions.md, "The data plane boundary") -------------------
+    def _start_uplink(self) -> list[Action]:
+        """Lend the client's audio to the data plane after a frame the session handled
+        itself, when nothing but converting and passing audio on is left to do: the
+        dialect frames audio so the uplink can, no finalize waits (its answer may need
+        the session to send more), and no fallback chain (its replay buffer keeps the
+        client's audio, which the data plane does not hand back)."""
+        audio = self.audio
+        if (self.uplinking or not self.binary_audio or self.ended or self.mode != UNIFIED
+                or not self.opened or not self.upstream_open or audio is None
+                or self.finalizes_pending or self.has_chain or self.replay is not None
+                or self.dialect.uplink_framing != audio.uplink.framing):
+            return []
+        audio.uplink.set_held(self.dialect.lend_held())
+        self.uplinking = True
+        return [StartUplink(self.upstream_epoch, audio.uplink)]
+
+    def _stop_uplink(self) -> list[Action]:
+        """Take the client's audio back (and what the uplink holds back, into the
+        dialect) before anything that sends upstream or converts audio. Its action goes
+        first in the step's list: the I/O layer then stops the uplink before it awaits
+        anything, so no read goes through it after the dialect has the audio back."""
+        if not self.uplinking:
+            return []
+        self.uplinking = False
+        if self.audio is not None:
+            self.dialect.take_held(self.audio.uplink.take_held())
+        return [StopUplink(self.upstream_epoch)]
+
+    def uplinked(self, epoch: int, report: RelayReport, now: float) -> None:
+        """Input: what the data plane carried of the client's audio to upstream
+        ``epoch`` since its last report (already written or being written): counted as
+        the session counts its own (received audio, usage, the dialect's own counts)."""
+        if self.ended or epoch != self.upstream_epoch or self.audio is None:
+            return
+        if report.in_bytes:
+            self.audio.credit(report.in_bytes)
+            self.usage.audio_ms = self.audio.received_seconds * 1000.0
+        self.dialect.uplinked(report.out_bytes, report.chunks, now)
+
+    def end(self, reason: str, now: float, *, close_code: int = errors.CLOSE_NORMAL,
+            close_reason: str = "") -> list[Action]:
+        stop = self._stop_uplink()
+        return stop + super().end(reason, now, close_code=close_code, close_reason=close_reason)
+
+    def upstream_closed(self, epoch: int, now: float, code: int | None = None,
+                        reason: str | None = None) -> list[Action]:
+        if epoch == self.upstream_epoch:
+            self._stop_uplink()  # the uplink ended with its upstream
+        return super().upstream_closed(epoch, now, code, reason)
 
     def _final(self, event: FinalTranscript, now: float) -> list[Action]:
         if self.finalizes_pending == 0:

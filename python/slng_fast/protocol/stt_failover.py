@@ -67,7 +67,9 @@ def start_chain(session: SttSession, links: list[Link], now: float) -> list[Acti
 def new_audio_in(session: SttSession) -> AudioIn:
     return AudioIn(codec=session.client_codec, sample_rate=session.client_rate,
                    model_rate=session.dialect.model_rate,
-                   model_format=session.dialect.model_format)
+                   model_format=session.dialect.model_format,
+                   framing=session.dialect.uplink_framing or "binary",
+                   max_message_bytes=session.tier.max_audio_chunk_bytes)
 
 
 def open_serving(session: SttSession) -> list[Action]:
@@ -104,7 +106,7 @@ def _move(session: SttSession, reason: str, now: float, old: str, at: int) -> li
     session._begin_link(at)
     actions: list[Action] = [session._switched(old, reason)]
     actions += open_serving(session)
-    received = session.audio.received_seconds if session.audio is not None else 0.0
+    received = session.audio.received_bytes if session.audio is not None else 0
     session.audio = new_audio_in(session)
     for kind, data in session.replay.replay() if session.replay is not None else []:
         if kind == "audio":
@@ -112,7 +114,7 @@ def _move(session: SttSession, reason: str, now: float, old: str, at: int) -> li
             actions += [SendUpstream(f) for f in session.dialect.audio(pcm, now)]
         else:
             actions += [SendUpstream(f) for f in session.dialect.finalize(now)]
-    session.audio.received_seconds = received
+    session.audio.received_bytes = received
     if session.finalizes_pending:
         session.finalize_waiting_since = now
     session.last_upstream = now

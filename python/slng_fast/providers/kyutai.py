@@ -123,6 +123,23 @@ class KyutaiDialect(SttDialect):
                 return len(pcm) * 1000.0 / SAMPLE_RATE
         return 0.0
 
+    # ---- the data plane ---------------------------------------------------------------
+    @property
+    def uplink_framing(self) -> str | None:
+        return "kyutai"
+
+    def lend_held(self) -> bytes:
+        held = bytes(self._held)
+        self._held.clear()
+        return held
+
+    def take_held(self, held: bytes) -> None:
+        self._held[:] = held
+
+    def uplinked(self, nbytes: int, frames: int, now: float) -> None:
+        if frames:
+            self._sent_since_keepalive = True
+
     # ---- to the upstream -------------------------------------------------------------
     def request(self) -> UpstreamRequest:
         headers: tuple[tuple[str, str], ...] = ()

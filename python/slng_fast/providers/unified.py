@@ -33,6 +33,10 @@ class UnifiedSttDialect(SttDialect):
         self.api_key = api_key
         self.model_rate = endpoint.sample_rate
 
+    @property
+    def uplink_framing(self) -> str | None:
+        return "binary"
+
     def request(self) -> UpstreamRequest:
         headers: tuple[tuple[str, str], ...] = ()
         if self.api_key:

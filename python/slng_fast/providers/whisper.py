@@ -173,7 +173,7 @@ class WhisperDialect(SttDialect):
         self.url = url
         self.api_key = api_key
         self.uid = f"slng-fast-{next(_uids)}"
-        self.sent_seconds = 0.0
+        self.sent_bytes = 0  # float32 audio sent (bytes: the same however it was batched)
         self.last_final_end = float("-inf")
         self.emitted_texts: list[str] = []  # completed segments without times
         self.last_partial = ""
@@ -212,17 +212,30 @@ class WhisperDialect(SttDialect):
     def audio(self, pcm: bytes, now: float) -> list[Frame]:
         if not pcm:
             return []
-        self._sent(len(pcm) / BYTES_PER_SECOND, now)
+        self._sent(len(pcm), now)
         self.audio_since_finalize = True
         return [pcm]
 
-    def _sent(self, seconds: float, now: float) -> None:
-        self.sent_seconds += seconds
-        self.heard_by = max(self.heard_by, now) + seconds
+    @property
+    def uplink_framing(self) -> str | None:
+        return "binary"
+
+    def uplinked(self, nbytes: int, frames: int, now: float) -> None:
+        if nbytes:
+            self._sent(nbytes, now)
+            self.audio_since_finalize = True
+
+    @property
+    def sent_seconds(self) -> float:
+        return self.sent_bytes / BYTES_PER_SECOND
+
+    def _sent(self, nbytes: int, now: float) -> None:
+        self.sent_bytes += nbytes
+        self.heard_by = max(self.heard_by, now) + nbytes / BYTES_PER_SECOND
 
     def _silence(self, seconds: float, now: float) -> list[Frame]:
         frames = silence(seconds)
-        self._sent(sum(len(f) for f in frames) / BYTES_PER_SECOND, now)
+        self._sent(sum(len(f) for f in frames), now)
         return frames
 
     def finalize(self, now: float) -> list[Frame]:

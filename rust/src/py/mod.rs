@@ -17,6 +17,7 @@ mod plane;
 mod ratelimit;
 mod relay;
 mod resample;
+mod uplink;
 mod ws;
 mod ws_events;
 
@@ -128,6 +129,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     relay::register(m)?;
     resample::register(m)?;
+    uplink::register(m)?;
     ws::register(m)?;
     ws_events::register(m)?;
     Ok(())

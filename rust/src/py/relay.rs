@@ -6,10 +6,11 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::chunker::context_id_str;
 use super::ws::WsConnection;
-use crate::relay::{Codec, Framing, Relay, RelaySpec, Report};
+use crate::carry::Report;
+use crate::relay::{Codec, Framing, Relay, RelaySpec};
 use crate::resample::SampleFormat;
 
-/// What one `AudioRelay.feed` carried; see `crate::relay::Report`.
+/// What one `AudioRelay.feed` or `AudioUplink.feed` carried; see `crate::carry::Report`.
 #[pyclass(frozen, get_all, module = "slng_fast._native", name = "RelayReport")]
 pub(super) struct RelayReport {
     messages: usize,

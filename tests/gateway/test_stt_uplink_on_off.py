@@ -1,0 +1,110 @@
+"""The STT direction of the data plane over real sockets: the same speech through the
+gateway to the Kyutai and WhisperLive emulators (in front of the real PocketSphinx
+engine) and to the built-in engine, with the uplink on and with it off (the transport
+refuses it, as one without a data plane does). The transcripts, the finals' durations
+and the usage are the same; with it on, the data plane carried most of the audio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from engines.engine_audio import ROUND_TRIP_SENTENCES, speech_16k
+from harness import EMULATOR_KEY, make_gateway, start_emulator, start_engines, start_gateway
+from slng_fast import _native
+from slng_fast.config import Config, ProviderConfig
+from slng_fast.engines.espeak import EspeakSynth
+from slng_fast.gateway.native_transport import NativeWebSocketConnection
+from slng_fast.protocol.stt import SttSession
+from wsclient import connect, recv, recv_until, send
+
+FRAME_MS = 20
+PACE = 4.0  # times real time: the client streams, it does not dump its audio at once
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    return speech_16k(EspeakSynth.shared(), ROUND_TRIP_SENTENCES[1])  # 16 kHz PCM16
+
+
+@pytest.fixture
+def fresh_gateway(nursery, tmp_path):
+    """A gateway with engines and emulators of its own: PocketSphinx adapts to what it
+    heard (its recogniser is reused from one session to the next), so each run of the
+    comparison starts from an engine that has heard nothing."""
+    runs = iter(range(100))
+
+    async def start() -> Any:
+        data = tmp_path / f"run{next(runs)}"
+        data.mkdir()
+        urls, info = await start_engines(nursery)
+        providers = {name: ProviderConfig(url=await start_emulator(nursery, name, urls),
+                                          api_key=EMULATOR_KEY) for name in ("kyutai", "whisper")}
+        config = Config(data_dir=data, providers=providers)
+        return await start_gateway(nursery, make_gateway(data, urls, info, config=config))
+
+    return start
+
+
+def client_audio(speech: bytes, rate: int, codec: str) -> bytes:
+    pcm = speech if rate == 16000 else _native.Resampler(16000, rate).process(speech)
+    return {"pcm16": pcm, "mulaw": _native.pcm16_to_mulaw(pcm)}[codec]
+
+
+async def transcribe(gw: Any, nursery: trio.Nursery, provider: str, audio: bytes, rate: int,
+                     codec: str) -> list[dict]:
+    """Start, stream at `PACE`, finalize, stop: the events that do not depend on timing
+    (final segments, the final transcript, the usage at the end)."""
+    ws = await connect(gw.stt(provider), gw.keys["pro"], nursery=nursery)
+    await send(ws, type="start", sample_rate=rate, encoding=codec, context_id="stt-uplink")
+    assert (await recv(ws))["type"] == "ready"
+    frame = rate * (1 if codec == "mulaw" else 2) * FRAME_MS // 1000
+
+    async def stream() -> None:
+        for pos in range(0, len(audio), frame):
+            await ws.send_message(audio[pos:pos + frame])
+            await trio.sleep(FRAME_MS / 1000 / PACE)
+        await send(ws, type="finalize")
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as streaming:
+            streaming.start_soon(stream)
+            events = await recv_until(ws, "final_transcript")
+        await send(ws, type="stop")
+        events += await recv_until(ws, "session_ended")
+    await ws.aclose()
+    kept = [e for e in events if e["type"] in ("final_transcript", "session_ended")
+            or (e["type"] == "transcript" and e["is_final"])]
+    for event in kept:
+        event.pop("timestamp", None)
+        event.get("usage", {}).pop("duration_ms", None)
+    return kept
+
+
+@pytest.mark.parametrize("provider, rate, codec", [
+    ("kyutai", 16000, "pcm16"), ("whisper", 8000, "mulaw"), ("pocketsphinx", 48000, "pcm16")])
+async def test_transcripts_are_the_same_with_the_uplink_on(fresh_gateway, nursery, speech,
+                                                           monkeypatch, provider, rate, codec):
+    carried: list[int] = []
+    uplinked = SttSession.uplinked
+
+    def counting(self: SttSession, epoch: int, report: _native.RelayReport, now: float) -> None:
+        carried.append(report.in_bytes)
+        uplinked(self, epoch, report, now)
+
+    monkeypatch.setattr(SttSession, "uplinked", counting)
+    audio = client_audio(speech, rate, codec)
+    on = await transcribe(await fresh_gateway(), nursery, provider, audio, rate, codec)
+    assert sum(carried) > len(audio) // 2, "the data plane carried most of the audio"
+
+    carried.clear()
+    monkeypatch.setattr(NativeWebSocketConnection, "start_uplink", lambda self, uplink: False)
+    off = await transcribe(await fresh_gateway(), nursery, provider, audio, rate, codec)
+    assert carried == []
+    assert on == off
+    width = 1 if codec == "mulaw" else 2
+    assert on[-1]["usage"]["audio_ms"] == pytest.approx(len(audio) / width / rate * 1000,
+                                                        abs=0.001)
+    assert any(e["type"] == "final_transcript" and e["text"] for e in on), on
