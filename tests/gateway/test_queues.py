@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from slng_fast.gateway.queues import ByteBoundedQueue
@@ -98,7 +99,7 @@ async def test_an_item_being_handed_to_the_consumer_still_waits(nursery):
     async def watcher() -> None:
         while not got:
             seen.append(queue.waiting)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     nursery.start_soon(consumer)
     await trio.testing.wait_all_tasks_blocked()
