@@ -284,6 +284,31 @@ mod tests {
         }
     }
 
+    /// One stream's state on a plane of its own.
+    struct Lent {
+        plane: Plane,
+        relay: Relay,
+        up: WsConnection,
+        down: WsConnection,
+    }
+
+    impl Lent {
+        fn new(max_message_bytes: usize) -> Self {
+            Lent {
+                plane: Plane::new().unwrap(),
+                relay: relay(Framing::Binary),
+                up: WsConnection::new_client(max_message_bytes),
+                down: WsConnection::new(max_message_bytes),
+            }
+        }
+
+        fn carry(&mut self, source: &UnixStream, sink: &UnixStream) -> Carried {
+            let (source, sink) = (source.as_raw_fd(), sink.as_raw_fd());
+            self.plane
+                .carry(source, &mut self.up, &mut self.relay, sink, &mut self.down)
+        }
+    }
+
     /// A server-side frame from the provider, as a masked client frame would not be.
     fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
         crate::ws::framing::encode_frame(opcode, payload, true, None)
@@ -325,20 +350,11 @@ mod tests {
 
     #[test]
     fn owned_audio_goes_straight_to_the_sink() {
-        let mut plane = Plane::new().unwrap();
         let mut p = pair();
-        let mut relay = relay(Framing::Binary);
-        let mut up = WsConnection::new_client(1 << 20);
-        let mut down = WsConnection::new(1 << 20);
+        let mut s = Lent::new(1 << 20);
         let audio: Vec<u8> = (0..4800u32).map(|i| (i % 251) as u8).collect();
         p.provider.write_all(&server_frame(2, &audio)).unwrap();
-        let carried = plane.carry(
-            p.source.as_raw_fd(),
-            &mut up,
-            &mut relay,
-            p.sink.as_raw_fd(),
-            &mut down,
-        );
+        let carried = s.carry(&p.source, &p.sink);
         assert!(carried.steady(), "{carried:?}");
         assert_eq!(carried.fed.report.messages, 1);
         assert_eq!(carried.fed.report.in_bytes, 4800);
@@ -349,48 +365,30 @@ mod tests {
 
     #[test]
     fn a_message_it_does_not_own_is_handed_back_in_order() {
-        let mut plane = Plane::new().unwrap();
         let mut p = pair();
-        let mut relay = relay(Framing::Binary);
-        let mut up = WsConnection::new_client(1 << 20);
-        let mut down = WsConnection::new(1 << 20);
+        let mut s = Lent::new(1 << 20);
         let mut wire = server_frame(2, &[1; 960]);
         wire.extend(server_frame(1, b"{\"type\":\"done\"}"));
         wire.extend(server_frame(2, &[2; 960]));
         p.provider.write_all(&wire).unwrap();
-        let carried = plane.carry(
-            p.source.as_raw_fd(),
-            &mut up,
-            &mut relay,
-            p.sink.as_raw_fd(),
-            &mut down,
-        );
+        let carried = s.carry(&p.source, &p.sink);
         assert!(carried.fed.handed_back && !carried.steady());
         assert_eq!(carried.fed.report.messages, 1);
-        let rest = up.events();
+        let rest = s.up.events();
         assert!(matches!(&rest[0], crate::ws::Event::Text(t) if t.contains("done")));
         assert!(matches!(&rest[1], crate::ws::Event::Binary(b) if b[0] == 2));
     }
 
     #[test]
     fn what_the_sink_does_not_take_comes_back_unwritten() {
-        let mut plane = Plane::new().unwrap();
         let mut p = pair();
-        let mut relay = relay(Framing::Binary);
-        let mut up = WsConnection::new_client(1 << 22);
-        let mut down = WsConnection::new(1 << 22);
+        let mut s = Lent::new(1 << 22);
         // Fill the sink's buffer first, so the carried frames cannot all go.
         let filler = vec![0u8; 1 << 16];
         while send(p.sink.as_raw_fd(), &filler).is_ok() {}
         p.provider.set_nonblocking(true).unwrap();
         p.provider.write_all(&server_frame(2, &[3; 4800])).unwrap();
-        let carried = plane.carry(
-            p.source.as_raw_fd(),
-            &mut up,
-            &mut relay,
-            p.sink.as_raw_fd(),
-            &mut down,
-        );
+        let carried = s.carry(&p.source, &p.sink);
         assert!(!carried.steady());
         assert!(!carried.unwritten.is_empty());
         assert!(carried.sink_error.is_none());
@@ -399,11 +397,8 @@ mod tests {
 
     #[test]
     fn end_of_file_and_a_gone_sink_are_reported() {
-        let mut plane = Plane::new().unwrap();
         let p = pair();
-        let mut relay = relay(Framing::Binary);
-        let mut up = WsConnection::new_client(1 << 20);
-        let mut down = WsConnection::new(1 << 20);
+        let mut s = Lent::new(1 << 20);
         let Pair {
             mut provider,
             source,
@@ -412,40 +407,19 @@ mod tests {
         } = p;
         provider.write_all(&server_frame(2, &[4; 960])).unwrap();
         drop(client);
-        let carried = plane.carry(
-            source.as_raw_fd(),
-            &mut up,
-            &mut relay,
-            sink.as_raw_fd(),
-            &mut down,
-        );
+        let carried = s.carry(&source, &sink);
         assert!(carried.sink_error.is_some(), "{carried:?}");
         assert!(!carried.unwritten.is_empty());
         drop(provider);
-        let carried = plane.carry(
-            source.as_raw_fd(),
-            &mut up,
-            &mut relay,
-            sink.as_raw_fd(),
-            &mut down,
-        );
+        let carried = s.carry(&source, &sink);
         assert!(matches!(carried.source, Source::Ended));
     }
 
     #[test]
     fn nothing_to_read_is_steady_and_empty() {
-        let mut plane = Plane::new().unwrap();
         let p = pair();
-        let mut relay = relay(Framing::Binary);
-        let mut up = WsConnection::new_client(1 << 20);
-        let mut down = WsConnection::new(1 << 20);
-        let carried = plane.carry(
-            p.source.as_raw_fd(),
-            &mut up,
-            &mut relay,
-            p.sink.as_raw_fd(),
-            &mut down,
-        );
+        let mut s = Lent::new(1 << 20);
+        let carried = s.carry(&p.source, &p.sink);
         assert!(carried.steady());
         assert_eq!(carried.fed.report.messages, 0);
     }

@@ -136,6 +136,18 @@ def count_lends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return lends
 
 
+async def carry_two(s: Stream) -> list[str]:
+    """Lend the stream and carry two frames (the first may take the reader's path, the
+    second the plane's): the frames the client got, checked against the session's path."""
+    assert s.upstream.start_relay(s.relay())
+    await s.send(audio(0))
+    await trio.sleep(0.05)
+    await s.send(audio(1))
+    want = expected_frames(audio(0), audio(1))
+    assert texts(await s.client_events(len(want))) == want
+    return want
+
+
 async def test_steady_audio_is_carried_by_the_plane_as_the_session_would_frame_it(
         nursery, monkeypatch):
     lends = count_lends(monkeypatch)
@@ -202,12 +214,7 @@ async def test_a_message_the_relay_does_not_own_comes_back_in_order(nursery):
 async def test_a_write_to_the_client_takes_the_stream_back_first(nursery, monkeypatch):
     lends = count_lends(monkeypatch)
     s = await open_stream(nursery)
-    assert s.upstream.start_relay(s.relay())
-    await s.send(audio(0))
-    await trio.sleep(0.05)
-    await s.send(audio(1))
-    first = expected_frames(audio(0), audio(1))
-    assert texts(await s.client_events(len(first))) == first
+    first = await carry_two(s)
     assert s.client._lent is not None
     await s.client.send('{"type":"control"}')  # the session's own write
     assert s.client._lent is None
@@ -220,12 +227,7 @@ async def test_a_write_to_the_client_takes_the_stream_back_first(nursery, monkey
 
 async def test_stop_relay_takes_the_stream_back(nursery):
     s = await open_stream(nursery)
-    assert s.upstream.start_relay(s.relay())
-    await s.send(audio(0))
-    await trio.sleep(0.05)
-    await s.send(audio(1))
-    want = expected_frames(audio(0), audio(1))
-    assert texts(await s.client_events(len(want))) == want
+    await carry_two(s)
     assert s.upstream._lent is not None
     s.upstream.stop_relay()
     assert s.upstream._lent is None
@@ -250,11 +252,7 @@ async def test_a_client_that_reads_nothing_is_lost_within_its_timeout(nursery):
 
 async def test_an_upstream_that_drops_ends_the_stream(nursery):
     s = await open_stream(nursery)
-    assert s.upstream.start_relay(s.relay())
-    await s.send(audio(0))
-    await trio.sleep(0.05)
-    await s.send(audio(1))
-    await s.client_events(len(expected_frames(audio(0), audio(1))))
+    await carry_two(s)
     assert s.upstream._lent is not None
     await trio.aclose_forcefully(s.provider._stream)
     with trio.fail_after(10):
@@ -265,11 +263,7 @@ async def test_an_upstream_that_drops_ends_the_stream(nursery):
 
 async def test_a_client_that_goes_is_never_written_to_again(nursery):
     s = await open_stream(nursery)
-    assert s.upstream.start_relay(s.relay())
-    await s.send(audio(0))
-    await trio.sleep(0.05)
-    await s.send(audio(1))
-    await s.client_events(len(expected_frames(audio(0), audio(1))))
+    await carry_two(s)
     await trio.aclose_forcefully(s.raw)
     with trio.fail_after(10):
         while s.client.closed is None:
