@@ -6,8 +6,10 @@ binary frames in real time for ``--seconds``; the gateway converts them to Whisp
 float32 and writes them to a sink upstream that reads and drops them. The gateway is
 ``slng_fast serve --transport native`` pinned to core 0; the clients and the sink share one
 asyncio process on core 1. "off" is the same gateway with ``start_uplink`` refused (the
-session's path carries every frame), started through a one-line launcher. Levels and
-modes are interleaved; CPU is the gateway process's (user + system) over the window when
+session's path carries every frame), "reader" the uplink in each client's reader task
+(the worker's epoll plane refused), "plane" the default (the epoll plane serves every
+ready client in one call), each started through a one-line launcher. Levels and modes
+are interleaved; CPU is the gateway process's (user + system) over the window when
 every stream runs, divided by K x window.
 
     python bench/stt_uplink.py --levels 50,100,200 --seconds 10 --rounds 2
@@ -34,9 +36,13 @@ from slng_fast import _native
 
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
-OFF = ("import slng_fast.gateway.native_transport as t; "
-       "t.NativeWebSocketConnection.start_uplink = lambda self, uplink: False; "
-       "from slng_fast.cli import main; raise SystemExit(main())")
+LAUNCH = ("import slng_fast.gateway.native_transport as t; {patch}"
+          "from slng_fast.cli import main; raise SystemExit(main())")
+MODES = {
+    "off": "t.NativeWebSocketConnection.start_uplink = lambda self, uplink: False; ",
+    "reader": "t.NativeWebSocketConnection._plane_for = lambda self, sink: None; ",
+    "plane": "",
+}
 
 
 RECEIVED = [0]  # bytes the sink read, all streams
@@ -124,7 +130,7 @@ def run_level(mode: str, k: int, args: argparse.Namespace, tmp: Path,
                       f'[providers.whisper]\nurl = "ws://127.0.0.1:{sink_port}/"\n')
     serve = ["serve", "--port", "0", "--data-dir", str(tmp / "data"), "--config", str(config),
              "--transport", "native"]
-    argv = [PY, "-m", "slng_fast", *serve] if mode == "on" else [PY, "-c", OFF, *serve]
+    argv = [PY, "-c", LAUNCH.format(patch=MODES[mode]), *serve]
     log = tmp / f"server-{mode}-{k}.log"
     with log.open("w") as out:  # a file, not a pipe: the gateway never waits on its log
         server = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -186,15 +192,18 @@ def main() -> None:
     results: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
         for k in map(int, args.levels.split(",")):
-            for mode in ("off", "on"):
+            for mode in MODES:
                 ms, got = run_level(mode, k, args, tmp, key)
                 results.setdefault((mode, k), []).append(ms)
-                print(f"K={k:5d} uplink {mode:3s}: {ms:.3f} ms CPU per stream-second, "
+                print(f"K={k:5d} uplink {mode:6s}: {ms:.3f} ms CPU per stream-second, "
                       f"{got:.1%} of the audio reached the sink", flush=True)
-    print("\nK      off (ms/stream-s)  on (ms/stream-s)  on/off")
+    print("\nms of gateway CPU per stream-second (the best round); ratio: off / plane, "
+          "reader / plane")
+    print("K         off  reader   plane  off/plane  reader/plane")
     for k in map(int, args.levels.split(",")):
-        off, on = (min(results[(m, k)]) for m in ("off", "on"))
-        print(f"{k:<6d} {off:17.3f} {on:17.3f} {on / off:7.2f}")
+        off, reader, plane = (min(results[(m, k)]) for m in MODES)
+        print(f"{k:<6d} {off:6.3f} {reader:7.3f} {plane:7.3f} {off / plane:10.2f} "
+              f"{reader / plane:13.2f}")
 
 
 if __name__ == "__main__":

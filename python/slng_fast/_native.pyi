@@ -576,15 +576,16 @@ class RelayReport:
 
 @final
 class DataPlane:
-    """One worker's data plane (Linux only): an epoll set over the upstream sockets of
-    the lent streams; ``serve`` carries every ready one (read, ``AudioRelay.feed``,
-    write to the client's socket) in one call, holding the GIL (see docs/decisions.md)."""
+    """One worker's data plane (Linux only): an epoll set over the source sockets of
+    the lent streams (a TTS relay's upstream, an STT uplink's client); ``serve``
+    carries every ready one (read, the state's ``feed``, write to the sink's socket) in
+    one call, holding the GIL (see docs/decisions.md)."""
     def __new__(cls) -> DataPlane: ...
     def fileno(self) -> int:
         """The epoll descriptor: readable while a lent stream has input."""
     def __len__(self) -> int: ...
-    def lend(self, source_fd: int, source: WsConnection, relay: AudioRelay, sink_fd: int,
-             sink: WsConnection) -> int:
+    def lend(self, source_fd: int, source: WsConnection, state: AudioRelay | AudioUplink,
+             sink_fd: int, sink: WsConnection) -> int:
         """Lend a stream (its descriptors must stay open until it leaves): its key."""
     def take_back(self, key: int) -> bool:
         """Take a stream back; False if it had already left the plane."""

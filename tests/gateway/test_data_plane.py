@@ -274,3 +274,112 @@ async def test_a_client_that_goes_is_never_written_to_again(nursery):
         await trio.sleep(0.02)
     assert s.sink or s.lost
     assert all(isinstance(c, ConnectionClosed) for c in s.lost)
+
+
+async def test_a_write_to_the_source_leaves_the_stream_lent(nursery, monkeypatch):
+    """The plane only reads the source: the session's writes to the upstream (more text
+    to speak) do not take the stream back."""
+    lends = count_lends(monkeypatch)
+    s = await open_stream(nursery)
+    first = await carry_two(s)
+    lent = s.upstream._lent
+    assert lent is not None
+    await s.upstream.send('{"text":"more"}')
+    assert s.upstream._lent is lent
+    assert await s.provider.receive() == '{"text":"more"}'
+    await s.send(audio(2))
+    both = expected_frames(audio(0), audio(1), audio(2))
+    assert texts(await s.client_events(len(both) - len(first))) == both[len(first):]
+    assert len(lends) == 1
+
+
+class Gate:
+    """A `Lent.back` the test opens: after a hand-back the reader task sleeps on until
+    then, so that the test's own write runs first."""
+
+    def __init__(self) -> None:
+        self.handed = trio.Event()
+        self.opened = trio.Event()
+
+    def set(self) -> None:
+        self.handed.set()
+
+    async def wait(self) -> None:
+        await self.handed.wait()
+        await self.opened.wait()
+
+
+async def test_a_write_between_a_hand_back_and_its_reader_goes_after_the_unwritten_bytes(
+        nursery, monkeypatch):
+    """The plane hands a stream back with bytes the client's socket did not take (a
+    frame cut in the middle); a session write to the client that runs before the
+    reader task finishes them must not land inside that frame."""
+    gates: list[data_plane.Lent] = []
+    lend = data_plane.DataPlane.lend
+
+    def gated(self, *args):
+        lent = lend(self, *args)
+        lent.back = Gate()  # type: ignore[assignment]
+        gates.append(lent)
+        return lent
+
+    monkeypatch.setattr(data_plane.DataPlane, "lend", gated)
+    s = await open_stream(nursery)
+    assert s.upstream.start_relay(s.relay(timeout=30))
+    big = audio(0, 48000)
+    sent = 0
+    with trio.fail_after(30):  # the client reads nothing: its socket fills
+        while not (gates and gates[-1].outcome is not None and gates[-1].outcome[1]):
+            await s.send(big)
+            sent += 1
+            await trio.sleep(0.01)
+    nursery.start_soon(s.client.send, '{"type":"control"}')
+    await trio.testing.wait_all_tasks_blocked()
+    gates[-1].back.opened.set()  # type: ignore[attr-defined]
+    ws = native.WsConnection(1 << 24, client=True)
+    events = list(ws.receive_data(s.rest))
+    with trio.fail_after(30):
+        while not any(getattr(e, "data", None) == '{"type":"control"}' for e in events):
+            data = await s.raw.receive_some(1 << 20)
+            assert data
+            events += ws.receive_data(data)
+    got = texts(events)
+    control = got.index('{"type":"control"}')
+    want = expected_frames(*[big] * sent)
+    assert got[:control] == want[:control]  # whole frames, in order, then the write
+
+
+async def test_a_clients_audio_is_carried_to_the_upstream_by_the_plane(nursery, monkeypatch):
+    """The STT direction (`Uplink`): the client is the source, the upstream the sink;
+    the provider gets each audio message as sent, the session's report counts them, and
+    the first message the uplink does not own is received as usual, in order."""
+    from slng_fast.gateway.transport import Uplink
+
+    lends = count_lends(monkeypatch)
+    s = await open_stream(nursery)
+    reports: list[native.RelayReport] = []
+
+    async def lost(closed: ConnectionClosed | None) -> None:
+        raise AssertionError("not reached")
+
+    state = native.AudioUplink(codec="pcm16", sample_rate=16000, model_rate=16000)
+    assert s.client.start_uplink(Uplink(state, s.upstream, 5.0, reports.append, lost))
+    ws = native.WsConnection(1 << 20, client=True)
+    pieces = [audio(i, 640) for i in range(30)]
+    for piece in pieces:
+        await s.raw.send_all(ws.send_binary(piece))
+        await trio.sleep(0.002)
+    with trio.fail_after(10):
+        heard = [await s.provider.receive() for _ in pieces]
+    assert heard == pieces
+    assert s.client._lent is not None  # still lent: nothing it does not own came
+    await s.client.send('{"type":"transcript"}')  # a write to the source: still lent
+    assert s.client._lent is not None
+    await s.raw.send_all(ws.send_binary(audio(99, 640)) + ws.send_text('{"type":"finalize"}'))
+    with trio.fail_after(10):
+        assert await s.provider.receive() == audio(99, 640)
+        assert await s.client.receive() == '{"type":"finalize"}'
+    assert s.client._uplink is None and s.client._lent is None
+    assert sum(r.messages for r in reports) == 31
+    assert sum(r.in_bytes for r in reports) == 31 * 640
+    assert len(lends) == 1  # the first read may take the reader's path

@@ -16,6 +16,7 @@ from harness import EMULATOR_KEY, make_gateway, start_emulator, start_engines, s
 from slng_fast import _native
 from slng_fast.config import Config, ProviderConfig
 from slng_fast.engines.espeak import EspeakSynth
+from slng_fast.gateway import data_plane
 from slng_fast.gateway.native_transport import NativeWebSocketConnection
 from slng_fast.protocol.stt import SttSession
 from wsclient import connect, recv, recv_until, send
@@ -95,9 +96,15 @@ async def test_transcripts_are_the_same_with_the_uplink_on(fresh_gateway, nurser
         uplinked(self, epoch, report, now)
 
     monkeypatch.setattr(SttSession, "uplinked", counting)
+    lends: list[int] = []
+    lend = data_plane.DataPlane.lend
+    monkeypatch.setattr(data_plane.DataPlane, "lend",
+                        lambda self, *args: lends.append(1) or lend(self, *args))
     audio = client_audio(speech, rate, codec)
     on = await transcribe(await fresh_gateway(), nursery, provider, audio, rate, codec)
     assert sum(carried) > len(audio) // 2, "the data plane carried most of the audio"
+    if data_plane._NativePlane is not None:
+        assert lends, "the worker's epoll plane carried it"
 
     carried.clear()
     monkeypatch.setattr(NativeWebSocketConnection, "start_uplink", lambda self, uplink: False)

@@ -1,11 +1,13 @@
 """The worker's data plane as trio sees it: one task waits on the native plane's epoll
 descriptor (rust/src/plane.rs) and, in one call, serves every lent stream that has
-input. A stream's own reader task sleeps while its stream is lent, and wakes only when
+input, in either direction (a TTS `Relay`: upstream in, client out; an STT `Uplink`:
+client in, upstream out). A stream's own reader task sleeps while its stream is lent, and wakes only when
 the plane hands the stream back (a message it does not own, a client that did not take
 every byte, an end, an error) or the control plane takes it back (`take_back`).
 
 In the steady state the task only counts: each stream's report goes to the session
-(`Relay.report`) and the write time to its metric (`Relay.written`), both synchronous,
+(`Relay.report`, `Uplink.report`) and a relay's write time to its metric
+(`Relay.written`), both synchronous,
 so no reader task runs per frame. docs/decisions.md, "The data plane boundary"."""
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import trio
 from slng_fast import _native
 
 if TYPE_CHECKING:
-    from slng_fast.gateway.transport import Relay
+    from collections.abc import Callable
+
+    from slng_fast.gateway.transport import Relay, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +43,14 @@ Outcome = tuple[bool, bytes, str | None, str | None, BaseException | None]
 class Lent:
     """One stream on the plane, as its reader task waits for it to come back."""
 
-    __slots__ = ("key", "relay", "ends", "back", "report", "seconds", "outcome")
+    __slots__ = ("key", "on_report", "on_written", "ends", "back", "report", "seconds",
+                 "outcome")
 
-    def __init__(self, key: int, relay: Relay) -> None:
+    def __init__(self, key: int, on_report: Callable[[_native.RelayReport], None],
+                 on_written: Callable[[float], None] | None) -> None:
         self.key = key
-        self.relay = relay
+        self.on_report = on_report  # the session's count of what went through
+        self.on_written = on_written  # the added-latency metric (relays only)
         self.ends: tuple[Any, Any] = (None, None)  # the source and sink connections
         self.back = trio.Event()
         # Set when the plane handed the stream back; None when the control plane
@@ -62,9 +69,12 @@ class DataPlane:
         return len(self._lent)
 
     def lend(self, source_fd: int, source: _native.WsConnection, sink_fd: int,
-             sink: _native.WsConnection, relay: Relay) -> Lent:
-        key = self._native.lend(source_fd, source, relay.state, sink_fd, sink)
-        lent = self._lent[key] = Lent(key, relay)
+             sink: _native.WsConnection, stream: Relay | Uplink,
+             written: Callable[[float], None] | None = None) -> Lent:
+        """Lend ``stream`` (its ``state`` carries it, its ``report`` counts it); a
+        relay's ``written`` times its frames."""
+        key = self._native.lend(source_fd, source, stream.state, sink_fd, sink)
+        lent = self._lent[key] = Lent(key, stream.report, written)
         return lent
 
     def take_back(self, lent: Lent) -> None:
@@ -99,11 +109,10 @@ class DataPlane:
             if lent is None:
                 continue
             if outcome is None:
-                relay = lent.relay
                 try:
-                    relay.report(report)
-                    if seconds is not None:
-                        relay.written(seconds)
+                    lent.on_report(report)
+                    if seconds is not None and lent.on_written is not None:
+                        lent.on_written(seconds)
                 except Exception as exc:  # the reader raises it, as it would have
                     lent.report, lent.outcome = report, (False, b"", None, None, exc)
                     self.take_back(lent)

@@ -183,31 +183,40 @@ class NativeWebSocketConnection(Connection):
             source, sink = lent.ends
             source._lent = sink._lent = None
 
-    def _plane_for(self, relay: Relay) -> DataPlane | None:
-        """The data plane, if this stream can be lent to it now: both ends plain sockets
-        (TLS stays on the reader), the client open and no write of its in progress."""
-        client = relay.client
-        if (self._sock is None or not isinstance(client, NativeWebSocketConnection)
-                or client._sock is None or client._close_code is not None
-                or client._ws.close_sent or client._send_lock.locked() or client._lent):
+    def _plane_for(self, sink: Connection) -> DataPlane | None:
+        """The data plane, if a stream from this connection to ``sink`` can be lent to it
+        now: both ends plain sockets (TLS stays on the reader), neither end lent already,
+        the sink open and no write of its in progress."""
+        if (self._sock is None or self._lent is not None
+                or not isinstance(sink, NativeWebSocketConnection) or sink._sock is None
+                or sink._close_code is not None or sink._ws.close_sent
+                or sink._send_lock.locked() or sink._lent is not None):
             return None
         return current_plane()
+
+    async def _lend(self, plane: DataPlane, sink: NativeWebSocketConnection,
+                    stream: Relay | Uplink, written: Callable[[float], None] | None = None
+                    ) -> Lent:
+        """Lend the stream from this connection to ``sink`` until it comes back."""
+        assert self._sock is not None and sink._sock is not None  # _plane_for checked
+        lent = plane.lend(self._sock.fileno(), self._ws, sink._sock.fileno(), sink._ws, stream,
+                          written)
+        self._plane = sink._plane = plane
+        self._lent = sink._lent = lent
+        lent.ends = (self, sink)
+        try:
+            await lent.back.wait()
+        finally:
+            self._leave_plane()
+        return lent
 
     async def _carry_on(self, plane: DataPlane, relay: Relay) -> list[_native._WsEvent] | None:
         """Lend the stream to the plane until it comes back: then what the reader would
         have done with the read the plane could not finish (the events left for the
         ordinary path, None at the end of the stream)."""
         client = relay.client
-        assert isinstance(client, NativeWebSocketConnection) and self._sock is not None
-        assert client._sock is not None
-        lent = plane.lend(self._sock.fileno(), self._ws, client._sock.fileno(), client._ws, relay)
-        self._plane = client._plane = plane
-        self._lent = client._lent = lent
-        lent.ends = (self, client)
-        try:
-            await lent.back.wait()
-        finally:
-            self._leave_plane()
+        assert isinstance(client, NativeWebSocketConnection)
+        lent = await self._lend(plane, client, relay, relay.written)
         if lent.outcome is None:
             return []  # taken back: nothing read is waiting
         assert lent.report is not None
@@ -285,6 +294,8 @@ class NativeWebSocketConnection(Connection):
 
     def stop_uplink(self) -> None:
         self._uplink = None
+        if self._lent is not None and self._lent.ends[0] is self:
+            self._leave_plane()
 
     async def _uplink_read(self, uplink: Uplink, data: bytes) -> list[_native._WsEvent]:
         """One read through the uplink: the events it leaves for the ordinary path."""
@@ -302,15 +313,53 @@ class NativeWebSocketConnection(Connection):
         if report.messages:
             uplink.report(report)
         if wire:
-            try:
-                delivered = await upstream._write(wire, uplink.timeout)
-            except ConnectionClosed as exc:
+            await self._uplink_write(uplink, wire)
+        # What it did not own stays queued in the framing, in order, for the session.
+        return self._ws.receive_data(b"") if self._uplink is None else []
+
+    async def _uplink_write(self, uplink: Uplink, wire: bytes) -> None:
+        """Write carried frames to the upstream within its timeout; if it is gone or took
+        nothing, the uplink stops and the bridge is told."""
+        upstream = uplink.upstream
+        assert isinstance(upstream, NativeWebSocketConnection)
+        try:
+            delivered = await upstream._write(wire, uplink.timeout)
+        except ConnectionClosed as exc:
+            self._uplink = None
+            await uplink.lost(exc)
+        else:
+            if not delivered:
                 self._uplink = None
-                await uplink.lost(exc)
-            else:
-                if not delivered:
-                    self._uplink = None
-                    await uplink.lost(None)
+                await uplink.lost(None)
+
+    async def _uplink_on(self, plane: DataPlane, uplink: Uplink) -> list[_native._WsEvent] | None:
+        """`_carry_on` for the STT direction: the client's audio on the plane until it
+        comes back, then what `_uplink_read` would have left (None at the end)."""
+        upstream = uplink.upstream
+        assert isinstance(upstream, NativeWebSocketConnection)
+        lent = await self._lend(plane, upstream, uplink)
+        # As in _uplink_read: no uplink may start before the events left are handed on.
+        self._delivering = True
+        if lent.outcome is None:
+            return []  # taken back: nothing read is waiting
+        assert lent.report is not None
+        handed_back, unwritten, sink_error, ended, error = lent.outcome
+        if error is not None:
+            raise error
+        if handed_back and self._uplink is uplink:
+            self._uplink = None
+        if lent.report.messages:
+            uplink.report(lent.report)
+        if sink_error is not None:
+            self._uplink = None
+            upstream._set_closed(1006, "connection lost")
+            await uplink.lost(ConnectionClosed(upstream._close_code, upstream._close_reason))
+        elif unwritten:
+            await self._uplink_write(uplink, unwritten)
+        if ended is not None:
+            if ended:
+                raise trio.BrokenResourceError(ended)
+            return None
         # What it did not own stays queued in the framing, in order, for the session.
         return self._ws.receive_data(b"") if self._uplink is None else []
 
@@ -403,8 +452,15 @@ class NativeWebSocketConnection(Connection):
         it unfinished."""
         if not data:
             return True
-        if self._lent is not None:  # our writes and the plane's must not interleave
-            self._leave_plane()
+        lent = self._lent
+        if lent is not None and lent.ends[1] is self:
+            self._leave_plane()  # the plane writes to this sink: no interleaving
+            outcome = lent.outcome
+            if outcome is not None and outcome[1]:
+                # Handed back with the end of a frame unwritten, and its reader has not
+                # run yet: those bytes go first, and the reader finds none left.
+                data = outcome[1] + data
+                lent.outcome = (outcome[0], b"", *outcome[2:])
         deadline = math.inf
         try:
             self._send_lock.acquire_nowait()  # no extra checkpoint when uncontended
@@ -586,9 +642,13 @@ class NativeWebSocketConnection(Connection):
                                 case _:
                                     assert_never(event)
                     self._delivering = False
-                    relay = self._relay
-                    if relay is not None and (plane := self._plane_for(relay)) is not None:
-                        carried = await self._carry_on(plane, relay)
+                    relay, uplink = self._relay, self._uplink
+                    plane = (self._plane_for(relay.client) if relay is not None
+                             else self._plane_for(uplink.upstream) if uplink is not None
+                             else None)
+                    if plane is not None:
+                        carried = await (self._carry_on(plane, relay) if relay is not None
+                                         else self._uplink_on(plane, uplink))  # type: ignore[arg-type]
                         if carried is None:
                             self._peer_closing()
                             self._set_closed(1006, "connection lost")

@@ -1,6 +1,8 @@
 //! Python bindings for `crate::plane`: `DataPlane`. It keeps which stream is lent
-//! (its sockets, its relay, its two framings) and converts the core's outcomes;
-//! the reading, converting and writing are the core's.
+//! (its sockets, its state, its two framings) and converts the core's outcomes;
+//! the reading, converting and writing are the core's. A stream is either direction:
+//! a TTS relay (`AudioRelay`: upstream in, client out) or an STT uplink
+//! (`AudioUplink`: client in, upstream out).
 
 use std::os::fd::RawFd;
 
@@ -9,14 +11,46 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use rustc_hash::FxHashMap;
 
 use super::relay::{AudioRelay, RelayReport};
+use super::uplink::AudioUplink;
 use super::ws::WsConnection;
+use crate::carry::Carry;
 use crate::plane::{Carried, Plane, Source};
 use crate::relay::Report;
+
+/// The lent stream's own state: which direction it carries.
+enum State {
+    Relay(Py<AudioRelay>),
+    Uplink(Py<AudioUplink>),
+}
+
+/// A lent state, borrowed for one call of `serve`.
+enum Borrowed<'py> {
+    Relay(PyRefMut<'py, AudioRelay>),
+    Uplink(PyRefMut<'py, AudioUplink>),
+}
+
+impl State {
+    fn borrow_mut<'py>(&self, py: Python<'py>) -> Option<Borrowed<'py>> {
+        match self {
+            State::Relay(r) => r.bind(py).try_borrow_mut().ok().map(Borrowed::Relay),
+            State::Uplink(u) => u.bind(py).try_borrow_mut().ok().map(Borrowed::Uplink),
+        }
+    }
+}
+
+impl Borrowed<'_> {
+    fn carrier(&mut self) -> &mut dyn Carry {
+        match self {
+            Borrowed::Relay(r) => &mut r.0,
+            Borrowed::Uplink(u) => &mut u.0,
+        }
+    }
+}
 
 struct Lent {
     source_fd: RawFd,
     source: Py<WsConnection>,
-    relay: Py<AudioRelay>,
+    state: State,
     sink_fd: RawFd,
     sink: Py<WsConnection>,
 }
@@ -81,15 +115,20 @@ impl DataPlane {
         self.lent.len()
     }
 
-    /// Lend a stream: its key.
+    /// Lend a stream: its key. ``state`` is an `AudioRelay` or an `AudioUplink`.
     fn lend(
         &mut self,
         source_fd: RawFd,
         source: Py<WsConnection>,
-        relay: Py<AudioRelay>,
+        state: &Bound<'_, PyAny>,
         sink_fd: RawFd,
         sink: Py<WsConnection>,
     ) -> PyResult<u64> {
+        let state = if let Ok(relay) = state.cast::<AudioRelay>() {
+            State::Relay(relay.clone().unbind())
+        } else {
+            State::Uplink(state.cast::<AudioUplink>()?.clone().unbind())
+        };
         let key = self.next_key;
         self.plane.watch(source_fd, key)?;
         self.next_key += 1;
@@ -98,7 +137,7 @@ impl DataPlane {
             Lent {
                 source_fd,
                 source,
-                relay,
+                state,
                 sink_fd,
                 sink,
             },
@@ -127,11 +166,11 @@ impl DataPlane {
             };
             match (
                 lent.source.bind(py).try_borrow_mut(),
-                lent.relay.bind(py).try_borrow_mut(),
+                lent.state.borrow_mut(py),
                 lent.sink.bind(py).try_borrow_mut(),
             ) {
-                (Ok(source), Ok(relay), Ok(sink)) => {
-                    borrowed.push((key, lent.source_fd, source, relay, lent.sink_fd, sink))
+                (Ok(source), Some(state), Ok(sink)) => {
+                    borrowed.push((key, lent.source_fd, source, state, lent.sink_fd, sink))
                 }
                 _ => busy.push(key),
             }
@@ -139,12 +178,12 @@ impl DataPlane {
         let plane = &mut self.plane;
         let mut work: Vec<_> = borrowed
             .iter_mut()
-            .map(|(key, source_fd, source, relay, sink_fd, sink)| {
+            .map(|(key, source_fd, source, state, sink_fd, sink)| {
                 (
                     *key,
                     *source_fd,
                     &mut source.0,
-                    &mut relay.0,
+                    state.carrier(),
                     *sink_fd,
                     &mut sink.0,
                 )
@@ -155,10 +194,10 @@ impl DataPlane {
         // for up to the switch interval (5 ms) before this one gets it back.
         let results: Vec<(u64, Carried)> = work
             .iter_mut()
-            .map(|(key, source_fd, source, relay, sink_fd, sink)| {
+            .map(|(key, source_fd, source, carrier, sink_fd, sink)| {
                 (
                     *key,
-                    plane.carry(*source_fd, source, *relay, *sink_fd, sink),
+                    plane.carry(*source_fd, source, *carrier, *sink_fd, sink),
                 )
             })
             .collect();

@@ -13,7 +13,7 @@ use crate::uplink::{Uplink, UplinkFraming, UplinkSpec};
 /// One STT stream's input state (decoder, resampler, provider framing); see
 /// `crate::uplink`.
 #[pyclass(module = "slng_fast._native", name = "AudioUplink")]
-struct AudioUplink(Uplink);
+pub(super) struct AudioUplink(pub(super) Uplink);
 
 #[pymethods]
 impl AudioUplink {
