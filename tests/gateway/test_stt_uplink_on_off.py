@@ -55,9 +55,10 @@ def client_audio(speech: bytes, rate: int, codec: str) -> bytes:
 
 
 async def transcribe(gw: Any, nursery: trio.Nursery, provider: str, audio: bytes, rate: int,
-                     codec: str) -> list[dict]:
-    """Start, stream at `PACE`, finalize, stop: the events that do not depend on timing
-    (final segments, the final transcript, the usage at the end)."""
+                     codec: str, pace: float | None = PACE) -> list[dict]:
+    """Start, stream at ``pace`` times real time (None: every frame at once), finalize,
+    stop: the events that do not depend on timing (final segments, the final
+    transcript, the usage at the end)."""
     ws = await connect(gw.stt(provider), gw.keys["pro"], nursery=nursery)
     await send(ws, type="start", sample_rate=rate, encoding=codec, context_id="stt-uplink")
     assert (await recv(ws))["type"] == "ready"
@@ -66,7 +67,8 @@ async def transcribe(gw: Any, nursery: trio.Nursery, provider: str, audio: bytes
     async def stream() -> None:
         for pos in range(0, len(audio), frame):
             await ws.send_message(audio[pos:pos + frame])
-            await trio.sleep(FRAME_MS / 1000 / PACE)
+            if pace is not None:
+                await trio.sleep(FRAME_MS / 1000 / pace)
         await send(ws, type="finalize")
 
     with trio.fail_after(60):
@@ -115,3 +117,28 @@ async def test_transcripts_are_the_same_with_the_uplink_on(fresh_gateway, nurser
     assert on[-1]["usage"]["audio_ms"] == pytest.approx(len(audio) / width / rate * 1000,
                                                         abs=0.001)
     assert any(e["type"] == "final_transcript" and e["text"] for e in on), on
+
+
+async def test_a_client_faster_than_the_session_still_gets_the_uplink(fresh_gateway, nursery,
+                                                                    speech, monkeypatch):
+    """Every frame at once: the session's first frame asks for the uplink while the rest
+    of the read waits in the loop, so the bridge holds the client's reads, lets the
+    session handle those frames, then starts the uplink (without the hold, a backlog that
+    never empties kept every frame on the session's path). The order is kept: the same
+    transcript and usage as with the uplink off."""
+    carried: list[int] = []
+    uplinked = SttSession.uplinked
+
+    def counting(self: SttSession, epoch: int, report: _native.RelayReport, now: float) -> None:
+        carried.append(report.in_bytes)
+        uplinked(self, epoch, report, now)
+
+    monkeypatch.setattr(SttSession, "uplinked", counting)
+    audio = client_audio(speech, 16000, "pcm16")
+    on = await transcribe(await fresh_gateway(), nursery, "whisper", audio, 16000, "pcm16",
+                          pace=None)
+    assert sum(carried) > len(audio) // 2, "the uplink carried most of the burst"
+    monkeypatch.setattr(NativeWebSocketConnection, "start_uplink", lambda self, uplink: False)
+    off = await transcribe(await fresh_gateway(), nursery, "whisper", audio, 16000, "pcm16",
+                           pace=None)
+    assert on == off

@@ -125,7 +125,8 @@ class OutsideEnd:
 class SessionBridge:
     # One per connection, with more attributes than an instance dict shares keys for:
     # slots save about 1.3 KiB each (issue 12 point 3).
-    __slots__ = ("_deadline_due", "_uplink_epoch", "client_backlog", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
+    __slots__ = ("_deadline_due", "_uplink_epoch", "_uplink_pending", "_reads_held",
+                 "client_backlog", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
                  "_keepalives", "_loop_task", "_ping_at", "_waiting", "added_latency",
                  "client_gone", "conn", "connect_timeout", "draining", "inbox", "last_client",
                  "links", "metrics", "nursery", "on_provider_failed", "open_upstream",
@@ -172,6 +173,13 @@ class SessionBridge:
         # client's audio is lent to (`StartUplink`), if any.
         self.client_backlog = 0
         self._uplink_epoch: int | None = None
+        # An uplink the session asked for while client messages still waited for the
+        # loop: the client's reads are held until the loop has handled them, then it
+        # starts (`_uplink_when_caught_up`). Without the hold, a client that sends faster
+        # than the loop runs keeps a backlog, the uplink never starts, and the session's
+        # own path (the slower one) carries everything: the worker falls behind for good.
+        self._uplink_pending: StartUplink | None = None
+        self._reads_held = False
         # A deadline that fired (maximum duration, idle, heartbeat, shutdown) or a client
         # gone while the inbox was full: it ends the session without waiting in the
         # inbox, and interrupts whatever the loop is waiting for (an inbox item, room in
@@ -303,6 +311,8 @@ class SessionBridge:
                 self._record(session)
                 self.timer.check()
                 continue
+            if self._reads_held and not self.client_backlog:
+                self._uplink_when_caught_up()
             got, item = await self._interruptible(self.inbox.get)
             if not got:
                 continue
@@ -655,16 +665,41 @@ class SessionBridge:
             finished, _ = await self._interruptible(link.wait_flushed)
             if not finished or self.links.get(action.epoch) is not link or link.conn is None:
                 return
-        if self.client_backlog or self.client_gone:
+        if self.client_gone:
             return
+        if self.client_backlog or not self._try_uplink(action):
+            # Messages read before the request come first: hold what follows them.
+            if self.conn.hold_reads():
+                self._uplink_pending = action
+                self._reads_held = True
+
+    def _try_uplink(self, action: StartUplink) -> bool:
+        link = self.links.get(action.epoch)
+        if link is None or link.conn is None:
+            return False
         uplink = Uplink(action.uplink, link.conn, self.upstream_send_timeout,
                         partial(self._uplinked, action.epoch),
                         partial(self._uplink_lost, link))
-        if self.conn.start_uplink(uplink):
-            self._uplink_epoch = action.epoch
+        if not self.conn.start_uplink(uplink):
+            return False
+        self._uplink_epoch = action.epoch
+        return True
+
+    def _uplink_when_caught_up(self) -> None:
+        """The loop has handled every client message read before the reads were held:
+        start the uplink still asked for (if the transport takes it now; else the
+        session asks again with its next frame), and read again."""
+        action, self._uplink_pending = self._uplink_pending, None
+        self._reads_held = False
+        if action is not None and not self.client_gone:
+            self._try_uplink(action)
+        self.conn.release_reads()
 
     def _stop_uplink(self, epoch: int | None = None) -> None:
         """Stop the uplink (only if it carries to ``epoch``, when one is given)."""
+        pending = self._uplink_pending
+        if pending is not None and epoch in (None, pending.epoch):
+            self._uplink_pending = None  # the reads stay held until the loop catches up
         if self._uplink_epoch is not None and epoch in (None, self._uplink_epoch):
             self._uplink_epoch = None
             self.conn.stop_uplink()

@@ -126,6 +126,9 @@ class NativeWebSocketConnection(Connection):
         # its source), or written by it (this connection its sink).
         self._plane: DataPlane | None = None
         self._lent: Lent | None = None
+        # Set while the session holds this connection's reads (`hold_reads`): the reader
+        # waits on it before its next read.
+        self._held: trio.Event | None = None
 
     # ---- the Connection interface ----
 
@@ -297,6 +300,16 @@ class NativeWebSocketConnection(Connection):
         if self._lent is not None and self._lent.ends[0] is self:
             self._leave_plane()
 
+    def hold_reads(self) -> bool:
+        if self._held is None:
+            self._held = trio.Event()
+        return True
+
+    def release_reads(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.set()
+
     async def _uplink_read(self, uplink: Uplink, data: bytes) -> list[_native._WsEvent]:
         """One read through the uplink: the events it leaves for the ordinary path."""
         upstream = uplink.upstream
@@ -436,6 +449,7 @@ class NativeWebSocketConnection(Connection):
 
     def _set_closed(self, code: int | None, reason: str | None) -> None:
         self._leave_plane()
+        self.release_reads()
         if self._close_code is None:
             self._close_code, self._close_reason = code, reason
 
@@ -443,6 +457,7 @@ class NativeWebSocketConnection(Connection):
         """Drop the messages nobody will read, so a reader blocked on a full queue
         goes on to read the peer's close frame."""
         self._queue.clear()
+        self.release_reads()
 
     async def _write(self, data: bytes, timeout: float = math.inf) -> bool:
         """Write ``data`` whole; False if ``timeout`` passed first, counting the wait for
@@ -642,6 +657,8 @@ class NativeWebSocketConnection(Connection):
                                 case _:
                                     assert_never(event)
                     self._delivering = False
+                    while self._held is not None:  # the session asked for a pause
+                        await self._held.wait()
                     relay, uplink = self._relay, self._uplink
                     plane = (self._plane_for(relay.client) if relay is not None
                              else self._plane_for(uplink.upstream) if uplink is not None

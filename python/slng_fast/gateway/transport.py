@@ -113,6 +113,18 @@ class Connection:
     def stop_uplink(self) -> None:
         """Stop the uplink at once (before the next read); nothing if none is running."""
 
+    def hold_reads(self) -> bool:
+        """Read nothing more from the peer until `release_reads` (or the connection's
+        close): what was read is still received. The bridge holds a client's reads while
+        the session works through the messages read before it asked for an uplink, so
+        that the uplink can start once they are done even when the client sends faster
+        than the session handles messages. False where the transport cannot (nothing is
+        held)."""
+        return False
+
+    def release_reads(self) -> None:
+        """Read again (nothing if reads are not held)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Relay:
