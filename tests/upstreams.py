@@ -94,3 +94,23 @@ async def deaf_tts_upstream(stream: trio.SocketStream) -> None:
     while await stream.receive_some(65536):
         pass
     await trio.sleep_forever()
+
+
+def bursting_tts_upstream(frames: int, size: int = 1920):
+    """An SLNG-dialect TTS upstream that answers each flush with ``frames`` frames of
+    PCM16 (24 kHz) in one write, then ``flushed``: a model that runs far ahead of real
+    time. The frames count up, so the order of what the client gets can be checked."""
+
+    async def behave(stream: trio.SocketStream) -> None:
+        from slng_fast import _native
+
+        await stream.send_all(server_frame(0x1, b'{"type":"ready","sample_rate":24000}'))
+        ws = _native.WsConnection(1 << 20)  # the server's side: it unmasks
+        while chunk := await stream.receive_some(65536):
+            for event in ws.receive_data(chunk):
+                if isinstance(event, _native.TextMessage) and "flush" in event.data:
+                    audio = b"".join(server_frame(0x2, i.to_bytes(2, "little") * (size // 2))
+                                     for i in range(frames))
+                    await stream.send_all(audio + server_frame(0x1, b'{"type":"flushed"}'))
+
+    return behave

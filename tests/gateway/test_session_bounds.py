@@ -307,3 +307,50 @@ async def test_a_provider_that_never_answers_the_handshake_is_given_up_on_in_one
         assert events[-1]["code"] == "provider_unavailable"
         assert await closed_code(ws) == 1013
     assert len(attempts) == 1
+
+
+async def test_a_burst_faster_than_the_loop_is_relayed_once_the_session_caught_up(
+        nursery, tmp_path, engines, monkeypatch):
+    """An upstream far ahead of real time, and a session step made slower (as a loaded
+    worker's is): the session asks for the relay after the first frame while the rest of
+    the burst waits in the loop, so the bridge holds the upstream's reads until those are
+    handled, then lends the stream. Without the hold the backlog kept every frame on the
+    session's path. Every chunk arrives, whole and in order."""
+    import base64
+    import time
+
+    from slng_fast.protocol.tts import TtsSession
+    from upstreams import bursting_tts_upstream
+
+    relayed: list[int] = []
+    counted, receive = TtsSession.relayed, TtsSession.receive_upstream
+
+    def counting(self, epoch, report, now) -> None:
+        relayed.append(report.in_bytes)
+        counted(self, epoch, report, now)
+
+    def loaded(self, epoch, frame, now):
+        time.sleep(0.002)
+        return receive(self, epoch, frame, now)
+
+    monkeypatch.setattr(TtsSession, "relayed", counting)
+    monkeypatch.setattr(TtsSession, "receive_upstream", loaded)
+    urls, info = engines
+    frames = 300
+    upstream = await serve_raw_upstream(nursery, bursting_tts_upstream(frames))
+    gw = await start_gateway(nursery, make_gateway(tmp_path, {**urls, "espeak": upstream},
+                                                   info))
+    ws = await connect(gw.tts(), gw.keys["pro"], nursery=nursery)
+    await send(ws, type="init", sample_rate=24000)
+    assert (await recv(ws))["type"] == "ready"
+    await send(ws, type="input_text", text="Hello there.")
+    await send(ws, type="flush")
+    with trio.fail_after(30):
+        events = await recv_until(ws, "audio_end")
+    chunks = [e for e in events if e["type"] == "audio_chunk"]
+    assert [c["sequence"] for c in chunks] == list(range(len(chunks)))
+    audio = b"".join(base64.b64decode(c["data"]) for c in chunks)
+    want = b"".join(i.to_bytes(2, "little") * 960 for i in range(frames))
+    assert audio == want
+    assert sum(relayed) > len(want) // 2, "the data plane carried most of the burst"
+    await ws.aclose()

@@ -125,8 +125,7 @@ class OutsideEnd:
 class SessionBridge:
     # One per connection, with more attributes than an instance dict shares keys for:
     # slots save about 1.3 KiB each (issue 12 point 3).
-    __slots__ = ("_deadline_due", "_uplink_epoch", "_uplink_pending", "_reads_held",
-                 "client_backlog", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
+    __slots__ = ("_deadline_due", "_uplink_epoch", "_pending", "_held", "client_backlog", "_drain_due", "_end", "_end_at", "_heartbeat_s", "_idle_s",
                  "_keepalives", "_loop_task", "_ping_at", "_waiting", "added_latency",
                  "client_gone", "conn", "connect_timeout", "draining", "inbox", "last_client",
                  "links", "metrics", "nursery", "on_provider_failed", "open_upstream",
@@ -173,13 +172,14 @@ class SessionBridge:
         # client's audio is lent to (`StartUplink`), if any.
         self.client_backlog = 0
         self._uplink_epoch: int | None = None
-        # An uplink the session asked for while client messages still waited for the
-        # loop: the client's reads are held until the loop has handled them, then it
-        # starts (`_uplink_when_caught_up`). Without the hold, a client that sends faster
-        # than the loop runs keeps a backlog, the uplink never starts, and the session's
-        # own path (the slower one) carries everything: the worker falls behind for good.
-        self._uplink_pending: StartUplink | None = None
-        self._reads_held = False
+        # A relay or uplink the session asked for while messages from its source still
+        # waited for the loop: the source's reads are held (`_held`) until the loop has
+        # handled them, then it starts (`_lend_caught_up`). Without the hold, a source
+        # that sends faster than the loop runs keeps a backlog, the stream is never
+        # lent, and the session's own path (the slower one) carries everything: the
+        # worker falls behind for good.
+        self._pending: StartRelay | StartUplink | None = None
+        self._held: Connection | None = None
         # A deadline that fired (maximum duration, idle, heartbeat, shutdown) or a client
         # gone while the inbox was full: it ends the session without waiting in the
         # inbox, and interrupts whatever the loop is waiting for (an inbox item, room in
@@ -226,6 +226,7 @@ class SessionBridge:
                 if outside is not None:
                     outside.hook = None
                 nursery.cancel_scope.cancel()
+                self._release_held()
                 self.conn.stop_uplink()  # it holds this bridge: no cycle left behind
                 with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                     scope.shield = True
@@ -311,8 +312,9 @@ class SessionBridge:
                 self._record(session)
                 self.timer.check()
                 continue
-            if self._reads_held and not self.client_backlog:
-                self._uplink_when_caught_up()
+            if self._held is not None and (self._pending is None
+                                           or self._caught_up(self._pending)):
+                await self._lend_caught_up()
             got, item = await self._interruptible(self.inbox.get)
             if not got:
                 continue
@@ -409,6 +411,7 @@ class SessionBridge:
             elif isinstance(action, StartRelay):
                 self._start_relay(action)
             elif isinstance(action, StopRelay):
+                self._forgo(action.epoch)
                 link = self.links.get(action.epoch)
                 if link is not None and link.conn is not None:
                     link.conn.stop_relay()
@@ -489,6 +492,7 @@ class SessionBridge:
     def _close_link(self, epoch: int) -> None:
         self._stop_uplink(epoch)
         link = self.links.pop(epoch, None)
+        self._link_going(link, epoch)
         if link is not None:
             if link.conn is not None:
                 link.conn.stop_relay()
@@ -497,6 +501,7 @@ class SessionBridge:
     def _forget_link(self, epoch: int) -> None:
         self._stop_uplink(epoch)
         link = self.links.pop(epoch, None)
+        self._link_going(link, epoch)
         if link is not None:
             link.cancel_scope.cancel()
 
@@ -624,6 +629,7 @@ class SessionBridge:
             # rarely (gateway/collector.py), so every session's objects would pile up.
             conn.stop_relay()
             self._stop_uplink(epoch)
+            self._link_going(link, epoch)
             link.conn = None
 
     async def _on_upstream(self, epoch: int, frame: str | bytes) -> None:
@@ -634,15 +640,19 @@ class SessionBridge:
         await self.inbox.put(FromUpstream(epoch, frame, trio.current_time()))
 
     # -- the data plane ------------------------------------------------------------------
-    def _start_relay(self, action: StartRelay) -> None:
-        """Hand the stream to the upstream connection, unless messages of its link still
-        wait in the inbox (they come first: the session asks again after them)."""
+    def _start_relay(self, action: StartRelay, may_hold: bool = True) -> None:
+        """Hand the stream to the upstream connection once messages of its link that wait
+        in the inbox are handled (they come first): if some wait, or the connection is
+        still handing a read's messages on, hold its reads until the loop caught up."""
         link = self.links.get(action.epoch)
-        if link is None or link.conn is None or link.backlog or self.client_gone:
+        if link is None or link.conn is None or self.client_gone:
             return
-        link.conn.start_relay(Relay(action.relay, self.conn, self.slow_client_timeout,
-                                    partial(self._relayed, action.epoch),
-                                    self.added_latency.observe, self._relay_lost))
+        if link.backlog or not link.conn.start_relay(
+                Relay(action.relay, self.conn, self.slow_client_timeout,
+                      partial(self._relayed, action.epoch), self.added_latency.observe,
+                      self._relay_lost)):
+            if may_hold:
+                self._hold(link.conn, action)
 
     def _relayed(self, epoch: int, report: RelayReport) -> None:
         self.session.relayed(epoch, report, trio.current_time())
@@ -653,11 +663,11 @@ class SessionBridge:
         if over:
             self.nursery.cancel_scope.cancel()
 
-    async def _start_uplink(self, action: StartUplink) -> None:
+    async def _start_uplink(self, action: StartUplink, may_hold: bool = True) -> None:
         """Hand the client's audio to the client connection once every frame the
-        session queued for the upstream is written (they come first), unless client
-        messages wait for the loop (they come first too: the session asks again after
-        them)."""
+        session queued for the upstream is written (they come first) and client
+        messages that wait for the loop are handled (they come first too: the client's
+        reads are held until then)."""
         link = self.links.get(action.epoch)
         if link is None or link.conn is None or self.client_gone:
             return
@@ -667,11 +677,8 @@ class SessionBridge:
                 return
         if self.client_gone:
             return
-        if self.client_backlog or not self._try_uplink(action):
-            # Messages read before the request come first: hold what follows them.
-            if self.conn.hold_reads():
-                self._uplink_pending = action
-                self._reads_held = True
+        if (self.client_backlog or not self._try_uplink(action)) and may_hold:
+            self._hold(self.conn, action)
 
     def _try_uplink(self, action: StartUplink) -> bool:
         link = self.links.get(action.epoch)
@@ -685,21 +692,58 @@ class SessionBridge:
         self._uplink_epoch = action.epoch
         return True
 
-    def _uplink_when_caught_up(self) -> None:
-        """The loop has handled every client message read before the reads were held:
-        start the uplink still asked for (if the transport takes it now; else the
-        session asks again with its next frame), and read again."""
-        action, self._uplink_pending = self._uplink_pending, None
-        self._reads_held = False
-        if action is not None and not self.client_gone:
-            self._try_uplink(action)
-        self.conn.release_reads()
+    # -- lending once the loop caught up (see `_pending`) ------------------------------
+    def _hold(self, conn: Connection, action: StartRelay | StartUplink) -> None:
+        if self._held is not conn:
+            self._release_held()  # one at a time: a session lends one stream
+            if not conn.hold_reads():
+                return
+            self._held = conn
+        self._pending = action
+
+    def _release_held(self) -> None:
+        held, self._held, self._pending = self._held, None, None
+        if held is not None:
+            held.release_reads()
+
+    def _forgo(self, epoch: int | None = None) -> None:
+        """The session took back what it asked to lend. The reads stay held until the
+        loop's next turn: a step that takes a stream back to handle a message usually
+        asks for it again at its end."""
+        if self._pending is not None and epoch in (None, self._pending.epoch):
+            self._pending = None
+
+    def _link_going(self, link: UpstreamLink | None, epoch: int) -> None:
+        """A link closes or is gone: its connection must read its peer's close now."""
+        self._forgo(epoch)
+        if link is not None and self._held is not None and self._held is link.conn:
+            self._release_held()
+
+    def _caught_up(self, action: StartRelay | StartUplink) -> bool:
+        if isinstance(action, StartUplink):
+            return not self.client_backlog
+        link = self.links.get(action.epoch)
+        return link is None or not link.backlog
+
+    async def _lend_caught_up(self) -> None:
+        """Every message its source read before the hold is handled: lend the stream
+        still asked for (once: if the transport still refuses, the session asks again
+        with its next message), and read again."""
+        action, held = self._pending, self._held
+        self._pending = self._held = None
+        try:
+            if isinstance(action, StartRelay):
+                self._start_relay(action, may_hold=False)
+            elif isinstance(action, StartUplink):
+                await self._start_uplink(action, may_hold=False)
+        finally:
+            if held is not None:
+                held.release_reads()
 
     def _stop_uplink(self, epoch: int | None = None) -> None:
         """Stop the uplink (only if it carries to ``epoch``, when one is given)."""
-        pending = self._uplink_pending
-        if pending is not None and epoch in (None, pending.epoch):
-            self._uplink_pending = None  # the reads stay held until the loop catches up
+        if isinstance(self._pending, StartUplink):
+            self._forgo(epoch)
         if self._uplink_epoch is not None and epoch in (None, self._uplink_epoch):
             self._uplink_epoch = None
             self.conn.stop_uplink()
