@@ -250,6 +250,9 @@ class Level:
     core0_busy: float = float("nan")       # core 0 as a whole (server + other load)
     upstream_late_ms: float = float("nan")
     rss_per_session_kib: float = float("nan")
+    # p99 by when the frame was sent: the first and last PHASE_S seconds (every session
+    # starting, every session ending, K of them within the ramp) and the steady rest.
+    phase_p99_ms: tuple[float, float, float] = (float("nan"),) * 3
     window_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -452,7 +455,7 @@ class Bench:
             upstream.expect("dumped", 30)
             up = pickle.loads((self.tmp / (tag + "-upstream.pkl")).read_bytes())
             level.upstream_late_ms = up["late"] * 1e3
-            lat = []
+            lat, when = [], []
             for session in range(1, k + 1):
                 sent = np.frombuffer(up["sent"].get(session, b""), dtype=np.float64)
                 got = recv.get(session, np.zeros(0))
@@ -460,11 +463,13 @@ class Bench:
                 n = min(len(sent), len(got))
                 level.frames_received += n
                 lat.append(got[:n] - sent[:n])
+                when.append(sent[:n])
             if lat:
                 all_lat = np.concatenate(lat) * 1e3
                 if len(all_lat):
                     level.p50_ms, level.p99_ms = np.percentile(all_lat, [50, 99])
                     level.max_ms = float(all_lat.max())
+                    level.phase_p99_ms = phase_p99(all_lat, np.concatenate(when))
             if level.frames_sent != k * round(args.seconds * 25):
                 level.errors.append(f"the upstream sent {level.frames_sent:,} frames, "
                                     f"expected {k * round(args.seconds * 25):,}")
@@ -474,6 +479,17 @@ class Bench:
             for proc in reversed(procs):
                 proc.stop()
         return level
+
+
+PHASE_S = 1.5
+
+
+def phase_p99(lat_ms: np.ndarray, sent: np.ndarray) -> tuple[float, float, float]:
+    """p99 of the frames sent in the first PHASE_S seconds, the middle, the last."""
+    t = sent - sent.min()
+    parts = (t < PHASE_S, (t >= PHASE_S) & (t < t.max() - PHASE_S), t >= t.max() - PHASE_S)
+    return tuple(float(np.percentile(lat_ms[m], 99)) if m.any() else float("nan")
+                 for m in parts)  # type: ignore[return-value]
 
 
 def setup_cores(workers: int) -> bool:
@@ -587,6 +603,9 @@ def main() -> None:
 
     def say(level: Level) -> None:
         print(level.row(), flush=True)
+        start, steady, end = level.phase_p99_ms
+        print(f"    p99 by phase: starts {start:.2f} ms, steady {steady:.2f} ms, "
+              f"ends {end:.2f} ms (first / middle / last {PHASE_S:g} s of frames)", flush=True)
         for err in level.errors[:3]:
             print(f"    ! {err[:300]}", flush=True)
 

@@ -172,3 +172,41 @@ async def test_a_session_end_that_cannot_be_written_is_written_later(nursery, tm
     db.close()
     row = await row_where(gw.store, lambda r: r["ended_at"] is not None)
     assert row["reason"] == "client_closed" and row["characters"] == len("Kept.")
+
+
+async def test_rows_written_while_a_write_runs_go_to_the_thread_together(tmp_path, monkeypatch):
+    """Group commit (`Ledger.batched`): sessions that start or end while a write runs
+    are written in one thread hand-off after it, each with its own outcome: an error
+    reaches its own caller only."""
+    from types import SimpleNamespace
+
+    from slng_fast.gateway.ledger import Ledger
+
+    handoffs: list[int] = []
+    run_sync = trio.to_thread.run_sync
+
+    async def counting(fn, *args, **kwargs):
+        handoffs.append(len(args[0]) if args else 0)
+        return await run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+    store = Store(tmp_path)
+    ledger = Ledger(store, "w1", 30.0)
+    n = 200
+    failed: list[str] = []
+
+    async def one(i: int) -> None:
+        # s7 twice: whichever insert runs second breaks the primary key.
+        session = SimpleNamespace(session_id=f"s{i}" if i < n else "s7", context_id=f"c{i}")
+        try:
+            await ledger.open(session, "k", "espeak", time.time())
+        except sqlite3.IntegrityError:
+            failed.append(session.context_id)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n + 1):
+            nursery.start_soon(one, i)
+    assert len(failed) == 1 and failed[0] in ("c7", f"c{n}")
+    assert {r["session_id"] for r in store.usage_rows()} == {f"s{i}" for i in range(n)}
+    assert sum(handoffs) == n + 1
+    assert len(handoffs) < n // 4, handoffs  # most went in batches

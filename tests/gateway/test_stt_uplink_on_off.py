@@ -49,6 +49,19 @@ def fresh_gateway(nursery, tmp_path):
     return start
 
 
+def count_uplinked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The client audio bytes each report of the data plane's uplink counted."""
+    carried: list[int] = []
+    uplinked = SttSession.uplinked
+
+    def counting(self: SttSession, epoch: int, report: _native.RelayReport, now: float) -> None:
+        carried.append(report.in_bytes)
+        uplinked(self, epoch, report, now)
+
+    monkeypatch.setattr(SttSession, "uplinked", counting)
+    return carried
+
+
 def client_audio(speech: bytes, rate: int, codec: str) -> bytes:
     pcm = speech if rate == 16000 else _native.Resampler(16000, rate).process(speech)
     return {"pcm16": pcm, "mulaw": _native.pcm16_to_mulaw(pcm)}[codec]
@@ -90,14 +103,7 @@ async def transcribe(gw: Any, nursery: trio.Nursery, provider: str, audio: bytes
     ("kyutai", 16000, "pcm16"), ("whisper", 8000, "mulaw"), ("pocketsphinx", 48000, "pcm16")])
 async def test_transcripts_are_the_same_with_the_uplink_on(fresh_gateway, nursery, speech,
                                                            monkeypatch, provider, rate, codec):
-    carried: list[int] = []
-    uplinked = SttSession.uplinked
-
-    def counting(self: SttSession, epoch: int, report: _native.RelayReport, now: float) -> None:
-        carried.append(report.in_bytes)
-        uplinked(self, epoch, report, now)
-
-    monkeypatch.setattr(SttSession, "uplinked", counting)
+    carried = count_uplinked(monkeypatch)
     lends: list[int] = []
     lend = data_plane.DataPlane.lend
     monkeypatch.setattr(data_plane.DataPlane, "lend",
@@ -126,14 +132,7 @@ async def test_a_client_faster_than_the_session_still_gets_the_uplink(fresh_gate
     session handle those frames, then starts the uplink (without the hold, a backlog that
     never empties kept every frame on the session's path). The order is kept: the same
     transcript and usage as with the uplink off."""
-    carried: list[int] = []
-    uplinked = SttSession.uplinked
-
-    def counting(self: SttSession, epoch: int, report: _native.RelayReport, now: float) -> None:
-        carried.append(report.in_bytes)
-        uplinked(self, epoch, report, now)
-
-    monkeypatch.setattr(SttSession, "uplinked", counting)
+    carried = count_uplinked(monkeypatch)
     audio = client_audio(speech, 16000, "pcm16")
     on = await transcribe(await fresh_gateway(), nursery, "whisper", audio, 16000, "pcm16",
                           pace=None)

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import orjson
+import outcome
 import trio
 
 from slng_fast.gateway.bridge import OutsideEnd
@@ -28,6 +29,24 @@ T = TypeVar("T")
 
 # Store calls in flight at once per process; more wait their turn (in the loop, not a thread).
 STORE_THREADS = 8
+
+
+class _Queued:
+    """One store call waiting for the next batch (see `Ledger.batched`)."""
+
+    __slots__ = ("call", "result", "done", "leads")
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+        self.result: outcome.Outcome[Any] | None = None
+        self.done = trio.Event()
+        self.leads = False  # handed the batches on: this caller runs the next one
+
+
+def _run_batch(batch: list[_Queued]) -> None:
+    """In the worker thread: each call in turn, each with its own outcome."""
+    for queued in batch:
+        queued.result = outcome.capture(queued.call)
 
 
 @dataclass
@@ -62,6 +81,8 @@ class Ledger:
         self.sessions: dict[str, OpenSession] = {}  # session id -> open session
         self._limiter = trio.CapacityLimiter(STORE_THREADS)
         self._unwritten: list[_Close] = []  # final closes that failed: retried each interval
+        self._queued: list[_Queued] = []  # calls waiting for the batch in flight
+        self._batching = False
         self.store_ok = True  # the last interval's steps all succeeded (for /healthz)
 
     @property
@@ -74,10 +95,49 @@ class Ledger:
         return await trio.to_thread.run_sync(partial(fn, *args, **kwargs),
                                              limiter=self._limiter)
 
+    async def batched(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`call`, but calls made while one batch runs go to the worker thread together,
+        in one hand-off, when it ends (group commit): a session's start and end each
+        write a row, and at a thousand sessions a second one thread hand-off each meant
+        a thread holding the GIL for every write while the loop waited for it (measured:
+        the end of 1,000 streams in one second late by 50 ms). Each call gets its own
+        result or exception; a call that started finishes, even if its caller is
+        cancelled."""
+        queued = _Queued(partial(fn, *args, **kwargs))
+        self._queued.append(queued)
+        if self._batching:
+            with trio.CancelScope(shield=True):
+                await queued.done.wait()
+            if not queued.leads:
+                assert queued.result is not None
+                return queued.result.unwrap()  # type: ignore[no-any-return]
+            queued.done = trio.Event()  # woken to lead: still waiting for its own batch
+        self._batching = True
+        try:
+            while not queued.done.is_set():
+                batch, self._queued = self._queued, []
+                try:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(_run_batch, batch,
+                                                      limiter=self._limiter)
+                finally:
+                    for each in batch:
+                        if each.result is None:
+                            each.result = outcome.Error(RuntimeError("the batch did not run"))
+                        each.done.set()
+        finally:
+            self._batching = False
+            if self._queued:  # the next caller runs the next batch
+                self._batching = True
+                self._queued[0].leads = True
+                self._queued[0].done.set()
+        assert queued.result is not None
+        return queued.result.unwrap()  # type: ignore[no-any-return]
+
     async def open(self, session: Any, key_id: str, provider: str, started_at: float, *,
                    kind: str = "", upstream: str = "") -> OpenSession:
         """Write the session's row (raises one of ``STORE_ERRORS``) and count it as open."""
-        await self.call(self.store.open_session, session.session_id, key_id,
+        await self.batched(self.store.open_session, session.session_id, key_id,
                         session.context_id, provider, started_at, self.worker_id,
                         kind=kind, upstream=upstream)
         opened = OpenSession(session, key_id)
@@ -95,7 +155,8 @@ class Ledger:
             "ended_at": time.time(), "reason": reason, "providers": totals.providers})
         with trio.CancelScope(shield=True):
             try:
-                await self.call(self.store.close_session, close.session_id, **close.fields)
+                await self.batched(self.store.close_session, close.session_id,
+                                   **close.fields)
             except STORE_ERRORS as exc:
                 log.error("could not write the end of a session (%s); retrying", exc,
                           extra={"context_id": totals.context_id})

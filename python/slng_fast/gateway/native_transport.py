@@ -213,37 +213,43 @@ class NativeWebSocketConnection(Connection):
             self._leave_plane()
         return lent
 
-    async def _carry_on(self, plane: DataPlane, relay: Relay) -> list[_native._WsEvent] | None:
-        """Lend the stream to the plane until it comes back: then what the reader would
-        have done with the read the plane could not finish (the events left for the
-        ordinary path, None at the end of the stream)."""
-        client = relay.client
-        assert isinstance(client, NativeWebSocketConnection)
-        lent = await self._lend(plane, client, relay, relay.written)
+    async def _carry_on(self, plane: DataPlane, stream: Relay | Uplink, sink: Connection,
+                        written: Callable[[float], None] | None = None
+                        ) -> list[_native._WsEvent] | None:
+        """Lend the stream (this connection its source, ``sink`` its sink) to the plane
+        until it comes back: then what the reader would have done with the read the plane
+        could not finish (the events left for the ordinary path, None at the end of the
+        stream). ``written`` times a relay's frames."""
+        assert isinstance(sink, NativeWebSocketConnection)  # _plane_for checked it
+        lent = await self._lend(plane, sink, stream, written)
+        # No stream may start before the events left of this read are handed on.
+        self._delivering = True
         if lent.outcome is None:
             return []  # taken back: nothing read is waiting
         assert lent.report is not None
         handed_back, unwritten, sink_error, ended, error = lent.outcome
         if error is not None:
             raise error
+        if handed_back:
+            self._stop_carrying(stream)
         if lent.report.messages:
-            relay.report(lent.report)
+            stream.report(lent.report)
         if sink_error is not None:
-            self._relay = None
-            client._set_closed(1006, "connection lost")
-            await relay.lost(ConnectionClosed(client._close_code, client._close_reason))
+            self._stop_carrying(stream)
+            sink._set_closed(1006, "connection lost")
+            await stream.lost(ConnectionClosed(sink._close_code, sink._close_reason))
         elif unwritten:
-            await self._relay_write(relay, unwritten, trio.current_time() - (lent.seconds or 0.0))
-        elif lent.seconds is not None:
-            relay.written(lent.seconds)
+            start = trio.current_time()
+            if await self._write_carried(stream, sink, unwritten) and written is not None:
+                written(trio.current_time() - start)
+        elif lent.seconds is not None and written is not None:
+            written(lent.seconds)
         if ended is not None:
             if ended:
                 raise trio.BrokenResourceError(ended)
             return None
-        if not handed_back:
+        if self._relay is stream or self._uplink is stream:
             return []
-        if self._relay is relay:
-            self._relay = None
         # What it did not own stays queued in the framing, in order.
         return self._ws.receive_data(b"")
 
@@ -270,18 +276,32 @@ class NativeWebSocketConnection(Connection):
         relay stopped, the bridge told) if it is gone or too slow."""
         client = relay.client
         assert isinstance(client, NativeWebSocketConnection)
-        try:
-            delivered = await client._write(wire, relay.timeout)
-        except ConnectionClosed as exc:
-            self._relay = None
-            await relay.lost(exc)
-            return False
-        if not delivered:
-            self._relay = None
-            await relay.lost(None)
+        if not await self._write_carried(relay, client, wire):
             return False
         relay.written(trio.current_time() - start)
         return True
+
+    async def _write_carried(self, stream: Relay | Uplink, sink: NativeWebSocketConnection,
+                             wire: bytes) -> bool:
+        """Write a stream's carried frames to its sink within the stream's timeout; False
+        (the stream stopped, the bridge told) if the sink is gone or took nothing."""
+        try:
+            delivered = await sink._write(wire, stream.timeout)
+        except ConnectionClosed as exc:
+            self._stop_carrying(stream)
+            await stream.lost(exc)
+            return False
+        if not delivered:
+            self._stop_carrying(stream)
+            await stream.lost(None)
+            return False
+        return True
+
+    def _stop_carrying(self, stream: Relay | Uplink) -> None:
+        if self._relay is stream:
+            self._relay = None
+        if self._uplink is stream:
+            self._uplink = None
 
     # ---- the data plane, STT direction (`transport.Uplink`) ----
 
@@ -326,53 +346,7 @@ class NativeWebSocketConnection(Connection):
         if report.messages:
             uplink.report(report)
         if wire:
-            await self._uplink_write(uplink, wire)
-        # What it did not own stays queued in the framing, in order, for the session.
-        return self._ws.receive_data(b"") if self._uplink is None else []
-
-    async def _uplink_write(self, uplink: Uplink, wire: bytes) -> None:
-        """Write carried frames to the upstream within its timeout; if it is gone or took
-        nothing, the uplink stops and the bridge is told."""
-        upstream = uplink.upstream
-        assert isinstance(upstream, NativeWebSocketConnection)
-        try:
-            delivered = await upstream._write(wire, uplink.timeout)
-        except ConnectionClosed as exc:
-            self._uplink = None
-            await uplink.lost(exc)
-        else:
-            if not delivered:
-                self._uplink = None
-                await uplink.lost(None)
-
-    async def _uplink_on(self, plane: DataPlane, uplink: Uplink) -> list[_native._WsEvent] | None:
-        """`_carry_on` for the STT direction: the client's audio on the plane until it
-        comes back, then what `_uplink_read` would have left (None at the end)."""
-        upstream = uplink.upstream
-        assert isinstance(upstream, NativeWebSocketConnection)
-        lent = await self._lend(plane, upstream, uplink)
-        # As in _uplink_read: no uplink may start before the events left are handed on.
-        self._delivering = True
-        if lent.outcome is None:
-            return []  # taken back: nothing read is waiting
-        assert lent.report is not None
-        handed_back, unwritten, sink_error, ended, error = lent.outcome
-        if error is not None:
-            raise error
-        if handed_back and self._uplink is uplink:
-            self._uplink = None
-        if lent.report.messages:
-            uplink.report(lent.report)
-        if sink_error is not None:
-            self._uplink = None
-            upstream._set_closed(1006, "connection lost")
-            await uplink.lost(ConnectionClosed(upstream._close_code, upstream._close_reason))
-        elif unwritten:
-            await self._uplink_write(uplink, unwritten)
-        if ended is not None:
-            if ended:
-                raise trio.BrokenResourceError(ended)
-            return None
+            await self._write_carried(uplink, upstream, wire)
         # What it did not own stays queued in the framing, in order, for the session.
         return self._ws.receive_data(b"") if self._uplink is None else []
 
@@ -664,8 +638,12 @@ class NativeWebSocketConnection(Connection):
                              else self._plane_for(uplink.upstream) if uplink is not None
                              else None)
                     if plane is not None:
-                        carried = await (self._carry_on(plane, relay) if relay is not None
-                                         else self._uplink_on(plane, uplink))  # type: ignore[arg-type]
+                        if relay is not None:
+                            carried = await self._carry_on(plane, relay, relay.client,
+                                                           relay.written)
+                        else:
+                            assert uplink is not None
+                            carried = await self._carry_on(plane, uplink, uplink.upstream)
                         if carried is None:
                             self._peer_closing()
                             self._set_closed(1006, "connection lost")
