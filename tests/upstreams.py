@@ -108,6 +108,9 @@ def bursting_tts_upstream(frames: int, size: int = 1920):
         ws = _native.WsConnection(1 << 20)  # the server's side: it unmasks
         while chunk := await stream.receive_some(65536):
             for event in ws.receive_data(chunk):
+                if isinstance(event, _native.Close):
+                    await stream.send_all(server_frame(0x8, b"\x03\xe8"))  # 1000
+                    return
                 if isinstance(event, _native.TextMessage) and "flush" in event.data:
                     audio = b"".join(server_frame(0x2, i.to_bytes(2, "little") * (size // 2))
                                      for i in range(frames))

@@ -354,3 +354,49 @@ async def test_a_burst_faster_than_the_loop_is_relayed_once_the_session_caught_u
     assert audio == want
     assert sum(relayed) > len(want) // 2, "the data plane carried most of the burst"
     await ws.aclose()
+
+
+async def test_a_relay_is_only_lent_while_the_session_still_asks_for_it(
+        nursery, tmp_path, engines, monkeypatch):
+    """A short burst ends (`flushed`) among the messages the loop works through while
+    the upstream's reads are held: the session no longer wants the relay when the loop
+    catches up, so nothing is lent (lending on that stale request relayed behind the
+    session's back: after a shutdown's `session_ended`, audio still came)."""
+    import time
+
+    from slng_fast.gateway.native_transport import NativeWebSocketConnection
+    from slng_fast.protocol.tts import TtsSession
+    from upstreams import bursting_tts_upstream
+
+    sessions: list[TtsSession] = []
+    receive, start_relay = TtsSession.receive_upstream, NativeWebSocketConnection.start_relay
+    wanted: list[bool] = []
+
+    def loaded(self, epoch, frame, now):
+        sessions.append(self)
+        time.sleep(0.002)
+        return receive(self, epoch, frame, now)
+
+    def checked(self, relay):
+        started = start_relay(self, relay)
+        if started:
+            wanted.append(sessions[-1].relaying)
+        return started
+
+    monkeypatch.setattr(TtsSession, "receive_upstream", loaded)
+    monkeypatch.setattr(NativeWebSocketConnection, "start_relay", checked)
+    urls, info = engines
+    upstream = await serve_raw_upstream(nursery, bursting_tts_upstream(10))
+    gw = await start_gateway(nursery, make_gateway(tmp_path, {**urls, "espeak": upstream},
+                                                   info))
+    ws = await connect(gw.tts(), gw.keys["pro"], nursery=nursery)
+    await send(ws, type="init", sample_rate=24000)
+    assert (await recv(ws))["type"] == "ready"
+    for _ in range(3):
+        await send(ws, type="input_text", text="Hello there.")
+        await send(ws, type="flush")
+        with trio.fail_after(30):
+            events = await recv_until(ws, "audio_end")
+        assert sum(e["type"] == "audio_chunk" for e in events) == 10
+    assert all(wanted), wanted  # every relay lent was one the session stood by
+    await ws.aclose()

@@ -177,7 +177,10 @@ class SessionBridge:
         # handled them, then it starts (`_lend_caught_up`). Without the hold, a source
         # that sends faster than the loop runs keeps a backlog, the stream is never
         # lent, and the session's own path (the slower one) carries everything: the
-        # worker falls behind for good.
+        # worker falls behind for good. A message of that source reaching the session
+        # supersedes the request (a TTS session takes such a message as the relay's end
+        # and asks again at the end of its step if it still wants one): lending on a
+        # request the session no longer stands by would relay behind its back.
         self._pending: StartRelay | StartUplink | None = None
         self._held: Connection | None = None
         # A deadline that fired (maximum duration, idle, heartbeat, shutdown) or a client
@@ -320,12 +323,17 @@ class SessionBridge:
                 continue
             now = trio.current_time()
             from_upstream = isinstance(item, FromUpstream)
+            pending = self._pending
             if isinstance(item, FromClient):
                 self.client_backlog -= 1
+                if isinstance(pending, StartUplink):
+                    self._pending = None  # superseded: the session asks again if it will
             if from_upstream:
                 link = self.links.get(item.epoch)
                 if link is not None:
                     link.backlog -= 1
+                if isinstance(pending, StartRelay) and pending.epoch == item.epoch:
+                    self._pending = None  # superseded (the session no longer relays)
             try:
                 actions = self._step(item, now)
             except (Exception, PanicException) as exc:
