@@ -129,6 +129,9 @@ class NativeWebSocketConnection(Connection):
         # Set while the session holds this connection's reads (`hold_reads`): the reader
         # waits on it before its next read.
         self._held: trio.Event | None = None
+        # The end of a frame the data plane could not write (this connection its sink):
+        # written before anything else.
+        self._backlog = b""
 
     # ---- the Connection interface ----
 
@@ -185,6 +188,12 @@ class NativeWebSocketConnection(Connection):
             self._plane.take_back(lent)
             source, sink = lent.ends
             source._lent = sink._lent = None
+            outcome = lent.outcome
+            if outcome is not None and outcome[1]:
+                # Handed back with the end of a frame unwritten: the sink owns those bytes
+                # now, and its next write, whoever makes it, sends them first.
+                sink._backlog += outcome[1]
+                lent.outcome = (outcome[0], b"", *outcome[2:])
 
     def _plane_for(self, sink: Connection) -> DataPlane | None:
         """The data plane, if a stream from this connection to ``sink`` can be lent to it
@@ -228,6 +237,7 @@ class NativeWebSocketConnection(Connection):
             return []  # taken back: nothing read is waiting
         assert lent.report is not None
         handed_back, unwritten, sink_error, ended, error = lent.outcome
+        sink._backlog += unwritten  # (already moved there by _leave_plane: b"")
         if error is not None:
             raise error
         if handed_back:
@@ -238,9 +248,9 @@ class NativeWebSocketConnection(Connection):
             self._stop_carrying(stream)
             sink._set_closed(1006, "connection lost")
             await stream.lost(ConnectionClosed(sink._close_code, sink._close_reason))
-        elif unwritten:
+        elif sink._backlog:  # the end of a cut frame (_leave_plane gave it to the sink)
             start = trio.current_time()
-            if await self._write_carried(stream, sink, unwritten) and written is not None:
+            if await self._write_carried(stream, sink, b"") and written is not None:
                 written(trio.current_time() - start)
         elif lent.seconds is not None and written is not None:
             written(lent.seconds)
@@ -439,17 +449,11 @@ class NativeWebSocketConnection(Connection):
         finite timeout the write is shielded: a cancelled send would cut a frame and
         ruin the stream, so only the timeout (after which the caller aborts) may leave
         it unfinished."""
-        if not data:
-            return True
         lent = self._lent
         if lent is not None and lent.ends[1] is self:
             self._leave_plane()  # the plane writes to this sink: no interleaving
-            outcome = lent.outcome
-            if outcome is not None and outcome[1]:
-                # Handed back with the end of a frame unwritten, and its reader has not
-                # run yet: those bytes go first, and the reader finds none left.
-                data = outcome[1] + data
-                lent.outcome = (outcome[0], b"", *outcome[2:])
+        if not data and not self._backlog:
+            return True
         deadline = math.inf
         try:
             self._send_lock.acquire_nowait()  # no extra checkpoint when uncontended
@@ -460,6 +464,8 @@ class NativeWebSocketConnection(Connection):
             if waiting.cancelled_caught:
                 return False
         try:
+            if self._backlog:  # a cut frame's end (see _leave_plane) goes first
+                data, self._backlog = self._backlog + data, b""
             rest: bytes | memoryview | None = data
             if self._sock is not None:
                 rest = self._write_now(data)
