@@ -49,6 +49,19 @@ def fresh_gateway(nursery, tmp_path):
     return start
 
 
+def same_speech(a: list[dict], b: list[dict]) -> bool:
+    """The same words, finals and usage. Where a final segment ends may move with timing
+    (the emulator's endpointer hears the audio as it arrives, which a loaded machine
+    paces differently): segments are compared joined."""
+    def words(events: list[dict]) -> str:
+        return " ".join(e["text"] for e in events if e["type"] == "transcript")
+
+    def rest(events: list[dict]) -> list[dict]:
+        return [e for e in events if e["type"] != "transcript"]
+
+    return words(a) == words(b) and rest(a) == rest(b)
+
+
 def count_uplinked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The client audio bytes each report of the data plane's uplink counted."""
     carried: list[int] = []
@@ -118,7 +131,7 @@ async def test_transcripts_are_the_same_with_the_uplink_on(fresh_gateway, nurser
     monkeypatch.setattr(NativeWebSocketConnection, "start_uplink", lambda self, uplink: False)
     off = await transcribe(await fresh_gateway(), nursery, provider, audio, rate, codec)
     assert carried == []
-    assert on == off
+    assert same_speech(on, off)
     width = 1 if codec == "mulaw" else 2
     assert on[-1]["usage"]["audio_ms"] == pytest.approx(len(audio) / width / rate * 1000,
                                                         abs=0.001)
@@ -140,4 +153,4 @@ async def test_a_client_faster_than_the_session_still_gets_the_uplink(fresh_gate
     monkeypatch.setattr(NativeWebSocketConnection, "start_uplink", lambda self, uplink: False)
     off = await transcribe(await fresh_gateway(), nursery, "whisper", audio, 16000, "pcm16",
                            pace=None)
-    assert on == off
+    assert same_speech(on, off)
