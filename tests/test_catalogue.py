@@ -62,6 +62,16 @@ def test_an_engine_lists_what_its_process_reported():
     assert espeak["capabilities"]["languages"] == ESPEAK_INFO["languages"]
 
 
+def test_an_engines_endpoint_is_built_once_per_listing():
+    reg = registry()
+    first = reg.endpoint("tts", "espeak")
+    assert first is not None and first.sample_rate == 22050
+    assert reg.endpoint("tts", "espeak") is first  # not a new object per session
+    reg.engine_info["espeak"] = {**ESPEAK_INFO, "sample_rate": 16000}  # the engine restarted
+    again = reg.endpoint("tts", "espeak")
+    assert again is not first and again is not None and again.sample_rate == 16000
+
+
 def test_an_engine_not_running_is_unavailable_with_no_voices():
     by_name = entries(registry(with_engines=False))
     assert not by_name["espeak"]["available"] and by_name["espeak"]["voices"] == []

@@ -67,6 +67,9 @@ class ProviderRegistry:
         # Live views, not copies: the supervisor fills them as engines (re)start.
         self.engine_urls = engine_urls if engine_urls is not None else {}
         self.engine_info = engine_info if engine_info is not None else {}
+        # An engine's endpoint as its listing describes it, built once per listing (an
+        # engine that restarts gets a new one): not a new one per session (1-2 KB each).
+        self._described: dict[str, tuple[dict[str, Any], Endpoint]] = {}
 
     def endpoint(self, kind: str, name: str) -> Endpoint | None:
         endpoint = ENDPOINTS.get(name)
@@ -74,12 +77,16 @@ class ProviderRegistry:
             return None
         info = self.engine_info.get(name)
         if info:
+            described = self._described.get(name)
+            if described is not None and described[0] is info:
+                return described[1]
             voices = voice_ids(info.get("voices")) or endpoint.voices
             languages = tuple(info.get("languages") or endpoint.languages)
             rate = int(info.get("sample_rate") or endpoint.sample_rate)
             endpoint = Endpoint(endpoint.name, endpoint.kind, endpoint.dialect,
                                 endpoint.default_voice, voices, languages, rate,
                                 needs_url=endpoint.needs_url, key_env=endpoint.key_env)
+            self._described[name] = (info, endpoint)
         return endpoint
 
     def upstream(self, endpoint: Endpoint) -> tuple[str, str | None]:
