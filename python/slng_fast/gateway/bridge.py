@@ -49,6 +49,7 @@ from slng_fast.gateway.transport import (
     PEER_NOT_READING,
     Connection,
     ConnectionClosed,
+    MessageSink,
     MessageTooLarge,
     Relay,
     Uplink,
@@ -212,7 +213,7 @@ class SessionBridge:
                 if math.isfinite(tier.max_duration_s) else math.inf
             self._heartbeat_s = tier.heartbeat_s
             self._ping_at = trio.current_time() + tier.heartbeat_s
-            nursery.start_soon(self.timer.run, self._deadline_passed, self._clock)
+            self.timer.start(self._deadline_passed, self._clock)
             outside = self.outside_end
             if outside is not None:
                 outside.hook = self._outside_ended
@@ -224,11 +225,15 @@ class SessionBridge:
                 self._loop_task = trio.lowlevel.current_task()
                 await self._loop()
             finally:
+                self.timer.stop()
                 for remove in unhook:
                     remove()
                 if outside is not None:
                     outside.hook = None
                 nursery.cancel_scope.cancel()
+                # Nobody reads the inbox now: a connection's reader waiting for room in
+                # it (the client's is not in this nursery) goes on, and drops the rest.
+                self.inbox.close()
                 self._release_held()
                 self.conn.stop_uplink()  # it holds this bridge: no cycle left behind
                 with trio.move_on_after(CLOSE_TIMEOUT) as scope:
@@ -622,30 +627,62 @@ class SessionBridge:
         raise AssertionError("unreachable")
 
     async def _read_upstream(self, link: UpstreamLink, conn: Connection) -> None:
-        epoch = link.epoch
+        """The provider's messages to the inbox. Where the transport has a reader of its
+        own, this task ends once the messages read so far are queued: the reader hands
+        on the rest, and the end (`Connection.deliver`)."""
+        ended = partial(self._upstream_ended, link, conn)
+        delivered = False
         try:
-            await conn.pump(partial(self._on_upstream, epoch))
+            delivered = await conn.deliver(MessageSink(
+                partial(self._on_upstream, link.epoch), self._upstream_too_large, ended))
+            if not delivered:
+                await conn.pump(partial(self._on_upstream, link.epoch))
         except ConnectionClosed as exc:
-            if exc.broken:  # the close code is ours, not the provider's: it sent none
-                await self.inbox.put(UpstreamClosed(
-                    epoch, None, f"the provider broke the WebSocket protocol ({exc.reason})"))
-            else:
-                await self.inbox.put(UpstreamClosed(epoch, exc.code, exc.reason))
+            ended(exc)
         finally:
-            # A relay holds the bridge, the link holds the connection: left in place they
-            # make cycles that only the collector frees, which serving processes run
-            # rarely (gateway/collector.py), so every session's objects would pile up.
-            conn.stop_relay()
-            self._stop_uplink(epoch)
-            self._link_going(link, epoch)
-            link.conn = None
+            if not delivered:  # else the reader's end does it (`_upstream_ended`)
+                self._unlink(link, conn)
+
+    async def _upstream_too_large(self, reason: str) -> None:
+        raise AssertionError("an upstream's oversize message ends it as broken")
+
+    def _upstream_ended(self, link: UpstreamLink, conn: Connection,
+                        exc: ConnectionClosed) -> None:
+        """The provider's connection ended (its reader's teardown): the loop is told,
+        behind the messages before it, unless the session let go of the link first
+        (stop, reconnect, its end) or its writer reports the fault (it closed the
+        outbox first)."""
+        self._unlink(link, conn)
+        if link.outbox.closed or link.cancel_scope.cancel_called \
+                or self.links.get(link.epoch) is not link:
+            return
+        epoch = link.epoch
+        item = (UpstreamClosed(epoch, None,
+                               f"the provider broke the WebSocket protocol ({exc.reason})")
+                if exc.broken  # the close code is ours, not the provider's: it sent none
+                else UpstreamClosed(epoch, exc.code, exc.reason))
+        try:
+            self.inbox.put_nowait(item)
+        except trio.WouldBlock:
+            self.nursery.start_soon(self._from_reader, item)
+        except trio.ClosedResourceError:
+            pass
+
+    def _unlink(self, link: UpstreamLink, conn: Connection) -> None:
+        # A relay holds the bridge, the link holds the connection: left in place they
+        # make cycles that only the collector frees, which serving processes run
+        # rarely (gateway/collector.py), so every session's objects would pile up.
+        conn.stop_relay()
+        self._stop_uplink(link.epoch)
+        self._link_going(link, link.epoch)
+        link.conn = None
 
     async def _on_upstream(self, epoch: int, frame: str | bytes) -> None:
         """A provider's message that the data plane does not carry: to the loop, in order."""
         link = self.links.get(epoch)
         if link is not None:
             link.backlog += 1
-        await self.inbox.put(FromUpstream(epoch, frame, trio.current_time()))
+        await self._from_reader(FromUpstream(epoch, frame, trio.current_time()))
 
     # -- the data plane ------------------------------------------------------------------
     def _start_relay(self, action: StartRelay, may_hold: bool = True) -> None:
@@ -779,26 +816,55 @@ class SessionBridge:
 
     # -- client and timers ------------------------------------------------------------------
     async def _read_client(self) -> None:
+        """The client's messages to the inbox. Where the transport has a reader of its
+        own, this task ends once the messages read so far are queued: the reader hands
+        on the rest (one task fewer per session, `Connection.deliver`)."""
+        if await self.conn.deliver(MessageSink(self._from_client, self._client_too_large,
+                                               self._client_ended)):
+            return
         while True:
             try:
                 frame = await self.conn.receive()
             except ConnectionClosed as exc:
-                if exc.reason == PEER_NOT_READING:
-                    self._log_too_slow()
-                    self.request_end(EndRequested("slow_client"))
-                else:
-                    self._client_closed()
+                self._client_ended(exc)
                 return
             except MessageTooLarge as exc:
-                await self.inbox.put(ClientTooLarge(exc.reason))
+                await self._client_too_large(exc.reason)
                 return
-            self.client_backlog += 1
-            self.last_client = trio.current_time()
-            wait = None
-            if isinstance(frame, str) and self.take_message is not None \
-                    and self.session.metered(frame):
-                wait = await self.take_message(self.last_client)
-            await self.inbox.put(FromClient(frame, wait))
+            await self._from_client(frame)
+
+    async def _from_client(self, frame: str | bytes) -> None:
+        self.client_backlog += 1
+        self.last_client = trio.current_time()
+        wait = None
+        if isinstance(frame, str) and self.take_message is not None \
+                and self.session.metered(frame):
+            wait = await self.take_message(self.last_client)
+        await self._from_reader(FromClient(frame, wait))
+
+    async def _client_too_large(self, reason: str) -> None:
+        await self._from_reader(ClientTooLarge(reason))
+
+    async def _from_reader(self, item: InboxItem) -> None:
+        """An item from a connection's reader (which may outlive the session): when the
+        loop is behind, the reader waits for room (backpressure); once the session is
+        over (the inbox closed), the item is dropped."""
+        try:
+            self.inbox.put_nowait(item)
+        except trio.WouldBlock:
+            try:
+                await self.inbox.put(item)
+            except trio.ClosedResourceError:
+                pass
+        except trio.ClosedResourceError:
+            pass
+
+    def _client_ended(self, exc: ConnectionClosed) -> None:
+        if exc.reason == PEER_NOT_READING:
+            self._log_too_slow()
+            self.request_end(EndRequested("slow_client"))
+        else:
+            self._client_closed()
 
     def _client_closed(self) -> None:
         # In order behind what the client sent before, when there is room; else at once.
@@ -808,7 +874,7 @@ class SessionBridge:
             self.request_end(EndRequested("client_closed"))
 
     def _clock(self, now: float) -> float | None:
-        """The idle timeout and the maximum duration (run by the session timer's task):
+        """The idle timeout and the maximum duration (called by the session timer):
         when to look again, or None once the session is told to end."""
         if now >= self.last_client + self._idle_s:
             self.request_end(EndRequested("idle_timeout"))

@@ -48,6 +48,7 @@ from slng_fast.gateway.transport import (
     ConnectionClosed,
     Handler,
     IncomingRequest,
+    MessageSink,
     MessageTooLarge,
     Relay,
     Uplink,
@@ -117,6 +118,7 @@ class NativeWebSocketConnection(Connection):
         self._eager_reads = 0
         self._drained = False  # the last read emptied the socket's buffer
         self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
+        self._end_sink: MessageSink | None = None  # `deliver`: told the end
         self._relay: Relay | None = None
         self._uplink: Uplink | None = None  # the STT direction, on a client's connection
         # The reader is handing the events of one read on: a relay started now would
@@ -318,9 +320,10 @@ class NativeWebSocketConnection(Connection):
     def start_uplink(self, uplink: Uplink) -> bool:
         """Carry this client's audio to an upstream of this transport (the frames go to
         its socket in one write per read); False for any other upstream, and while
-        messages already read are not all received (they come first)."""
+        messages already read are not all received or handed to `deliver`'s sink (they
+        come first; the bridge counts those its loop has not taken)."""
         if (not isinstance(uplink.upstream, NativeWebSocketConnection) or self._delivering
-                or self._queue.waiting or self._sink is not None):
+                or self._queue.waiting):
             return False
         self._uplink = uplink
         return True
@@ -375,6 +378,26 @@ class NativeWebSocketConnection(Connection):
             await sink(message)
         await self._done.wait()
         raise ConnectionClosed(self._close_code, self._close_reason, broken=self._broken)
+
+    async def deliver(self, sink: MessageSink) -> bool:
+        """Messages already queued go to ``sink`` first, in order; then the reader task
+        hands each message to it as it reads it (no queue, no task of the caller's
+        waiting), and the end (`_reader`'s teardown, `_refuse_too_large`)."""
+        while True:
+            try:
+                message = self._queue.get_nowait()
+            except trio.WouldBlock:
+                # No checkpoint since the queue was seen empty: nothing is read between.
+                self._sink, self._end_sink = sink.message, sink
+                return True
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self._too_large is not None and self._close_code is None:
+                    await sink.too_large(self._too_large)
+                else:
+                    sink.closed(ConnectionClosed(self._close_code, self._close_reason,
+                                                 broken=self._broken))
+                return True
+            await sink.message(message)
 
     async def ping(self) -> None:
         if self._close_code is not None:
@@ -560,6 +583,10 @@ class NativeWebSocketConnection(Connection):
         close within CLOSE_TIMEOUT, 1009 is sent here."""
         self._too_large = reason
         self._queue.close()
+        told, self._end_sink = self._end_sink, None
+        if told is not None:
+            self._sink = None
+            await told.too_large(reason)
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._close_written.wait()
         if not self._ws.close_sent:
@@ -667,10 +694,24 @@ class NativeWebSocketConnection(Connection):
                               else await self._relay_read(relay, data))
             except _OK_ERRORS:
                 self._set_closed(1006, "connection lost")
+            except trio.Cancelled:
+                raise
+            except BaseException:
+                # A fault (a panic in a native call): it fails whatever holds this
+                # connection, which is then not told of an ordinary end as well.
+                self._end_sink = None
+                raise
             finally:
                 self._peer_closing()
                 self._set_closed(1006, "connection lost")
                 self._queue.close()
+                told, self._end_sink, self._sink = self._end_sink, None, None
+                if told is not None:  # (the sink holds its session: no cycle is left)
+                    try:
+                        told.closed(ConnectionClosed(self._close_code, self._close_reason,
+                                                     broken=self._broken))
+                    except Exception:  # its fault must not break the teardown
+                        log.exception("a connection's end was not handed on")
                 for answered in self._pings.values():
                     answered.set()
                 # A reader cancelled from outside (a session's teardown) gets Cancelled

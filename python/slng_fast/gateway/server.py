@@ -35,6 +35,7 @@ from slng_fast.gateway.playground import answer as playground_answer
 from slng_fast.gateway.provider_voices import ProviderVoices
 from slng_fast.gateway.revocation import RevocationWatch
 from slng_fast.gateway.routing import Route, find_key, parse_path, redact
+from slng_fast.gateway.session_timer import current_deadlines
 from slng_fast.gateway.shared_limits import SharedLimits
 from slng_fast.gateway.transport import (
     Connection,
@@ -543,6 +544,7 @@ async def serve_gateway(gateway: Gateway, host: str, port: int, *,
                                        task_status=task_status)
 
     gateway.transport = transport
+    current_deadlines()  # the sessions' timers' one task, from the start
     async with trio.open_nursery() as nursery:
         await nursery.start(gateway.run_ledger)
         bound = await nursery.start(serve)

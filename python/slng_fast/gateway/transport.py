@@ -87,6 +87,13 @@ class Connection:
         while True:
             await sink(await self.receive())
 
+    async def deliver(self, sink: MessageSink) -> bool:
+        """Hand the messages received so far to ``sink`` (in this task), then return True
+        and hand every later one, and the end, from the connection's own reader: the
+        caller keeps no task waiting on `receive`. False where the transport has no
+        reader of its own (the caller runs `receive` in a task of its own)."""
+        return False
+
     # -- the data plane (docs/decisions.md, "The data plane boundary") --
     def start_relay(self, relay: Relay) -> bool:
         """Carry this upstream's steady-state audio to ``relay.client`` without the
@@ -124,6 +131,17 @@ class Connection:
 
     def release_reads(self) -> None:
         """Read again (nothing if reads are not held)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSink:
+    """Where `Connection.deliver` hands a connection's messages and its end."""
+
+    message: Callable[[str | bytes], Awaitable[None]]
+    # A message over the limit (`MessageTooLarge`'s reason): nothing is handed on after.
+    too_large: Callable[[str], Awaitable[None]]
+    # The end (called once, from the reader's own teardown: it must not wait).
+    closed: Callable[[ConnectionClosed], None]
 
 
 @dataclass(frozen=True, slots=True)
