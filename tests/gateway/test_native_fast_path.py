@@ -15,7 +15,7 @@ import trio.testing
 
 from slng_fast import _native as native
 from slng_fast.gateway.native_transport import NativeWebSocketConnection, serve_native_websocket
-from slng_fast.gateway.transport import ConnectionClosed, IncomingRequest
+from slng_fast.gateway.transport import ConnectionClosed, IncomingRequest, MessageSink
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -135,6 +135,55 @@ async def test_pump_hands_over_queued_then_live_messages_in_order(nursery):
         await done.wait()
     assert got == [str(i) for i in range(100)] + [b"end"]
     assert ended == [1000]
+    await stream.aclose()
+
+
+async def test_deliver_hands_on_queued_then_live_messages_and_the_end_with_no_task_waiting(
+        nursery):
+    """`Connection.deliver`: the caller's task returns at once after the queued messages;
+    the reader hands on the rest in order, then the end once (from its teardown), and
+    then lets go of the sink (no cycle through the session is left)."""
+    got: list[str | bytes] = []
+    ended: list[int | None] = []
+    too_large: list[str] = []
+    done = trio.Event()
+    returned = trio.Event()
+    held: list[NativeWebSocketConnection] = []
+
+    async def body(conn: NativeWebSocketConnection) -> None:
+        held.append(conn)
+        await trio.sleep(0.3)  # the first messages wait in the queue meanwhile
+
+        async def message(frame: str | bytes) -> None:
+            got.append(frame)
+            if len(got) % 7 == 0:
+                await trio.sleep(0.001)  # a sink that waits now and then (backpressure)
+
+        async def oversize(reason: str) -> None:
+            too_large.append(reason)
+
+        def closed(exc: ConnectionClosed) -> None:
+            ended.append(exc.code)
+            done.set()
+
+        assert await conn.deliver(MessageSink(message, oversize, closed))
+        assert got == [str(i) for i in range(40)]  # the queued ones, in this task
+        returned.set()
+        await done.wait()
+
+    port = await start_server(nursery, body)
+    stream, _ = await open_raw(port)
+    ws = native.WsConnection(1 << 20, client=True)
+    await stream.send_all(b"".join(ws.send_text(str(i)) for i in range(40)))
+    with trio.fail_after(10):
+        await returned.wait()
+    await stream.send_all(b"".join(ws.send_text(str(i)) for i in range(40, 100)))
+    await stream.send_all(ws.send_binary(b"end") + ws.send_close(1000, "bye"))
+    with trio.fail_after(10):
+        await done.wait()
+    assert got == [str(i) for i in range(100)] + [b"end"]
+    assert ended == [1000] and too_large == []
+    assert held[0]._sink is None and held[0]._end_sink is None
     await stream.aclose()
 
 

@@ -50,3 +50,41 @@ async def test_an_ended_session_is_freed_without_the_collector(gw, nursery):
         assert alive() == []
     finally:
         gc.enable()
+
+
+def living_tasks() -> list[trio.lowlevel.Task]:
+    tasks, stack = [], [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        tasks.append(task)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return tasks
+
+
+def gateway_tasks(before: list[trio.lowlevel.Task]) -> list[str]:
+    """The names of the gateway's tasks started since ``before`` (not the engine's, the
+    test client's or the worker-wide ones)."""
+    return sorted(task.name.rsplit(".", 2)[-2] + "." + task.name.rsplit(".", 1)[-1]
+                  for task in living_tasks()
+                  if task not in before and task.name.startswith("slng_fast.gateway."))
+
+
+async def test_a_session_has_no_task_per_clock_or_per_reader(gw, nursery):
+    """The tasks a session keeps (each one 2-3 KB, and a share of the teardown): its
+    connection's (the handler's, not named here, and the reader), and with an upstream
+    the link's writer and the upstream's reader; no task per clock (one heap per
+    worker) and none moving a reader's messages on (`Connection.deliver`)."""
+    before = living_tasks()
+    ws = await connect(gw.tts(), gw.keys["pro"], nursery=nursery)
+    await trio.sleep(0.2)  # accepted, authenticated, no init yet
+    assert gateway_tasks(before) == ["NativeWebSocketConnection._reader"]
+    await send(ws, type="init")
+    await recv(ws)
+    await send(ws, type="input_text", text="One two three four five six seven eight.")
+    await send(ws, type="flush")
+    await recv_until(ws, "audio_chunk")
+    assert gateway_tasks(before) == ["NativeWebSocketConnection._reader"] * 2 + [
+        "SessionBridge._run_link"]
+    await ws.aclose()
+    await ended(gw)
