@@ -33,6 +33,17 @@ pub struct Report {
     pub next_sequence: u64,
 }
 
+impl std::ops::AddAssign for Report {
+    /// What two calls carried together (the later call's next sequence number).
+    fn add_assign(&mut self, later: Report) {
+        self.messages += later.messages;
+        self.in_bytes += later.in_bytes;
+        self.out_bytes += later.out_bytes;
+        self.chunks += later.chunks;
+        self.next_sequence = later.next_sequence;
+    }
+}
+
 /// The outcome of one [`Carry::feed`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fed {
@@ -56,4 +67,45 @@ pub trait Carry {
         sink: &mut WsConnection,
         wire: &mut Vec<u8>,
     ) -> Result<Fed>;
+}
+
+/// Feed `data` read in two parts, cut at `cut`, as the plane would: once the state
+/// hands the stream back, the rest goes to the source's framing for the session.
+/// Returns the wire bytes, what the calls carried together, and whether it was
+/// handed back.
+#[cfg(test)]
+pub(crate) fn feed_cut(
+    state: &mut dyn Carry,
+    source: &mut WsConnection,
+    data: &[u8],
+    cut: usize,
+    sink: &mut WsConnection,
+) -> (Vec<u8>, Report, bool) {
+    let mut wire = Vec::new();
+    let mut report = Report::default();
+    let mut handed_back = false;
+    for part in [&data[..cut], &data[cut..]] {
+        if handed_back {
+            source.receive_data(part); // the session reads the rest
+            break;
+        }
+        let fed = state.feed(source, part, sink, &mut wire).unwrap();
+        report += fed.report;
+        handed_back = fed.handed_back;
+    }
+    (wire, report, handed_back)
+}
+
+/// Bytes that look like noise, the same for the same seed (xorshift).
+#[cfg(test)]
+pub(crate) fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 8) as u8
+        })
+        .collect()
 }

@@ -388,45 +388,6 @@ impl Relay {
         self.chunker.flush();
     }
 
-    /// Parse `data` read from the upstream and relay the messages this relay owns
-    /// as text frames for `client`, appended to `wire`; see the module docs.
-    ///
-    /// Errors: [`Error::CloseSent`] if `client` has sent its close frame (the
-    /// messages already framed are in `wire` and counted in nothing: the stream
-    /// is over).
-    pub fn feed(
-        &mut self,
-        upstream: &mut WsConnection,
-        data: &[u8],
-        client: &mut WsConnection,
-        wire: &mut Vec<u8>,
-    ) -> Result<Fed> {
-        upstream.receive_data(data);
-        let mut report = Report::default();
-        let mut handed_back = false;
-        while let Some(event) = upstream.next_event() {
-            let Some(audio) = self.framing.owned_audio(&event) else {
-                upstream.put_back(event);
-                handed_back = true;
-                break;
-            };
-            report.messages += 1;
-            report.in_bytes += audio.len();
-            let mut chunks = 0;
-            report.out_bytes += self.push_audio(&audio, |frame| {
-                chunks += 1;
-                wire.extend_from_slice(&client.send_text_trusted(frame)?);
-                Ok(())
-            })?;
-            report.chunks += chunks;
-        }
-        report.next_sequence = self.chunker.next_sequence();
-        Ok(Fed {
-            report,
-            handed_back,
-        })
-    }
-
     /// Encode resampled PCM16 for the client, then frame it.
     fn encoded_frames<F>(&mut self, pcm: &[u8], emit: &mut F) -> Result<usize>
     where
@@ -464,20 +425,50 @@ impl Relay {
 }
 
 impl Carry for Relay {
+    /// Parse `data` read from the upstream and relay the messages this relay owns
+    /// as text frames for `client`, appended to `wire`; see the module docs.
+    ///
+    /// Errors: [`Error::CloseSent`] if `client` has sent its close frame (the
+    /// messages already framed are in `wire` and counted in nothing: the stream
+    /// is over).
     fn feed(
         &mut self,
-        source: &mut WsConnection,
+        upstream: &mut WsConnection,
         data: &[u8],
-        sink: &mut WsConnection,
+        client: &mut WsConnection,
         wire: &mut Vec<u8>,
     ) -> Result<Fed> {
-        Relay::feed(self, source, data, sink, wire)
+        upstream.receive_data(data);
+        let mut report = Report::default();
+        let mut handed_back = false;
+        while let Some(event) = upstream.next_event() {
+            let Some(audio) = self.framing.owned_audio(&event) else {
+                upstream.put_back(event);
+                handed_back = true;
+                break;
+            };
+            report.messages += 1;
+            report.in_bytes += audio.len();
+            let mut chunks = 0;
+            report.out_bytes += self.push_audio(&audio, |frame| {
+                chunks += 1;
+                wire.extend_from_slice(&client.send_text_trusted(frame)?);
+                Ok(())
+            })?;
+            report.chunks += chunks;
+        }
+        report.next_sequence = self.chunker.next_sequence();
+        Ok(Fed {
+            report,
+            handed_back,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carry::{feed_cut, noise};
     use crate::ws::encode_frame;
 
     fn spec(codec: Codec, in_rate: u32, out_rate: u32, max_chunk: usize) -> RelaySpec {
@@ -515,18 +506,6 @@ mod tests {
                 .unwrap();
         }
         (wire, made)
-    }
-
-    fn noise(len: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]
@@ -855,22 +834,8 @@ mod tests {
                 let mut relay = Relay::new(s.clone()).unwrap();
                 let mut upstream = WsConnection::new_client(1 << 22);
                 let mut client = WsConnection::new(1 << 22);
-                let mut wire = Vec::new();
-                let mut report = Report::default();
-                let mut handed_back = false;
-                for part in [&data[..cut], &data[cut..]] {
-                    if handed_back {
-                        upstream.receive_data(part); // the session reads the rest
-                        break;
-                    }
-                    let fed = relay
-                        .feed(&mut upstream, part, &mut client, &mut wire)
-                        .unwrap();
-                    report.messages += fed.report.messages;
-                    report.in_bytes += fed.report.in_bytes;
-                    report.out_bytes += fed.report.out_bytes;
-                    handed_back = fed.handed_back;
-                }
+                let (wire, report, handed_back) =
+                    feed_cut(&mut relay, &mut upstream, &data, cut, &mut client);
                 assert!(handed_back, "cut {cut}");
                 assert_eq!(wire, expected, "{codec:?} cut {cut}");
                 assert_eq!(report.messages, 2);

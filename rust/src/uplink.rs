@@ -207,12 +207,14 @@ impl Uplink {
             }
         }
     }
+}
 
+impl Carry for Uplink {
     /// Parse `data` read from the client and carry the audio messages this uplink
     /// owns to `upstream` as masked frames appended to `wire`; see the module docs.
     ///
     /// Errors: [`Error::CloseSent`] if `upstream` has sent its close frame.
-    pub fn feed(
+    fn feed(
         &mut self,
         client: &mut WsConnection,
         data: &[u8],
@@ -251,21 +253,10 @@ impl Uplink {
     }
 }
 
-impl Carry for Uplink {
-    fn feed(
-        &mut self,
-        source: &mut WsConnection,
-        data: &[u8],
-        sink: &mut WsConnection,
-        wire: &mut Vec<u8>,
-    ) -> Result<Fed> {
-        Uplink::feed(self, source, data, sink, wire)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carry::{feed_cut, noise};
     use crate::ws::encode_frame;
 
     fn spec(framing: UplinkFraming, codec: Codec, in_rate: u32, out_rate: u32) -> UplinkSpec {
@@ -315,18 +306,6 @@ mod tests {
                 .unwrap();
         }
         (out, made)
-    }
-
-    fn noise(len: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x >> 8) as u8
-            })
-            .collect()
     }
 
     const CASES: &[(UplinkFraming, Codec, u32, u32)] = &[
@@ -427,23 +406,8 @@ mod tests {
                 let mut uplink = Uplink::new(s.clone()).unwrap();
                 let mut client = WsConnection::new(1 << 22);
                 let mut upstream = WsConnection::new_client(1 << 22);
-                let mut wire = Vec::new();
-                let mut report = Report::default();
-                let mut handed_back = false;
-                for part in [&data[..cut], &data[cut..]] {
-                    if handed_back {
-                        client.receive_data(part); // the session reads the rest
-                        break;
-                    }
-                    let fed = uplink
-                        .feed(&mut client, part, &mut upstream, &mut wire)
-                        .unwrap();
-                    report.messages += fed.report.messages;
-                    report.in_bytes += fed.report.in_bytes;
-                    report.out_bytes += fed.report.out_bytes;
-                    report.chunks += fed.report.chunks;
-                    handed_back = fed.handed_back;
-                }
+                let (wire, report, handed_back) =
+                    feed_cut(&mut uplink, &mut client, &data, cut, &mut upstream);
                 assert!(handed_back, "cut {cut}");
                 assert_eq!(upstream_reads(&wire), expected, "{framing:?} cut {cut}");
                 assert_eq!(report.messages, 2);

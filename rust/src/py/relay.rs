@@ -6,7 +6,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::chunker::context_id_str;
 use super::ws::WsConnection;
-use crate::carry::Report;
+use crate::carry::{Carry, Report};
 use crate::relay::{Codec, Framing, Relay, RelaySpec};
 use crate::resample::SampleFormat;
 

@@ -6,6 +6,7 @@ use pyo3::types::PyBytes;
 
 use super::relay::RelayReport;
 use super::ws::WsConnection;
+use crate::carry::Carry;
 use crate::relay::Codec;
 use crate::resample::SampleFormat;
 use crate::uplink::{Uplink, UplinkFraming, UplinkSpec};
