@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slng_fast import errors
 from slng_fast.errors import GatewayError
@@ -33,9 +33,17 @@ def provider_switched(context_id: str, old: str, new: str, reason: str) -> str:
                           "reason": reason, "context_id": context_id})
 
 
+CHAIN_SLOTS = ("_marks", "_served", "chain", "chain_at", "failover")
+
+
 class ChainMixin:
     """Mixed into `TtsSession` and `SttSession` (which provide ``endpoint``, ``dialect``,
     ``usage``, ``context_id``, ``observations``, ``_fatal``)."""
+    # A mixin's slots would clash with SessionCore's layout: its attributes are in the
+    # sessions' own slots (`CHAIN_SLOTS`). Hidden from mypy, which would hold the
+    # mixin's own assignments to the empty tuple.
+    if not TYPE_CHECKING:
+        __slots__ = ()
 
     failover: Failover | None
     chain: list[Link]

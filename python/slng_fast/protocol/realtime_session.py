@@ -43,6 +43,7 @@ def _translated(method: F) -> F:
 
 
 class RealtimeSttSession(SttSession):
+    __slots__ = ("_depth", "_parsed", "translator")
     # Its audio comes base64 in JSON appends, which the data plane's uplink does not own.
     binary_audio = False
 

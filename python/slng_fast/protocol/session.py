@@ -42,6 +42,7 @@ class Usage:
 
 class SessionCore:
     """Shared intake and lifecycle; subclasses handle commands and upstream events."""
+    __slots__ = ("_end_reason", "_mode_at_end", "_rate_limit", "context_id", "draining", "endpoint", "last_upstream", "machine", "observations", "passthrough", "provider_timeout_s", "session_id", "started_at", "tier", "upstream_epoch", "upstream_open", "usage", "dialect", "defaults", "audio")
 
     endpoint_kind = "tts"
     opened_word = "initialized"  # what the open command did, for messages

@@ -25,7 +25,7 @@ from slng_fast.protocol.actions import (
     StopUplink,
 )
 from slng_fast.protocol.audio import AudioIn
-from slng_fast.protocol.failover_session import ChainMixin
+from slng_fast.protocol.failover_session import CHAIN_SLOTS, ChainMixin
 from slng_fast.protocol.fallback import (
     CLOSED,
     STALLED,
@@ -63,6 +63,7 @@ def stt_capabilities(languages: Sequence[str]) -> dict[str, Any]:
 
 
 class SttSession(ChainMixin, SessionCore):
+    __slots__ = (*CHAIN_SLOTS, "client_codec", "client_rate", "finalize_waiting_since", "finalizes_pending", "replay", "seconds_at_last_final", "segments", "uplinking")
     endpoint_kind = "stt"
     opened_word = "started"
     # Its client audio comes in binary frames, which the data plane's uplink can own.

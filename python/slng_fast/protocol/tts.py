@@ -28,7 +28,7 @@ from slng_fast.protocol.actions import (
     StopRelay,
 )
 from slng_fast.protocol.audio import AudioOut
-from slng_fast.protocol.failover_session import ChainMixin
+from slng_fast.protocol.failover_session import CHAIN_SLOTS, ChainMixin
 from slng_fast.protocol.fallback import (
     CLOSED,
     FIRST_AUDIO_TIMEOUT,
@@ -83,6 +83,7 @@ class Utterance:
 
 
 class TtsSession(ChainMixin, SessionCore):
+    __slots__ = (*CHAIN_SLOTS, "codec", "next_utterance", "paced", "pending", "reconnect_when_idle", "relaying", "sample_rate", "settings", "unflushed", "voices", "word_timestamps")
     endpoint_kind = "tts"
 
     def __init__(self, *, endpoint: Endpoint, dialect: TtsDialect, tier: TierLimits, now: float,
