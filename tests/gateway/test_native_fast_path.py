@@ -293,3 +293,37 @@ async def test_an_uplink_carries_a_clients_audio_and_hands_back_the_rest(nursery
     assert sum(r.in_bytes for r in reports) == len(a) + len(b)
     assert conn._uplink is None  # handed back at the text message
     await stream.aclose()
+
+
+class _PanickingFraming:
+    """A frame codec whose next parse panics (the native type cannot be patched)."""
+
+    def __init__(self, inner: native.WsConnection) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def receive_data(self, data: bytes):
+        if data:
+            raise native.PanicException("a bug in the framing")
+        return self.inner.receive_data(data)
+
+
+async def test_a_fault_in_the_reader_is_not_lost_to_a_cancellation_in_its_teardown():
+    """The reader ends with a panic, and its holder lets go of the connection (cancels
+    the scope around it) in that instant (here from `on_closing`, which the teardown
+    calls). The panic must still come out: a cancellation at the teardown's await would
+    replace it, and the scope would then swallow it (a session was left waiting)."""
+    left, right = trio.socket.socketpair()
+    conn = NativeWebSocketConnection(trio.SocketStream(left),
+                                     _PanickingFraming(native.WsConnection(1 << 20)))
+    scope = trio.CancelScope()
+    conn.on_closing = scope.cancel
+    await right.send(b"anything")
+    with pytest.raises(BaseExceptionGroup) as caught:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn._reader, b"")
+    assert caught.group_contains(native.PanicException)
+    right.close()

@@ -714,11 +714,14 @@ class NativeWebSocketConnection(Connection):
                         log.exception("a connection's end was not handed on")
                 for answered in self._pings.values():
                     answered.set()
-                # A reader cancelled from outside (a session's teardown) gets Cancelled
-                # again at this await: `_done` must still be set, or a close() in
-                # progress waits its whole timeout for a reader that is gone.
+                # Shielded: a cancellation arriving at this await would replace the
+                # exception the reader is ending with (a panic in a native call was
+                # lost that way, the session left waiting, when the session let go of
+                # the link in that instant). `_done` is set whatever happens, or a
+                # close() in progress waits its whole timeout for a reader that is gone.
                 try:
-                    await trio.aclose_forcefully(self._stream)
+                    with trio.CancelScope(shield=True):
+                        await trio.aclose_forcefully(self._stream)
                 finally:
                     self._done.set()
 
