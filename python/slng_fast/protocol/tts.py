@@ -7,7 +7,6 @@ settings change that needs a new connection, lazily at the next flush."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +101,10 @@ class TtsSession(ChainMixin, SessionCore):
         self.sample_rate = 24000
         self.word_timestamps = False
         self.audio: AudioOut | None = None
-        self.pending: deque[Utterance] = deque()
+        # A list, not a deque: few utterances wait at once (each takes a flush, which the
+        # message rate limits), and an empty deque is a 760-byte block made at accept
+        # for every connection.
+        self.pending: list[Utterance] = []
         self.next_utterance = 1
         self.reconnect_when_idle = False
         self._init_chain()
@@ -220,7 +222,7 @@ class TtsSession(ChainMixin, SessionCore):
             self.pending.append(Utterance(self.next_utterance))
             self.next_utterance += 1
         while self.pending:
-            actions.append(self._audio_end(self.pending.popleft(), interrupted=True))
+            actions.append(self._audio_end(self.pending.pop(0), interrupted=True))
         return actions
 
     def _configure(self, settings: Settings) -> list[Action]:
@@ -369,7 +371,7 @@ class TtsSession(ChainMixin, SessionCore):
         actions: list[Action] = []
         if not self.pending:
             return actions
-        utterance = self.pending.popleft()
+        utterance = self.pending.pop(0)
         tts_failover.utterance_finished(self, utterance, now)
         if self.audio is not None:
             frames, ms = self.audio.end_utterance()
@@ -378,7 +380,7 @@ class TtsSession(ChainMixin, SessionCore):
             actions += [SendClient(f, text=True) for f in frames]
         actions.append(self._audio_end(utterance, interrupted=False))
         while self.pending and self.pending[0].empty:
-            actions.append(self._audio_end(self.pending.popleft(), interrupted=False))
+            actions.append(self._audio_end(self.pending.pop(0), interrupted=False))
         if not self.pending and self.reconnect_when_idle:
             self.reconnect_when_idle = False
             actions += self._close_upstream()
@@ -445,7 +447,7 @@ class TtsSession(ChainMixin, SessionCore):
         if self.audio is not None:
             self.audio.drop()
         while self.pending:
-            actions.append(self._audio_end(self.pending.popleft(), interrupted=True))
+            actions.append(self._audio_end(self.pending.pop(0), interrupted=True))
         return actions
 
     # -- native mode ------------------------------------------------------------------------

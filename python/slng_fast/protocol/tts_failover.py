@@ -153,7 +153,7 @@ def resend(session: TtsSession, now: float) -> list[Action]:
         session.credit_resent(len(text))
         actions += [SendUpstream(f) for f in frames]
     while session.pending and session.pending[0].empty:  # nothing left to say of it
-        actions.append(session._audio_end(session.pending.popleft(), interrupted=False))
+        actions.append(session._audio_end(session.pending.pop(0), interrupted=False))
     if session.unflushed:
         rest = "".join(session.unflushed)
         session.credit_resent(len(rest))
@@ -166,9 +166,9 @@ def silent_head(session: TtsSession, now: float) -> list[Action]:
     punctuation): no failure, no switch. It ends (not interrupted); the upstream, whose
     state is unknown now, is reopened for what follows."""
     actions = session._close_upstream() if session.upstream_open else []
-    actions.append(session._audio_end(session.pending.popleft(), interrupted=False))
+    actions.append(session._audio_end(session.pending.pop(0), interrupted=False))
     while session.pending and session.pending[0].empty:
-        actions.append(session._audio_end(session.pending.popleft(), interrupted=False))
+        actions.append(session._audio_end(session.pending.pop(0), interrupted=False))
     if session.pending or session.unflushed:
         actions += resend(session, now)
     return actions
