@@ -183,7 +183,7 @@ async def test_deliver_hands_on_queued_then_live_messages_and_the_end_with_no_ta
         await done.wait()
     assert got == [str(i) for i in range(100)] + [b"end"]
     assert ended == [1000] and too_large == []
-    assert held[0]._sink is None and held[0]._end_sink is None
+    assert held[0]._sink is None
     await stream.aclose()
 
 

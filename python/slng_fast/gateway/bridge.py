@@ -850,12 +850,10 @@ class SessionBridge:
         loop is behind, the reader waits for room (backpressure); once the session is
         over (the inbox closed), the item is dropped."""
         try:
-            self.inbox.put_nowait(item)
-        except trio.WouldBlock:
             try:
+                self.inbox.put_nowait(item)  # no checkpoint per message when there is room
+            except trio.WouldBlock:
                 await self.inbox.put(item)
-            except trio.ClosedResourceError:
-                pass
         except trio.ClosedResourceError:
             pass
 

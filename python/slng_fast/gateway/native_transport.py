@@ -117,8 +117,7 @@ class NativeWebSocketConnection(Connection):
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._eager_reads = 0
         self._drained = False  # the last read emptied the socket's buffer
-        self._sink: Callable[[str | bytes], Awaitable[None]] | None = None
-        self._end_sink: MessageSink | None = None  # `deliver`: told the end
+        self._sink: MessageSink | None = None  # `deliver`: messages and the end
         self._relay: Relay | None = None
         self._uplink: Uplink | None = None  # the STT direction, on a client's connection
         # The reader is handing the events of one read on: a relay started now would
@@ -364,18 +363,9 @@ class NativeWebSocketConnection(Connection):
         return self._ws.receive_data(b"") if self._uplink is None else []
 
     async def pump(self, sink: Callable[[str | bytes], Awaitable[None]]) -> None:
-        """Hand every message to ``sink`` from the reader task itself (no queue, no task
-        switch per message) until the connection ends, then raise ConnectionClosed.
-        Messages already queued go first, in order. ``receive()`` gets nothing after."""
-        while self._sink is None:
-            try:
-                message = self._queue.get_nowait()
-            except trio.WouldBlock:
-                self._sink = sink  # no checkpoint since the queue was seen empty
-                break
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            await sink(message)
+        """`deliver` with this task waiting for the end: every message goes to ``sink``
+        from the reader task itself, then this raises ConnectionClosed."""
+        await self.deliver(MessageSink(sink, _ignore_too_large, _ignore_end))
         await self._done.wait()
         raise ConnectionClosed(self._close_code, self._close_reason, broken=self._broken)
 
@@ -388,7 +378,7 @@ class NativeWebSocketConnection(Connection):
                 message = self._queue.get_nowait()
             except trio.WouldBlock:
                 # No checkpoint since the queue was seen empty: nothing is read between.
-                self._sink, self._end_sink = sink.message, sink
+                self._sink = sink
                 return True
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 if self._too_large is not None and self._close_code is None:
@@ -557,8 +547,9 @@ class NativeWebSocketConnection(Connection):
     async def _deliver(self, message: str | bytes) -> None:
         if self._ws.close_sent:  # we are closing: nobody reads these
             return
-        if self._sink is not None:
-            await self._sink(message)
+        sink = self._sink
+        if sink is not None:
+            await sink.message(message)
             return
         try:
             self._queue.put_nowait(message)
@@ -583,9 +574,8 @@ class NativeWebSocketConnection(Connection):
         close within CLOSE_TIMEOUT, 1009 is sent here."""
         self._too_large = reason
         self._queue.close()
-        told, self._end_sink = self._end_sink, None
+        told, self._sink = self._sink, None
         if told is not None:
-            self._sink = None
             await told.too_large(reason)
         with trio.move_on_after(CLOSE_TIMEOUT):
             await self._close_written.wait()
@@ -699,13 +689,13 @@ class NativeWebSocketConnection(Connection):
             except BaseException:
                 # A fault (a panic in a native call): it fails whatever holds this
                 # connection, which is then not told of an ordinary end as well.
-                self._end_sink = None
+                self._sink = None
                 raise
             finally:
                 self._peer_closing()
                 self._set_closed(1006, "connection lost")
                 self._queue.close()
-                told, self._end_sink, self._sink = self._end_sink, None, None
+                told, self._sink = self._sink, None
                 if told is not None:  # (the sink holds its session: no cycle is left)
                     try:
                         told.closed(ConnectionClosed(self._close_code, self._close_reason,
@@ -749,6 +739,14 @@ async def _read_request(stream: trio.abc.Stream, timeout: float = HANDSHAKE_TIME
             buf += data
     await stream.send_all(_native.ws_reject_response(408, b""))
     return None
+
+
+async def _ignore_too_large(reason: str) -> None:
+    """`pump`'s callers read upstreams, which fail an oversize message as broken."""
+
+
+def _ignore_end(closed: ConnectionClosed) -> None:
+    """`pump` raises the end itself."""
 
 
 def _json_str(text: str) -> str:
