@@ -71,20 +71,21 @@ def gateway_tasks(before: list[trio.lowlevel.Task]) -> list[str]:
 
 
 async def test_a_session_has_no_task_per_clock_or_per_reader(gw, nursery):
-    """The tasks a session keeps (each one 2-3 KB, and a share of the teardown): its
-    connection's (the handler's, not named here, and the reader), and with an upstream
-    the link's writer and the upstream's reader; no task per clock (one heap per
-    worker) and none moving a reader's messages on (`Connection.deliver`)."""
+    """The tasks a session keeps (each one 2-3 KB, and a share of the teardown): none
+    while it waits for its first message (parked); then its connection's (the one that
+    resumed it, and the reader), and with an upstream the link's writer and the
+    upstream's reader; no task per clock (one heap per worker) and none moving a
+    reader's messages on (`Connection.deliver`)."""
     before = living_tasks()
     ws = await connect(gw.tts(), gw.keys["pro"], nursery=nursery)
-    await trio.sleep(0.2)  # accepted, authenticated, no init yet
-    assert gateway_tasks(before) == ["NativeWebSocketConnection._reader"]
+    await trio.sleep(0.2)  # accepted, authenticated, no init yet: parked, no task
+    assert gateway_tasks(before) == [] and len(gw.gateway.parked) == 1
     await send(ws, type="init")
     await recv(ws)
     await send(ws, type="input_text", text="One two three four five six seven eight.")
     await send(ws, type="flush")
     await recv_until(ws, "audio_chunk")
     assert gateway_tasks(before) == ["NativeWebSocketConnection._reader"] * 2 + [
-        "SessionBridge._run_link"]
+        "SessionBridge._run_link", "native_transport._resumed"]
     await ws.aclose()
     await ended(gw)

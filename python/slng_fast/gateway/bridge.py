@@ -47,6 +47,7 @@ from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.session_timer import SessionTimer
 from slng_fast.gateway.transport import (
     PEER_NOT_READING,
+    Awoken,
     Connection,
     ConnectionClosed,
     MessageSink,
@@ -132,7 +133,7 @@ class SessionBridge:
                  "links", "metrics", "nursery", "on_provider_failed", "open_upstream",
                  "opened_upstreams", "outside_end", "provider", "session", "shutdown", "slow",
                  "slow_client_timeout", "take_message", "timer", "upstream_send_timeout",
-                 "warm")
+                 "warm", "awoken")
 
     def __init__(self, conn: Connection, session: TtsSession | SttSession, *, shutdown: trio.Event,
                  connect_timeout: float = 10.0, metrics: Metrics | None = None,
@@ -143,7 +144,9 @@ class SessionBridge:
                  draining: trio.Event | None = None,
                  outside_end: OutsideEnd | None = None,
                  on_provider_failed: Callable[[str, str], None] | None = None,
-                 warm: Any = None) -> None:
+                 warm: Any = None, awoken: Awoken | None = None) -> None:
+        # From a parked wait (gateway/parking.py): the clocks run from the park.
+        self.awoken = awoken
         # The worker's warm connections (gateway/warm_pool.py), tried before opening one.
         self.warm = warm
         # A provider failed this session (name, reason): the worker's health hears of it.
@@ -167,7 +170,7 @@ class SessionBridge:
         self.connect_timeout = connect_timeout
         self.inbox = ByteBoundedQueue[InboxItem](INBOX_SIZE, INBOX_BYTES, size=item_size)
         self.links: dict[int, UpstreamLink] = {}
-        self.last_client = trio.current_time()
+        self.last_client = trio.current_time() if awoken is None else awoken.parked_at
         self.client_gone = False
         # Client messages received and not yet taken by the loop; the upstream epoch the
         # client's audio is lent to (`StartUplink`), if any.
@@ -209,10 +212,14 @@ class SessionBridge:
             self.nursery = nursery
             nursery.start_soon(self._read_client)
             self._idle_s = tier.idle_timeout_s
-            self._end_at = trio.current_time() + tier.max_duration_s \
+            awoken = self.awoken
+            start = trio.current_time() if awoken is None else awoken.parked_at
+            self._end_at = start + tier.max_duration_s \
                 if math.isfinite(tier.max_duration_s) else math.inf
             self._heartbeat_s = tier.heartbeat_s
-            self._ping_at = trio.current_time() + tier.heartbeat_s
+            self._ping_at = start + tier.heartbeat_s if awoken is None else awoken.ping_at
+            if awoken is not None and awoken.pong_missed:
+                self.request_end(EndRequested("heartbeat_timeout"))
             self.timer.start(self._deadline_passed, self._clock)
             outside = self.outside_end
             if outside is not None:

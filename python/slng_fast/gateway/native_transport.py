@@ -22,12 +22,14 @@ the session can answer ``invalid_utf8`` and close 1008."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import os
+import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, assert_never
@@ -40,10 +42,12 @@ from slng_fast._native import BinaryMessage, TextMessage
 from slng_fast.gateway.admission import BUSY_RESPONSE, PendingConnections
 from slng_fast.gateway.data_plane import DataPlane, Lent, current_plane
 from slng_fast.gateway.http import HttpConnection, HttpExchange
+from slng_fast.gateway.parking import ParkedConnections
 from slng_fast.gateway.queues import ByteBoundedQueue
 from slng_fast.gateway.transport import (
     PEER_NOT_READING,
     TRANSPORT_MAX_MESSAGE,
+    Awoken,
     Connection,
     ConnectionClosed,
     Handler,
@@ -133,10 +137,18 @@ class NativeWebSocketConnection(Connection):
         # The end of a frame the data plane could not write (this connection its sink):
         # written before anything else.
         self._backlog = b""
+        # An accepted connection's reader starts on first use (`_start_reading`): until
+        # then the connection can be parked with no task (`park`).
+        self._reader_nursery: trio.Nursery | None = None
+        self._initial = b""  # bytes read with the request head, for the reader
+        self._decoded: list[_native._WsEvent] | None = None  # read while parked
+        self._parking: ParkedConnections | None = None
+        self._handed_to_parking = False  # by its handler, which then returned
 
     # ---- the Connection interface ----
 
     async def receive(self) -> str | bytes:
+        self._start_reading()
         try:
             return await self._queue.get()
         except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -373,6 +385,7 @@ class NativeWebSocketConnection(Connection):
         """Messages already queued go to ``sink`` first, in order; then the reader task
         hands each message to it as it reads it (no queue, no task of the caller's
         waiting), and the end (`_reader`'s teardown, `_refuse_too_large`)."""
+        self._start_reading()
         while True:
             try:
                 message = self._queue.get_nowait()
@@ -390,6 +403,7 @@ class NativeWebSocketConnection(Connection):
             await sink.message(message)
 
     async def ping(self) -> None:
+        self._start_reading()  # (its pong is read there)
         if self._close_code is not None:
             raise ConnectionClosed(self._close_code, self._close_reason)
         self._ping_count += 1
@@ -416,6 +430,7 @@ class NativeWebSocketConnection(Connection):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Send our close frame (once), wait for the peer's (CLOSE_TIMEOUT at most),
         then close the stream."""
+        self._start_reading()  # (the peer's close frame is read there)
         if not self._ws.close_sent and not self._done.is_set():
             frame = self._ws.send_close(code, reason)
             if self._close_code is None:
@@ -434,6 +449,71 @@ class NativeWebSocketConnection(Connection):
             self._leave_plane()
             self._reader_scope.cancel()
             await trio.aclose_forcefully(self._stream)
+
+    # ---- parked: no task while waiting for the first message (gateway/parking.py) ----
+
+    def park(self, resume: Callable[[Awoken], Awaitable[None]], wake_at: float,
+             heartbeat_s: float) -> bool:
+        parking = self._parking
+        if (parking is None or not parking.available or self._reader_nursery is None
+                or self._initial or self._sock is None or self._close_code is not None):
+            return False
+        self._reader_nursery = None  # the handler's nursery ends: `_resumed` gives another
+        self._handed_to_parking = True
+        # trio's serve loop closes the stream its handler was given when the handler
+        # returns: the descriptor leaves that stream for one of the connection's own.
+        sock = trio.socket.from_stdlib_socket(socket.socket(fileno=self._sock.detach()))
+        self._sock, self._stream = sock, trio.SocketStream(sock)
+        parking.park(self, resume, wake_at, heartbeat_s)
+        return True
+
+    def wake(self) -> None:
+        if self._parking is not None:
+            self._parking.wake(self)
+
+    def fileno(self) -> int:
+        assert self._sock is not None
+        return self._sock.fileno()
+
+    def read_parked(self) -> bool | None:
+        """(`ParkedPeer`) Pongs are taken here; anything else is for the reader."""
+        try:
+            data = os.read(self.fileno(), RECEIVE_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return None  # the reader meets the fault again, or the end
+        if not data:
+            return None
+        events = self._ws.receive_data(data)
+        if all(type(event) is _native.Pong for event in events):
+            return bool(events)  # (a pong may come in pieces: the codec keeps the rest)
+        self._decoded = events
+        return None
+
+    def ping_parked(self) -> bool:
+        """(`ParkedPeer`) A heartbeat ping written now, whole or with its end left to the
+        next write (then False: the session resumes and writes it)."""
+        self._ping_count += 1
+        try:
+            rest = self._write_now(self._ws.send_ping(struct.pack(">Q", self._ping_count)))
+        except (OSError, trio.ClosedResourceError):
+            return False
+        if rest is not None:
+            self._backlog = bytes(rest)
+            return False
+        return True
+
+    def drop_parked(self) -> None:
+        assert self._sock is not None
+        self._sock.close()
+        self._done.set()
+
+    def _start_reading(self) -> None:
+        nursery, self._reader_nursery = self._reader_nursery, None
+        if nursery is not None:
+            nursery.start_soon(self._reader, self._initial)
+            self._initial = b""
 
     # ---- internals ----
 
@@ -609,6 +689,9 @@ class NativeWebSocketConnection(Connection):
         with self._reader_scope:
             try:
                 events = ws.receive_data(initial)
+                decoded, self._decoded = self._decoded, None
+                if decoded:  # read while the connection was parked: they come first
+                    events = decoded + events
                 while True:
                     if events:
                         self._delivering = True
@@ -758,12 +841,14 @@ def _json_str(text: str) -> str:
 async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
                             server_max_message: int, *,
                             answered_hook: Callable[[], None] | None = None,
-                            handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
-    """One connection. ``answered_hook`` is called once the handler has answered the
+                            handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                            parking: ParkedConnections | None = None) -> bool:
+    """One connection; True when its handler parked it (``parking`` has it now: the
+    stream stays open). ``answered_hook`` is called once the handler has answered the
     request (accepted or rejected it): it is no longer a pending connection."""
     head = await _read_request(stream, handshake_timeout)
     if head is None:
-        return
+        return False
     request, buf = head
     if not request.is_websocket:
         # Plain HTTP: h11 reads the request again from its first byte and owns the
@@ -771,7 +856,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
         await HttpConnection(stream, send_timeout=SEND_TIMEOUT, answered_hook=answered_hook
                              ).serve(partial(_http_request, handler), buf,
                                      head_timeout=handshake_timeout)
-        return
+        return False
     leftover = buf[request.consumed:]
     answered = False
     connection: NativeWebSocketConnection | None = None
@@ -779,9 +864,13 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
     async with trio.open_nursery() as nursery:
 
         async def accept(subprotocol: str | None, *, max_message_bytes: int | None = None,
-                         send_timeout: float = SEND_TIMEOUT) -> Connection:
+                         send_timeout: float = SEND_TIMEOUT,
+                         parkable: bool = False) -> Connection:
             """``max_message_bytes``: this connection's limit (the key's tier), at most
-            the server's; a longer message is reported as MessageTooLarge."""
+            the server's; a longer message is reported as MessageTooLarge.
+            ``parkable``: the reader starts only when the handler first reads, pings or
+            closes, so that until then it may `park` the connection (a handler that
+            does neither meanwhile does not see the peer go)."""
             nonlocal answered, connection
             if answered:
                 raise RuntimeError("this request was already answered")
@@ -795,7 +884,11 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             ws = _native.WsConnection(limit, lenient_text=True)
             connection = NativeWebSocketConnection(stream, ws, report_too_large=True,
                                                    send_timeout=send_timeout)
-            nursery.start_soon(connection._reader, leftover)
+            connection._reader_nursery, connection._initial = nursery, leftover
+            if parkable:
+                connection._parking = parking
+            else:
+                connection._start_reading()
             return connection
 
         async def reject(status: int, body: bytes, content_type: str | None = None, *,
@@ -815,26 +908,61 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
         incoming = NativeIncomingRequest(
             request.path, request.headers, request.subprotocols, accept, reject,
             is_websocket=request.is_websocket, method=request.method)
-        code, reason = 1000, ""
+        parked = False
         try:
-            await handler(incoming)
-        except* _native.PanicException:
-            code, reason = 1011, "internal error"
-            raise
+            parked = await _closing_after(handler(incoming), lambda: connection)
         finally:
-            if connection is not None:
-                if connection._too_large is not None and code == 1000:
-                    code = 1009  # a message over the limit that the handler did not answer
-                try:
-                    await connection.close(code, reason)
-                except _OK_ERRORS:
-                    pass
-            elif not answered:
+            nursery.cancel_scope.cancel()
+            if connection is None and not answered:
                 try:
                     await stream.send_all(_native.ws_reject_response(500, b""))
                 except _OK_ERRORS:
                     pass
-            nursery.cancel_scope.cancel()
+    return parked
+
+
+async def _closing_after(handled: Awaitable[None],
+                         connection_of: Callable[[], NativeWebSocketConnection | None]
+                         ) -> bool:
+    """Run the handler (or a parked connection's rest of it), then close the WebSocket
+    it accepted, if any: 1000, 1009 after a message over the limit it did not answer,
+    1011 after a panic. True, and nothing closed, when the handler parked it."""
+    code, reason = 1000, ""
+    try:
+        await handled
+    except* _native.PanicException:
+        code, reason = 1011, "internal error"
+        raise
+    finally:
+        connection = connection_of()
+        # (Read before any checkpoint: the connection may wake and resume after one.)
+        parked = connection is not None and connection._handed_to_parking
+        if connection is not None and not parked:
+            if connection._too_large is not None and code == 1000:
+                code = 1009
+            try:
+                await connection.close(code, reason)
+            except _OK_ERRORS:
+                pass
+    return parked
+
+
+async def _resumed(connection: NativeWebSocketConnection,
+                   resume: Callable[[Awoken], Awaitable[None]], awoken: Awoken) -> None:
+    """A parked connection's task (`ParkedConnections`): the rest of its handler, with
+    a nursery for its reader, then its close, as `_serve_connection` and `on_stream`."""
+    stream = connection._stream
+    connection._handed_to_parking = False
+    with _failures_logged():
+        try:
+            async with trio.open_nursery() as nursery:
+                connection._reader_nursery = nursery
+                try:
+                    await _closing_after(resume(awoken), lambda: connection)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
 
 
 async def _http_request(handler: Handler, exchange: HttpExchange) -> None:
@@ -948,21 +1076,20 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
                 left = True
                 pending.leave(address)
 
-        try:
-            await _serve_connection(stream, handler, max_message_bytes, answered_hook=leave,
-                                    handshake_timeout=handshake_timeout)
-        except _OK_ERRORS:
-            pass
-        except BaseException as exc:  # one connection's failure must not stop the server
-            if not only_failures(exc):
-                raise  # cancellation (and KeyboardInterrupt, SystemExit) go on
-            if not _only_ok_errors(exc):
-                log.error("native WebSocket connection failed", exc_info=exc)
-        finally:
-            leave()
-            await trio.aclose_forcefully(stream)
+        parked = False
+        with _failures_logged():
+            try:
+                parked = await _serve_connection(
+                    stream, handler, max_message_bytes, answered_hook=leave,
+                    handshake_timeout=handshake_timeout, parking=parking)
+            finally:
+                leave()
+                if not parked:
+                    await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
+        parking = ParkedConnections()
+        await nursery.start(parking.run, _resumed)
         serve: Callable[..., Awaitable[object]]
         if reuse_port:
             listener: Any = await open_reuse_port_listener(host or "0.0.0.0", port)
@@ -987,6 +1114,21 @@ def _peer_address(stream: trio.abc.Stream) -> str:
         return str(inner.socket.getpeername()[0])
     except (AttributeError, OSError):
         return "?"
+
+
+@contextlib.contextmanager
+def _failures_logged() -> Iterator[None]:
+    """One connection's failure must not stop the server: it is logged (a peer gone is
+    not), and cancellation (KeyboardInterrupt, SystemExit) goes on."""
+    try:
+        yield
+    except _OK_ERRORS:
+        pass
+    except BaseException as exc:
+        if not only_failures(exc):
+            raise
+        if not _only_ok_errors(exc):
+            log.error("native WebSocket connection failed", exc_info=exc)
 
 
 def _only_ok_errors(exc: BaseException) -> bool:

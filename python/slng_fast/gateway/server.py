@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,8 +26,9 @@ from slng_fast.config import Config, ConfigError
 from slng_fast.errors import GatewayError
 from slng_fast.gateway.admission import PendingConnections
 from slng_fast.gateway.bridge import SessionBridge
+from slng_fast.gateway.event_hooks import when_set
 from slng_fast.gateway.health import HealthWatch
-from slng_fast.gateway.ledger import Ledger
+from slng_fast.gateway.ledger import Ledger, OpenSession
 from slng_fast.gateway.native_transport import open_native_upstream, serve_native_websocket
 from slng_fast.gateway.openai_routes import OpenAiRoutes, serve_models
 from slng_fast.gateway.openai_speech import serve_speech
@@ -38,6 +40,7 @@ from slng_fast.gateway.routing import Route, find_key, parse_path, redact
 from slng_fast.gateway.session_timer import current_deadlines
 from slng_fast.gateway.shared_limits import SharedLimits
 from slng_fast.gateway.transport import (
+    Awoken,
     Connection,
     ConnectionClosed,
     IncomingRequest,
@@ -92,6 +95,8 @@ class Gateway:
     http_routes: dict[str, Callable[[IncomingRequest], Awaitable[None]]] = field(init=False)
     openai_api: OpenAiRoutes = field(init=False)
     provider_voices: ProviderVoices = field(default_factory=ProviderVoices)
+    # Connections waiting for their first message with no task (gateway/parking.py).
+    parked: set[Connection] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
@@ -211,7 +216,7 @@ class Gateway:
         conn = await request.accept(
             subprotocol,
             max_message_bytes=max(limits.max_message_bytes, limits.max_audio_chunk_bytes),
-            send_timeout=self.config.slow_client_timeout_s)
+            send_timeout=self.config.slow_client_timeout_s, parkable=True)
         context_id = route.query.get("context_id") or str(uuid.uuid4())
         if store_error is not None:
             await self._store_failed(conn, context_id, store_error, realtime=route.realtime)
@@ -271,22 +276,32 @@ class Gateway:
                 self.limits.release_soon(key.id, lease)
 
         conn.on_closing = release
+        parked = False
         try:
-            await self._run(conn, route, endpoint, key, tier, context_id, charge=take_message)
+            parked = await self._run(conn, route, endpoint, key, tier, context_id,
+                                     charge=take_message, release=release)
         finally:
-            release()
-            self.active -= 1
-            if self.active == 0:
-                self.idle.set()
+            if not parked:  # else the parked connection's `_resume` ends it
+                self._left(release)
+
+    def _left(self, release: Callable[[], None]) -> None:
+        """A session is over: its key's slot back, one session fewer in flight."""
+        release()
+        self.active -= 1
+        if self.active == 0:
+            self.idle.set()
 
     async def _run(self, conn: Connection, route: Any, endpoint: Any, key: Any, tier: Any,
-                   context_id: str, *, charge: bool = True) -> None:
+                   context_id: str, *, charge: bool = True,
+                   release: Callable[[], None] = lambda: None) -> bool:
+        """Build the session, open its ledger row and run it; True when its connection
+        was parked instead (its `_resume` runs the rest when it wakes)."""
         try:
             dialect = self.registry.dialect(endpoint)
         except GatewayError as err:
             await refuse(conn, context_id, err, with_session_ended=True,
                          realtime=route.realtime)
-            return
+            return False
         now = trio.current_time()
         presets = {**route.presets(), "context_id": context_id}
         session: Any
@@ -313,19 +328,56 @@ class Gateway:
             except (AttributeError, ValueError) as exc:
                 await refuse(conn, context_id, GatewayError(
                     errors.PROVIDER_UNAVAILABLE, f"no drop-in route {path!r}: {exc}"))
-                return
+                return False
         try:
             opened = await self.ledger.open(session, key.id, endpoint.name, time.time(),
                                            kind=endpoint.kind, upstream=endpoint.dialect)
         except STORE_ERRORS as exc:
             await self._store_failed(conn, session.context_id, exc, with_session_ended=True,
                                      realtime=route.realtime)
-            return
+            return False
         log.info("session start", extra={"context_id": session.context_id,
                                           "provider": endpoint.name, "tier": tier.name})
         labels = {"provider": endpoint.name, "tier": tier.name}
         self.metrics.inc("slng_sessions_total", **labels)
         self.metrics.inc("slng_sessions_active", **labels)
+        running = partial(self._run_bridge, conn, session, opened, labels, key, tier, charge)
+        # Waiting for its first message, the connection needs no task (gateway/
+        # parking.py). No await between here and the handler's return: a parked
+        # connection may wake at the next checkpoint. (Not while the worker stops, nor
+        # for a session with something to say first.)
+        if not (self.shutdown.is_set() or self.draining.is_set()
+                or opened.end.error is not None or isinstance(session, RealtimeSttSession)
+                or session.deadline() is not None):
+            now = trio.current_time()
+            wake_at = min(now + tier.idle_timeout_s, now + tier.max_duration_s)
+            if conn.park(partial(self._resume, conn, running, release), wake_at,
+                         tier.heartbeat_s):
+                self.parked.add(conn)
+                opened.end.hook = conn.wake  # a revoked key (the bridge takes it over)
+                return True
+        await running(None)
+        return False
+
+    async def _resume(self, conn: Connection, running: Callable[[Awoken], Awaitable[None]],
+                      release: Callable[[], None], awoken: Awoken) -> None:
+        """A parked connection woke: run its session, then end it as `serve_session`."""
+        self.parked.discard(conn)
+        try:
+            await running(awoken)
+        finally:
+            self._left(release)
+
+    def wake_parked(self) -> None:
+        """Every parked connection's session runs now (the worker stops or drains)."""
+        for conn in list(self.parked):
+            conn.wake()
+
+    async def _run_bridge(self, conn: Connection, session: Any, opened: OpenSession,
+                          labels: dict[str, str], key: ApiKey, tier: Any, charge: bool,
+                          awoken: Awoken | None) -> None:
+        """Run the session's bridge (``awoken``: from a parked wait), then count it and
+        close its ledger row."""
         try:
             async def take_message(now: float) -> float:
                 return await self.limits.take_message(key.id, tier, now)
@@ -341,7 +393,7 @@ class Gateway:
                                 transport=self.transport,
                                 draining=self.draining, outside_end=opened.end,
                                 on_provider_failed=self.health.failed,
-                                warm=self.warm).run()
+                                warm=self.warm, awoken=awoken).run()
         finally:
             self.metrics.inc("slng_sessions_active", -1, **labels)
             # Each provider that served the session counts what it served (failover).
@@ -545,6 +597,8 @@ async def serve_gateway(gateway: Gateway, host: str, port: int, *,
 
     gateway.transport = transport
     current_deadlines()  # the sessions' timers' one task, from the start
+    when_set(gateway.shutdown, gateway.wake_parked)
+    when_set(gateway.draining, gateway.wake_parked)
     async with trio.open_nursery() as nursery:
         await nursery.start(gateway.run_ledger)
         bound = await nursery.start(serve)

@@ -132,6 +132,31 @@ class Connection:
     def release_reads(self) -> None:
         """Read again (nothing if reads are not held)."""
 
+    # -- idle connections with no task (docs/decisions.md, "Parked connections") --
+    def park(self, resume: Callable[[Awoken], Awaitable[None]], wake_at: float,
+             heartbeat_s: float) -> bool:
+        """Wait for the peer's first message with no task at all: True, and the caller's
+        handler returns at once; ``resume(awoken)`` then runs later, in a task of the
+        transport's, as the rest of that handler (the connection is closed after it as
+        after a handler). It runs when the peer sends anything but a pong (or closes),
+        at ``wake_at``, on `wake()`, and when a heartbeat ping the transport sends every
+        ``heartbeat_s`` is not answered within as long. False where the transport
+        cannot park this connection (it has read something, or has no such wait): the
+        caller goes on."""
+        return False
+
+    def wake(self) -> None:
+        """Resume a parked connection now (a shutdown, a revoked key); else nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Awoken:
+    """What a parked connection's wait leaves to the session that resumes it."""
+
+    parked_at: float  # when it was parked: the session's clocks run from there
+    ping_at: float  # when the next heartbeat ping is due
+    pong_missed: bool  # a ping sent while parked was not answered in time
+
 
 @dataclass(frozen=True, slots=True)
 class MessageSink:
@@ -181,8 +206,9 @@ class IncomingRequest:
     path: str  # with query string
     headers: list[tuple[str, str]]
     subprotocols: list[str]
-    # accept(subprotocol, *, max_message_bytes=None, send_timeout=...): the limits of the
-    # key's tier (a transport may apply only some).
+    # accept(subprotocol, *, max_message_bytes=None, send_timeout=..., parkable=False):
+    # the limits of the key's tier (a transport may apply only some); parkable, the
+    # handler may `Connection.park` it (a transport may ignore it).
     accept: Callable[..., Awaitable[Connection]]
     # (status, body[, content_type][, extra_headers=[(name, value)]]); the native transport
     # takes them all, trio-websocket's only (status, body).
