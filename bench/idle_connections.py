@@ -10,16 +10,18 @@ Two kinds of idle connection, N of each (default 10,000):
   accepted it, checked its key and holds a session for it).
 
 The memory figure is the server process's RSS growth divided by N (psutil), after the
-connections are all open and a second of quiet. The gateway runs as `slng-fast serve`
+connections are all open and a second of quiet, each kind in fresh server processes
+(``--rounds R``: R fresh pairs per kind, the median reported). The gateway runs as `slng-fast serve`
 (engines are separate processes and not counted); the baseline is an asyncio
 `websockets` server that accepts every connection and waits.
 
-    python bench/idle_connections.py [--connections 10000]
+    python bench/idle_connections.py [--connections 10000] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import socket
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -112,13 +115,9 @@ def measure(name: str, ps: psutil.Process, open_them) -> dict[str, float]:
             "per_connection_kb": (after - before) / n / 1024}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", type=int, default=10_000)
-    args = parser.parse_args()
-    n = args.connections
-    results: dict[str, dict[str, float]] = {}
+@contextlib.contextmanager
+def servers(n: int) -> Iterator[tuple[int, int, str, psutil.Process, psutil.Process]]:
+    """A fresh gateway (`slng-fast serve`, an enterprise key) and a fresh baseline."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         config = Path(tmp) / "config.toml"
@@ -137,19 +136,11 @@ def main() -> int:
                                  capture_output=True, text=True, env=env,
                                  check=True).stdout.strip().splitlines()[-1]
             base_port = wait_listening(baseline)
-            ours, theirs = psutil.Process(gateway.pid), psutil.Process(baseline.pid)
-            path = "/v1/tts/espeak-websocket-stream"
-            results["gateway pre-session"] = measure(
-                "gateway pre-session", ours, lambda: open_idle(port, n))
-            results["websockets pre-session"] = measure(
-                "websockets pre-session", theirs, lambda: open_idle(base_port, n))
-            results["gateway upgraded, no init"] = measure(
-                "gateway upgraded", ours, lambda: open_upgraded(port, n, path, key))
-            results["websockets upgraded"] = measure(
-                "websockets upgraded", theirs, lambda: open_upgraded(base_port, n, "/", None))
+            yield port, base_port, key, psutil.Process(gateway.pid), psutil.Process(baseline.pid)
         except SystemExit:
             log.flush()
-            print("\n".join(line for line in (Path(tmp) / "gateway.log").read_text().splitlines() if '"info"' not in line)[-3000:], file=sys.stderr)
+            print("\n".join(line for line in (Path(tmp) / "gateway.log").read_text()
+                            .splitlines() if '"info"' not in line)[-3000:], file=sys.stderr)
             raise
         finally:
             for proc in (gateway, baseline):
@@ -158,6 +149,36 @@ def main() -> int:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="fresh servers per kind; the median is reported")
+    args = parser.parse_args()
+    n = args.connections
+    path = "/v1/tts/espeak-websocket-stream"
+    runs: dict[str, list[dict[str, float]]] = {}
+    # Each kind in fresh processes: memory a previous kind's connections left free in
+    # the allocator's arenas would be reused and hide part of the growth.
+    for _ in range(args.rounds):
+        for kind in ("pre-session", "upgraded"):
+            with servers(n) as (port, base_port, key, ours, theirs):
+                if kind == "pre-session":
+                    ours_open = lambda: open_idle(port, n)  # noqa: E731
+                    theirs_open = lambda: open_idle(base_port, n)  # noqa: E731
+                else:
+                    ours_open = lambda: open_upgraded(port, n, path, key)  # noqa: E731
+                    theirs_open = lambda: open_upgraded(base_port, n, "/", None)  # noqa: E731
+                name = "gateway upgraded, no init" if kind == "upgraded" else f"gateway {kind}"
+                runs.setdefault(name, []).append(measure(name, ours, ours_open))
+                name = f"websockets {kind}"
+                runs.setdefault(name, []).append(measure(name, theirs, theirs_open))
+    results = {name: sorted(rs, key=lambda r: r["per_connection_kb"])[len(rs) // 2]
+               for name, rs in runs.items()}
     print(f"\nidle connections: {n} each, RSS growth of the server process per connection")
     print(f"{'server, kind':<28} {'before MiB':>10} {'after MiB':>10} {'KiB each':>9}")
     for name, r in results.items():

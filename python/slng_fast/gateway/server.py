@@ -96,7 +96,9 @@ class Gateway:
     openai_api: OpenAiRoutes = field(init=False)
     provider_voices: ProviderVoices = field(default_factory=ProviderVoices)
     # Connections waiting for their first message with no task (gateway/parking.py).
-    parked: set[Connection] = field(default_factory=set)
+    parked: set[Connection] = field(default_factory=set, repr=False)
+    _failovers: dict[tuple[str, str], Failover] = field(default_factory=dict, init=False,
+                                                        repr=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.store, self.worker_id, self.config.lease_ttl_s)
@@ -142,7 +144,11 @@ class Gateway:
         return dialect.request(Settings()) if entry.kind == "tts" else dialect.request()
 
     def failover(self, kind: str, endpoint: Endpoint) -> Failover:
-        """What a session of ``endpoint`` needs to fail over."""
+        """What a session of ``endpoint`` needs to fail over (one per endpoint name: it
+        reads the registry when called, and no session changes it)."""
+        known = self._failovers.get((kind, endpoint.name))
+        if known is not None:
+            return known
 
         def resolve(name: str) -> tuple[Endpoint, Any]:
             backup = self.registry.endpoint(kind, name)
@@ -157,10 +163,10 @@ class Gateway:
                                    f"fallback {name!r} cannot be used: {err.message}") from None
 
         provider = self.config.providers.get(endpoint.name)
-        return Failover(resolve, self.health.is_down,
-                        provider.fallback if provider is not None else (),
-                        first_audio_s=self.config.first_audio_timeout_s,
-                        replay_s=self.config.stt_replay_s)
+        made = self._failovers[kind, endpoint.name] = Failover(
+            resolve, self.health.is_down, provider.fallback if provider is not None else (),
+            first_audio_s=self.config.first_audio_timeout_s, replay_s=self.config.stt_replay_s)
+        return made
 
     def end_revoked(self, key_ids: set[str]) -> None:
         """End the open sessions of these keys: `error` auth_failed, close 4000."""
@@ -341,7 +347,6 @@ class Gateway:
         labels = {"provider": endpoint.name, "tier": tier.name}
         self.metrics.inc("slng_sessions_total", **labels)
         self.metrics.inc("slng_sessions_active", **labels)
-        running = partial(self._run_bridge, conn, session, opened, labels, key, tier, charge)
         # Waiting for its first message, the connection needs no task (gateway/
         # parking.py). No await between here and the handler's return: a parked
         # connection may wake at the next checkpoint. (Not while the worker stops, nor
@@ -351,20 +356,22 @@ class Gateway:
                 or session.deadline() is not None):
             now = trio.current_time()
             wake_at = min(now + tier.idle_timeout_s, now + tier.max_duration_s)
-            if conn.park(partial(self._resume, conn, running, release), wake_at,
-                         tier.heartbeat_s):
+            # (One partial: what a parked connection keeps is most of what it costs.)
+            if conn.park(partial(self._resume, conn, session, opened, labels, key, tier,
+                                 charge, release), wake_at, tier.heartbeat_s):
                 self.parked.add(conn)
                 opened.end.hook = conn.wake  # a revoked key (the bridge takes it over)
                 return True
-        await running(None)
+        await self._run_bridge(conn, session, opened, labels, key, tier, charge, None)
         return False
 
-    async def _resume(self, conn: Connection, running: Callable[[Awoken], Awaitable[None]],
+    async def _resume(self, conn: Connection, session: Any, opened: OpenSession,
+                      labels: dict[str, str], key: ApiKey, tier: Any, charge: bool,
                       release: Callable[[], None], awoken: Awoken) -> None:
         """A parked connection woke: run its session, then end it as `serve_session`."""
         self.parked.discard(conn)
         try:
-            await running(awoken)
+            await self._run_bridge(conn, session, opened, labels, key, tier, charge, awoken)
         finally:
             self._left(release)
 

@@ -59,6 +59,8 @@ class Connection:
     here. Transports subclass it; the bodies of the last three are the defaults of a
     transport without a data plane."""
 
+    __slots__ = ("on_closing",)  # (a subclass may be slotted)
+
     # Called once, synchronously, as soon as the peer is closing or gone (before our
     # answer to its close frame is written); a transport that cannot tell leaves it be.
     on_closing: Callable[[], None] | None
