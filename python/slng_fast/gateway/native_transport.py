@@ -87,6 +87,32 @@ def _content_type(body: bytes) -> str:
     return "application/json" if body.lstrip()[:1] in (b"{", b"[") else "text/plain; charset=utf-8"
 
 
+class _Once:
+    """A `trio.Event` made only if someone waits: a parked connection holds two."""
+
+    __slots__ = ("_set", "_event")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: trio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+
 class NativeWebSocketConnection(Connection):
     """An accepted WebSocket: the `transport.Connection` interface."""
 
@@ -104,7 +130,7 @@ class NativeWebSocketConnection(Connection):
                  report_too_large: bool = False, send_timeout: float = SEND_TIMEOUT) -> None:
         self._stream = stream
         self._ws = ws
-        self._send_lock = trio.Lock()
+        self._send_lock: trio.Lock | None = None  # made by the first write
         # (Not `ByteBoundedQueue[...](...)`: a subscripted call gives the instance an
         # ``__orig_class__``, a dict per connection.)
         self._queue: ByteBoundedQueue[str | bytes] = ByteBoundedQueue(queue_size, queue_bytes)
@@ -112,7 +138,7 @@ class NativeWebSocketConnection(Connection):
         # session answers it) instead of closing with 1009 here.
         self._report_too_large = report_too_large
         self._too_large: str | None = None
-        self._close_written = trio.Event()
+        self._close_written = _Once()
         self.send_timeout = send_timeout
         # Called once, synchronously, as soon as the peer is known to be closing or gone
         # (its close frame, EOF, a broken socket), before anything is written back: the
@@ -124,8 +150,8 @@ class NativeWebSocketConnection(Connection):
         self._broken = False  # we failed the connection: the peer broke the protocol
         self._pings: dict[bytes, trio.Event] = {}
         self._ping_count = 0
-        self._done = trio.Event()  # the reader has ended and the stream is closed
-        self._reader_scope = trio.CancelScope()
+        self._done = _Once()  # the reader has ended and the stream is closed
+        self._reader_scope: trio.CancelScope | None = None  # made as the reader starts
         # A plain TCP stream is read and written with os.read/os.write on its descriptor,
         # waiting only when the kernel says so: trio's own socket calls pass through the
         # scheduler even when they need not wait, once per frame each way.
@@ -226,7 +252,8 @@ class NativeWebSocketConnection(Connection):
         if (self._sock is None or self._lent is not None
                 or not isinstance(sink, NativeWebSocketConnection) or sink._sock is None
                 or sink._close_code is not None or sink._ws.close_sent
-                or sink._send_lock.locked() or sink._lent is not None):
+                or (sink._send_lock is not None and sink._send_lock.locked())
+                or sink._lent is not None):
             return None
         return current_plane()
 
@@ -435,7 +462,8 @@ class NativeWebSocketConnection(Connection):
     async def abort(self, reason: str = "aborted") -> None:
         """Drop the connection now, without a close handshake."""
         self._set_closed(1006, reason)
-        self._reader_scope.cancel()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
         await trio.aclose_forcefully(self._stream)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -458,7 +486,8 @@ class NativeWebSocketConnection(Connection):
             await self._done.wait()
         if not self._done.is_set():
             self._leave_plane()
-            self._reader_scope.cancel()
+            if self._reader_scope is not None:
+                self._reader_scope.cancel()
             await trio.aclose_forcefully(self._stream)
 
     # ---- parked: no task while waiting for the first message (gateway/parking.py) ----
@@ -523,6 +552,7 @@ class NativeWebSocketConnection(Connection):
     def _start_reading(self) -> None:
         nursery, self._reader_nursery = self._reader_nursery, None
         if nursery is not None:
+            self._reader_scope = trio.CancelScope()
             nursery.start_soon(self._reader, self._initial)
             self._initial = b""
 
@@ -559,12 +589,15 @@ class NativeWebSocketConnection(Connection):
         if not data and not self._backlog:
             return True
         deadline = math.inf
+        lock = self._send_lock
+        if lock is None:
+            lock = self._send_lock = trio.Lock()
         try:
-            self._send_lock.acquire_nowait()  # no extra checkpoint when uncontended
+            lock.acquire_nowait()  # no extra checkpoint when uncontended
         except trio.WouldBlock:
             deadline = trio.current_time() + timeout
             with trio.move_on_at(deadline) as waiting:  # nothing written yet: safe to cancel
-                await self._send_lock.acquire()
+                await lock.acquire()
             if waiting.cancelled_caught:
                 return False
         try:
@@ -592,7 +625,7 @@ class NativeWebSocketConnection(Connection):
             self._set_closed(1006, "connection lost")
             raise ConnectionClosed(self._close_code, self._close_reason) from None
         finally:
-            self._send_lock.release()
+            lock.release()
 
     def _write_now(self, data: bytes | memoryview) -> memoryview | None:
         """Write what the kernel takes at once; the rest, or None when all is written."""
@@ -697,7 +730,10 @@ class NativeWebSocketConnection(Connection):
 
     async def _reader(self, initial: bytes) -> None:
         ws = self._ws
-        with self._reader_scope:
+        scope = self._reader_scope
+        if scope is None:  # (`_start_reading` makes it first, so that abort can cancel)
+            scope = self._reader_scope = trio.CancelScope()
+        with scope:
             try:
                 events = ws.receive_data(initial)
                 decoded, self._decoded = self._decoded, None
@@ -1040,7 +1076,8 @@ async def open_native_upstream(url: str, headers: list[tuple[str, str]],
         raise UpstreamRejected(status, "with a wrong Sec-WebSocket-Accept")
     connection = NativeWebSocketConnection(
         stream, _native.WsConnection(max_message_bytes, client=True))
-    nursery.start_soon(connection._reader, leftover)
+    connection._reader_nursery, connection._initial = nursery, leftover
+    connection._start_reading()
     return connection
 
 
