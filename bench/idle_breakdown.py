@@ -88,12 +88,12 @@ async def main(n: int, top: int) -> None:
 
 
 def report(snap0: tracemalloc.Snapshot | None, snap1: tracemalloc.Snapshot, n: int,
-           rss: int, tasks: int, top: int) -> None:
+           rss: int, tasks: int, top: int, what: str = "connections (no init)") -> None:
     assert snap0 is not None
     filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
     snap0, snap1 = snap0.filter_traces(filters), snap1.filter_traces(filters)
     traced = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
-    print(f"{n} connections (no init): per connection "
+    print(f"{n} {what}: per connection "
           f"RSS {rss / n / 1024:.2f} KiB (tracemalloc's overhead included), traced "
           f"(Python) {traced / n / 1024:.2f} KiB, trio tasks {tasks / n:.2f}")
     print("\nby file (bytes per connection):")

@@ -330,6 +330,9 @@ class SessionBridge:
             if self._held is not None and (self._pending is None
                                            or self._caught_up(self._pending)):
                 await self._lend_caught_up()
+            # Not held while waiting: the last step's frames (a stream lent to the data
+            # plane waits here for most of its life).
+            actions, item = [], None
             got, item = await self._interruptible(self.inbox.get)
             if not got:
                 continue

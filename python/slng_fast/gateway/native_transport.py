@@ -784,6 +784,9 @@ class NativeWebSocketConnection(Connection):
                                 case _:
                                     assert_never(event)
                     self._delivering = False
+                    # Not held while waiting: the last read and its messages (a stream
+                    # waits here, or lent to the plane, for most of its life).
+                    events, data, event = [], b"", None  # type: ignore[assignment]
                     while self._held is not None:  # the session asked for a pause
                         await self._held.wait()
                     relay, uplink = self._relay, self._uplink

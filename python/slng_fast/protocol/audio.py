@@ -44,8 +44,11 @@ class AudioOut:
     the data plane (`relay`): both planes then run the same conversion on the same state."""
 
     def __init__(self, *, codec: str, sample_rate: int, max_chunk_bytes: int,
-                 context_id: str) -> None:
+                 context_id: str, seams: bool = True) -> None:
+        """``seams``: the session may change providers mid-utterance (a fallback chain),
+        so the last frame is kept for `seam`'s ramp (else a frame held per session)."""
         self.codec = codec
+        self._seams = seams
         self.sample_rate = sample_rate
         self._max_chunk_bytes = max_chunk_bytes
         self._context_id = context_id
@@ -80,7 +83,7 @@ class AudioOut:
         if self._fade_left is not None:
             data = self._fade_in(data, rate, sample_format)
         frames, made = relay.push(data)
-        if frames:
+        if frames and self._seams:
             self._last_frame = frames[-1]
         return frames, made / self._bytes_per_ms
 

@@ -154,7 +154,7 @@ class TtsSession(ChainMixin, SessionCore):
         self.dialect.prefer_output(self.sample_rate)  # PCM at the client's rate if it can
         self.audio = AudioOut(codec=self.codec, sample_rate=self.sample_rate,
                               max_chunk_bytes=self.tier.max_audio_chunk_bytes,
-                              context_id=self.context_id)
+                              context_id=self.context_id, seams=len(links) > 1)
         session = {
             "id": self.session_id,
             "provider": self.endpoint.name,
