@@ -150,3 +150,40 @@ async def test_an_idle_upstream_drop_is_invisible(provider_gateway, nursery, moc
     assert second[-1]["id"] == 2 and second[-1]["interrupted"] is False and pcm_of(second)
     assert len(sockets) == 2  # the upstream did drop, and was reopened
     await ws.aclose()
+
+
+async def test_an_idle_upstream_is_kept_alive_with_no_task_of_its_own(
+        provider_gateway, nursery, mock_clock, monkeypatch):
+    """The provider closes after 20 s without input; a space every 15 s keeps the same
+    upstream socket through a minute of silence. The keep-alive is a clock on the
+    worker's timer heap, not a task per session."""
+    from slng_fast.emulators import elevenlabs as emulator
+
+    sockets = []
+    real_run = emulator.Connection.run
+
+    async def counted(self):
+        sockets.append(self)
+        await real_run(self)
+
+    monkeypatch.setattr(emulator.Connection, "run", counted)
+    ws, _ = await open_session(provider_gateway, nursery)
+    first = await utterance(ws, "Before the silence.")
+    assert first[-1]["interrupted"] is False
+    start = trio.current_time()
+    mock_clock.autojump_threshold = 0
+    await trio.sleep(61)
+    mock_clock.autojump_threshold = math.inf
+    tasks = []
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        tasks.append(task.name)
+        for child in task.child_nurseries:
+            stack.extend(child.child_tasks)
+    assert not [name for name in tasks if name.endswith("_every")], tasks
+    assert trio.current_time() - start >= 60
+    second = await utterance(ws, "After the silence.")
+    assert second[-1]["interrupted"] is False and pcm_of(second)
+    assert len(sockets) == 1  # kept alive: never dropped, never reopened
+    await ws.aclose()

@@ -168,7 +168,10 @@ class SessionBridge:
         self.opened_upstreams = 0
         self.shutdown = shutdown
         self.connect_timeout = connect_timeout
-        self.inbox = ByteBoundedQueue[InboxItem](INBOX_SIZE, INBOX_BYTES, size=item_size)
+        # (Not `ByteBoundedQueue[...](...)`: a subscripted call gives the instance an
+        # ``__orig_class__``, a dict per queue.)
+        self.inbox: ByteBoundedQueue[InboxItem] = ByteBoundedQueue(INBOX_SIZE, INBOX_BYTES,
+                                                                   size=item_size)
         self.links: dict[int, UpstreamLink] = {}
         self.last_client = trio.current_time() if awoken is None else awoken.parked_at
         self.client_gone = False
@@ -220,13 +223,13 @@ class SessionBridge:
             self._ping_at = start + tier.heartbeat_s if awoken is None else awoken.ping_at
             if awoken is not None and awoken.pong_missed:
                 self.request_end(EndRequested("heartbeat_timeout"))
+            self._keepalives: dict[float, float] = {}  # interval: when it is next due
             self.timer.start(self._deadline_passed, self._clock)
             outside = self.outside_end
             if outside is not None:
                 outside.hook = self._outside_ended
                 if outside.error is not None:
                     self._outside_ended()
-            self._keepalives: set[float] = set()
             self._keep_alive()
             try:
                 self._loop_task = trio.lowlevel.current_task()
@@ -507,7 +510,8 @@ class SessionBridge:
 
     # -- upstream links ------------------------------------------------------------------
     def _open_link(self, action: OpenUpstream) -> None:
-        outbox = ByteBoundedQueue[Any](UPSTREAM_OUTBOX_SIZE, UPSTREAM_OUTBOX_BYTES)
+        outbox: ByteBoundedQueue[Any] = ByteBoundedQueue(UPSTREAM_OUTBOX_SIZE,
+                                                         UPSTREAM_OUTBOX_BYTES)
         link = UpstreamLink(action.epoch, outbox)
         self.links[action.epoch] = link
         self.nursery.start_soon(self._run_link, link, action)
@@ -882,8 +886,9 @@ class SessionBridge:
             self.request_end(EndRequested("client_closed"))
 
     def _clock(self, now: float) -> float | None:
-        """The idle timeout and the maximum duration (called by the session timer):
-        when to look again, or None once the session is told to end."""
+        """The idle timeout, the maximum duration, the heartbeat and the upstream's
+        keep-alives (called by the session timer): when to look again, or None once the
+        session is told to end."""
         if now >= self.last_client + self._idle_s:
             self.request_end(EndRequested("idle_timeout"))
             return None
@@ -893,22 +898,24 @@ class SessionBridge:
         if now >= self._ping_at:  # a task only while a ping waits for its pong
             self._ping_at = math.inf
             self.nursery.start_soon(self._heartbeat, self._heartbeat_s)
-        return min(self.last_client + self._idle_s, self._end_at, self._ping_at)
-
-    async def _every(self, seconds: float, item: InboxItem) -> None:
-        while True:
-            await trio.sleep(seconds)
-            try:  # a keep-alive is only needed while nothing else flows
-                self.inbox.put_nowait(item)
-            except trio.WouldBlock:
-                pass
+        keepalives = self._keepalives
+        for interval, due in keepalives.items():
+            if now >= due:
+                try:  # a keep-alive is only needed while nothing else flows
+                    self.inbox.put_nowait(KeepaliveDue())
+                except (trio.WouldBlock, trio.ClosedResourceError):
+                    pass
+                keepalives[interval] = now + interval
+        return min(self.last_client + self._idle_s, self._end_at, self._ping_at,
+                   *keepalives.values())
 
     def _keep_alive(self) -> None:
-        """Keep-alives at the serving dialect's interval, if it has one not yet running."""
+        """Keep-alives at the serving dialect's interval (a clock of the session's
+        timer), if it has one not yet kept."""
         interval = self.session.dialect.keepalive_interval
         if interval and interval not in self._keepalives:
-            self._keepalives.add(interval)
-            self.nursery.start_soon(self._every, interval, KeepaliveDue())
+            self._keepalives[interval] = trio.current_time() + interval
+            self.timer.wake()
 
     async def _heartbeat(self, interval: float) -> None:
         """One ping, ``interval`` seconds after the last pong (`_clock` starts it): no
