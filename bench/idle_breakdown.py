@@ -59,12 +59,7 @@ async def main(n: int, top: int) -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_gateway, gateway, "127.0.0.1", 0)
             await trio.sleep(0.5)
-            ps = psutil.Process()
-            gc.collect()
-            tasks0 = trio.lowlevel.current_statistics().tasks_living
-            tracing = tracemalloc.is_tracing()
-            snap0 = tracemalloc.take_snapshot() if tracing else None
-            rss0 = ps.memory_info().rss
+            growth = Growth()
             client = await trio.lowlevel.open_process(
                 [sys.executable, "-c", CLIENT, str(port), str(n), secret],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -73,27 +68,40 @@ async def main(n: int, top: int) -> None:
             while not line.endswith(b"\n"):
                 line += await client.stdout.receive_some(64)
             await trio.sleep(1.5)
-            gc.collect()
-            rss1 = ps.memory_info().rss
-            tasks1 = trio.lowlevel.current_statistics().tasks_living
-            if not tracing:
-                print(f"{n} connections (no init), tracemalloc off: "
-                      f"per connection RSS {(rss1 - rss0) / n / 1024:.2f} KiB, trio tasks "
-                      f"{(tasks1 - tasks0) / n:.2f}")
-            else:
-                report(snap0, tracemalloc.take_snapshot(), n, rss1 - rss0, tasks1 - tasks0, top)
+            growth.report(n, top, "connections (no init)")
             await client.stdin.aclose()
             await client.wait()
             nursery.cancel_scope.cancel()
 
 
-def report(snap0: tracemalloc.Snapshot | None, snap1: tracemalloc.Snapshot, n: int,
-           rss: int, tasks: int, top: int, what: str = "connections (no init)") -> None:
-    assert snap0 is not None
+class Growth:
+    """RSS, trio tasks and (with tracemalloc on) Python objects, from now to `report`."""
+
+    def __init__(self) -> None:
+        gc.collect()
+        self.ps = psutil.Process()
+        self.tasks = trio.lowlevel.current_statistics().tasks_living
+        self.snap = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
+        self.rss = self.ps.memory_info().rss
+
+    def report(self, n: int, top: int, what: str) -> None:
+        """The growth per one of ``n`` (``what``: connections, streams)."""
+        gc.collect()
+        rss = self.ps.memory_info().rss - self.rss
+        tasks = trio.lowlevel.current_statistics().tasks_living - self.tasks
+        if self.snap is None:
+            print(f"{n} {what}, tracemalloc off, each: RSS {rss / n / 1024:.2f} KiB, "
+                  f"trio tasks {tasks / n:.2f}")
+        else:
+            report(self.snap, tracemalloc.take_snapshot(), n, rss, tasks, top, what)
+
+
+def report(snap0: tracemalloc.Snapshot, snap1: tracemalloc.Snapshot, n: int,
+           rss: int, tasks: int, top: int, what: str) -> None:
     filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
     snap0, snap1 = snap0.filter_traces(filters), snap1.filter_traces(filters)
     traced = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
-    print(f"{n} {what}: per connection "
+    print(f"{n} {what}, each: "
           f"RSS {rss / n / 1024:.2f} KiB (tracemalloc's overhead included), traced "
           f"(Python) {traced / n / 1024:.2f} KiB, trio tasks {tasks / n:.2f}")
     print("\nby file (bytes per connection):")

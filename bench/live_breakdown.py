@@ -10,7 +10,6 @@ minus traced is then native (frame codecs, the relay's state) and malloc's overh
 from __future__ import annotations
 
 import argparse
-import gc
 import subprocess
 import sys
 import tempfile
@@ -19,9 +18,8 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-import psutil
 import trio
-from idle_breakdown import report
+from idle_breakdown import Growth
 
 from slng_fast.config import Config, ProviderConfig
 from slng_fast.gateway.server import Gateway, serve_gateway
@@ -66,12 +64,7 @@ async def main(k: int, top: int) -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_gateway, gateway, "127.0.0.1", 0)
             await trio.sleep(0.5)
-            ps = psutil.Process()
-            gc.collect()
-            tasks0 = trio.lowlevel.current_statistics().tasks_living
-            tracing = tracemalloc.is_tracing()
-            snap0 = tracemalloc.take_snapshot() if tracing else None
-            rss0 = ps.memory_info().rss
+            growth = Growth()
             clients = await trio.lowlevel.open_process(
                 [sys.executable, str(HERE / "e2e_clients.py"), "--port", str(port),
                  "--key", secret, "--k", str(k), "--seconds", str(SECONDS),
@@ -81,17 +74,8 @@ async def main(k: int, top: int) -> None:
             assert clients.stdin is not None
             await clients.stdin.send_all(f"go {time.monotonic() + 0.3!r}\n".encode())
             await trio.sleep(3.0)  # every stream flushed (1 s ramp) and streaming
-            gc.collect()
-            rss1 = ps.memory_info().rss
-            tasks1 = trio.lowlevel.current_statistics().tasks_living
             print(f"{len(gateway.ledger.sessions)} sessions open")
-            if not tracing:
-                print(f"{k} live TTS streams, tracemalloc off: per stream RSS "
-                      f"{(rss1 - rss0) / k / 1024:.2f} KiB, trio tasks "
-                      f"{(tasks1 - tasks0) / k:.2f}")
-            else:
-                report(snap0, tracemalloc.take_snapshot(), k, rss1 - rss0, tasks1 - tasks0,
-                       top, what="live TTS streams")
+            growth.report(k, top, "live TTS streams")
             for proc in (clients, upstream):
                 proc.kill()
                 await proc.wait()

@@ -111,6 +111,21 @@ async def test_native_mode_relays_the_providers_own_answers(provider_gateway, nu
     assert row["audio_ms"] == pytest.approx(len(pcm) / 48, abs=0.01) and row["audio_ms"] > 500
 
 
+def upstream_sockets(monkeypatch) -> list:
+    """The connections the ElevenLabs emulator serves, as they open."""
+    from slng_fast.emulators import elevenlabs as emulator
+
+    sockets = []
+    real_run = emulator.Connection.run
+
+    async def counted(self):
+        sockets.append(self)
+        await real_run(self)
+
+    monkeypatch.setattr(emulator.Connection, "run", counted)
+    return sockets
+
+
 async def ended_row(gw) -> dict:
     with trio.fail_after(10):
         while True:
@@ -127,16 +142,7 @@ async def test_an_idle_upstream_drop_is_invisible(provider_gateway, nursery, moc
     # The fake clock moves only while the session is idle: had it jumped while the real
     # engine speaks (work trio does not see), every deadline on the way (the client's
     # idle timeout, the provider's) could pass in the middle of an utterance.
-    from slng_fast.emulators import elevenlabs as emulator
-
-    sockets = []
-    real_run = emulator.Connection.run
-
-    async def counted(self):
-        sockets.append(self)
-        await real_run(self)
-
-    monkeypatch.setattr(emulator.Connection, "run", counted)
+    sockets = upstream_sockets(monkeypatch)
     ws, _ = await open_session(provider_gateway, nursery, inactivity_timeout=5)
     first = await utterance(ws, "Before the drop.")
     assert first[-1]["interrupted"] is False
@@ -157,16 +163,7 @@ async def test_an_idle_upstream_is_kept_alive_with_no_task_of_its_own(
     """The provider closes after 20 s without input; a space every 15 s keeps the same
     upstream socket through a minute of silence. The keep-alive is a clock on the
     worker's timer heap, not a task per session."""
-    from slng_fast.emulators import elevenlabs as emulator
-
-    sockets = []
-    real_run = emulator.Connection.run
-
-    async def counted(self):
-        sockets.append(self)
-        await real_run(self)
-
-    monkeypatch.setattr(emulator.Connection, "run", counted)
+    sockets = upstream_sockets(monkeypatch)
     ws, _ = await open_session(provider_gateway, nursery)
     first = await utterance(ws, "Before the silence.")
     assert first[-1]["interrupted"] is False
