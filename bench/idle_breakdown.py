@@ -5,7 +5,7 @@ sees (Python objects; grouped by file and line) and of trio tasks. ``--no-trace`
 growth and tasks only (tracemalloc's own bookkeeping inflates RSS); RSS minus traced
 is then native (the Rust frame codec's buffers) and malloc's overhead.
 
-    python bench/idle_breakdown.py [--connections 2000] [--top 25] [--no-trace]"""
+    python bench/idle_breakdown.py [--connections 2000] [--top 25] [--batch B] [--no-trace]"""
 
 from __future__ import annotations
 
@@ -28,24 +28,27 @@ from slng_fast.store import Store
 
 CLIENT = r'''
 import socket, sys
-port, n, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, key, batch = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 req = ("GET /v1/tts/espeak-websocket-stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
        "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n" % key).encode()
 socks = []
-for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port)); s.sendall(req); socks.append(s)
-for s in socks:
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(4096)
-    assert b" 101 " in head.split(b"\r\n")[0], head
+while len(socks) < n:  # a batch at a time, each answered before the next
+    some = []
+    for _ in range(min(batch, n - len(socks))):
+        s = socket.create_connection(("127.0.0.1", port)); s.sendall(req); some.append(s)
+    for s in some:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+    socks += some
 print("ready", flush=True)
 sys.stdin.read()
 '''
 
 
-async def main(n: int, top: int) -> None:
+async def main(n: int, top: int, batch: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Config()
         tiers = {**base.tiers, "enterprise": replace(base.tiers["enterprise"],
@@ -61,7 +64,7 @@ async def main(n: int, top: int) -> None:
             await trio.sleep(0.5)
             growth = Growth()
             client = await trio.lowlevel.open_process(
-                [sys.executable, "-c", CLIENT, str(port), str(n), secret],
+                [sys.executable, "-c", CLIENT, str(port), str(n), secret, str(batch)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             assert client.stdout is not None and client.stdin is not None
             line = b""
@@ -121,9 +124,12 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--batch", type=int, default=0,
+                        help="open this many at a time, each batch answered before the "
+                             "next (default: all at once, a burst)")
     parser.add_argument("--no-trace", action="store_true",
                         help="RSS and tasks only (tracemalloc's own overhead inflates RSS)")
     args = parser.parse_args()
     if not args.no_trace:
         tracemalloc.start(1)
-    trio.run(main, args.connections, args.top)
+    trio.run(main, args.connections, args.top, args.batch or args.connections)

@@ -15,7 +15,7 @@ connections are all open and a second of quiet, each kind in fresh server proces
 (engines are separate processes and not counted); the baseline is an asyncio
 `websockets` server that accepts every connection and waits.
 
-    python bench/idle_connections.py [--connections 10000] [--rounds 1]
+    python bench/idle_connections.py [--connections 10000] [--rounds 1] [--batch B]
 """
 
 from __future__ import annotations
@@ -77,23 +77,29 @@ def open_idle(port: int, n: int) -> list[socket.socket]:
     return socks
 
 
-def open_upgraded(port: int, n: int, path: str, key: str | None) -> list[socket.socket]:
+def open_upgraded(port: int, n: int, path: str, key: str | None,
+                  batch: int = 0) -> list[socket.socket]:
+    """``batch``: this many at a time, each batch answered before the next (0: all at
+    once, a burst; the memory a burst's handshakes used in flight stays partly held)."""
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
     request = UPGRADE.format(path=path, auth=auth).encode()
-    socks = []
-    for _ in range(n):  # each request at once: servers time out silent connections
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(request)
-        socks.append(sock)
-    for sock in socks:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise SystemExit(f"the server closed an upgrade: {head[:200]!r}")
-            head += chunk
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            raise SystemExit(f"upgrade refused: {head[:200]!r}")
+    socks: list[socket.socket] = []
+    while len(socks) < n:
+        some = []
+        for _ in range(min(batch or n, n - len(socks))):  # each request at once: servers
+            sock = socket.create_connection(("127.0.0.1", port))  # time out silent ones
+            sock.sendall(request)
+            some.append(sock)
+        for sock in some:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise SystemExit(f"the server closed an upgrade: {head[:200]!r}")
+                head += chunk
+            if b" 101 " not in head.split(b"\r\n", 1)[0]:
+                raise SystemExit(f"upgrade refused: {head[:200]!r}")
+        socks += some
     return socks
 
 
@@ -158,6 +164,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=1,
                         help="fresh servers per kind; the median is reported")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="upgrade this many at a time (default: all at once)")
     args = parser.parse_args()
     n = args.connections
     path = "/v1/tts/espeak-websocket-stream"
@@ -171,14 +179,20 @@ def main() -> int:
                     ours_open = lambda: open_idle(port, n)  # noqa: E731
                     theirs_open = lambda: open_idle(base_port, n)  # noqa: E731
                 else:
-                    ours_open = lambda: open_upgraded(port, n, path, key)  # noqa: E731
-                    theirs_open = lambda: open_upgraded(base_port, n, "/", None)  # noqa: E731
+                    ours_open = lambda: open_upgraded(  # noqa: E731
+                        port, n, path, key, args.batch)
+                    theirs_open = lambda: open_upgraded(  # noqa: E731
+                        base_port, n, "/", None, args.batch)
                 name = "gateway upgraded, no init" if kind == "upgraded" else f"gateway {kind}"
                 runs.setdefault(name, []).append(measure(name, ours, ours_open))
                 name = f"websockets {kind}"
                 runs.setdefault(name, []).append(measure(name, theirs, theirs_open))
     results = {name: sorted(rs, key=lambda r: r["per_connection_kb"])[len(rs) // 2]
                for name, rs in runs.items()}
+    if args.rounds > 1:
+        print("\nKiB each, every round: " + "; ".join(
+            f"{name} " + ", ".join(f"{r['per_connection_kb']:.2f}" for r in rs)
+            for name, rs in runs.items()))
     print(f"\nidle connections: {n} each, RSS growth of the server process per connection")
     print(f"{'server, kind':<28} {'before MiB':>10} {'after MiB':>10} {'KiB each':>9}")
     for name, r in results.items():

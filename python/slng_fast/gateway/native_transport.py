@@ -22,14 +22,13 @@ the session can answer ``invalid_utf8`` and close 1008."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import math
 import os
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, assert_never
@@ -1003,7 +1002,7 @@ async def _resumed(connection: NativeWebSocketConnection,
     a nursery for its reader, then its close, as `_serve_connection` and `on_stream`."""
     stream = connection._stream
     connection._handed_to_parking = False
-    with _failures_logged():
+    with _FailuresLogged():
         try:
             async with trio.open_nursery() as nursery:
                 connection._reader_nursery = nursery
@@ -1128,7 +1127,7 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
                 pending.leave(address)
 
         parked = False
-        with _failures_logged():
+        with _FailuresLogged():
             try:
                 parked = await _serve_connection(
                     stream, handler, max_message_bytes, answered_hook=leave,
@@ -1167,19 +1166,25 @@ def _peer_address(stream: trio.abc.Stream) -> str:
         return "?"
 
 
-@contextlib.contextmanager
-def _failures_logged() -> Iterator[None]:
+class _FailuresLogged:
     """One connection's failure must not stop the server: it is logged (a peer gone is
-    not), and cancellation (KeyboardInterrupt, SystemExit) goes on."""
-    try:
-        yield
-    except _OK_ERRORS:
-        pass
-    except BaseException as exc:
+    not), and cancellation (KeyboardInterrupt, SystemExit) goes on. (A class, not a
+    generator: every waiting connection holds one, and a generator's frame is ~0.5 KiB.)"""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        if exc is None or isinstance(exc, _OK_ERRORS):
+            return exc is not None
         if not only_failures(exc):
-            raise
+            return False
         if not _only_ok_errors(exc):
             log.error("native WebSocket connection failed", exc_info=exc)
+        return True
 
 
 def _only_ok_errors(exc: BaseException) -> bool:
