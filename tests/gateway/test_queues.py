@@ -109,3 +109,18 @@ async def test_an_item_being_handed_to_the_consumer_still_waits(nursery):
     await trio.testing.wait_all_tasks_blocked()
     assert got == [b"a"] and queue.waiting == 0
     assert seen and all(n == 1 for n in seen)  # never 0 while it was in flight
+
+
+async def test_an_emptied_queue_holds_no_block():
+    """A live stream's queues wait empty most of their life (its steady state is on the
+    data plane): an emptied queue lets its deque go, and is used again as before."""
+    from slng_fast.gateway.queues import _EMPTY
+
+    queue = ByteBoundedQueue[bytes](max_items=4, max_bytes=100)
+    assert queue._items is _EMPTY
+    for round_ in range(3):
+        queue.put_nowait(b"a")
+        queue.put_nowait(b"b")
+        assert queue._items is not _EMPTY
+        assert [queue.get_nowait(), queue.get_nowait()] == [b"a", b"b"]
+        assert queue._items is _EMPTY and queue.nbytes == 0, round_

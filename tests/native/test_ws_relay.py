@@ -222,3 +222,18 @@ def test_the_session_path_is_the_pieces_it_is_made_of(pieces, codec, rate, in_ra
     out = audio_out(codec, rate, max_chunk)
     frames = [f for p in pieces for f in out.push(p, in_rate)[0]] + out.end_utterance()[0]
     assert frames == pieces_by_hand(pieces, in_rate, codec, rate, max_chunk)
+
+
+def test_the_last_frame_is_kept_only_for_a_seam():
+    """A session without a fallback chain never ramps a seam: it keeps no frame (one
+    audio frame per live stream, 2.7 KB); with one, the seam ramps from its last sample."""
+    plain = AudioOut(codec="pcm16", sample_rate=24000, max_chunk_bytes=4800,
+                     context_id="c", seams=False)
+    chained = audio_out()
+    tone = (1000).to_bytes(2, "little", signed=True) * 2400
+    for out in (plain, chained):
+        frames, _ = out.push(tone, 24000)
+        assert frames
+    assert plain._last_frame is None and chained._last_frame is not None
+    ramp, _ = chained.seam()
+    assert ramp  # the ramp down from the last sample sent
