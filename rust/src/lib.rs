@@ -15,6 +15,7 @@ pub mod plane;
 pub mod ratelimit;
 pub mod relay;
 pub mod resample;
+pub mod scratch;
 pub mod uplink;
 pub mod ws;
 

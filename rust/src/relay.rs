@@ -31,7 +31,7 @@ use crate::chunker::Chunker;
 use crate::codec::{pcm16_to_alaw, pcm16_to_mulaw};
 use crate::resample::{Resampler, SampleFormat};
 use crate::ws::{Event, WsConnection};
-use crate::{Error, Result};
+use crate::{scratch, Error, Result};
 
 /// How the upstream's audio messages are framed (the messages the relay owns).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,8 +273,6 @@ pub struct Relay {
     /// None when the provider's audio is already the client's (PCM16 at its rate).
     resampler: Option<Resampler>,
     chunker: Chunker,
-    pcm: Vec<u8>,
-    json: Vec<u8>,
 }
 
 impl Relay {
@@ -309,8 +307,6 @@ impl Relay {
             codec: spec.codec,
             resampler,
             chunker,
-            pcm: Vec::new(),
-            json: Vec::new(),
         })
     }
 
@@ -351,12 +347,9 @@ impl Relay {
         match self.resampler.as_mut() {
             None => self.frames(audio, &mut emit),
             Some(resampler) => {
-                let mut pcm = std::mem::take(&mut self.pcm);
-                pcm.clear();
+                let mut pcm = scratch::bytes();
                 resampler.process(audio, &mut pcm);
-                let made = self.encoded_frames(&pcm, &mut emit);
-                self.pcm = pcm;
-                made
+                self.encoded_frames(&pcm, &mut emit)
             }
         }
     }
@@ -369,12 +362,9 @@ impl Relay {
     {
         let mut made = 0;
         if let Some(resampler) = self.resampler.as_mut() {
-            let mut pcm = std::mem::take(&mut self.pcm);
-            pcm.clear();
+            let mut pcm = scratch::bytes();
             resampler.flush(&mut pcm);
-            let result = self.encoded_frames(&pcm, &mut emit);
-            self.pcm = pcm;
-            made = result?;
+            made = self.encoded_frames(&pcm, &mut emit)?;
         }
         self.chunker.flush();
         Ok(made)
@@ -404,7 +394,7 @@ impl Relay {
     where
         F: FnMut(&[u8]) -> Result<()>,
     {
-        let mut json = std::mem::take(&mut self.json);
+        let mut json = scratch::bytes();
         let chunks = self.chunker.push(data);
         let mut result = Ok(data.len());
         for chunk in chunks {
@@ -419,7 +409,6 @@ impl Relay {
                 break;
             }
         }
-        self.json = json;
         result
     }
 }

@@ -62,7 +62,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::{Error, Result};
+use crate::{scratch, Error, Result};
 
 /// Sample rates (Hz) a [`Resampler`] converts between.
 pub const SUPPORTED_RATES: &[u32] = &[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000];
@@ -885,10 +885,6 @@ pub struct Resampler {
     pending_len: usize,
     /// Real input samples since the stream (re)started.
     in_count: u64,
-    /// Scratch buffers, kept to avoid allocating per call.
-    buf_in: Vec<f32>,
-    buf_mid: Vec<f32>,
-    buf_out: Vec<f32>,
 }
 
 fn check_rate(rate: u32) -> Result<()> {
@@ -1005,9 +1001,6 @@ impl Resampler {
             pending: [0; 4],
             pending_len: 0,
             in_count: 0,
-            buf_in: Vec::new(),
-            buf_mid: Vec::new(),
-            buf_out: Vec::new(),
         })
     }
 
@@ -1083,12 +1076,10 @@ impl Resampler {
             self.copy_whole_samples(data, out);
             return;
         }
-        let mut buf_in = std::mem::take(&mut self.buf_in);
-        buf_in.clear();
-        self.decode(data, &mut buf_in);
-        self.in_count += buf_in.len() as u64;
-        self.run(&buf_in, out, false);
-        self.buf_in = buf_in;
+        let mut samples = scratch::floats();
+        self.decode(data, &mut samples);
+        self.in_count += samples.len() as u64;
+        self.run(&samples, out, false);
     }
 
     /// Append the held-back tail (as if the input went on with zeros) and
@@ -1170,26 +1161,22 @@ impl Resampler {
                 } else {
                     u64::MAX
                 };
-                let mut buf_out = std::mem::take(&mut self.buf_out);
-                buf_out.clear();
+                let mut produced = scratch::floats();
                 first.push(input);
                 if flush {
                     first.push_zeros(*flush_pad);
                 }
                 match second {
-                    None => first.produce(&mut buf_out, total),
+                    None => first.produce(&mut produced, total),
                     Some(second) => {
-                        let mut mid = std::mem::take(&mut self.buf_mid);
-                        mid.clear();
+                        let mut mid = scratch::floats();
                         first.produce(&mut mid, u64::MAX);
                         second.push(&mid);
-                        second.produce(&mut buf_out, total);
-                        self.buf_mid = mid;
+                        second.produce(&mut produced, total);
                     }
                 }
                 debug_assert!(!flush || second.as_ref().unwrap_or(&*first).out_count == total);
-                encode_into(self.out_format, &buf_out, out);
-                self.buf_out = buf_out;
+                encode_into(self.out_format, &produced, out);
             }
         }
     }

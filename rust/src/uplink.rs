@@ -25,7 +25,7 @@ use crate::msgpack::{kyutai_audio_frame, KYUTAI_FRAME_SAMPLES};
 use crate::relay::Codec;
 use crate::resample::{Resampler, SampleFormat};
 use crate::ws::{Event, WsConnection};
-use crate::{Error, Result};
+use crate::{scratch, Error, Result};
 
 /// Bytes of one Kyutai audio message's samples (80 ms of float32 at 24 kHz).
 const KYUTAI_FRAME_BYTES: usize = KYUTAI_FRAME_SAMPLES * 4;
@@ -86,8 +86,6 @@ pub struct Uplink {
     max_message: usize,
     /// Kyutai: converted audio short of a whole message.
     held: Vec<u8>,
-    decoded: Vec<u8>,
-    pcm: Vec<u8>,
 }
 
 impl Uplink {
@@ -110,8 +108,6 @@ impl Uplink {
             )?,
             max_message: spec.max_message_bytes,
             held: Vec::new(),
-            decoded: Vec::new(),
-            pcm: Vec::new(),
         })
     }
 
@@ -167,18 +163,11 @@ impl Uplink {
     /// One client audio message as the model's audio, appended to `out` (a partial
     /// sample waits for the next call).
     pub fn push(&mut self, audio: &[u8], out: &mut Vec<u8>) {
-        let pcm16: &[u8] = match self.codec {
-            Codec::Pcm16 => audio,
-            Codec::Mulaw => {
-                self.decoded = mulaw_to_pcm16(audio);
-                &self.decoded
-            }
-            Codec::Alaw => {
-                self.decoded = alaw_to_pcm16(audio);
-                &self.decoded
-            }
-        };
-        self.resampler.process(pcm16, out);
+        match self.codec {
+            Codec::Pcm16 => self.resampler.process(audio, out),
+            Codec::Mulaw => self.resampler.process(&mulaw_to_pcm16(audio), out),
+            Codec::Alaw => self.resampler.process(&alaw_to_pcm16(audio), out),
+        }
     }
 
     /// What the resampler holds back, as the model's audio (the stream ends).
@@ -235,15 +224,13 @@ impl Carry for Uplink {
             };
             report.messages += 1;
             report.in_bytes += audio.len();
-            let mut pcm = std::mem::take(&mut self.pcm);
-            pcm.clear();
+            let mut pcm = scratch::bytes();
             self.push(&audio, &mut pcm);
             report.out_bytes += pcm.len();
             let made = self.frames(&pcm, |frame| {
                 wire.extend_from_slice(&upstream.send_binary(frame)?);
                 Ok(())
             });
-            self.pcm = pcm;
             report.chunks += made?;
         }
         Ok(Fed {

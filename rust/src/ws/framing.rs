@@ -117,8 +117,8 @@ struct Partial {
     checked: usize,
 }
 
-/// Input buffer capacity kept between reads once everything in it was consumed;
-/// past it the buffer is released (issue 12 point 3: memory per connection).
+/// Input buffer capacity that may stay reserved for the end of a frame still to come
+/// (`WsConnection::wait_for_more`).
 pub const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// One WebSocket connection, server side (or client side with [`WsConnection::new_client`]).
@@ -204,16 +204,7 @@ impl WsConnection {
         if self.state != ReadState::Open || data.is_empty() {
             return;
         }
-        if self.start == self.buf.len() {
-            if self.buf.capacity() > KEEP_CAPACITY {
-                // One large read (a burst, up to 64 KiB) must not stay reserved for the
-                // connection's life: thousands of connections would each keep one.
-                self.buf = Vec::new();
-            } else {
-                self.buf.clear();
-            }
-            self.start = 0;
-        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
@@ -229,12 +220,12 @@ impl WsConnection {
             let avail = &self.buf[self.start..];
             let available = avail.len();
             if available < 2 {
-                return None;
+                return self.wait_for_more();
             }
             let mut cursor = Cursor::new(avail);
             let (header, len) = match FrameHeader::parse(&mut cursor) {
                 Ok(Some(parsed)) => parsed,
-                Ok(None) => return None,
+                Ok(None) => return self.wait_for_more(),
                 Err(err) => return Some(self.fail(1002, format!("{err}"))),
             };
             let header_len = cursor.position() as usize;
@@ -243,7 +234,7 @@ impl WsConnection {
             }
             let len = len as usize; // checked: at most max_message or 125
             if available - header_len < len {
-                return None;
+                return self.wait_for_more();
             }
             let from = self.start + header_len;
             let mut payload = self.buf[from..from + len].to_vec();
@@ -254,6 +245,26 @@ impl WsConnection {
             if let Some(event) = self.on_frame(header.opcode, header.is_final, payload) {
                 return Some(event);
             }
+        }
+        None
+    }
+
+    /// Every complete frame is taken: what the buffer still holds is the start of the
+    /// next. A connection waits between reads for most of its life, so it keeps no
+    /// read's worth of memory then (issue 12 point 3): an emptied buffer is freed (the
+    /// next read allocates one, as large as it is), a large one holding a little is
+    /// cut down to that.
+    fn wait_for_more(&mut self) -> Option<Event> {
+        let held = self.buf.len() - self.start;
+        if held == 0 {
+            if self.buf.capacity() > 0 {
+                self.buf = Vec::new();
+                self.start = 0;
+            }
+        } else if self.buf.capacity() > KEEP_CAPACITY && held * 4 < self.buf.capacity() {
+            self.buf.drain(..self.start);
+            self.buf.shrink_to_fit();
+            self.start = 0;
         }
         None
     }
@@ -527,10 +538,26 @@ mod tests {
         let mut conn = server();
         let big = encode_frame(2, &vec![7; 70000], true, MASK);
         assert_eq!(feed(&mut conn, &big), [Event::Binary(vec![7; 70000])]);
+        assert_eq!(conn.buf.capacity(), 0);
         let small = encode_frame(2, &[1, 2, 3], true, MASK);
         assert_eq!(feed(&mut conn, &small), [Event::Binary(vec![1, 2, 3])]);
-        assert!(conn.buf.capacity() <= KEEP_CAPACITY);
         assert_eq!(feed(&mut conn, &small), [Event::Binary(vec![1, 2, 3])]);
+    }
+
+    #[test]
+    fn between_reads_only_a_frame_still_to_come_is_held() {
+        let mut conn = server();
+        let mut data = encode_frame(2, &vec![7; 70000], true, MASK);
+        let next = encode_frame(2, &[1, 2, 3, 4, 5], true, MASK);
+        data.extend_from_slice(&next[..4]);
+        assert_eq!(feed(&mut conn, &data), [Event::Binary(vec![7; 70000])]);
+        assert!(conn.buf.capacity() <= KEEP_CAPACITY);
+        assert_eq!(conn.buffered(), 4);
+        assert_eq!(
+            feed(&mut conn, &next[4..]),
+            [Event::Binary(vec![1, 2, 3, 4, 5])]
+        );
+        assert_eq!(conn.buf.capacity(), 0);
     }
 
     #[test]
