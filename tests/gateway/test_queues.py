@@ -8,7 +8,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from slng_fast.gateway.queues import ByteBoundedQueue
+from slng_fast.gateway.queues import WOKEN, ByteBoundedQueue
 
 
 async def test_bounded_by_bytes_as_well_as_items():
@@ -124,3 +124,28 @@ async def test_an_emptied_queue_holds_no_block():
         assert queue._items is not _EMPTY
         assert [queue.get_nowait(), queue.get_nowait()] == [b"a", b"b"]
         assert queue._items is _EMPTY and queue.nbytes == 0, round_
+
+
+async def test_a_wake_up_ends_a_wait_without_an_item(nursery):
+    """`wake_getter` makes the consumer's `get_or_woken` return WOKEN, whether it waits
+    then or calls later, once per wake-up; items come before nothing is left, and a
+    plain `get` is not woken (the bridge's loop waits this way, with no cancel scope)."""
+    queue = ByteBoundedQueue[bytes](max_items=4, max_bytes=1000)
+    got: list[object] = []
+
+    async def consume() -> None:
+        got.append(await queue.get_or_woken())
+
+    nursery.start_soon(consume)
+    await trio.testing.wait_all_tasks_blocked()
+    queue.wake_getter()
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == [WOKEN]
+    queue.wake_getter()  # nobody waits: the next call returns at once
+    assert await queue.get_or_woken() is WOKEN
+    queue.put_nowait(b"a")
+    assert await queue.get_or_woken() == b"a"  # the wake-up was taken: not woken again
+    queue.wake_getter()
+    queue.put_nowait(b"b")
+    assert await queue.get() == b"b"  # a plain get takes the item
+    assert await queue.get_or_woken() is WOKEN  # the wake-up is still there

@@ -73,9 +73,10 @@ def gateway_tasks(before: list[trio.lowlevel.Task]) -> list[str]:
 async def test_a_session_has_no_task_per_clock_or_per_reader(gw, nursery):
     """The tasks a session keeps (each one 2-3 KB, and a share of the teardown): none
     while it waits for its first message (parked); then its connection's (the one that
-    resumed it, and the reader), and with an upstream the link's writer and the
-    upstream's reader; no task per clock (one heap per worker) and none moving a
-    reader's messages on (`Connection.deliver`)."""
+    resumed it, and the reader), and with an upstream the upstream's reader; no task
+    per clock (one heap per worker), none moving a reader's messages on
+    (`Connection.deliver`), and none writing to the upstream while nothing is to be
+    written (a task per burst of frames, `SessionBridge._write_link`)."""
     before = living_tasks()
     ws = await connect(gw.tts(), gw.keys["pro"], nursery=nursery)
     await trio.sleep(0.2)  # accepted, authenticated, no init yet: parked, no task
@@ -85,7 +86,14 @@ async def test_a_session_has_no_task_per_clock_or_per_reader(gw, nursery):
     await send(ws, type="input_text", text="One two three four five six seven eight.")
     await send(ws, type="flush")
     await recv_until(ws, "audio_chunk")
-    assert gateway_tasks(before) == ["NativeWebSocketConnection._reader"] * 2 + [
-        "SessionBridge._run_link", "native_transport._resumed"]
+    streaming = ["NativeWebSocketConnection._reader"] * 2 + ["native_transport._resumed"]
+    assert gateway_tasks(before) == streaming
+    await recv_until(ws, "audio_end")
+    # The link writes again after a wait with no writer.
+    await send(ws, type="input_text", text="Nine ten eleven twelve.")
+    await send(ws, type="flush")
+    await recv_until(ws, "audio_chunk")
+    assert gateway_tasks(before) == streaming
+    await recv_until(ws, "audio_end")
     await ws.aclose()
     await ended(gw)

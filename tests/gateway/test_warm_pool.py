@@ -45,3 +45,19 @@ async def test_a_session_takes_a_warm_connection_and_the_pool_refills(nursery, t
     with trio.fail_after(10):
         while len(pool._ready["orpheus"]) < 2:
             await trio.sleep(0.02)
+    # Each connection handed out went back to the pool when its link ended, and was
+    # dropped there: the pool holds a task for its ready connections only.
+    with trio.fail_after(10):
+        while holders() != len(pool._ready["orpheus"]):
+            await trio.sleep(0.02)
+
+
+def holders() -> int:
+    """The pool's tasks that hold a connection (`WarmPool._hold`)."""
+    count, stack = 0, [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        count += task.name.endswith("WarmPool._hold")
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count

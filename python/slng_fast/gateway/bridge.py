@@ -25,7 +25,6 @@ from functools import partial
 from typing import Any
 
 import trio
-import trio_websocket
 
 from slng_fast import errors
 from slng_fast._native import PanicException, RelayReport
@@ -43,7 +42,7 @@ from slng_fast.gateway.inbox import (
     item_size,
 )
 from slng_fast.gateway.native_transport import open_native_upstream
-from slng_fast.gateway.queues import ByteBoundedQueue
+from slng_fast.gateway.queues import WOKEN, ByteBoundedQueue
 from slng_fast.gateway.session_timer import SessionTimer
 from slng_fast.gateway.transport import (
     PEER_NOT_READING,
@@ -72,6 +71,7 @@ from slng_fast.protocol.actions import (
 )
 from slng_fast.protocol.stt import SttSession
 from slng_fast.protocol.tts import TtsSession
+from slng_fast.vocabulary import UpstreamRequest
 
 log = logging.getLogger("slng_fast.session")
 
@@ -85,15 +85,25 @@ RECONNECT_BACKOFF = (0.25, 0.5, 1.0)
 UPSTREAM_SEND_TIMEOUT = 10.0
 
 
-@dataclass
+@dataclass(slots=True)
 class UpstreamLink:
+    """One upstream connection of the session's. It has a task only while it connects
+    and while its outbox has frames to write (`SessionBridge._write_link`); its reader
+    is its connection's, in the bridge's nursery: an idle link, a stream lent to the
+    data plane, costs no task of its own (issue 12 point 3)."""
+
     epoch: int
     outbox: ByteBoundedQueue[Any]
+    # Entered while connecting; cancelled when the session lets go of the link.
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     conn: Connection | None = None  # once open
     backlog: int = 0  # its messages waiting in the inbox
     unsent: int = 0  # frames put in its outbox and not yet written
     flushed: trio.Event | None = None  # set once `unsent` is back to 0 (for a waiter)
+    writing: bool = True  # a task writes the outbox (the connecting one, at first)
+    writer: trio.CancelScope | None = None  # that task's, while it writes
+    give_back: Callable[[], None] | None = None  # a warm connection's, for the link's end
+    ended: bool = False  # it carries nothing more (`_end_link`): no writer starts
 
     def sent_one(self) -> None:
         self.unsent = max(0, self.unsent - 1)
@@ -240,6 +250,8 @@ class SessionBridge:
                     remove()
                 if outside is not None:
                     outside.hook = None
+                for link in list(self.links.values()):
+                    self._let_go(link)
                 nursery.cancel_scope.cancel()
                 # Nobody reads the inbox now: a connection's reader waiting for room in
                 # it (the client's is not in this nursery) goes on, and drops the rest.
@@ -256,16 +268,20 @@ class SessionBridge:
 
     def _deadline_passed(self) -> None:
         self._deadline_due = True
-        if self._waiting is not None:
-            self._waiting.cancel()
+        self._interrupt()
 
     def request_end(self, item: EndRequested) -> None:
         """End the session for ``item`` as soon as the loop can, without queueing behind
         anything."""
         if self._end is None:
             self._end = item
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Wake the loop from its wait, whatever it waits for, to look at its flags."""
         if self._waiting is not None:
             self._waiting.cancel()
+        self.inbox.wake_getter()
 
     async def _interruptible(self, wait: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         """Run ``wait()`` in the loop so that `request_end` can interrupt it: (finished,
@@ -335,18 +351,19 @@ class SessionBridge:
                 await self._lend_caught_up()
             # Not held while waiting: the last step's frames (a stream lent to the data
             # plane waits here for most of its life).
+            # (The wait is woken, not cancelled, by `_interrupt`: no cancel scope is held
+            # through a stream's life.)
             actions, item = [], None
-            got, item = await self._interruptible(self.inbox.get)
-            if not got:
+            item = await self.inbox.get_or_woken()
+            if item is WOKEN:
                 continue
             now = trio.current_time()
-            from_upstream = isinstance(item, FromUpstream)
             pending = self._pending
             if isinstance(item, FromClient):
                 self.client_backlog -= 1
                 if isinstance(pending, StartUplink):
                     self._pending = None  # superseded: the session asks again if it will
-            if from_upstream:
+            elif isinstance(item, FromUpstream):
                 link = self.links.get(item.epoch)
                 if link is not None:
                     link.backlog -= 1
@@ -357,7 +374,8 @@ class SessionBridge:
             except (Exception, PanicException) as exc:
                 actions = self._fault(exc, now)
             sent = await self._execute(actions)
-            if from_upstream and any(isinstance(a, SendClient) for a in actions):
+            if isinstance(item, FromUpstream) and any(isinstance(a, SendClient)
+                                                      for a in actions):
                 self.added_latency.observe(trio.current_time() - item.received_at)
             self._record(session)
             if sent:
@@ -470,9 +488,10 @@ class SessionBridge:
         try:
             link.outbox.put_nowait(frame)
             link.unsent += 1
+            self._wake_writer(link)
             return True
         except trio.WouldBlock:
-            pass
+            pass  # (a writer runs: the outbox is not empty)
         except trio.ClosedResourceError:
             return True
         try:
@@ -481,6 +500,7 @@ class SessionBridge:
             return True
         if finished:
             link.unsent += 1
+            self._wake_writer(link)
         return finished
 
     async def _client_lost(self) -> bool:
@@ -514,7 +534,7 @@ class SessionBridge:
                                                          UPSTREAM_OUTBOX_BYTES)
         link = UpstreamLink(action.epoch, outbox)
         self.links[action.epoch] = link
-        self.nursery.start_soon(self._run_link, link, action)
+        self.nursery.start_soon(self._connect_link, link, action.request)
 
     def _close_link(self, epoch: int) -> None:
         self._stop_uplink(epoch)
@@ -523,69 +543,87 @@ class SessionBridge:
         if link is not None:
             if link.conn is not None:
                 link.conn.stop_relay()
-            link.outbox.close()  # the writer sends what is queued, then closes the socket
+            link.outbox.close()
+            if link.conn is None and not link.writing:  # its connection ended already
+                self._end_link(link)
+            else:
+                self._wake_writer(link)  # it sends what is queued, then closes the socket
 
     def _forget_link(self, epoch: int) -> None:
         self._stop_uplink(epoch)
         link = self.links.pop(epoch, None)
         self._link_going(link, epoch)
         if link is not None:
-            link.cancel_scope.cancel()
+            self._let_go(link)
 
-    async def _run_link(self, link: UpstreamLink, action: OpenUpstream) -> None:
-        try:
-            await self._link(link, action)
-        except* (trio_websocket.HandshakeError, OSError) as group:
-            # trio-websocket raises a refused handshake from its own background task.
-            link.outbox.close()
-            await self.inbox.put(UpstreamFailed(
-                link.epoch, f"cannot reach the provider: {group.exceptions[0]}",
-                getattr(group.exceptions[0], "status", None)))
-        finally:
-            # Whoever waits for room in the outbox stops waiting: nothing reads it now.
-            link.outbox.close()
-            link.unsent = 0
-            link.sent_one()  # nor for its frames to be written
+    def _let_go(self, link: UpstreamLink) -> None:
+        """Stop whatever runs for the link (its connecting, its writer) and end it."""
+        link.cancel_scope.cancel()
+        if link.writer is not None:
+            link.writer.cancel()
+        self._end_link(link)
 
-    async def _link(self, link: UpstreamLink, action: OpenUpstream) -> None:
-        request = action.request
-        outbox = link.outbox
-        taken = self.warm.take(self.session.serving, request) if self.warm is not None else None
-        try:
-            await self._link_on(link, request, outbox, taken)
-        finally:
-            if taken is not None:
-                taken[1]()  # the warm connection goes back to its owner, to be dropped
+    def _end_link(self, link: UpstreamLink) -> None:
+        """The link carries nothing more: whoever waits for room in its outbox, or for
+        its frames to be written, stops waiting; a warm connection goes back."""
+        link.ended = True
+        link.outbox.close()
+        link.unsent = 0
+        link.sent_one()
+        give_back, link.give_back = link.give_back, None
+        if give_back is not None:
+            give_back()  # to its pool, which drops it
 
-    async def _link_on(self, link: UpstreamLink, request: Any, outbox: Any,
-                       taken: tuple[Connection, Callable[[], None]] | None) -> None:
+    async def _connect_link(self, link: UpstreamLink, request: UpstreamRequest) -> None:
+        """Open the link's connection (a warm one if the worker has it), its reader in
+        this bridge's nursery; then write what was queued meanwhile."""
+        conn = failure = None
         with link.cancel_scope:
-            async with trio.open_nursery() as nursery:
-                try:
-                    if taken is not None:
-                        conn = taken[0]
-                        self.metrics.inc("slng_warm_connections_used_total",
-                                         provider=self.session.serving)
-                    else:
-                        conn = await self._open_with_backoff(request, nursery)
-                except OSError as exc:
-                    outbox.close()
-                    await self.inbox.put(UpstreamFailed(
-                        link.epoch, f"cannot reach the provider: {exc}",
-                        getattr(exc, "status", None)))
-                    return
-                except Exception as exc:  # a fault here must end this session only, cleanly
-                    log.exception("opening the upstream failed",
-                                  extra={"context_id": self.session.context_id})
-                    outbox.close()
-                    await self.inbox.put(UpstreamFailed(
-                        link.epoch, f"cannot reach the provider: {exc}"))
-                    return
-                link.conn = conn
-                nursery.start_soon(self._read_upstream, link, conn)
+            try:
+                taken = self.warm.take(self.session.serving, request) \
+                    if self.warm is not None else None
+                if taken is not None:
+                    conn, link.give_back = taken
+                    self.metrics.inc("slng_warm_connections_used_total",
+                                     provider=self.session.serving)
+                else:
+                    conn = await self._open_with_backoff(request, self.nursery)
+            except OSError as exc:
+                failure = UpstreamFailed(link.epoch, f"cannot reach the provider: {exc}",
+                                         getattr(exc, "status", None))
+            except Exception as exc:  # a fault here must end this session only, cleanly
+                log.exception("opening the upstream failed",
+                              extra={"context_id": self.session.context_id})
+                failure = UpstreamFailed(link.epoch, f"cannot reach the provider: {exc}")
+        if conn is None or link.cancel_scope.cancel_called:
+            self._end_link(link)
+            if conn is not None:  # let go of before it started (a warm one is taken at once)
+                await conn.abort()
+            if failure is not None:
+                await self._from_reader(failure)
+            return
+        link.conn = conn
+        self.nursery.start_soon(self._read_upstream, link, conn)
+        await self._write_link(link, conn)
+
+    def _wake_writer(self, link: UpstreamLink) -> None:
+        """A frame was queued, or the outbox closed: a task writes it, unless one is
+        already at it (the connecting task writes once the connection is open)."""
+        if not link.writing and not link.ended and link.conn is not None:
+            link.writing = True
+            self.nursery.start_soon(self._write_link, link, link.conn)
+
+    async def _write_link(self, link: UpstreamLink, conn: Connection) -> None:
+        """Write the link's outbox to ``conn`` until it is empty (then this task ends)
+        or closed by the session (then close the connection)."""
+        outbox = link.outbox
+        try:
+            with trio.CancelScope() as link.writer:
                 while True:
                     try:
-                        frame = await outbox.get()
+                        frame = outbox.get_nowait()
+                    except trio.WouldBlock:
+                        return  # nothing to write: no task until there is
                     except trio.EndOfChannel:
                         break
                     try:
@@ -593,29 +631,32 @@ class SessionBridge:
                         link.sent_one()
                     except ConnectionClosed as exc:
                         # The provider's side is gone (a reset seen while writing): said
-                        # here, since the reader is cancelled before it could say it.
-                        outbox.close()
-                        await self.inbox.put(UpstreamClosed(
-                            link.epoch, exc.code,
-                            exc.reason or "the provider's connection broke"))
-                        nursery.cancel_scope.cancel()
+                        # here, and not by its reader as well (the outbox is closed).
+                        self._end_link(link)
+                        await conn.abort()
+                        await self._from_reader(UpstreamClosed(
+                            link.epoch, exc.code, exc.reason or "the provider's connection broke"))
                         return
                     if not delivered:  # the provider has stopped reading: it is stalled
-                        outbox.close()
+                        self._end_link(link)
                         await conn.abort()
-                        await self.inbox.put(UpstreamFailed(
+                        await self._from_reader(UpstreamFailed(
                             link.epoch,
                             f"the provider took no data for {self.upstream_send_timeout:g} s"))
-                        nursery.cancel_scope.cancel()
                         return
-                # Closed by the session (stop, configure, end): close the socket and stop.
+                # Closed by the session (stop, configure, end): close the socket.
+                self._end_link(link)
                 with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                     scope.shield = True
                     try:
                         await conn.close(1000, "")
                     except Exception:
                         pass
-                nursery.cancel_scope.cancel()
+        finally:
+            link.writer = None
+            link.writing = False
+            if outbox.closed and not link.ended:  # cancelled with the session, say
+                self._end_link(link)
 
     async def _open_with_backoff(self, request: Any, nursery: trio.Nursery) -> Connection:
         """Open the upstream, retrying a refused or failed connection (not a refused
@@ -816,14 +857,13 @@ class SessionBridge:
         for the same fault (the provider's connection broke, or it took no data)."""
         self._uplink_epoch = None
         conn = link.conn
-        link.outbox.close()
-        link.cancel_scope.cancel()  # its reader and writer: this is the link's one report
+        self._let_go(link)  # its writer and its reader: this is the link's one report
+        if conn is not None:
+            await conn.abort()
         if closed is not None:
             item: InboxItem = UpstreamClosed(link.epoch, closed.code,
                                              closed.reason or "the provider's connection broke")
         else:
-            if conn is not None:
-                await conn.abort()
             item = UpstreamFailed(link.epoch, f"the provider took no data for "
                                               f"{self.upstream_send_timeout:g} s")
         await self.inbox.put(item)
@@ -932,8 +972,7 @@ class SessionBridge:
 
     def _drain_now(self) -> None:
         self._drain_due = True
-        if self._waiting is not None:
-            self._waiting.cancel()
+        self._interrupt()
 
     def _outside_ended(self) -> None:
         assert self.outside_end is not None

@@ -6,6 +6,7 @@ large: the frame layer has already refused anything over the tier's size)."""
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -19,6 +20,13 @@ T = TypeVar("T")
 # plane), then cost no deque block (~770 B) and no lots (~250 B each), issue 12 point 3. maxlen=0: nothing is ever kept in it (put_nowait replaces it
 # before appending).
 _EMPTY: deque[Any] = deque(maxlen=0)
+
+
+class Woken(enum.Enum):
+    WOKEN = "woken"
+
+
+WOKEN = Woken.WOKEN  # what `get_or_woken` returns when woken with no item
 
 
 class ByteBoundedQueue(Generic[T]):
@@ -37,6 +45,7 @@ class ByteBoundedQueue(Generic[T]):
         self._closed = False
         self._not_full: trio.lowlevel.ParkingLot | None = None
         self._not_empty: trio.lowlevel.ParkingLot | None = None
+        self._woken = False  # `wake_getter` was called: `get_or_woken` returns WOKEN
 
     def __len__(self) -> int:
         return len(self._items)
@@ -91,8 +100,26 @@ class ByteBoundedQueue(Generic[T]):
         return item
 
     async def get(self) -> T:
+        item = await self._get(wakeable=False)
+        assert item is not WOKEN
+        return item
+
+    async def get_or_woken(self) -> T | Woken:
+        """`get`, or WOKEN once `wake_getter` was called (while it waits, or before):
+        a consumer that must also answer other calls waits without a cancel scope."""
+        return await self._get(wakeable=True)
+
+    def wake_getter(self) -> None:
+        self._woken = True
+        if self._not_empty is not None:
+            self._not_empty.unpark()
+
+    async def _get(self, *, wakeable: bool) -> T | Woken:
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
+            if wakeable and self._woken:
+                self._woken = False
+                return WOKEN
             try:
                 item = self.get_nowait()
             except trio.WouldBlock:

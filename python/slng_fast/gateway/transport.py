@@ -9,6 +9,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 import trio_websocket
@@ -354,21 +355,47 @@ async def serve_trio_websocket(handler: Handler, host: str, port: int, *,
 
 async def open_upstream(url: str, headers: list[tuple[str, str]], subprotocols: list[str],
                         nursery: trio.Nursery, *, connect_timeout: float = 10.0) -> Connection:
-    """Open a WebSocket to an upstream; raises OSError/HandshakeError-like errors as OSError."""
+    """Open a WebSocket to an upstream with trio-websocket; a refused handshake raises
+    `UpstreamRejected`, a network fault OSError. Its reading runs in a task of
+    ``nursery``'s that ends with the connection: a fault there closes the connection
+    and is logged, never raised into ``nursery`` (the session's own, which must not fail
+    with one of its upstreams)."""
+    conn: Connection = await nursery.start(partial(
+        _trio_websocket_upstream, url, headers, subprotocols, connect_timeout))
+    return conn
+
+
+async def _trio_websocket_upstream(url: str, headers: list[tuple[str, str]],
+                                   subprotocols: list[str], connect_timeout: float, *,
+                                   task_status: trio.TaskStatus[Connection]) -> None:
     ssl_context = ssl.create_default_context() if url.startswith("wss://") else None
+    started = False
     try:
-        with trio.fail_after(connect_timeout):
-            ws = await trio_websocket.connect_websocket_url(
-                nursery, url, ssl_context,
-                extra_headers=[(k.encode(), v.encode()) for k, v in headers],
-                subprotocols=subprotocols or None,
-                message_queue_size=64, max_message_size=TRANSPORT_MAX_MESSAGE)
-    except trio_websocket.HandshakeError as exc:
-        status = getattr(exc, "status_code", None)
-        raise UpstreamRejected(status, str(exc)[:200]) from exc
-    except trio.TooSlowError as exc:
-        raise OSError("upstream did not answer in time") from exc
-    return TrioWebsocketConnection(ws)
+        async with trio.open_nursery() as reading:
+            with trio.fail_after(connect_timeout):
+                ws = await trio_websocket.connect_websocket_url(
+                    reading, url, ssl_context,
+                    extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+                    subprotocols=subprotocols or None,
+                    message_queue_size=64, max_message_size=TRANSPORT_MAX_MESSAGE)
+            task_status.started(TrioWebsocketConnection(ws))
+            started = True
+    except BaseException as exc:
+        if not only_failures(exc):
+            raise  # cancellation goes on
+        if started:
+            log.warning("an upstream connection failed", exc_info=exc)
+            return
+        # (trio-websocket raises a refused handshake from its own task: one of a group.)
+        first = exc
+        while isinstance(first, BaseExceptionGroup) and len(first.exceptions) == 1:
+            first = first.exceptions[0]
+        if isinstance(first, trio_websocket.HandshakeError):
+            raise UpstreamRejected(getattr(first, "status_code", None),
+                                   str(first)[:200]) from first
+        if isinstance(first, trio.TooSlowError):
+            raise OSError("upstream did not answer in time") from first
+        raise first from None
 
 
 def only_failures(exc: BaseException) -> bool:
