@@ -392,6 +392,51 @@ async def test_many_connections_at_once(server, nursery):
     assert sorted(results) == sorted(f"{i}:{j}".encode() for i in range(20) for j in range(20))
 
 
+
+async def test_a_few_requests_are_answered_at_once_the_rest_wait_their_turn(nursery):
+    """At most ``answering_at_once`` WebSocket requests are in the handler before it
+    answers them: a burst of handshakes is answered a few at a time (its transient
+    objects fragmented the heap), each turn given back by an accept, a reject or the
+    handler's return, in the order the requests came."""
+    inside: list[str] = []
+    answer = {path: trio.Event() for path in ("/a", "/b", "/c", "/d")}
+
+    async def handler(request: IncomingRequest) -> None:
+        inside.append(request.path)
+        await answer[request.path].wait()
+        if request.path == "/a":
+            conn = await request.accept(None)
+            await conn.send("hello")
+            await trio.sleep_forever()
+        elif request.path == "/b":
+            await request.reject(403, b'{"error":"forbidden"}')
+        # "/c" returns without answering (the server answers 500)
+
+    port = await nursery.start(lambda task_status: serve_native_websocket(
+        handler, "127.0.0.1", 0, answering_at_once=2, task_status=task_status))
+
+    async def client(path: str) -> None:
+        try:
+            ws = await trio_websocket.connect_websocket(nursery, "127.0.0.1", port, path,
+                                                        use_ssl=False)
+            await ws.get_message()
+        except trio_websocket.HandshakeError:
+            pass
+
+    for path in ("/a", "/b", "/c", "/d"):
+        nursery.start_soon(client, path)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+    assert inside == ["/a", "/b"]  # two turns: /c and /d wait, their heads read
+    answer["/a"].set()  # accepted: its turn goes to /c
+    await trio.testing.wait_all_tasks_blocked(0.05)
+    assert inside == ["/a", "/b", "/c"]
+    answer["/c"].set()  # returned unanswered: its turn goes to /d
+    await trio.testing.wait_all_tasks_blocked(0.05)
+    assert inside == ["/a", "/b", "/c", "/d"]
+    answer["/b"].set()
+    answer["/d"].set()
+
+
 # ---- teardown ------------------------------------------------------------------------
 
 async def test_a_reader_cancelled_from_outside_still_ends_the_connection(server):

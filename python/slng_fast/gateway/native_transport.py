@@ -71,6 +71,10 @@ RECEIVE_SIZE = 65536
 MESSAGE_QUEUE = 64  # messages read ahead of receive(); then the socket is not read
 MESSAGE_QUEUE_BYTES = 256 * 1024  # ... or once this many bytes of them are waiting
 FAIR_READS = 16  # reads that found data at once before the reader yields anyway
+# WebSocket requests a server's handler answers at once; the others wait, their head
+# read, for a turn. A burst of thousands answered together left each idle connection
+# ~5 KiB more (the heap fragmented by their transient objects): docs/decisions.md.
+ANSWERING_AT_ONCE = 64
 
 _OK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed)
 
@@ -891,10 +895,13 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
                             server_max_message: int, *,
                             answered_hook: Callable[[], None] | None = None,
                             handshake_timeout: float = HANDSHAKE_TIMEOUT,
-                            parking: ParkedConnections | None = None) -> bool:
+                            parking: ParkedConnections | None = None,
+                            answering: trio.Semaphore | None = None) -> bool:
     """One connection; True when its handler parked it (``parking`` has it now: the
     stream stays open). ``answered_hook`` is called once the handler has answered the
-    request (accepted or rejected it): it is no longer a pending connection."""
+    request (accepted or rejected it): it is no longer a pending connection. A
+    WebSocket request's handler runs once it has one of ``answering``'s turns, which it
+    holds until it answers (or returns)."""
     head = await _read_request(stream, handshake_timeout)
     if head is None:
         return False
@@ -909,6 +916,15 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
     leftover = buf[request.consumed:]
     answered = False
     connection: NativeWebSocketConnection | None = None
+    if answering is not None:
+        await answering.acquire()
+    turn = answering
+
+    def answering_done() -> None:
+        nonlocal turn
+        if turn is not None:
+            turn.release()
+            turn = None
 
     async with trio.open_nursery() as nursery:
 
@@ -926,6 +942,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             if not request.is_websocket or request.key is None:
                 raise RuntimeError("not a WebSocket upgrade request: answer it with reject()")
             answered = True
+            answering_done()
             if answered_hook is not None:
                 answered_hook()
             await stream.send_all(_native.ws_accept_response(request.key, subprotocol))
@@ -946,6 +963,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             if answered:
                 raise RuntimeError("this request was already answered")
             answered = True
+            answering_done()
             if answered_hook is not None:
                 answered_hook()
             headers = [("Content-Type", content_type or _content_type(body))] if body else []
@@ -961,6 +979,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
         try:
             parked = await _closing_after(handler(incoming), lambda: connection)
         finally:
+            answering_done()
             nursery.cancel_scope.cancel()
             if connection is None and not answered:
                 try:
@@ -1100,13 +1119,16 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
                                  reuse_port: bool = False,
                                  pending: PendingConnections | None = None,
                                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                                 answering_at_once: int = ANSWERING_AT_ONCE,
                                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve forever; reports the bound port through `task_status`. A handler's
     exception, or a panic in a native call (a BaseException), is logged and ends its own
     connection only (closed with 1011 if it was a WebSocket). ``pending`` bounds the
     connections not answered yet (in total and per client address): past it, a new
-    connection gets 503 at once."""
+    connection gets 503 at once. At most ``answering_at_once`` WebSocket requests are
+    in their handler before it answers them; the rest wait their turn, in order."""
     pending = pending if pending is not None else PendingConnections()
+    answering = trio.Semaphore(answering_at_once)
 
     async def on_stream(stream: trio.abc.Stream) -> None:
         address = _peer_address(stream)
@@ -1131,7 +1153,8 @@ async def serve_native_websocket(handler: Handler, host: str | None, port: int, 
             try:
                 parked = await _serve_connection(
                     stream, handler, max_message_bytes, answered_hook=leave,
-                    handshake_timeout=handshake_timeout, parking=parking)
+                    handshake_timeout=handshake_timeout, parking=parking,
+                    answering=answering)
             finally:
                 leave()
                 if not parked:
