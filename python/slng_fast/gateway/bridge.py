@@ -644,7 +644,9 @@ class SessionBridge:
                             link.epoch,
                             f"the provider took no data for {self.upstream_send_timeout:g} s"))
                         return
-                # Closed by the session (stop, configure, end): close the socket.
+                # Closed by the session (stop, configure, end): close the socket, and
+                # drop it if the provider does not answer our close in time (its reader
+                # would otherwise wait for that answer as long as the session lives).
                 self._end_link(link)
                 with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                     scope.shield = True
@@ -652,6 +654,9 @@ class SessionBridge:
                         await conn.close(1000, "")
                     except Exception:
                         pass
+                if scope.cancelled_caught:
+                    with trio.CancelScope(shield=True):
+                        await conn.abort()
         finally:
             link.writer = None
             link.writing = False
