@@ -55,10 +55,7 @@ async def main(n: int, top: int, batch: int) -> None:
                                                      max_connections=n + 100)}
         config = Config(data_dir=Path(tmp), tiers=tiers, max_pending_connections=n + 100,
                         max_pending_per_address=n + 100)
-        store = Store(config.data_dir)
-        _, secret = store.create_key("enterprise", "bench")
-        registry = ProviderRegistry(config, {"espeak": "ws://127.0.0.1:9/"}, {}, environ={})
-        gateway = Gateway(config=config, store=store, registry=registry)
+        gateway, secret = gateway_with_key(config, {"espeak": "ws://127.0.0.1:9/"})
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_gateway, gateway, "127.0.0.1", 0)
             await trio.sleep(0.5)
@@ -75,6 +72,14 @@ async def main(n: int, top: int, batch: int) -> None:
             await client.stdin.aclose()
             await client.wait()
             nursery.cancel_scope.cancel()
+
+
+def gateway_with_key(config: Config, engine_urls: dict[str, str]) -> tuple[Gateway, str]:
+    """A gateway for an in-process bench, and an enterprise key of its store."""
+    store = Store(config.data_dir)
+    _, secret = store.create_key("enterprise", "bench")
+    registry = ProviderRegistry(config, engine_urls, {}, environ={})
+    return Gateway(config=config, store=store, registry=registry), secret
 
 
 class Growth:

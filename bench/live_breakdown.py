@@ -19,12 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import trio
-from idle_breakdown import Growth
+from idle_breakdown import Growth, gateway_with_key
 
 from slng_fast.config import Config, ProviderConfig
-from slng_fast.gateway.server import Gateway, serve_gateway
-from slng_fast.providers.registry import ProviderRegistry
-from slng_fast.store import Store
+from slng_fast.gateway.server import serve_gateway
 
 HERE = Path(__file__).parent
 SECONDS = 12.0
@@ -57,10 +55,7 @@ async def main(k: int, top: int) -> None:
         config = Config(data_dir=Path(tmp), tiers=tiers, engines=(),
                         max_pending_connections=k + 100, max_pending_per_address=k + 100,
                         providers={"orpheus": ProviderConfig(url=f"ws://127.0.0.1:{uport}/")})
-        store = Store(config.data_dir)
-        _, secret = store.create_key("enterprise", "bench")
-        registry = ProviderRegistry(config, {}, {}, environ={})
-        gateway = Gateway(config=config, store=store, registry=registry)
+        gateway, secret = gateway_with_key(config, {})
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_gateway, gateway, "127.0.0.1", 0)
             await trio.sleep(0.5)
