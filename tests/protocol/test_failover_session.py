@@ -178,3 +178,36 @@ def test_an_stt_switch_replays_the_audio_and_finalizes_not_yet_answered():
     answer = s.receive_upstream(s.upstream_epoch, final.replace("one", "two"), 0.8)
     (done,) = client_events(answer)
     assert done["text"] == "two" and done["audio_duration_seconds"] == 0.15
+
+
+def test_an_stt_switch_after_a_stable_segment_replays_its_audio_too():
+    """Audio sent faster than it is spoken: a stable segment covers only its first
+    words, and when it ends in the client's audio is not known; the backup hears all the
+    audio since the last final transcript, and its final is not the old segment again."""
+    from slng_fast.protocol.stt import SttSession
+    from slng_fast.providers.unified import UnifiedSttDialect
+
+    def resolve_stt(name):
+        endpoint = ENDPOINTS[name]
+        return endpoint, UnifiedSttDialect(endpoint, f"ws://{name}.invalid/")
+
+    sphinx = ENDPOINTS["pocketsphinx"]
+    s = SttSession(endpoint=sphinx, dialect=UnifiedSttDialect(sphinx, "ws://sphinx.invalid/"),
+                   tier=PRO, now=0.0)
+    s.failover = Failover(resolve_stt, replay_s=10.0)
+    s.receive_text(cmd(type="start", sample_rate=16000, fallback=["whisper"]), 0.0)
+    first = s.upstream_epoch
+    for n in range(1, 4):  # 3 s of audio, all in within 30 ms
+        s.receive_binary(bytes([n, 0]) * 16000, 0.01 * n)
+    s.receive_text(cmd(type="finalize"), 0.04)
+    segment = orjson.dumps({"type": "transcript", "text": "one two", "is_final": True}).decode()
+    assert [e["is_final"] for e in client_events(s.receive_upstream(first, segment, 0.5))] == [
+        True]
+    actions = s.upstream_closed(first, 0.6, 1011, "overloaded")
+    audio = b"".join(f for f in upstream_frames(actions) if isinstance(f, bytes))
+    assert [audio.count(bytes([n, 0]) * 4) >= 3000 for n in range(1, 4)] == [True] * 3
+    backup = orjson.dumps({"type": "transcript", "text": "one two three", "is_final": True})
+    s.receive_upstream(s.upstream_epoch, backup.decode(), 0.8)
+    final = orjson.dumps({"type": "final_transcript", "text": ""}).decode()
+    (done,) = client_events(s.receive_upstream(s.upstream_epoch, final, 0.9))
+    assert done["text"] == "one two three" and done["audio_duration_seconds"] == 3.0

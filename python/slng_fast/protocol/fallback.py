@@ -24,10 +24,6 @@ PROVIDER_DOWN = "provider_down"  # marked down in this worker: skipped at the st
 
 DEFAULT_FIRST_AUDIO_S = 5.0
 DEFAULT_STT_REPLAY_S = 10.0
-# An STT segment reported final covers audio up to a moment the gateway does not know
-# exactly; this much before the report is kept for replay, so a word is said twice to
-# the backup rather than lost.
-STT_SEGMENT_MARGIN_S = 1.0
 # When an utterance fails after its audio started, sentences estimated to have started
 # by then are not resent. The estimate assumes fast speech (characters a millisecond of
 # audio carries), so it errs toward skipping a sentence rather than repeating one; once
@@ -217,9 +213,6 @@ class ReplayBuffer:
             kept = data[offset - start:]
             self._size -= len(data) - len(kept)
             self._chunks.appendleft((offset, kept))
-
-    def keep_last(self, nbytes: int) -> None:
-        self.drop_before(self._end - nbytes)
 
     def replay(self) -> list[tuple[str, bytes]]:
         """What to send a backup, in order: ("audio", bytes) and ("finalize", b"")."""

@@ -175,7 +175,6 @@ class SttSession(ChainMixin, SessionCore):
             if isinstance(event, Transcript):
                 if event.is_final and event.text:
                     self.segments.append(event.text)
-                    stt_failover.segment_final(self)
                 actions.append(SendClient(events.transcript(
                     self.context_id, event.text, event.is_final, event.confidence, now,
                     start=event.start, end=event.end)))

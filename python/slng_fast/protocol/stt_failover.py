@@ -18,7 +18,6 @@ from slng_fast.protocol.audio import AudioIn
 from slng_fast.protocol.failover_session import Link
 from slng_fast.protocol.fallback import (
     PROVIDER_DOWN,
-    STT_SEGMENT_MARGIN_S,
     ReplayBuffer,
     first_entry,
 )
@@ -82,13 +81,6 @@ def open_serving(session: SttSession) -> list[Action]:
     return actions + [SendUpstream(f) for f in session.dialect.open_frames(language, extras)]
 
 
-def segment_final(session: SttSession) -> None:
-    """A stable segment came: the audio before it (but a margin) needs no replay."""
-    if session.replay is not None:
-        width = cmd.CODEC_SAMPLE_WIDTH[session.client_codec]
-        session.replay.keep_last(int(STT_SEGMENT_MARGIN_S * session.client_rate * width))
-
-
 def switch(session: SttSession, reason: str, now: float) -> list[Action]:
     """Move to the next model of the chain (exhausted: ``provider_unavailable``, 1013)."""
     actions: list[Action] = session._switch(reason, now, partial(close_upstream, session),
@@ -104,6 +96,9 @@ def close_upstream(session: SttSession) -> list[Action]:
 def _move(session: SttSession, reason: str, now: float, old: str, at: int) -> list[Action]:
     """Serve link ``at`` and replay to it the audio kept, the finalizes in their places."""
     session._begin_link(at)
+    # The backup hears again all the audio since the last final transcript, so its final
+    # holds every word of it: the old provider's segments would be said twice.
+    session.segments.clear()
     actions: list[Action] = [session._switched(old, reason)]
     actions += open_serving(session)
     received = session.audio.received_bytes if session.audio is not None else 0
