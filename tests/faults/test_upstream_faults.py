@@ -16,7 +16,8 @@ from faults.upstream import (
     speak,
     still_open,
 )
-from harness import Running, free_port
+from harness import Running, free_port, start_engines, start_fronting_gateway
+from slng_fast.emulators.faults import FaultPlan
 from wsclient import connect, send
 
 
@@ -117,6 +118,20 @@ async def test_tts_provider_that_cannot_be_reached(faulty, nursery, faults):
     events, code = await beside_a_healthy_session(gw, nursery, case)
     [error] = errors_of(events)
     assert error["code"] == "provider_unavailable" and error["retryable"] is True
+    assert events[-1]["type"] == "session_ended" and code == 1013
+
+
+async def test_a_provider_still_connecting_is_not_quiet(nursery, tmp_path):
+    """The provider's silence counts from its connection's open: one that never answers
+    the upgrade is unreachable (after the connect budget), never "quiet mid-utterance",
+    however short `provider_timeout_s` is beside that budget."""
+    engines = await start_engines(nursery)
+    gw = await start_fronting_gateway(nursery, tmp_path, engines, "elevenlabs",
+                                      faults=FaultPlan(handshake_delay_ms=60_000),
+                                      provider_timeout_s=0.3, upstream_connect_timeout_s=1.5)
+    _, events, code = await speak(gw, nursery, "elevenlabs")
+    [error] = errors_of(events)
+    assert error["code"] == "provider_unavailable", error
     assert events[-1]["type"] == "session_ended" and code == 1013
 
 

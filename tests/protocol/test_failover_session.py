@@ -107,6 +107,7 @@ def test_no_words_never_arm_the_first_audio_deadline():
     s.receive_text(cmd(type="init", fallback=["kokoro"]), 0.0)
     s.receive_text(cmd(type="input_text", text=" ... "), 0.1)
     s.receive_text(cmd(type="flush"), 0.2)
+    s.upstream_connected(s.upstream_epoch, 0.15)
     assert s.deadline() == 0.2 + s.provider_timeout_s  # only the quiet one
     actions = s.on_deadline(0.2 + s.provider_timeout_s)
     assert types(actions) == ["audio_end"]

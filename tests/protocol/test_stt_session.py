@@ -117,6 +117,8 @@ def test_a_provider_quiet_after_finalize_ends_the_session_at_the_deadline():
     s.receive_binary(b"\x00\x00" * 16000, 0.5)
     assert s.deadline() is None  # streaming audio: nothing waits on the provider yet
     s.receive_text(cmd(type="finalize"), 1.0)
+    assert s.deadline() is None  # still connecting: the connect budget bounds that wait
+    s.upstream_connected(s.upstream_epoch, 0.2)
     assert s.deadline() == pytest.approx(1.0 + s.provider_timeout_s)
     e = s.upstream_epoch
     s.receive_upstream(e, cmd(type="transcript", text="hel", is_final=False), 4.0)

@@ -333,6 +333,8 @@ def test_a_provider_quiet_mid_utterance_is_given_up_on_at_the_deadline():
     assert s.deadline() is None  # nothing waits on the provider
     s.receive_text(cmd(type="input_text", text="Hello."), 1.0)
     s.receive_text(cmd(type="flush"), 2.0)
+    assert s.deadline() is None  # still connecting: the connect budget bounds that wait
+    s.upstream_connected(s.upstream_epoch, 1.5)
     assert s.deadline() == pytest.approx(2.0 + s.provider_timeout_s)
     s.receive_upstream(s.upstream_epoch, tone(40), 5.0)  # audio moves it
     assert s.deadline() == pytest.approx(5.0 + s.provider_timeout_s)
@@ -349,6 +351,11 @@ def test_a_provider_quiet_mid_utterance_is_given_up_on_at_the_deadline():
     s.receive_text(cmd(type="input_text", text="Again."), 20.0)
     again = s.receive_text(cmd(type="flush"), 20.0)
     assert opened(again) and upstream_frames(again)[-1] == '{"type":"control","action":"flush"}'
+    assert s.deadline() is None  # the new upstream connects
+    s.upstream_connected(epoch, 20.2)  # the old one's word counts for nothing
+    assert s.deadline() is None
+    s.upstream_connected(s.upstream_epoch, 20.3)  # its silence counts from its open
+    assert s.deadline() == pytest.approx(20.3 + s.provider_timeout_s)
     late = s.receive_upstream(epoch, tone(40), 20.5)  # the old upstream's audio is dropped
     assert late == []
     done = s.receive_upstream(s.upstream_epoch, '{"type":"flushed"}', 21.0)

@@ -38,6 +38,7 @@ from slng_fast.gateway.inbox import (
     InboxItem,
     KeepaliveDue,
     UpstreamClosed,
+    UpstreamConnected,
     UpstreamFailed,
     item_size,
 )
@@ -391,6 +392,8 @@ class SessionBridge:
             return session.receive_binary(item.frame, now)
         if isinstance(item, FromUpstream):
             return session.receive_upstream(item.epoch, item.frame, now)
+        if isinstance(item, UpstreamConnected):
+            return session.upstream_connected(item.epoch, now)
         if isinstance(item, UpstreamFailed):
             return session.upstream_failed(item.epoch, item.message, now, item.status)
         if isinstance(item, UpstreamClosed):
@@ -603,6 +606,7 @@ class SessionBridge:
                 await self._from_reader(failure)
             return
         link.conn = conn
+        await self._from_reader(UpstreamConnected(link.epoch))  # before its messages
         self.nursery.start_soon(self._read_upstream, link, conn)
         await self._write_link(link, conn)
 

@@ -29,6 +29,13 @@ class FromUpstream:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamConnected:
+    """The upstream's connection is open (its messages come after this)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamFailed:
     epoch: int
     message: str
@@ -64,7 +71,7 @@ class EndRequested:
     error: GatewayError | None = None
 
 
-InboxItem = (FromClient | FromUpstream | UpstreamFailed | UpstreamClosed
+InboxItem = (FromClient | FromUpstream | UpstreamConnected | UpstreamFailed | UpstreamClosed
              | ClientTooLarge | KeepaliveDue | EndRequested)
 
 

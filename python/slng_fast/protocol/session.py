@@ -42,7 +42,7 @@ class Usage:
 
 class SessionCore:
     """Shared intake and lifecycle; subclasses handle commands and upstream events."""
-    __slots__ = ("_end_reason", "_mode_at_end", "_rate_limit", "context_id", "draining", "endpoint", "last_upstream", "machine", "observations", "passthrough", "provider_timeout_s", "session_id", "started_at", "tier", "upstream_epoch", "upstream_open", "usage", "dialect", "defaults", "audio")
+    __slots__ = ("_end_reason", "_mode_at_end", "_rate_limit", "context_id", "draining", "endpoint", "last_upstream", "machine", "observations", "passthrough", "provider_timeout_s", "session_id", "started_at", "tier", "upstream_epoch", "upstream_open", "connected_epoch", "usage", "dialect", "defaults", "audio")
 
     endpoint_kind = "tts"
     opened_word = "initialized"  # what the open command did, for messages
@@ -95,6 +95,9 @@ class SessionCore:
         self._rate_limit = rate_limit
         self.upstream_epoch = 0
         self.upstream_open = False
+        # The upstream whose connection is open (the I/O layer says so): until then, the
+        # connect budget, not the provider's silence, bounds the wait for it.
+        self.connected_epoch = -1
         # A drop-in SDK route: native from the first frame, upstream by this request.
         self.passthrough: Any = None
         # While the client waits on the provider (an utterance, a finalize), a provider
@@ -245,6 +248,18 @@ class SessionCore:
         return None
 
     # -- upstream lifecycle (called by the I/O layer) -------------------------------------
+    def upstream_connected(self, epoch: int, now: float) -> list[Action]:
+        """The upstream's connection is open: its silence counts from now."""
+        if not self.ended and epoch == self.upstream_epoch and self.upstream_open:
+            self.connected_epoch = epoch
+            self.last_upstream = max(self.last_upstream, now)
+        return []
+
+    @property
+    def upstream_connecting(self) -> bool:
+        """An upstream was asked for and its connection is not open yet."""
+        return self.upstream_open and self.connected_epoch != self.upstream_epoch
+
     def upstream_failed(self, epoch: int, message: str, now: float,
                         status: int | None = None) -> list[Action]:
         """The upstream could not be opened (or has no credentials); ``status``: the HTTP

@@ -205,7 +205,8 @@ class SttSession(ChainMixin, SessionCore):
         return own if own is not None else self._quiet_deadline()
 
     def _quiet_deadline(self) -> float | None:
-        if not self.finalizes_pending or self.finalize_waiting_since is None:
+        if (not self.finalizes_pending or self.finalize_waiting_since is None
+                or self.upstream_connecting):  # the connect budget bounds this wait
             return None
         return max(self.last_upstream, self.finalize_waiting_since) + self.provider_timeout_s
 

@@ -397,9 +397,11 @@ class TtsSession(ChainMixin, SessionCore):
         if (self.ended or self.mode == NATIVE or not self.upstream_open or not self.pending
                 or all(u.empty for u in self.pending)):
             return None
+        first = tts_failover.first_audio_deadline(self)
+        if self.upstream_connecting:  # the connect budget bounds this wait
+            return first
         waiting_since = max(self.last_upstream, self.pending[0].flushed_at)
         quiet = waiting_since + self.provider_timeout_s
-        first = tts_failover.first_audio_deadline(self)
         return quiet if first is None else min(quiet, first)
 
     def on_deadline(self, now: float) -> list[Action]:
