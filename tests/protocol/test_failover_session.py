@@ -141,7 +141,8 @@ def test_exhausted_chain_is_provider_unavailable_and_1013():
 
 # -- STT -------------------------------------------------------------------------------
 
-def test_an_stt_switch_replays_the_audio_and_finalizes_not_yet_answered():
+def stt_session_with_a_chain():
+    """A PocketSphinx session whose chain entries resolve to unified dialects."""
     from slng_fast.protocol.stt import SttSession
     from slng_fast.providers.unified import UnifiedSttDialect
 
@@ -153,6 +154,11 @@ def test_an_stt_switch_replays_the_audio_and_finalizes_not_yet_answered():
     s = SttSession(endpoint=sphinx, dialect=UnifiedSttDialect(sphinx, "ws://sphinx.invalid/"),
                    tier=PRO, now=0.0)
     s.failover = Failover(resolve_stt, replay_s=10.0)
+    return s
+
+
+def test_an_stt_switch_replays_the_audio_and_finalizes_not_yet_answered():
+    s = stt_session_with_a_chain()
     (ready,) = client_events(s.receive_text(
         cmd(type="start", sample_rate=16000, fallback=["whisper"]), 0.0))
     assert ready["session"] == {"provider": "pocketsphinx", "fallback": ["whisper"]}
@@ -185,17 +191,7 @@ def test_an_stt_switch_after_a_stable_segment_replays_its_audio_too():
     """Audio sent faster than it is spoken: a stable segment covers only its first
     words, and when it ends in the client's audio is not known; the backup hears all the
     audio since the last final transcript, and its final is not the old segment again."""
-    from slng_fast.protocol.stt import SttSession
-    from slng_fast.providers.unified import UnifiedSttDialect
-
-    def resolve_stt(name):
-        endpoint = ENDPOINTS[name]
-        return endpoint, UnifiedSttDialect(endpoint, f"ws://{name}.invalid/")
-
-    sphinx = ENDPOINTS["pocketsphinx"]
-    s = SttSession(endpoint=sphinx, dialect=UnifiedSttDialect(sphinx, "ws://sphinx.invalid/"),
-                   tier=PRO, now=0.0)
-    s.failover = Failover(resolve_stt, replay_s=10.0)
+    s = stt_session_with_a_chain()
     s.receive_text(cmd(type="start", sample_rate=16000, fallback=["whisper"]), 0.0)
     first = s.upstream_epoch
     for n in range(1, 4):  # 3 s of audio, all in within 30 ms
