@@ -4,8 +4,10 @@ TTS): a Kyutai emulator told to misbehave, a healthy session beside each case.""
 from __future__ import annotations
 
 import pytest
+import trio
 
 from faults.upstream import (
+    HANG_GUARD,
     beside_a_healthy_session,
     errors_of,
     still_open,
@@ -50,3 +52,21 @@ async def test_stt_provider_failing(faulty, nursery, speech, faults):
     [error] = errors_of(events)
     assert error["code"] == "provider_unavailable" and error["retryable"] is True, error
     assert events[-1]["type"] == "session_ended" and code == 1013
+
+
+async def test_audio_pushed_while_the_upstream_connects(faulty, nursery, speech):
+    """A slow upgrade while the client pushes more audio than the upstream's outbox
+    holds: the session's loop waits for room in that outbox, and the connecting task
+    must not wait for room in the loop's inbox to say it is open (each would wait for
+    the other); the finalize is answered."""
+    gw = await faulty("kyutai", handshake_delay_ms=1000)
+    pushed = bytes(16000 * 2 * 20) + speech  # 20 s of silence first: 2 MiB for Kyutai
+
+    async def case() -> tuple[list[dict], int | None]:
+        _, events, code = await transcribe(gw, nursery, pushed)
+        return events, code
+
+    with trio.fail_after(HANG_GUARD):
+        events, code = await beside_a_healthy_session(gw, nursery, case)
+    assert code is None and errors_of(events) == [], events
+    assert events[-1]["type"] == "final_transcript"

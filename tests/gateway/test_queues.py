@@ -33,6 +33,19 @@ async def test_bounded_by_items():
         queue.put_nowait(b"c")
 
 
+async def test_an_item_put_past_the_bounds_is_queued_in_order():
+    queue = ByteBoundedQueue[bytes](max_items=2, max_bytes=1 << 20)
+    queue.put_nowait(b"a")
+    queue.put_nowait(b"b")
+    queue.put_nowait(b"c", past_bounds=True)
+    with pytest.raises(trio.WouldBlock):
+        queue.put_nowait(b"d")
+    assert [queue.get_nowait() for _ in range(3)] == [b"a", b"b", b"c"]
+    queue.close()
+    with pytest.raises(trio.ClosedResourceError):
+        queue.put_nowait(b"e", past_bounds=True)
+
+
 async def test_one_item_always_fits_into_an_empty_queue():
     queue = ByteBoundedQueue[bytes](max_items=4, max_bytes=10)
     queue.put_nowait(b"x" * 1000)

@@ -606,7 +606,12 @@ class SessionBridge:
                 await self._from_reader(failure)
             return
         link.conn = conn
-        await self._from_reader(UpstreamConnected(link.epoch))  # before its messages
+        # Before its messages; never waiting for room: the loop may be waiting for this
+        # task to write what it queued.
+        try:
+            self.inbox.put_nowait(UpstreamConnected(link.epoch), past_bounds=True)
+        except trio.ClosedResourceError:
+            pass
         self.nursery.start_soon(self._read_upstream, link, conn)
         await self._write_link(link, conn)
 

@@ -59,10 +59,12 @@ class ByteBoundedQueue(Generic[T]):
         return bool(self._items) and (len(self._items) >= self.max_items
                                       or self._bytes >= self.max_bytes)
 
-    def put_nowait(self, item: T) -> None:
+    def put_nowait(self, item: T, *, past_bounds: bool = False) -> None:
+        """``past_bounds``: queue it even when full (a small item that must not wait
+        for the consumer, who may be waiting on its producer)."""
         if self._closed:
             raise trio.ClosedResourceError
-        if self._full():
+        if self._full() and not past_bounds:
             raise trio.WouldBlock
         size = self._size(item)
         if self._items is _EMPTY:
