@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from engines.engine_audio import round_trip_speech
 from harness import RedisServer, Served
+from slng_fast.engines.espeak import EspeakSynth
+
+
+@pytest.fixture(scope="session", autouse=True)
+def round_trip_speech_first() -> None:
+    """eSpeak's first rendering of the round-trip sentences, whatever runs first
+    (`engines.engine_audio.speech_16k`)."""
+    round_trip_speech(EspeakSynth.shared())
 
 
 @pytest.fixture
