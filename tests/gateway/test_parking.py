@@ -6,6 +6,7 @@ a revoked key, the client leaving) happens as it did with a task."""
 from __future__ import annotations
 
 import socket
+import time
 
 import orjson
 import trio
@@ -18,10 +19,14 @@ TTS_PATH = "/v1/tts/espeak-websocket-stream"
 
 async def parked(gw, count: int) -> None:
     """Wait until ``count`` connections are parked (their handlers' store calls ran in
-    threads first)."""
-    with trio.fail_after(10):
-        while len(gw.gateway.parked) != count:
-            await trio.sleep(0.01)
+    threads first). Bounded in real time, and never blocked in trio: a thread or a
+    socket at work is no runnable task, so an autojump clock would jump meanwhile (10
+    virtual seconds passed in 1,000 short sleeps while a loaded machine's thread ran)."""
+    deadline = time.monotonic() + 10
+    while len(gw.gateway.parked) != count:
+        assert time.monotonic() < deadline, (len(gw.gateway.parked), count)
+        time.sleep(0.001)  # noqa: ASYNC251 (the thread and the sockets go on meanwhile)
+        await trio.lowlevel.checkpoint()
 
 
 def handler_tasks() -> list[str]:
