@@ -920,11 +920,19 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
         await answering.acquire()
     turn = answering
 
-    def answering_done() -> None:
+    def release_turn() -> None:
         nonlocal turn
         if turn is not None:
             turn.release()
             turn = None
+
+    def now_answered() -> None:
+        """The turn goes to the next request; this one is no longer pending."""
+        nonlocal answered
+        answered = True
+        release_turn()
+        if answered_hook is not None:
+            answered_hook()
 
     async with trio.open_nursery() as nursery:
 
@@ -936,15 +944,12 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
             ``parkable``: the reader starts only when the handler first reads, pings or
             closes, so that until then it may `park` the connection (a handler that
             does neither meanwhile does not see the peer go)."""
-            nonlocal answered, connection
+            nonlocal connection
             if answered:
                 raise RuntimeError("this request was already answered")
             if not request.is_websocket or request.key is None:
                 raise RuntimeError("not a WebSocket upgrade request: answer it with reject()")
-            answered = True
-            answering_done()
-            if answered_hook is not None:
-                answered_hook()
+            now_answered()
             await stream.send_all(_native.ws_accept_response(request.key, subprotocol))
             limit = min(max_message_bytes or server_max_message, server_max_message)
             ws = _native.WsConnection(limit, lenient_text=True)
@@ -959,13 +964,9 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
 
         async def reject(status: int, body: bytes, content_type: str | None = None, *,
                          extra_headers: list[tuple[str, str]] | None = None) -> None:
-            nonlocal answered
             if answered:
                 raise RuntimeError("this request was already answered")
-            answered = True
-            answering_done()
-            if answered_hook is not None:
-                answered_hook()
+            now_answered()
             headers = [("Content-Type", content_type or _content_type(body))] if body else []
             headers += extra_headers or []
             if request.method == "HEAD":
@@ -979,7 +980,7 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler,
         try:
             parked = await _closing_after(handler(incoming), lambda: connection)
         finally:
-            answering_done()
+            release_turn()
             nursery.cancel_scope.cancel()
             if connection is None and not answered:
                 try:
